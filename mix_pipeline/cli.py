@@ -1,0 +1,193 @@
+"""`mix-pipeline`: validate a recipe, build sample data, run a recipe, report on a run.
+
+`run` executes the same Dagster jobs the UI shows, against the Dagster instance in
+DAGSTER_HOME (default ./.dagster_home, the folder `make ui` uses), so CLI runs appear in the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from mix_pipeline.recipe import RecipeError, load_recipe
+
+DEFAULT_DAGSTER_HOME = ".dagster_home"
+
+
+def _cmd_validate(args) -> int:
+    recipe = load_recipe(args.recipe)
+    files = sum(len(recipe.source_files(s)) for s in recipe.sources)
+    print(
+        f"ok: recipe '{recipe.name}': {len(recipe.sources)} source(s) over {files} file(s), "
+        f"{len(recipe.mixtures)} mixture(s); data_root {recipe.data_root_path}"
+    )
+    return 0
+
+
+def _cmd_sample_data(args) -> int:
+    from mix_pipeline.core.sample_data import build_sample_corpus
+
+    truth = build_sample_corpus(args.out, size_mb=args.size_mb, seed=args.seed, log=print)
+    print(f"sample corpus: {truth['counts']['total_documents']} documents in {os.path.abspath(args.out)}")
+    return 0
+
+
+def dagster_instance():
+    """The persistent instance in DAGSTER_HOME, created on first use."""
+    import dagster as dg
+
+    home = os.environ.setdefault("DAGSTER_HOME", os.path.abspath(DEFAULT_DAGSTER_HOME))
+    os.makedirs(home, exist_ok=True)
+    config = os.path.join(home, "dagster.yaml")
+    if not os.path.exists(config):
+        # Offline by default: no usage statistics leave the machine.
+        with open(config, "w") as f:
+            f.write("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def _execute(defs, job_name: str, instance, partition_key: str | None, label: str) -> None:
+    started = time.monotonic()
+    print(f"==> {label}", flush=True)
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("MIX_PIPELINE_LOG_LEVEL", "INFO")}}}},
+    )
+    failed_checks = [
+        e for e in result.get_asset_check_evaluations() if not e.passed and e.severity.value == "ERROR"
+    ]
+    if not result.success or failed_checks:
+        reasons = [f"check {e.asset_check_key.name} on {e.asset_key.to_user_string()} failed" for e in failed_checks]
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+                reasons.append(event.step_failure_data.error.message.strip().splitlines()[-1])
+        raise RunFailed(f"{label} failed (run {result.run_id}): " + "; ".join(reasons or ["see the run in the UI"]))
+    print(f"    done in {time.monotonic() - started:.1f}s (run {result.run_id[:8]})", flush=True)
+
+
+def run_recipe(recipe_path: str, mixture: str | None = None) -> dict[str, dict]:
+    """Materialize everything a recipe declares; returns the manifest of each mixture built."""
+    from mix_pipeline.defs import build_definitions
+    from mix_pipeline.defs.jobs import DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB
+
+    recipe = load_recipe(recipe_path)
+    if mixture is not None and mixture not in recipe.mixtures:
+        raise RecipeError(f"--mixture: recipe has no mixture '{mixture}' (mixtures: {', '.join(recipe.mixtures)})")
+    defs = build_definitions(recipe)
+    instance = dagster_instance()
+    for source in sorted(recipe.sources):
+        _execute(defs, INGEST_JOB, instance, source, f"ingest [{source}]: raw_documents → filtered_documents")
+    _execute(defs, DEDUP_INDEX_JOB, instance, None, "dedup_index (all sources)")
+    for source in sorted(recipe.sources):
+        _execute(defs, DEDUPLICATE_JOB, instance, source, f"deduplicate [{source}]")
+    manifests = {}
+    for name in sorted(recipe.mixtures):
+        if mixture is None or name == mixture:
+            _execute(defs, MIX_JOB, instance, name, f"mixture [{name}]")
+            with open(os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")) as f:
+                manifests[name] = json.load(f)
+    return manifests
+
+
+def print_ledger(recipe_path: str, names: list[str] | None = None) -> None:
+    recipe = load_recipe(recipe_path, check_paths=False)
+    for name in names or sorted(recipe.mixtures):
+        path = os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")
+        if not os.path.exists(path):
+            print(f"mixture '{name}': not built yet ({path} is missing)")
+            continue
+        with open(path) as f:
+            manifest = json.load(f)
+        unit = manifest["unit"]
+        print(f"\nmixture '{name}' ({unit}, seed {manifest['seed']}, tokenizer {manifest['tokenizer']})")
+        header = f"  {'source':<12}{'target':>9}{'achieved':>10}{unit:>14}{'documents':>11}{'epochs':>8}"
+        print(header)
+        print("  " + "-" * (len(header) - 2))
+        for source, row in sorted(manifest["sources"].items()):
+            print(
+                f"  {source:<12}{row['target_weight']:>9.4f}{row['achieved_weight']:>10.4f}"
+                f"{row['units']:>14,}{row['documents']:>11,}{row['epochs']:>8.2f}"
+            )
+        splits = ", ".join(f"{s}: {v['documents']:,} rows" for s, v in manifest["splits"].items())
+        print(f"  splits: {splits}")
+        print(f"  output: {os.path.dirname(path)}")
+
+
+def _cmd_run(args) -> int:
+    run_recipe(args.recipe, args.mixture)
+    print_ledger(args.recipe, [args.mixture] if args.mixture else None)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    import duckdb
+
+    from mix_pipeline.core.catalog import conservation
+    from mix_pipeline.defs import catalog_path
+
+    recipe = load_recipe(args.recipe, check_paths=False)
+    path = catalog_path(recipe)
+    if not os.path.exists(path):
+        print(f"no catalog at {path}: run `mix-pipeline run --recipe {args.recipe}` first", file=sys.stderr)
+        return 1
+    con = duckdb.connect(path, read_only=True)
+    print("document fates per source (records = kept + dropped + duplicate + quarantined):")
+    for row in conservation(con):
+        print(
+            f"  {row['source']:<12} records {row['records']:>8,}  kept {row['kept']:>8,}  dropped {row['dropped']:>7,}"
+            f"  duplicate {row['duplicate']:>7,}  quarantined {row['quarantined']:>5,}  "
+            f"{'balanced' if row['balanced'] else 'NOT BALANCED'}"
+        )
+    con.close()
+    print_ledger(args.recipe)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mix-pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a recipe; exit 0 or print the bad key")
+    p.add_argument("--recipe", required=True)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("sample-data", help="build the deterministic sample corpus")
+    p.add_argument("--out", required=True)
+    p.add_argument("--size-mb", type=float, default=20.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_sample_data)
+
+    p = sub.add_parser("run", help="materialize every asset of a recipe")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--mixture", help="build only this mixture (upstream stages still run)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="print conservation and mixture ledgers from the catalog")
+    p.add_argument("--recipe", required=True)
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RunFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The DuckDB catalog: per-stage statistics, every document's fate, and mixture ledgers.
+
+Rows are loaded straight from the Parquet files each stage wrote (DuckDB reads them in
+place), so the catalog's counts are counts of data on disk, not of in-memory counters. Each
+writer replaces exactly the rows of the partition it owns, inside one transaction, which
+makes reruns and backfills idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from mix_pipeline.names import FATE_DROPPED, FATE_QUARANTINED, FATES
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS stage_stats (
+        stage VARCHAR, partition VARCHAR, metric VARCHAR, value DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS source_inputs (
+        source VARCHAR, snapshot VARCHAR, records BIGINT, documents BIGINT, quarantined BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS document_fates (
+        source VARCHAR, snapshot VARCHAR, id VARCHAR, stage VARCHAR, fate VARCHAR,
+        reason VARCHAR, duplicate_of_source VARCHAR, duplicate_of VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS mixture_ledger (
+        mixture VARCHAR, source VARCHAR, target_weight DOUBLE, achieved_weight DOUBLE,
+        target_units BIGINT, units BIGINT, documents BIGINT, rows BIGINT,
+        available_units BIGINT, available_documents BIGINT, epochs DOUBLE)""",
+    # One row per source: the conservation identity, records = kept + dropped + duplicate + quarantined.
+    f"""CREATE OR REPLACE VIEW conservation AS
+        SELECT i.source, sum(i.records) AS records,
+               {", ".join(f"coalesce(max(f.{fate}), 0) AS {fate}" for fate in FATES)},
+               sum(i.records) = {" + ".join(f"coalesce(max(f.{fate}), 0)" for fate in FATES)} AS balanced
+        FROM source_inputs i
+        LEFT JOIN (
+            SELECT source, {", ".join(f"count(*) FILTER (WHERE fate = '{fate}') AS {fate}" for fate in FATES)}
+            FROM document_fates GROUP BY source
+        ) f USING (source)
+        GROUP BY i.source""",
+]
+
+
+def _files(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def ensure_schema(con) -> None:
+    for statement in SCHEMA:
+        con.execute(statement)
+
+
+class _Transaction:
+    def __init__(self, con):
+        self.con = con
+
+    def __enter__(self):
+        ensure_schema(self.con)
+        self.con.execute("BEGIN TRANSACTION")
+        return self.con
+
+    def __exit__(self, exc_type, *_):
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def record_stats(con, stage: str, partition: str, stats: dict[str, float]) -> None:
+    with _Transaction(con):
+        con.execute("DELETE FROM stage_stats WHERE stage = ? AND partition = ?", [stage, partition])
+        con.executemany(
+            "INSERT INTO stage_stats VALUES (?, ?, ?, ?)",
+            [[stage, partition, k, float(v)] for k, v in sorted(stats.items())],
+        )
+
+
+def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine_files: list[str]) -> dict[str, int]:
+    """Quarantine fates and input counts of one raw partition."""
+    with _Transaction(con):
+        con.execute(
+            "DELETE FROM document_fates WHERE stage = 'raw' AND source = ? AND snapshot = ?", [source, snapshot]
+        )
+        con.execute("DELETE FROM source_inputs WHERE source = ? AND snapshot = ?", [source, snapshot])
+        documents = con.execute(f"SELECT count(*) FROM read_parquet({_files(raw_files)})").fetchall()[0][0] if raw_files else 0
+        quarantined = 0
+        if quarantine_files:
+            con.execute(
+                f"""INSERT INTO document_fates
+                    SELECT source, ?, id, 'raw', '{FATE_QUARANTINED}',
+                           json_extract_string(metadata, '$.reason'), NULL, NULL
+                    FROM read_parquet({_files(quarantine_files)})""",
+                [snapshot],
+            )
+            quarantined = con.execute(f"SELECT count(*) FROM read_parquet({_files(quarantine_files)})").fetchall()[0][0]
+        con.execute(
+            "INSERT INTO source_inputs VALUES (?, ?, ?, ?, ?)",
+            [source, snapshot, documents + quarantined, documents, quarantined],
+        )
+    return {"records": documents + quarantined, "documents": documents, "quarantined": quarantined}
+
+
+def record_filtered(con, source: str, snapshot: str, dropped_files: dict[str, list[str]]) -> dict[str, int]:
+    """Drop fates of one filtered partition; the reason is `<filter>:<datatrove reason>`."""
+    counts: dict[str, int] = {}
+    with _Transaction(con):
+        con.execute(
+            "DELETE FROM document_fates WHERE stage = 'filtered' AND source = ? AND snapshot = ?", [source, snapshot]
+        )
+        for filter_name, files in sorted(dropped_files.items()):
+            if not files:
+                counts[filter_name] = 0
+                continue
+            con.execute(
+                f"""INSERT INTO document_fates
+                    SELECT ?, ?, id, 'filtered', '{FATE_DROPPED}',
+                           ? || ':' || coalesce(json_extract_string(metadata, '$.filter_reason'), 'dropped'), NULL, NULL
+                    FROM read_parquet({_files(files)})""",
+                [source, snapshot, filter_name],
+            )
+            counts[filter_name] = con.execute(f"SELECT count(*) FROM read_parquet({_files(files)})").fetchall()[0][0]
+    return counts
+
+
+def record_dedup(con, clusters_path: str, snapshot: str) -> None:
+    """Kept and duplicate fates for every source, from the cluster table."""
+    with _Transaction(con):
+        con.execute("DELETE FROM document_fates WHERE stage = 'dedup'")
+        con.execute(
+            f"""INSERT INTO document_fates
+                SELECT source, ?, id, 'dedup', fate, match, duplicate_of_source, duplicate_of
+                FROM read_parquet({_files([clusters_path])})""",
+            [snapshot],
+        )
+
+
+def record_mixture(con, mixture: str, ledger: list) -> None:
+    with _Transaction(con):
+        con.execute("DELETE FROM mixture_ledger WHERE mixture = ?", [mixture])
+        con.executemany(
+            "INSERT INTO mixture_ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                [mixture, r["source"], r["target_weight"], r["achieved_weight"], r["target_units"], r["units"],
+                 r["documents"], r["rows"], r["available_units"], r["available_documents"], r["epochs"]]
+                for r in (asdict(x) if not isinstance(x, dict) else x for x in ledger)
+            ],
+        )
+
+
+def conservation(con) -> list[dict]:
+    ensure_schema(con)
+    cur = con.execute("SELECT * FROM conservation ORDER BY source")
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def fate_counts(con, source: str) -> dict[str, int]:
+    ensure_schema(con)
+    rows = con.execute("SELECT fate, count(*) FROM document_fates WHERE source = ? GROUP BY fate", [source]).fetchall()
+    return {fate: 0 for fate in FATES} | dict(rows)

@@ -1,0 +1,295 @@
+"""The stages as plain functions: read → filter → dedup index → deduplicate → mix.
+
+Each function runs its datatrove pipeline through the `runner` it is given (local processes by
+default; the Dagster layer passes the configured executor), writes into a hidden staging folder
+and publishes the whole partition at the end, then returns the numbers the catalog and the UI
+show. Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
+from mix_pipeline.core.dedup import DropDuplicates, SignatureWriter, cluster_signatures
+from mix_pipeline.core.documents import (
+    DEDUPLICATED_SCHEMA,
+    list_parts,
+    normalise_shard_names,
+    parquet_writer,
+    partition_dir,
+    publish_dir,
+    staging_dir,
+)
+from mix_pipeline.core.filters import build_filter, is_dropping
+from mix_pipeline.core.mixing import build_manifest, manifest_text, output_digest, plan_mixture, write_mixture
+from mix_pipeline.core.readers import SourceReader
+from mix_pipeline.core.tokens import CountTokens, TokenCounter
+from mix_pipeline.names import DEFAULT_SNAPSHOT
+from mix_pipeline.recipe import Recipe, RecipeError
+
+# (pipeline, logging_dir, tasks) → None
+PipelineRunner = Callable[[list, str, int], None]
+
+
+def local_runner(workers: int | None = None) -> PipelineRunner:
+    """datatrove's LocalPipelineExecutor; `workers` processes (default: all cores)."""
+
+    def run(pipeline: list, logging_dir: str, tasks: int) -> None:
+        from datatrove.executor import LocalPipelineExecutor
+
+        n_workers = max(1, min(workers or os.cpu_count() or 1, tasks))
+        LocalPipelineExecutor(
+            pipeline=pipeline,
+            tasks=tasks,
+            workers=n_workers,
+            logging_dir=logging_dir,
+            # Reruns must redo the work: outputs are replaced whole, never appended to.
+            skip_completed=False,
+        ).run()
+
+    return run
+
+
+@dataclass
+class StageEnv:
+    recipe: Recipe
+    runner: PipelineRunner = field(default_factory=local_runner)
+    log: Callable[[str], None] = print
+
+    @property
+    def root(self) -> str:
+        return self.recipe.data_root_path
+
+    def dir(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def logging_dir(self, *parts: str) -> str:
+        path = self.dir("_work", "logs", *parts)
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    def tasks_for(self, n_inputs: int) -> int:
+        return max(1, min(self.recipe.executor.tasks, n_inputs))
+
+
+class ShardReader(PipelineStep):
+    """Reads our own Parquet shards back into Documents (rank r reads files[r::N])."""
+
+    type = "📖 - READER"
+    name = "📒 Stage shards"
+
+    def __init__(self, files: list[str], batch_size: int = 1000):
+        super().__init__()
+        self.files = files
+        self.batch_size = batch_size
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import json
+
+        for path in self.files[rank::world_size]:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_size):
+                for row in batch.to_pylist():
+                    meta = json.loads(row.pop("metadata") or "{}")
+                    doc = Document(text=row.pop("text"), id=row.pop("id"), metadata=meta | row)
+                    self.update_doc_stats(doc)
+                    yield doc
+
+
+def _rows(files: list[str]) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+# ---- raw ---------------------------------------------------------------------------------
+def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+    recipe, spec = env.recipe, env.recipe.sources[source]
+    files = recipe.source_files(source)
+    if not files:
+        raise RecipeError(
+            f"source '{source}': path '{spec.path}' matches no file (resolved to {recipe.resolve(spec.path)})"
+        )
+    raw_final = partition_dir(env.root, "raw", source, snapshot)
+    quarantine_final = partition_dir(env.root, "quarantine", source, snapshot)
+    raw_tmp, quarantine_tmp = staging_dir(raw_final), staging_dir(quarantine_final)
+    env.log(f"raw[{source}]: reading {len(files)} file(s) as {spec.format}")
+    reader = SourceReader(
+        files=files,
+        root=recipe.source_root(source),
+        source=source,
+        domain=recipe.domain_of(source),
+        fmt=spec.format,
+        text_field=spec.text_field,
+        id_field=spec.id_field,
+        quarantine_writer=parquet_writer(quarantine_tmp),
+    )
+    env.runner([reader, parquet_writer(raw_tmp)], env.logging_dir("raw", source, snapshot), env.tasks_for(len(files)))
+    raw_parts = normalise_shard_names(raw_tmp)
+    quarantine_parts = normalise_shard_names(quarantine_tmp)
+    stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(quarantine_parts)}
+    publish_dir(raw_tmp, raw_final)
+    publish_dir(quarantine_tmp, quarantine_final)
+    stats["records"] = stats["documents"] + stats["quarantined"]
+    env.log(f"raw[{source}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
+    return stats
+
+
+# ---- filtered ----------------------------------------------------------------------------
+def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+    spec = env.recipe.sources[source]
+    inputs = list_parts(partition_dir(env.root, "raw", source, snapshot))
+    out_final = partition_dir(env.root, "filtered", source, snapshot)
+    dropped_final = partition_dir(env.root, "dropped", source, snapshot)
+    out_tmp, dropped_tmp = staging_dir(out_final), staging_dir(dropped_final)
+    steps: list = [ShardReader(inputs)]
+    for f in spec.filters:
+        writer = parquet_writer(os.path.join(dropped_tmp, f.name)) if is_dropping(f.name) else None
+        steps.append(build_filter(f.name, f.params, exclusion_writer=writer))
+    steps.append(parquet_writer(out_tmp))
+    env.log(f"filtered[{source}]: {len(inputs)} shard(s) through {[f.name for f in spec.filters] or 'no filters'}")
+    if inputs:
+        env.runner(steps, env.logging_dir("filtered", source, snapshot), env.tasks_for(len(inputs)))
+    kept = normalise_shard_names(out_tmp)
+    dropped = {}
+    for f in spec.filters:
+        if is_dropping(f.name):
+            folder = os.path.join(dropped_tmp, f.name)
+            dropped[f.name] = _rows(normalise_shard_names(folder)) if os.path.isdir(folder) else 0
+    stats = {"input_documents": _rows(inputs), "documents": _rows(kept), "dropped": sum(dropped.values())}
+    stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
+    publish_dir(out_tmp, out_final)
+    publish_dir(dropped_tmp, dropped_final)
+    env.log(f"filtered[{source}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
+    return stats
+
+
+def dropped_files(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict[str, list[str]]:
+    base = partition_dir(env.root, "dropped", source, snapshot)
+    return {
+        f.name: list_parts(os.path.join(base, f.name))
+        for f in env.recipe.sources[source].filters
+        if is_dropping(f.name)
+    }
+
+
+# ---- dedup index -------------------------------------------------------------------------
+def clusters_path(env: StageEnv) -> str:
+    return env.dir("dedup_index", "clusters.parquet")
+
+
+def run_dedup_index(env: StageEnv, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+    recipe = env.recipe
+    dd = recipe.dedup
+    mh = dd.minhash
+    final = env.dir("dedup_index")
+    tmp = staging_dir(final)
+    sig_files: list[str] = []
+    for source in sorted(recipe.sources):
+        inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
+        if not inputs:
+            env.log(f"dedup_index: source '{source}' has no filtered documents")
+            continue
+        out = os.path.join(tmp, "signatures", source, snapshot)
+        writer = SignatureWriter(
+            out,
+            source=source,
+            num_perm=mh.num_perm if mh else 16,
+            bands=mh.bands if mh else 1,
+            ngram=mh.ngram if mh else 5,
+            seed=mh.seed if mh else 1,
+        )
+        env.log(f"dedup_index: signatures of {source} ({len(inputs)} shard(s))")
+        env.runner([ShardReader(inputs), writer], env.logging_dir("dedup_index", source), env.tasks_for(len(inputs)))
+        sig_files += sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet"))
+    ranks = {source: recipe.priority_rank(source) for source in recipe.sources}
+    stats = cluster_signatures(
+        sig_files,
+        ranks,
+        os.path.join(tmp, "clusters.parquet"),
+        threshold=mh.threshold if mh else None,
+        exact=dd.exact,
+        duckdb_temp_dir=env.dir("_work", "duckdb"),
+        log=env.log,
+    )
+    publish_dir(tmp, final)
+    return asdict(stats)
+
+
+# ---- deduplicated ------------------------------------------------------------------------
+class StaleDedupIndex(RuntimeError):
+    pass
+
+
+def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+    recipe = env.recipe
+    inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
+    clusters = clusters_path(env)
+    if not os.path.exists(clusters):
+        raise StaleDedupIndex("dedup_index has not been materialized yet")
+    indexed = pq.read_table(clusters, columns=["source"], filters=[("source", "=", source)]).num_rows
+    if indexed != _rows(inputs):
+        raise StaleDedupIndex(
+            f"dedup_index lists {indexed} documents of '{source}' but filtered_documents[{source}] has "
+            f"{_rows(inputs)}: materialize dedup_index again before deduplicated_documents"
+        )
+    final = partition_dir(env.root, "deduplicated", source, snapshot)
+    tmp = staging_dir(final)
+    tok = recipe.tokenizer
+    steps = [
+        ShardReader(inputs),
+        DropDuplicates(clusters, source),
+        CountTokens(tok.kind, recipe.resolve(tok.path) if tok.path else None),
+        parquet_writer(tmp, schema=DEDUPLICATED_SCHEMA),
+    ]
+    if inputs:
+        env.runner(steps, env.logging_dir("deduplicated", source, snapshot), env.tasks_for(len(inputs)))
+    parts = normalise_shard_names(tmp)
+    tokens = sum(int(pc.sum(pq.read_table(p, columns=["n_tokens"])["n_tokens"]).as_py() or 0) for p in parts)
+    stats = {"input_documents": _rows(inputs), "documents": _rows(parts), "tokens": tokens}
+    publish_dir(tmp, final)
+    stats["duplicates"] = stats["input_documents"] - stats["documents"]
+    env.log(f"deduplicated[{source}]: kept {stats['documents']} of {stats['input_documents']} ({tokens} tokens)")
+    return stats
+
+
+# ---- mixture -----------------------------------------------------------------------------
+def mixture_dir(env: StageEnv, name: str) -> str:
+    return env.dir("mixtures", name)
+
+
+def load_pool(files: list[str], unit: str) -> tuple[list[str], np.ndarray]:
+    ids: list[str] = []
+    units: list[np.ndarray] = []
+    for f in files:
+        table = pq.read_table(f, columns=["id", "n_tokens"])
+        ids += table.column("id").to_pylist()
+        units.append(table.column("n_tokens").to_numpy() if unit == "tokens" else np.ones(table.num_rows, np.int64))
+    return ids, (np.concatenate(units).astype(np.int64) if units else np.zeros(0, np.int64))
+
+
+def run_mixture(env: StageEnv, name: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+    recipe = env.recipe
+    spec = recipe.mixtures[name]
+    files = {s: list_parts(partition_dir(env.root, "deduplicated", s, snapshot)) for s in spec.weights}
+    pools = {s: load_pool(fs, spec.unit) for s, fs in files.items()}
+    selection, ledger = plan_mixture(name, spec, pools)
+    env.log(f"mixture[{name}]: selected {selection.num_rows} rows from {len(files)} source(s)")
+    final = mixture_dir(env, name)
+    tmp = staging_dir(final)
+    splits = write_mixture(selection, files, tmp, spec.shard_rows, env.dir("_work", "duckdb"), log=env.log)
+    tok = recipe.tokenizer
+    tokenizer = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None).description
+    manifest = build_manifest(name, spec, recipe.sha256, tokenizer, ledger, splits, output_digest(tmp, splits))
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+        f.write(manifest_text(manifest))
+    publish_dir(tmp, final)
+    return manifest
+

@@ -1,0 +1,34 @@
+"""The Dagster face of the pipeline, assembled from a recipe."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mix_pipeline.defs import jobs
+from mix_pipeline.defs.dedup import assets as dedup_assets
+from mix_pipeline.defs.filtered import assets as filtered_assets
+from mix_pipeline.defs.mixture import assets as mixture_assets
+from mix_pipeline.defs.raw import assets as raw_assets
+from mix_pipeline.recipe import Recipe
+from mix_pipeline.resources import DatatroveExecutor
+
+CATALOG_FILE = "catalog.duckdb"
+
+
+def catalog_path(recipe: Recipe) -> str:
+    return os.path.join(recipe.data_root_path, CATALOG_FILE)
+
+
+def build_definitions(recipe: Recipe) -> dg.Definitions:
+    assets = raw_assets.build(recipe) + filtered_assets.build(recipe) + dedup_assets.build(recipe) + mixture_assets.build(recipe)
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs.build(recipe),
+        resources={
+            "datatrove": DatatroveExecutor(kind=recipe.executor.kind, workers=recipe.executor.workers),
+            "catalog": DuckDBResource(database=catalog_path(recipe)),
+        },
+    )

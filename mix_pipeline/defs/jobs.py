@@ -1,0 +1,34 @@
+"""Jobs: the pipeline's phases, as the CLI runs them and as the UI offers them.
+
+Cross-source dedup makes the graph wide in the middle: every source must be filtered before
+the index is built, and the index must exist before any source is deduplicated. So a full run
+is ingest (per source) → dedup_index → deduplicate (per source) → mix (per mixture).
+"""
+
+import dagster as dg
+
+from mix_pipeline.defs.partitions import mixture_partitions, source_partitions
+from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
+from mix_pipeline.recipe import Recipe
+
+INGEST_JOB = "ingest"
+DEDUP_INDEX_JOB = "build_dedup_index"
+DEDUPLICATE_JOB = "deduplicate"
+MIX_JOB = "mix"
+
+
+def build(recipe: Recipe) -> list:
+    sources = source_partitions(recipe)
+    out = [
+        dg.define_asset_job(INGEST_JOB, selection=[RAW, FILTERED], partitions_def=sources,
+                            description="Read and filter one source."),
+        dg.define_asset_job(DEDUP_INDEX_JOB, selection=[DEDUP_INDEX],
+                            description="Cluster duplicates across every filtered source."),
+        dg.define_asset_job(DEDUPLICATE_JOB, selection=[DEDUPLICATED], partitions_def=sources,
+                            description="Drop one source's duplicates and count its tokens."),
+    ]
+    mixtures = mixture_partitions(recipe)
+    if mixtures is not None:
+        out.append(dg.define_asset_job(MIX_JOB, selection=[MIXTURE], partitions_def=mixtures,
+                                       description="Sample and write one named mixture."))
+    return out

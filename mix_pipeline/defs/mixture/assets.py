@@ -1,0 +1,53 @@
+import os
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mix_pipeline.core import catalog as cat
+from mix_pipeline.core.stages import mixture_dir, run_mixture
+from mix_pipeline.defs.env import CATALOG_POOL, stage_env
+from mix_pipeline.defs.metadata import markdown_table
+from mix_pipeline.defs.partitions import mixture_partitions
+from mix_pipeline.names import DEDUPLICATED, MIXTURE
+from mix_pipeline.recipe import Recipe
+from mix_pipeline.resources import DatatroveExecutor, catalog_connection
+
+LEDGER_COLUMNS = ["source", "target_weight", "achieved_weight", "units", "documents", "available_units", "epochs"]
+
+
+def build(recipe: Recipe) -> list:
+    partitions = mixture_partitions(recipe)
+    if partitions is None:
+        return []
+
+    @dg.asset(
+        name=MIXTURE,
+        deps=[dg.AssetDep(DEDUPLICATED, partition_mapping=dg.AllPartitionMapping())],
+        partitions_def=partitions,
+        group_name="mixtures",
+        kinds={"parquet"},
+        pool=CATALOG_POOL,
+        description="A named mixture: documents sampled to the target weights, split into "
+        "train/validation/test shards with a manifest.json.",
+    )
+    def mixture(
+        context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
+    ) -> dg.MaterializeResult:
+        name = context.partition_key
+        env = stage_env(recipe, datatrove, context)
+        manifest = run_mixture(env, name)
+        ledger = [{"source": s, **row} for s, row in sorted(manifest["sources"].items())]
+        with catalog_connection(catalog) as con:
+            cat.record_mixture(con, name, ledger)
+        out = mixture_dir(env, name)
+        return dg.MaterializeResult(
+            metadata={
+                "ledger": markdown_table(ledger, LEDGER_COLUMNS),
+                "dagster/row_count": sum(s["documents"] for s in manifest["splits"].values()),
+                "units": sum(row["units"] for row in ledger),
+                "manifest": dg.MetadataValue.path(os.path.join(out, "manifest.json")),
+                "output_sha256": manifest["output_sha256"],
+            }
+        )
+
+    return [mixture]

@@ -1,0 +1,50 @@
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mix_pipeline.core import catalog as cat
+from mix_pipeline.core.documents import list_parts, partition_dir
+from mix_pipeline.core.stages import run_raw
+from mix_pipeline.defs.env import CATALOG_POOL, stage_env
+from mix_pipeline.defs.metadata import markdown_table, numbers
+from mix_pipeline.defs.partitions import source_partitions
+from mix_pipeline.names import DEFAULT_SNAPSHOT, RAW
+from mix_pipeline.recipe import Recipe
+from mix_pipeline.resources import DatatroveExecutor, catalog_connection
+
+
+def build(recipe: Recipe) -> list:
+    @dg.asset(
+        name=RAW,
+        partitions_def=source_partitions(recipe),
+        group_name="documents",
+        kinds={"datatrove", "parquet"},
+        pool=CATALOG_POOL,
+        description="A source's input files normalised to id, text, source, domain, metadata; "
+        "unreadable records quarantined with a reason.",
+    )
+    def raw_documents(
+        context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
+    ) -> dg.MaterializeResult:
+        source = context.partition_key
+        env = stage_env(recipe, datatrove, context)
+        stats = run_raw(env, source)
+        raw_dir = partition_dir(env.root, "raw", source, DEFAULT_SNAPSHOT)
+        quarantine_dir = partition_dir(env.root, "quarantine", source, DEFAULT_SNAPSHOT)
+        with catalog_connection(catalog) as con:
+            cat.record_raw(con, source, DEFAULT_SNAPSHOT, list_parts(raw_dir), list_parts(quarantine_dir))
+            cat.record_stats(con, RAW, source, stats)
+            reasons = con.execute(
+                """SELECT reason, count(*) AS records FROM document_fates
+                   WHERE stage = 'raw' AND source = ? GROUP BY reason ORDER BY records DESC, reason""",
+                [source],
+            ).fetchall()
+        return dg.MaterializeResult(
+            metadata={
+                **numbers(stats),
+                "dagster/row_count": stats["documents"],
+                "path": dg.MetadataValue.path(raw_dir),
+                "quarantine_reasons": markdown_table([{"reason": r, "records": n} for r, n in reasons]),
+            }
+        )
+
+    return [raw_documents]

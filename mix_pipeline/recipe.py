@@ -1,0 +1,298 @@
+"""The recipe: what a user declares, validated before anything runs.
+
+A recipe is YAML. Every key is modelled; an unknown key is an error rather than silently
+ignored, because a typo in a threshold name would otherwise produce a mixture that looks
+right and is not. All relative paths resolve against the recipe file's folder, so a recipe
+means the same thing whatever the working directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mix_pipeline.core.filters import check_params as check_filter_params
+from mix_pipeline.names import FILTER_NAMES, SOURCE_NAME_PATTERN
+
+
+class RecipeError(ValueError):
+    """A recipe problem, phrased as one line that names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenizerSpec(_Strict):
+    kind: Literal["estimate", "hf"] = "estimate"
+    # Local tokenizer.json (tokenizers library); required for kind=hf.
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path_for_hf(self) -> "TokenizerSpec":
+        if self.kind == "hf" and not self.path:
+            raise ValueError("kind 'hf' needs a 'path' to a local tokenizer.json")
+        return self
+
+
+class FilterSpec(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SourceSpec(_Strict):
+    path: str
+    format: Literal["jsonl", "parquet", "text", "chat"] = "jsonl"
+    text_field: str = "text"
+    id_field: str = "id"
+    domain: str | None = None
+    filters: list[FilterSpec] = Field(default_factory=list)
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _normalise_filters(cls, value: Any) -> Any:
+        # Accept the short YAML forms `- c4` and `- {language: {languages: [en]}}`.
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValueError("must be a list of filter names or {name: {params}} mappings")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                name, params = item, {}
+            elif isinstance(item, dict) and len(item) == 1:
+                name, params = next(iter(item.items()))
+                params = params or {}
+                if not isinstance(params, dict):
+                    raise ValueError(f"[{i}] {name}: parameters must be a mapping")
+            else:
+                raise ValueError(f"[{i}]: must be a filter name or a one-key mapping {{name: {{params}}}}")
+            if name not in FILTER_NAMES:
+                raise ValueError(f"[{i}]: unknown filter '{name}' (known: {', '.join(FILTER_NAMES)})")
+            try:
+                check_filter_params(name, params)
+            except ValueError as exc:
+                raise ValueError(f"[{i}] {name}: {exc}") from None
+            out.append({"name": name, "params": params})
+        names = [f["name"] for f in out]
+        if len(set(names)) != len(names):
+            raise ValueError("a filter is listed twice")
+        return out
+
+
+class MinhashSpec(_Strict):
+    threshold: float = Field(0.8, gt=0.0, le=1.0)
+    ngram: int = Field(5, ge=1)
+    num_perm: int = Field(128, ge=16, le=1024)
+    bands: int = Field(32, ge=1)
+    seed: int = 1
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> "MinhashSpec":
+        if self.num_perm % self.bands:
+            raise ValueError(f"bands ({self.bands}) must divide num_perm ({self.num_perm})")
+        return self
+
+
+class DedupSpec(_Strict):
+    exact: bool = True
+    minhash: MinhashSpec | None = Field(default_factory=MinhashSpec)
+    priority: list[str] = Field(default_factory=list)
+
+
+class SplitsSpec(_Strict):
+    validation: float = Field(0.0, ge=0.0, lt=1.0)
+    test: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _room_for_train(self) -> "SplitsSpec":
+        if self.validation + self.test >= 1.0:
+            raise ValueError("validation + test must leave room for train (sum < 1)")
+        return self
+
+
+class MixtureSpec(_Strict):
+    unit: Literal["tokens", "documents", "examples"] = "tokens"
+    total: int = Field(gt=0)
+    weights: dict[str, float]
+    max_epochs: float = Field(1.0, gt=0.0)
+    splits: SplitsSpec = Field(default_factory=SplitsSpec)
+    seed: int = 0
+    # Rows per output Parquet shard; fixed so reruns produce the same files.
+    shard_rows: int = Field(10_000, gt=0)
+    # Relative tolerance the achieved weights are held to (gate and ledger).
+    tolerance: float = Field(0.01, gt=0.0, lt=1.0)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_sane(cls, weights: dict[str, float]) -> dict[str, float]:
+        if not weights:
+            raise ValueError("needs at least one source")
+        for source, w in weights.items():
+            if w < 0:
+                raise ValueError(f"{source}: weight must be ≥ 0 (got {w})")
+        if sum(weights.values()) <= 0:
+            raise ValueError("all weights are zero")
+        return weights
+
+
+class ExecutorSpec(_Strict):
+    kind: Literal["local"] = "local"
+    # Tasks fix how work is sharded (and so the stage shard layout); workers are processes.
+    tasks: int = Field(2, ge=1)
+    workers: int | None = Field(None, ge=1)
+
+
+class Recipe(_Strict):
+    name: str
+    data_root: str = "./data"
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    sources: dict[str, SourceSpec]
+    dedup: DedupSpec = Field(default_factory=DedupSpec)
+    mixtures: dict[str, MixtureSpec] = Field(default_factory=dict)
+
+    # Set by load_recipe, not by the YAML.
+    base_dir: str = Field("", exclude=True)
+    sha256: str = Field("", exclude=True)
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, sources: dict[str, SourceSpec]) -> dict[str, SourceSpec]:
+        if not sources:
+            raise ValueError("at least one source is required")
+        for name in sources:
+            if not SOURCE_NAME_PATTERN.fullmatch(name):
+                raise ValueError(f"{name}: source names use lower-case letters, digits and '_' only")
+        return sources
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "Recipe":
+        for i, source in enumerate(self.dedup.priority):
+            if source not in self.sources:
+                raise ValueError(f"dedup.priority[{i}]: unknown source '{source}'")
+        for mix_name, mix in self.mixtures.items():
+            if not SOURCE_NAME_PATTERN.fullmatch(mix_name):
+                raise ValueError(f"mixtures.{mix_name}: mixture names use lower-case letters, digits and '_' only")
+            for source in mix.weights:
+                if source not in self.sources:
+                    raise ValueError(
+                        f"mixtures.{mix_name}.weights.{source}: unknown source "
+                        f"(sources: {', '.join(self.sources)})"
+                    )
+        return self
+
+    # ---- resolved paths -------------------------------------------------------------
+    def resolve(self, path: str) -> str:
+        if "://" in path or os.path.isabs(path):
+            return path
+        return os.path.normpath(os.path.join(self.base_dir, path))
+
+    @property
+    def data_root_path(self) -> str:
+        return self.resolve(self.data_root)
+
+    def source_files(self, source: str) -> list[str]:
+        """The input files of a source, sorted; directories expand to every file below them."""
+        pattern = self.resolve(self.sources[source].path)
+        files: set[str] = set()
+        for match in glob.glob(pattern, recursive=True):
+            if os.path.isdir(match):
+                for root, dirs, names in os.walk(match):
+                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                    files.update(os.path.join(root, n) for n in names if not n.startswith("."))
+            else:
+                files.add(match)
+        return sorted(files)
+
+    def source_root(self, source: str) -> str:
+        """The folder that ids of text-directory documents are relative to."""
+        pattern = self.resolve(self.sources[source].path)
+        if os.path.isdir(pattern):
+            return pattern
+        # The folder part before the first glob character.
+        head = []
+        for part in Path(pattern).parts:
+            if any(ch in part for ch in "*?["):
+                break
+            head.append(part)
+        root = os.path.join(*head) if head else "."
+        return root if os.path.isdir(root) else os.path.dirname(root)
+
+    def domain_of(self, source: str) -> str:
+        return self.sources[source].domain or source
+
+    def priority_rank(self, source: str) -> int:
+        """Lower wins a cross-source duplicate; unlisted sources come after listed ones."""
+        if source in self.dedup.priority:
+            return self.dedup.priority.index(source)
+        return len(self.dedup.priority) + sorted(self.sources).index(source)
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    # Errors raised inside a dict-level validator carry their own sub-path ("web: ...").
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_recipe(data: Any, base_dir: str, sha256: str = "", origin: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: the recipe must be a YAML mapping")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise RecipeError(f"{origin}: {_format_error(first)}{more}") from None
+    return recipe.model_copy(update={"base_dir": base_dir, "sha256": sha256})
+
+
+def load_recipe(path: str | os.PathLike, check_paths: bool = True) -> Recipe:
+    """Load and validate a recipe file; raise RecipeError with a one-line message."""
+    path = os.path.abspath(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where}") from None
+    recipe = parse_recipe(data, os.path.dirname(path), hashlib.sha256(raw).hexdigest(), origin=path)
+    if check_paths:
+        check_source_paths(recipe, origin=path)
+    return recipe
+
+
+def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
+    for name, spec in recipe.sources.items():
+        files = recipe.source_files(name)
+        if not files:
+            raise RecipeError(
+                f"{origin}: sources.{name}.path: '{spec.path}' matches no file "
+                f"(resolved to {recipe.resolve(spec.path)})"
+            )
+        unreadable = [f for f in files if not os.access(f, os.R_OK)]
+        if unreadable:
+            raise RecipeError(
+                f"{origin}: sources.{name}.path: {len(unreadable)} file(s) are not readable, e.g. {unreadable[0]}"
+            )
+    if recipe.tokenizer.kind == "hf":
+        tok = recipe.resolve(recipe.tokenizer.path or "")
+        if not os.path.isfile(tok):
+            raise RecipeError(f"{origin}: tokenizer.path: no such file {tok}")

@@ -1,0 +1,35 @@
+"""Resources: where the catalog lives and which datatrove executor runs the pipelines."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from mix_pipeline.core.stages import PipelineRunner, local_runner
+
+
+class DatatroveExecutor(dg.ConfigurableResource):
+    """Runs datatrove pipelines. `local` is datatrove's LocalPipelineExecutor (one process per
+    worker); the pipelines are plain datatrove step lists, so a Slurm or Ray executor can be
+    added here without touching the stages."""
+
+    kind: str = "local"
+    workers: int | None = None
+
+    def runner(self) -> PipelineRunner:
+        if self.kind != "local":
+            raise ValueError(f"datatrove executor kind '{self.kind}' is not supported yet (supported: local)")
+        return local_runner(self.workers)
+
+
+@contextlib.contextmanager
+def catalog_connection(catalog: DuckDBResource) -> Iterator:
+    """A catalog connection, creating the folder that holds the database on first use."""
+    folder = os.path.dirname(os.path.abspath(catalog.database))
+    os.makedirs(folder, exist_ok=True)
+    with catalog.get_connection() as con:
+        yield con

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny corpora written to temp dirs, recipes pointing at them, and a
+network guard so a hidden download fails the test instead of silently succeeding."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+    """Refuse outbound connections except to this machine."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (
+            host.startswith("127.") or host in ("localhost", "::1", "") or self.family == socket.AF_UNIX
+        ):
+            raise OSError(f"network access blocked in tests: {address}")
+        return real_connect(self, address)
+
+    socket.socket.connect = guarded
+    yield
+    socket.socket.connect = real_connect
+
+
+PROSE = [
+    "The committee met on Tuesday to review the proposal for the new library building.",
+    "Most of the members agreed that the plan was sound, although several raised questions about the cost.",
+    "After a long discussion, they decided to ask the architect for a revised estimate.",
+    "The revised estimate arrived two weeks later and was lower than the first one.",
+    "It was then approved by a clear majority, and work is expected to begin in the spring.",
+    "Residents have been invited to share their views at a public meeting next month.",
+    "The library will include a reading room, a children's area and space for local history.",
+    "Funding comes partly from the city and partly from a long campaign of private donations.",
+]
+
+
+def prose_doc(seed: int, sentences: int = 12) -> str:
+    """English text that passes datatrove's quality filters; `seed` varies the wording."""
+    lines = []
+    for i in range(sentences):
+        s = PROSE[(seed + i) % len(PROSE)]
+        lines.append(s.replace("The ", f"The {['first', 'second', 'third', 'new', 'old', 'small', 'large'][(seed * 7 + i) % 7]} ", 1) + f" This note is number {seed}-{i}.")
+    return "\n".join(lines)
+
+
+def write_jsonl(path: Path, records: list, gz: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records).encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+
+
+def write_recipe(folder: Path, body: str) -> Path:
+    path = folder / "recipe.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path

@@ -1,0 +1,65 @@
+import pytest
+
+from mix_pipeline.recipe import RecipeError, load_recipe
+from mix_pipeline_tests.conftest import write_jsonl, write_recipe
+
+GOOD = """
+name: t
+data_root: ./data
+sources:
+  web: {path: "web/*.jsonl", filters: [gopher_quality, {language: {languages: [en], min_score: 0.6}}]}
+  books: {path: "books/*.jsonl"}
+dedup: {priority: [books, web]}
+mixtures:
+  m: {total: 1000, weights: {web: 0.5, books: 0.5}}
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    write_jsonl(tmp_path / "web" / "a.jsonl", [{"id": "1", "text": "hello"}])
+    write_jsonl(tmp_path / "books" / "a.jsonl", [{"id": "1", "text": "hello"}])
+    return tmp_path
+
+
+def test_good_recipe_loads_with_paths_resolved_against_its_folder(folder):
+    recipe = load_recipe(write_recipe(folder, GOOD))
+    assert recipe.data_root_path == str(folder / "data")
+    assert recipe.source_files("web") == [str(folder / "web" / "a.jsonl")]
+    assert [f.name for f in recipe.sources["web"].filters] == ["gopher_quality", "language"]
+    assert recipe.sources["web"].filters[1].params == {"languages": ["en"], "min_score": 0.6}
+    assert recipe.priority_rank("books") < recipe.priority_rank("web")
+    assert len(recipe.sha256) == 64
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("name: t\n", "name: t\ncolour: blue\n", "colour: unknown key"),
+        ("  m: {total: 1000,", "  m: {totl: 5, total: 1000,", "mixtures.m.totl: unknown key"),
+        ("weights: {web: 0.5, books: 0.5}", "weights: {web: 0.5, wiki: 0.5}", "mixtures.m.weights.wiki: unknown source"),
+        ("weights: {web: 0.5, books: 0.5}", "weights: {web: -0.5, books: 0.5}", "mixtures.m.weights: web: weight must be ≥ 0"),
+        ("weights: {web: 0.5, books: 0.5}", "weights: {web: 0, books: 0}", "mixtures.m.weights: all weights are zero"),
+        ("[gopher_quality,", "[gopher_qualty,", "sources.web.filters: [0]: unknown filter 'gopher_qualty'"),
+        ("min_score: 0.6", "min_scor: 0.6", "sources.web.filters: [1] language: unknown parameter 'min_scor'"),
+        ("priority: [books, web]", "priority: [books, wiki]", "dedup.priority[1]: unknown source 'wiki'"),
+        ('path: "books/*.jsonl"', 'path: "nothing/*.jsonl"', "sources.books.path: 'nothing/*.jsonl' matches no file"),
+        ('  books: {path: "books/*.jsonl"}\n', '  books: {path: "books/*.jsonl", format: csv}\n', "sources.books.format: Input should be"),
+    ],
+)
+def test_bad_recipes_fail_with_one_line_naming_the_key(folder, old, new, expected):
+    assert old in GOOD
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe(folder, GOOD.replace(old, new)))
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_sources_and_bad_yaml(folder):
+    with pytest.raises(RecipeError, match="sources: required key is missing"):
+        load_recipe(write_recipe(folder, "name: t\n"))
+    with pytest.raises(RecipeError, match="not valid YAML at line"):
+        load_recipe(write_recipe(folder, "name: [t\n"))
+    with pytest.raises(RecipeError, match="cannot read the recipe"):
+        load_recipe(folder / "nope.yaml")
