@@ -74,7 +74,7 @@ def _execute(defs, job_name: str, instance, partition_key: str | None, label: st
     print(f"    done in {time.monotonic() - started:.1f}s (run {result.run_id[:8]})", flush=True)
 
 
-def run_recipe(recipe_path: str, mixture: str | None = None) -> dict[str, dict]:
+def run_recipe(recipe_path: str, mixture: str | None = None, instance=None) -> dict[str, dict]:
     """Materialize everything a recipe declares; returns the manifest of each mixture built."""
     from mix_pipeline.defs import build_definitions
     from mix_pipeline.defs.jobs import DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB
@@ -83,7 +83,7 @@ def run_recipe(recipe_path: str, mixture: str | None = None) -> dict[str, dict]:
     if mixture is not None and mixture not in recipe.mixtures:
         raise RecipeError(f"--mixture: recipe has no mixture '{mixture}' (mixtures: {', '.join(recipe.mixtures)})")
     defs = build_definitions(recipe)
-    instance = dagster_instance()
+    instance = instance or dagster_instance()
     for source in sorted(recipe.sources):
         _execute(defs, INGEST_JOB, instance, source, f"ingest [{source}]: raw_documents → filtered_documents")
     _execute(defs, DEDUP_INDEX_JOB, instance, None, "dedup_index (all sources)")

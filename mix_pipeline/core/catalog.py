@@ -142,13 +142,12 @@ def record_mixture(con, mixture: str, ledger: list) -> None:
 
 
 def conservation(con) -> list[dict]:
-    ensure_schema(con)
+    """Per source: records read and how many ended in each fate; `balanced` when they add up."""
     cur = con.execute("SELECT * FROM conservation ORDER BY source")
     cols = [d[0] for d in cur.description]
     return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
 def fate_counts(con, source: str) -> dict[str, int]:
-    ensure_schema(con)
     rows = con.execute("SELECT fate, count(*) FROM document_fates WHERE source = ? GROUP BY fate", [source]).fetchall()
     return {fate: 0 for fate in FATES} | dict(rows)

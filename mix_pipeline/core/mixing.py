@@ -26,6 +26,8 @@ import xxhash
 SPLITS = ("train", "validation", "test")
 # How many gap-filling picks to try after the prefix; each is one vectorised scan.
 _MAX_FILL_STEPS = 10_000
+# Exchanges tried after the greedy fill to close the last gap.
+_SWAP_ROUNDS = 3
 
 
 class InfeasibleMixture(ValueError):
@@ -62,12 +64,15 @@ def split_of(source: str, ids: list[str], validation: float, test: float) -> np.
     return np.where(u < validation, 1, np.where(u < validation + test, 2, 0)).astype(np.int8)
 
 
-def fill_remainder(units: np.ndarray, target: int) -> np.ndarray:
-    """Boolean mask over `units` (already in seeded order) whose sum comes as close to `target`
-    from below as greedy first-fit allows."""
+def fill_remainder(units: np.ndarray, target: int, limit: int | None = None) -> np.ndarray:
+    """Boolean mask over `units` (already in seeded order) whose sum lands as close to `target`
+    as it cheaply can: the longest prefix that fits, then the next documents small enough for
+    the gap, then a few swaps of one taken document for one untaken document that shrink the
+    remaining error. The sum never exceeds `limit` (the epoch cap)."""
     take = np.zeros(len(units), dtype=bool)
     if target <= 0 or len(units) == 0:
         return take
+    limit = target if limit is None else max(limit, 0)
     prefix = int(np.searchsorted(np.cumsum(units), target, side="right"))
     take[:prefix] = True
     gap = target - int(units[:prefix].sum())
@@ -82,7 +87,41 @@ def fill_remainder(units: np.ndarray, target: int) -> np.ndarray:
         take[pick] = True
         gap -= int(units[pick])
         rest = fits[1:]
+    for _ in range(_SWAP_ROUNDS):
+        if gap == 0:
+            break
+        gap = _best_swap(units, take, gap, slack=limit - target)
     return take
+
+
+def _best_swap(units: np.ndarray, take: np.ndarray, gap: int, slack: int) -> int:
+    """Apply the single exchange (drop taken i, add untaken j; adding j alone is the case of
+    i = nothing) whose change u_j - u_i best closes `gap`; return the new gap."""
+    taken, untaken = np.flatnonzero(take), np.flatnonzero(~take)
+    if len(untaken) == 0:
+        return gap
+    order = untaken[np.argsort(units[untaken], kind="stable")]
+    sorted_units = units[order]
+    out_units = np.concatenate([[0], units[taken]])  # 0: add without removing
+    want = out_units + gap
+    pos = np.searchsorted(sorted_units, want)
+    best = (abs(gap), -1, -1)
+    for shift in (-1, 0):
+        j = np.clip(pos + shift, 0, len(order) - 1)
+        delta = sorted_units[j] - out_units
+        new_gap = gap - delta
+        ok = -new_gap <= slack  # the sum may pass the target only within the cap
+        err = np.where(ok, np.abs(new_gap), np.iinfo(np.int64).max)
+        k = int(np.argmin(err))
+        if err[k] < best[0]:
+            best = (int(err[k]), k, int(order[j[k]]))
+    _, k, j = best
+    if j < 0:
+        return gap
+    if k > 0:
+        take[taken[k - 1]] = False
+    take[j] = True
+    return gap - (int(units[j]) - int(out_units[k]))
 
 
 def plan_source(source: str, ids: list[str], units: np.ndarray, target: int, max_epochs: float, seed: int):
@@ -96,27 +135,57 @@ def plan_source(source: str, ids: list[str], units: np.ndarray, target: int, max
             f"and max_epochs={max_epochs:g} allows {math.floor(available * max_epochs):,} "
             f"(short by {target - math.floor(available * max_epochs):,})"
         )
-    full = target // available if available else 0
+    full = min(target // available, math.floor(max_epochs)) if available else 0
     order = seeded_order(seed, source, ids)
-    rem_mask = fill_remainder(units[order], target - full * available)
+    cap = math.floor(available * max_epochs) - full * available
+    rem_mask = fill_remainder(units[order], target - full * available, limit=cap)
     n = len(ids)
     doc_idx = [np.arange(n)] * full + [order[rem_mask]]
     repeats = [np.full(n, r, dtype=np.int32) for r in range(full)] + [np.full(int(rem_mask.sum()), full, dtype=np.int32)]
     return np.concatenate(doc_idx), np.concatenate(repeats)
 
 
-def plan_mixture(name: str, spec, pools: dict[str, tuple[list[str], np.ndarray]]) -> tuple[pa.Table, list[SourceLedger]]:
-    """`pools[source] = (ids, units)`. Returns the selection table and the per-source ledger."""
+def _targets(spec, total: float) -> dict[str, int]:
     weight_sum = sum(spec.weights.values())
+    return {s: int(round(total * w / weight_sum)) for s, w in spec.weights.items()}
+
+
+def plan_mixture(name: str, spec, pools: dict[str, tuple[list[str], np.ndarray]]) -> tuple[pa.Table, list[SourceLedger]]:
+    """`pools[source] = (ids, units)`. Returns the selection table and the per-source ledger.
+
+    Documents are indivisible, so a source of few large documents can miss its target by up to
+    one document. Weights matter more than the exact total, so when a source misses, the total
+    is re-anchored on it and the other sources re-planned (a few rounds, only while every
+    source stays within its epoch cap); the manifest reports the achieved total.
+    """
+    weight_sum = sum(spec.weights.values())
+    weights = {s: w / weight_sum for s, w in spec.weights.items()}
+    available = {s: int(pools[s][1].sum()) for s in spec.weights}
+    targets = _targets(spec, spec.total)
+    plans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for _ in range(4):
+        for source in sorted(spec.weights):
+            ids, units = pools[source]
+            try:
+                plans[source] = plan_source(source, ids, units, targets[source], spec.max_epochs, spec.seed)
+            except InfeasibleMixture as exc:
+                raise InfeasibleMixture(f"mixture '{name}': {exc}") from None
+        got = {s: int(pools[s][1][plans[s][0]].sum()) for s in spec.weights}
+        total_got = sum(got.values())
+        errors = {s: abs(got[s] / total_got - weights[s]) / weights[s] for s in spec.weights if weights[s] > 0 and total_got}
+        if not errors or max(errors.values()) <= spec.tolerance / 4:
+            break
+        worst = max(errors, key=lambda s: (errors[s], s))
+        anchored = _targets(spec, got[worst] / weights[worst])
+        anchored[worst] = targets[worst]
+        if any(anchored[s] > available[s] * spec.max_epochs for s in spec.weights):
+            break
+        targets = anchored
+
     tables, ledger = [], []
     for source in sorted(spec.weights):
         ids, units = pools[source]
-        target_weight = spec.weights[source] / weight_sum
-        target = int(round(spec.total * target_weight))
-        try:
-            idx, rep = plan_source(source, ids, units, target, spec.max_epochs, spec.seed)
-        except InfeasibleMixture as exc:
-            raise InfeasibleMixture(f"mixture '{name}': {exc}") from None
+        idx, rep = plans[source]
         chosen_ids = [ids[i] for i in idx.tolist()]
         split = split_of(source, chosen_ids, spec.splits.validation, spec.splits.test)
         order_key = _hash64([f"{spec.seed}\x1forder\x1f{source}\x1f{i}\x1f{r}" for i, r in zip(chosen_ids, rep.tolist())])
@@ -132,20 +201,19 @@ def plan_mixture(name: str, spec, pools: dict[str, tuple[list[str], np.ndarray]]
                 }
             )
         )
-        available = int(units.sum())
         chosen_units = int(units[idx].sum())
         ledger.append(
             SourceLedger(
                 source=source,
-                target_weight=round(target_weight, 6),
+                target_weight=round(weights[source], 6),
                 achieved_weight=0.0,
-                target_units=target,
+                target_units=targets[source],
                 units=chosen_units,
                 documents=len(set(idx.tolist())),
                 rows=len(idx),
-                available_units=available,
+                available_units=available[source],
                 available_documents=len(ids),
-                epochs=round(chosen_units / available, 4) if available else 0.0,
+                epochs=round(chosen_units / available[source], 4) if available[source] else 0.0,
             )
         )
     total_units = sum(row.units for row in ledger)
@@ -242,6 +310,7 @@ def build_manifest(name: str, spec, recipe_sha256: str, tokenizer: str, ledger: 
         "unit": spec.unit,
         "tokenizer": tokenizer,
         "total_target": spec.total,
+        "total_units": sum(row.units for row in ledger),
         "max_epochs": spec.max_epochs,
         "sources": {
             row.source: {k: v for k, v in asdict(row).items() if k != "source"} for row in ledger

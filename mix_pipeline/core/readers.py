@@ -53,9 +53,12 @@ def _open_binary(path: str):
 
         return gzip.open(path, "rb")
     if kind == "zstd":
+        import io
+
         import zstandard
 
-        return zstandard.open(path, "rb")
+        # zstandard's reader has no readline; buffering gives line iteration.
+        return io.BufferedReader(zstandard.open(path, "rb"))
     return open(path, "rb")
 
 

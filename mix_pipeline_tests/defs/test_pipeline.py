@@ -1,0 +1,152 @@
+"""End to end through Dagster: the sample corpus, a demo-like recipe, every asset materialized."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from mix_pipeline.cli import run_recipe
+from mix_pipeline.core.catalog import conservation
+from mix_pipeline.core.documents import file_sha256, list_parts
+from mix_pipeline.core.sample_data import build_sample_corpus
+from mix_pipeline.defs import build_definitions
+from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
+from mix_pipeline.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def demo_like_recipe(sample: Path, data_root: Path, total: int) -> str:
+    text = (REPO / "recipes" / "demo.yaml").read_text()
+    text = text.replace("../data/sample", str(sample)).replace("data_root: ../data", f"data_root: {data_root}")
+    text = text.replace("total: 2_000_000", f"total: {total}")
+    # One process per stage keeps the suite quick on two cores; the sharding stays the same.
+    return text.replace("executor: {kind: local, tasks: 2}", "executor: {kind: local, tasks: 2, workers: 1}")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sample")
+    build_sample_corpus(out, size_mb=3, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_run(sample, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    recipe_path = work / "recipe.yaml"
+    recipe_path.write_text(demo_like_recipe(sample, work / "data", total=400_000))
+    with dg.instance_for_test() as instance:
+        manifests = run_recipe(str(recipe_path), instance=instance)
+        yield {"recipe": load_recipe(recipe_path), "path": recipe_path, "manifests": manifests, "instance": instance}
+
+
+def kept_ids(root: str, source: str) -> set[str]:
+    ids = set()
+    for part in list_parts(os.path.join(root, "deduplicated", source, "default")):
+        ids.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+    return ids
+
+
+def test_mixture_manifest_meets_the_weights(demo_run):
+    recipe = demo_run["recipe"]
+    manifest_path = Path(recipe.data_root_path) / "mixtures" / "general" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest == demo_run["manifests"]["general"]
+    assert manifest["recipe_sha256"] == recipe.sha256 and manifest["seed"] == 1234
+    for source, weight in recipe.mixtures["general"].weights.items():
+        row = manifest["sources"][source]
+        assert abs(row["achieved_weight"] - weight) / weight <= 0.01, (source, row)
+        assert row["epochs"] <= 4
+    rows = 0
+    for split, info in manifest["splits"].items():
+        for rel in info["files"]:
+            table = pq.read_table(manifest_path.parent / rel)
+            assert {"id", "text", "source", "domain"} <= set(table.column_names)
+            rows += table.num_rows
+        assert info["documents"] == sum(pq.read_metadata(manifest_path.parent / f).num_rows for f in info["files"])
+    assert rows == sum(row["rows"] for row in manifest["sources"].values())
+
+
+def test_catalog_proves_conservation(demo_run, sample):
+    truth = json.loads((sample / "ground_truth.json").read_text())
+    con = duckdb.connect(os.path.join(demo_run["recipe"].data_root_path, "catalog.duckdb"), read_only=True)
+    rows = {r["source"]: r for r in conservation(con)}
+    con.close()
+    assert set(rows) == set(demo_run["recipe"].sources)
+    for source, row in rows.items():
+        assert row["balanced"], row
+        assert row["records"] == truth["counts"][source]["documents"]
+
+
+def test_planted_duplicates_are_removed(demo_run, sample):
+    truth = json.loads((sample / "ground_truth.json").read_text())
+    root = demo_run["recipe"].data_root_path
+    kept = {s: kept_ids(root, s) for s in demo_run["recipe"].sources}
+
+    def both_kept(pair):
+        return pair["id"] in kept[pair["source"]] and pair["of_id"] in kept[pair["of_source"]]
+
+    assert truth["exact_duplicates"] and truth["near_duplicates"]
+    assert not [p for p in truth["exact_duplicates"] if both_kept(p)]
+    missed = [p for p in truth["near_duplicates"] if both_kept(p)]
+    assert len(missed) <= 0.1 * len(truth["near_duplicates"]), missed
+    for pair in truth["cross_source_duplicates"]:
+        assert not both_kept(pair)
+        if pair["of_id"] in kept[pair["of_source"]] or pair["id"] in kept[pair["source"]]:
+            # Priority books > papers > web: the web copy is the one that goes.
+            assert pair["id"] not in kept[pair["source"]], pair
+
+
+def test_rerun_is_byte_identical(demo_run):
+    recipe = demo_run["recipe"]
+    out = Path(recipe.data_root_path) / "mixtures" / "general"
+    before = {p.relative_to(out): file_sha256(str(p)) for p in sorted(out.rglob("*")) if p.is_file()}
+    run_recipe(str(demo_run["path"]), instance=demo_run["instance"])
+    after = {p.relative_to(out): file_sha256(str(p)) for p in sorted(out.rglob("*")) if p.is_file()}
+    assert before == after
+    assert any(str(p).endswith("manifest.json") for p in before)
+
+
+def test_asset_graph_and_materializations(demo_run):
+    defs = build_definitions(demo_run["recipe"])
+    graph = defs.resolve_asset_graph()
+    parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys} for key in graph.get_all_asset_keys()}
+    assert parents[RAW] == set()
+    assert parents[FILTERED] == {RAW}
+    assert parents[DEDUP_INDEX] == {FILTERED}
+    assert parents[DEDUPLICATED] == {FILTERED, DEDUP_INDEX}
+    assert parents[MIXTURE] == {DEDUPLICATED}
+    instance = demo_run["instance"]
+    for source in demo_run["recipe"].sources:
+        event = instance.get_latest_materialization_event(dg.AssetKey(RAW))
+        assert event is not None
+    materialized = instance.get_materialized_partitions(dg.AssetKey(FILTERED))
+    assert materialized == set(demo_run["recipe"].sources)
+
+
+def test_definitions_load_and_bad_recipe_fails_at_load(tmp_path, sample):
+    good = tmp_path / "good.yaml"
+    good.write_text(demo_like_recipe(sample, tmp_path / "data", total=1000))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("max_epochs: 4", "max_epoch: 4"))
+    dagster = shutil.which("dagster", path=os.path.dirname(sys.executable))
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "MIX_PIPELINE_RECIPE": str(good)}
+    (tmp_path / "home").mkdir()
+    ok = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=180)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    env["MIX_PIPELINE_RECIPE"] = str(bad)
+    failed = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert failed.returncode != 0
+    assert "mixtures.general.max_epoch: unknown key" in failed.stdout + failed.stderr
