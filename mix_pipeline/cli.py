@@ -62,16 +62,21 @@ def _execute(defs, job_name: str, instance, partition_key: str | None, label: st
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("MIX_PIPELINE_LOG_LEVEL", "INFO")}}}},
     )
-    failed_checks = [
-        e for e in result.get_asset_check_evaluations() if not e.passed and e.severity.value == "ERROR"
-    ]
-    if not result.success or failed_checks:
-        reasons = [f"check {e.asset_check_key.name} on {e.asset_key.to_user_string()} failed" for e in failed_checks]
+    evaluations = result.get_asset_check_evaluations()
+    failed = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]
+    warned = [e for e in evaluations if not e.passed and e.severity.value != "ERROR"]
+    for e in failed + warned:
+        level = "FAILED" if e in failed else "warning"
+        print(f"    check {level}: {e.asset_key.to_user_string()}.{e.asset_check_key.name}: {e.description}", flush=True)
+    if not result.success or failed:
+        reasons = []
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
                 reasons.append(event.step_failure_data.error.message.strip().splitlines()[-1])
         raise RunFailed(f"{label} failed (run {result.run_id}): " + "; ".join(reasons or ["see the run in the UI"]))
-    print(f"    done in {time.monotonic() - started:.1f}s (run {result.run_id[:8]})", flush=True)
+    passed = len(evaluations) - len(warned)
+    print(f"    done in {time.monotonic() - started:.1f}s, checks: {passed} passed, {len(warned)} warned "
+          f"(run {result.run_id[:8]})", flush=True)
 
 
 def run_recipe(recipe_path: str, mixture: str | None = None, instance=None) -> dict[str, dict]:

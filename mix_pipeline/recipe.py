@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mix_pipeline.core import quality
 from mix_pipeline.core.filters import check_params as check_filter_params
 from mix_pipeline.names import FILTER_NAMES, SOURCE_NAME_PATTERN
 
@@ -27,6 +28,16 @@ class RecipeError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_overrides(value: Any, stages: tuple[str, ...]) -> Any:
+    """Validate a `checks:` mapping: known check names for these stages, known parameters."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping {check_name: {parameter: value, severity: error|warn}}")
+    quality.validate_overrides(value, stages)
+    return value
 
 
 class TokenizerSpec(_Strict):
@@ -53,6 +64,13 @@ class SourceSpec(_Strict):
     id_field: str = "id"
     domain: str | None = None
     filters: list[FilterSpec] = Field(default_factory=list)
+    # Overrides of the raw/filtered/deduplicated quality gates for this source.
+    checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _checks(cls, value: Any) -> Any:
+        return _check_overrides(value, quality.SOURCE_STAGES)
 
     @field_validator("filters", mode="before")
     @classmethod
@@ -104,6 +122,12 @@ class DedupSpec(_Strict):
     exact: bool = True
     minhash: MinhashSpec | None = Field(default_factory=MinhashSpec)
     priority: list[str] = Field(default_factory=list)
+    checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _checks(cls, value: Any) -> Any:
+        return _check_overrides(value, ("dedup_index",))
 
 
 class SplitsSpec(_Strict):
@@ -128,6 +152,12 @@ class MixtureSpec(_Strict):
     shard_rows: int = Field(10_000, gt=0)
     # Relative tolerance the achieved weights are held to (gate and ledger).
     tolerance: float = Field(0.01, gt=0.0, lt=1.0)
+    checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _checks(cls, value: Any) -> Any:
+        return _check_overrides(value, ("mixture",))
 
     @field_validator("weights")
     @classmethod

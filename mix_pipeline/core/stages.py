@@ -31,7 +31,16 @@ from mix_pipeline.core.documents import (
     staging_dir,
 )
 from mix_pipeline.core.filters import build_filter, is_dropping
-from mix_pipeline.core.mixing import build_manifest, manifest_text, output_digest, plan_mixture, write_mixture
+from mix_pipeline.core.mixing import (
+    InfeasibleMixture,
+    build_manifest,
+    manifest_text,
+    output_digest,
+    plan_mixture,
+    write_mixture,
+)
+from mix_pipeline.core import quality
+from mix_pipeline.core.quality import CheckOutcome, GateFailed
 from mix_pipeline.core.readers import SourceReader
 from mix_pipeline.core.tokens import CountTokens, TokenCounter
 from mix_pipeline.names import DEFAULT_SNAPSHOT
@@ -58,6 +67,22 @@ def local_runner(workers: int | None = None) -> PipelineRunner:
         ).run()
 
     return run
+
+
+@dataclass
+class StageResult:
+    """What a stage reports: its numbers and the outcome of each of its quality checks."""
+
+    stats: dict
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+
+def _gate(stage: str, checks: list[CheckOutcome], staged: list[str]) -> None:
+    """Discard the staged output and raise if an error-severity check failed."""
+    if any(c.blocks for c in checks):
+        for path in staged:
+            shutil.rmtree(path, ignore_errors=True)
+        raise GateFailed(stage, checks)
 
 
 @dataclass
@@ -110,7 +135,7 @@ def _rows(files: list[str]) -> int:
 
 
 # ---- raw ---------------------------------------------------------------------------------
-def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe, spec = env.recipe, env.recipe.sources[source]
     files = recipe.source_files(source)
     if not files:
@@ -135,15 +160,17 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dic
     raw_parts = normalise_shard_names(raw_tmp)
     quarantine_parts = normalise_shard_names(quarantine_tmp)
     stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(quarantine_parts)}
-    publish_dir(raw_tmp, raw_final)
-    publish_dir(quarantine_tmp, quarantine_final)
     stats["records"] = stats["documents"] + stats["quarantined"]
     env.log(f"raw[{source}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
-    return stats
+    checks = quality.raw_checks(raw_parts, quarantine_parts, spec.checks)
+    _gate(f"raw_documents[{source}]", checks, [raw_tmp, quarantine_tmp])
+    publish_dir(raw_tmp, raw_final)
+    publish_dir(quarantine_tmp, quarantine_final)
+    return StageResult(stats, checks)
 
 
 # ---- filtered ----------------------------------------------------------------------------
-def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     spec = env.recipe.sources[source]
     inputs = list_parts(partition_dir(env.root, "raw", source, snapshot))
     out_final = partition_dir(env.root, "filtered", source, snapshot)
@@ -158,17 +185,28 @@ def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -
     if inputs:
         env.runner(steps, env.logging_dir("filtered", source, snapshot), env.tasks_for(len(inputs)))
     kept = normalise_shard_names(out_tmp)
-    dropped = {}
+    dropped, dropped_parts = {}, {}
     for f in spec.filters:
         if is_dropping(f.name):
             folder = os.path.join(dropped_tmp, f.name)
-            dropped[f.name] = _rows(normalise_shard_names(folder)) if os.path.isdir(folder) else 0
+            dropped_parts[f.name] = normalise_shard_names(folder) if os.path.isdir(folder) else []
+            dropped[f.name] = _rows(dropped_parts[f.name])
     stats = {"input_documents": _rows(inputs), "documents": _rows(kept), "dropped": sum(dropped.values())}
     stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
+    env.log(f"filtered[{source}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
+    language = next((f for f in spec.filters if f.name == "language"), None)
+    checks = quality.filtered_checks(
+        stats["input_documents"],
+        kept,
+        list(dropped.items()),
+        dropped_parts,
+        language.params.get("languages", ["en"]) if language else None,
+        spec.checks,
+    )
+    _gate(f"filtered_documents[{source}]", checks, [out_tmp, dropped_tmp])
     publish_dir(out_tmp, out_final)
     publish_dir(dropped_tmp, dropped_final)
-    env.log(f"filtered[{source}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
-    return stats
+    return StageResult(stats, checks)
 
 
 def dropped_files(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict[str, list[str]]:
@@ -185,7 +223,7 @@ def clusters_path(env: StageEnv) -> str:
     return env.dir("dedup_index", "clusters.parquet")
 
 
-def run_dedup_index(env: StageEnv, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+def run_dedup_index(env: StageEnv, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe = env.recipe
     dd = recipe.dedup
     mh = dd.minhash
@@ -219,8 +257,10 @@ def run_dedup_index(env: StageEnv, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
         duckdb_temp_dir=env.dir("_work", "duckdb"),
         log=env.log,
     )
+    checks = quality.dedup_index_checks(os.path.join(tmp, "clusters.parquet"), dd.checks)
+    _gate("dedup_index", checks, [tmp])
     publish_dir(tmp, final)
-    return asdict(stats)
+    return StageResult(asdict(stats), checks)
 
 
 # ---- deduplicated ------------------------------------------------------------------------
@@ -228,7 +268,7 @@ class StaleDedupIndex(RuntimeError):
     pass
 
 
-def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe = env.recipe
     inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
     clusters = clusters_path(env)
@@ -254,10 +294,12 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     parts = normalise_shard_names(tmp)
     tokens = sum(int(pc.sum(pq.read_table(p, columns=["n_tokens"])["n_tokens"]).as_py() or 0) for p in parts)
     stats = {"input_documents": _rows(inputs), "documents": _rows(parts), "tokens": tokens}
-    publish_dir(tmp, final)
     stats["duplicates"] = stats["input_documents"] - stats["documents"]
     env.log(f"deduplicated[{source}]: kept {stats['documents']} of {stats['input_documents']} ({tokens} tokens)")
-    return stats
+    checks = quality.deduplicated_checks(stats["input_documents"], stats["documents"], recipe.sources[source].checks)
+    _gate(f"deduplicated_documents[{source}]", checks, [tmp])
+    publish_dir(tmp, final)
+    return StageResult(stats, checks)
 
 
 # ---- mixture -----------------------------------------------------------------------------
@@ -275,12 +317,21 @@ def load_pool(files: list[str], unit: str) -> tuple[list[str], np.ndarray]:
     return ids, (np.concatenate(units).astype(np.int64) if units else np.zeros(0, np.int64))
 
 
-def run_mixture(env: StageEnv, name: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None = None,
+                snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
+    """Plan, write to staging, check, publish. `conservation_rows` come from the catalog."""
     recipe = env.recipe
     spec = recipe.mixtures[name]
     files = {s: list_parts(partition_dir(env.root, "deduplicated", s, snapshot)) for s in spec.weights}
     pools = {s: load_pool(fs, spec.unit) for s, fs in files.items()}
-    selection, ledger = plan_mixture(name, spec, pools)
+    try:
+        selection, ledger = plan_mixture(name, spec, pools)
+    except InfeasibleMixture as exc:
+        # Nothing can be written, whatever the check's configured severity.
+        raise GateFailed(
+            f"mixture[{name}]",
+            [quality.outcome("weights_within_tolerance", "error", False, None, "a feasible plan", str(exc))],
+        ) from None
     env.log(f"mixture[{name}]: selected {selection.num_rows} rows from {len(files)} source(s)")
     final = mixture_dir(env, name)
     tmp = staging_dir(final)
@@ -288,8 +339,18 @@ def run_mixture(env: StageEnv, name: str, snapshot: str = DEFAULT_SNAPSHOT) -> d
     tok = recipe.tokenizer
     tokenizer = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None).description
     manifest = build_manifest(name, spec, recipe.sha256, tokenizer, ledger, splits, output_digest(tmp, splits))
+    checks = quality.mixture_checks(
+        [{"source": s, **row} for s, row in sorted(manifest["sources"].items())],
+        spec.max_epochs,
+        spec.tolerance,
+        tmp,
+        splits,
+        [s for s in spec.weights if any(f.name == "pii" for f in recipe.sources[s].filters)],
+        [r for r in conservation_rows or [] if r["source"] in spec.weights] if conservation_rows is not None else None,
+        spec.checks,
+    )
+    _gate(f"mixture[{name}]", checks, [tmp])
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         f.write(manifest_text(manifest))
     publish_dir(tmp, final)
-    return manifest
-
+    return StageResult(manifest, checks)

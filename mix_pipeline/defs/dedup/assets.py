@@ -4,6 +4,7 @@ from dagster_duckdb import DuckDBResource
 from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.documents import partition_dir
 from mix_pipeline.core.stages import clusters_path, run_dedup_index, run_deduplicated
+from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table, numbers
 from mix_pipeline.defs.partitions import source_partitions
@@ -21,14 +22,17 @@ def build(recipe: Recipe) -> list:
         group_name="dedup",
         kinds={"datatrove", "duckdb"},
         pool=CATALOG_POOL,
+        check_specs=check_specs(DEDUP_INDEX, "dedup_index"),
+        automation_condition=AUTOMATION,
         description="Exact and MinHash near-duplicate clusters across all sources; the recipe's "
         "source priority picks each cluster's survivor.",
     )
     def dedup_index(
         context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
-    ) -> dg.MaterializeResult:
+    ):
         env = stage_env(recipe, datatrove, context)
-        stats = run_dedup_index(env)
+        result = yield from gated(lambda: run_dedup_index(env))
+        stats = result.stats
         with catalog_connection(catalog) as con:
             cat.record_dedup(con, clusters_path(env), DEFAULT_SNAPSHOT)
             cat.record_stats(con, DEDUP_INDEX, "all", stats)
@@ -39,7 +43,8 @@ def build(recipe: Recipe) -> list:
                    FROM read_parquet(?) GROUP BY source ORDER BY source""",
                 [clusters_path(env)],
             ).fetchall()
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            check_results=[to_result(o) for o in result.checks],
             metadata={
                 **numbers(stats),
                 "path": dg.MetadataValue.path(clusters_path(env)),
@@ -56,17 +61,21 @@ def build(recipe: Recipe) -> list:
         group_name="dedup",
         kinds={"datatrove", "parquet"},
         pool=CATALOG_POOL,
+        check_specs=check_specs(DEDUPLICATED, "deduplicated"),
+        automation_condition=AUTOMATION,
         description="The source's filtered documents less the duplicates the index marked, with token counts.",
     )
     def deduplicated_documents(
         context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
-    ) -> dg.MaterializeResult:
+    ):
         source = context.partition_key
         env = stage_env(recipe, datatrove, context)
-        stats = run_deduplicated(env, source)
+        result = yield from gated(lambda: run_deduplicated(env, source))
+        stats = result.stats
         with catalog_connection(catalog) as con:
             cat.record_stats(con, DEDUPLICATED, source, stats)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            check_results=[to_result(o) for o in result.checks],
             metadata={
                 **numbers(stats),
                 "dagster/row_count": stats["documents"],

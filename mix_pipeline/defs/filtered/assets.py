@@ -4,6 +4,7 @@ from dagster_duckdb import DuckDBResource
 from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.documents import partition_dir
 from mix_pipeline.core.stages import dropped_files, run_filtered
+from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table, numbers
 from mix_pipeline.defs.partitions import source_partitions
@@ -20,15 +21,18 @@ def build(recipe: Recipe) -> list:
         group_name="documents",
         kinds={"datatrove", "parquet"},
         pool=CATALOG_POOL,
+        check_specs=check_specs(FILTERED, "filtered"),
+        automation_condition=AUTOMATION,
         description="The source's documents after the recipe's filters; dropped documents are "
         "kept under dropped/<source>/<snapshot>/<filter>/ with the reason.",
     )
     def filtered_documents(
         context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
-    ) -> dg.MaterializeResult:
+    ):
         source = context.partition_key
         env = stage_env(recipe, datatrove, context)
-        stats = run_filtered(env, source)
+        result = yield from gated(lambda: run_filtered(env, source))
+        stats = result.stats
         with catalog_connection(catalog) as con:
             cat.record_filtered(con, source, DEFAULT_SNAPSHOT, dropped_files(env, source))
             cat.record_stats(con, FILTERED, source, stats)
@@ -37,7 +41,8 @@ def build(recipe: Recipe) -> list:
                    WHERE stage = 'filtered' AND source = ? GROUP BY reason ORDER BY documents DESC, reason""",
                 [source],
             ).fetchall()
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            check_results=[to_result(o) for o in result.checks],
             metadata={
                 **numbers(stats),
                 "dagster/row_count": stats["documents"],

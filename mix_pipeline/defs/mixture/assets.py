@@ -5,6 +5,7 @@ from dagster_duckdb import DuckDBResource
 
 from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.stages import mixture_dir, run_mixture
+from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table
 from mix_pipeline.defs.partitions import mixture_partitions
@@ -27,20 +28,27 @@ def build(recipe: Recipe) -> list:
         group_name="mixtures",
         kinds={"parquet"},
         pool=CATALOG_POOL,
+        check_specs=check_specs(MIXTURE, "mixture"),
+        automation_condition=AUTOMATION,
         description="A named mixture: documents sampled to the target weights, split into "
         "train/validation/test shards with a manifest.json.",
     )
     def mixture(
         context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
-    ) -> dg.MaterializeResult:
+    ):
         name = context.partition_key
         env = stage_env(recipe, datatrove, context)
-        manifest = run_mixture(env, name)
+        with catalog_connection(catalog) as con:
+            cat.ensure_schema(con)
+            rows = cat.conservation(con)
+        result = yield from gated(lambda: run_mixture(env, name, conservation_rows=rows))
+        manifest = result.stats
         ledger = [{"source": s, **row} for s, row in sorted(manifest["sources"].items())]
         with catalog_connection(catalog) as con:
             cat.record_mixture(con, name, ledger)
         out = mixture_dir(env, name)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            check_results=[to_result(o) for o in result.checks],
             metadata={
                 "ledger": markdown_table(ledger, LEDGER_COLUMNS),
                 "dagster/row_count": sum(s["documents"] for s in manifest["splits"].values()),

@@ -4,6 +4,7 @@ from dagster_duckdb import DuckDBResource
 from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.documents import list_parts, partition_dir
 from mix_pipeline.core.stages import run_raw
+from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table, numbers
 from mix_pipeline.defs.partitions import source_partitions
@@ -19,15 +20,17 @@ def build(recipe: Recipe) -> list:
         group_name="documents",
         kinds={"datatrove", "parquet"},
         pool=CATALOG_POOL,
+        check_specs=check_specs(RAW, "raw"),
         description="A source's input files normalised to id, text, source, domain, metadata; "
         "unreadable records quarantined with a reason.",
     )
     def raw_documents(
         context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
-    ) -> dg.MaterializeResult:
+    ):
         source = context.partition_key
         env = stage_env(recipe, datatrove, context)
-        stats = run_raw(env, source)
+        result = yield from gated(lambda: run_raw(env, source))
+        stats = result.stats
         raw_dir = partition_dir(env.root, "raw", source, DEFAULT_SNAPSHOT)
         quarantine_dir = partition_dir(env.root, "quarantine", source, DEFAULT_SNAPSHOT)
         with catalog_connection(catalog) as con:
@@ -38,7 +41,8 @@ def build(recipe: Recipe) -> list:
                    WHERE stage = 'raw' AND source = ? GROUP BY reason ORDER BY records DESC, reason""",
                 [source],
             ).fetchall()
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
+            check_results=[to_result(o) for o in result.checks],
             metadata={
                 **numbers(stats),
                 "dagster/row_count": stats["documents"],

@@ -1,0 +1,406 @@
+"""Quality gates: every stage's output is checked before it is published.
+
+Each check turns a sample or an aggregate of the staged output (read with DuckDB, never the
+whole corpus in pandas) into a small DataFrame and validates it with a Great Expectations 1.x
+expectation in an ephemeral context. A stage publishes only when none of its `error` checks
+failed, so a bad stage never replaces the last good output and never feeds the next stage.
+
+The catalogue of checks, their defaults and what they guard against live in CHECKS, the one
+place the recipe validator, the Dagster check specs and the README table read from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+SEVERITIES = ("error", "warn")
+SAMPLE_ROWS = 10_000
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class CheckDef:
+    stage: str
+    defaults: dict[str, Any]
+    guards: str
+
+
+# stage keys: raw | filtered | dedup_index | deduplicated | mixture
+CHECKS: dict[str, CheckDef] = {
+    "raw_schema": CheckDef("raw", {}, "a reader that emits the wrong columns or types"),
+    "raw_text_not_empty": CheckDef("raw", {"mostly": 1.0}, "a reader yielding empty or missing text"),
+    "raw_unique_ids": CheckDef("raw", {"max_duplicate_ids": 0}, "ids that collide within a source (fates become ambiguous)"),
+    "raw_valid_utf8": CheckDef(
+        "raw", {"max_fraction": 0.0}, "mis-decoded input: documents containing U+FFFD replacement characters"
+    ),
+    "raw_length_bounds": CheckDef(
+        "raw", {"min_chars": 1, "max_chars": 5_000_000, "mostly": 0.99}, "truncated or concatenated documents"
+    ),
+    "raw_quarantine_rate": CheckDef("raw", {"max_rate": 0.05}, "a format or field-name mistake that quarantines much of a source"),
+    "filter_drop_rate": CheckDef(
+        "filtered",
+        {"min_rate": 0.0, "max_rate": 0.6, "per_filter": {}},
+        "a threshold typo that drops far too much (or a filter that silently drops nothing)",
+    ),
+    "kept_volume": CheckDef("filtered", {"min_fraction": 0.2, "min_documents": 1}, "a filter chain that leaves too little"),
+    "language_share": CheckDef(
+        "filtered", {"min_share": 0.99}, "documents of other languages slipping through the language filter"
+    ),
+    "max_cluster_size": CheckDef(
+        "dedup_index", {"max_size": 100}, "a runaway near-duplicate cluster collapsing a whole source"
+    ),
+    "duplicate_rate": CheckDef("deduplicated", {"min_rate": 0.0, "max_rate": 0.5}, "dedup removing an implausible share of a source"),
+    "source_not_emptied": CheckDef("deduplicated", {"min_documents": 1}, "a source with nothing left to mix"),
+    "weights_within_tolerance": CheckDef("mixture", {}, "a mixture that misses its target proportions"),
+    "epochs_within_cap": CheckDef("mixture", {}, "a source repeated more than max_epochs"),
+    "splits_disjoint": CheckDef("mixture", {}, "a document (or its repeats) leaking between train/validation/test"),
+    "no_pii_left": CheckDef("mixture", {}, "emails, phone numbers or IPs left where the recipe asked for redaction"),
+    "conservation": CheckDef(
+        "mixture", {}, "documents lost or double counted: records ≠ kept + dropped + duplicate + quarantined"
+    ),
+}
+SOURCE_STAGES = ("raw", "filtered", "deduplicated")
+
+
+def checks_for(stage: str) -> list[str]:
+    return [name for name, d in CHECKS.items() if d.stage == stage]
+
+
+def validate_overrides(overrides: dict[str, Any], allowed_stages: tuple[str, ...]) -> None:
+    """Raise ValueError naming the first unknown check, parameter or severity."""
+    for name, params in overrides.items():
+        if name not in CHECKS or CHECKS[name].stage not in allowed_stages:
+            known = [n for n, d in CHECKS.items() if d.stage in allowed_stages]
+            raise ValueError(f"{name}: unknown check (known here: {', '.join(known)})")
+        if not isinstance(params, dict):
+            raise ValueError(f"{name}: must be a mapping of parameters")
+        for key, value in params.items():
+            if key == "severity":
+                if value not in SEVERITIES:
+                    raise ValueError(f"{name}.severity: must be 'error' or 'warn' (got {value!r})")
+            elif key not in CHECKS[name].defaults:
+                accepted = ", ".join(sorted([*CHECKS[name].defaults, "severity"]))
+                raise ValueError(f"{name}.{key}: unknown parameter (accepted: {accepted})")
+
+
+def settings(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    given = dict(overrides.get(name, {}))
+    severity = given.pop("severity", "error")
+    return {**CHECKS[name].defaults, **given}, severity
+
+
+@dataclass
+class CheckOutcome:
+    name: str
+    passed: bool
+    severity: str
+    observed: Any
+    expected: str
+    message: str
+    examples: list[dict] = field(default_factory=list)
+
+    @property
+    def blocks(self) -> bool:
+        return not self.passed and self.severity == "error"
+
+
+class GateFailed(RuntimeError):
+    """A stage's error-severity check failed; its output was not published."""
+
+    def __init__(self, stage: str, outcomes: list[CheckOutcome]):
+        self.outcomes = outcomes
+        failed = [o for o in outcomes if o.blocks]
+        super().__init__(
+            f"{stage}: quality gate failed, output not published: "
+            + "; ".join(f"{o.name}: {o.message}" for o in failed)
+        )
+
+
+def raise_if_blocked(stage: str, outcomes: list[CheckOutcome]) -> None:
+    if any(o.blocks for o in outcomes):
+        raise GateFailed(stage, outcomes)
+
+
+# ---- Great Expectations ------------------------------------------------------------------
+_GX = None
+
+
+def _batch(frame):
+    """A GX batch over `frame` from one ephemeral context per process (no files, no analytics)."""
+    global _GX
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    if _GX is None:
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas("mix_pipeline").add_dataframe_asset("frame")
+        _GX = asset.add_batch_definition_whole_dataframe("whole")
+    return _GX.get_batch(batch_parameters={"dataframe": frame})
+
+
+def expect(frame, expectation_name: str, **kwargs) -> tuple[bool, dict]:
+    """Run one GX expectation (by class name, e.g. 'ExpectColumnValuesToBeBetween') on a frame."""
+    import great_expectations as gx
+
+    expectation = getattr(gx.expectations, expectation_name)(**kwargs)
+    result = _batch(frame).validate(expectation)
+    return bool(result.success), dict(result.result or {})
+
+
+def snippet(text: str | None, n: int = 160) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def outcome(name: str, severity: str, ok: bool, observed, expected: str, message: str, examples=None) -> CheckOutcome:
+    return CheckOutcome(name, ok, severity, observed, expected, message if not ok else "ok", examples or [])
+
+
+def band(name: str, severity: str, value: float, low: float | None, high: float | None, what: str, examples=None) -> CheckOutcome:
+    """An aggregate checked with GX's ExpectColumnValuesToBeBetween on a one-row frame."""
+    import pandas as pd
+
+    ok, _ = expect(pd.DataFrame({name: [value]}), "ExpectColumnValuesToBeBetween", column=name, min_value=low, max_value=high)
+    expected = f"[{'' if low is None else _num(low)}, {'' if high is None else _num(high)}]"
+    return outcome(name, severity, ok, value, expected, f"{what} = {_num(value)}, expected {expected}", examples)
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _files(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _examples(con, sql: str) -> list[dict]:
+    return [{"id": str(i), "snippet": snippet(t)} for i, t in con.execute(sql).fetchall()]
+
+
+def _sample(con, parts: list[str], columns: str = "*"):
+    import pandas as pd
+
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in ("id", "text", "source", "domain", "metadata")})
+    return con.sql(
+        f"SELECT {columns} FROM read_parquet({_files(parts)}) USING SAMPLE reservoir({SAMPLE_ROWS} ROWS) REPEATABLE (17)"
+    ).df()
+
+
+# ---- per stage -----------------------------------------------------------------------------
+def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -> list[CheckOutcome]:
+    import duckdb
+
+    con = duckdb.connect()
+    docs = f"read_parquet({_files(parts)})" if parts else None
+    out = []
+    sample = _sample(con, parts)
+
+    cfg, sev = settings("raw_schema", overrides)
+    columns = ["id", "text", "source", "domain", "metadata"]
+    ok, res = expect(sample, "ExpectTableColumnsToMatchSet", column_set=columns, exact_match=True)
+    ok_ids, _ = expect(sample, "ExpectColumnValuesToNotBeNull", column="id") if ok else (False, {})
+    out.append(outcome("raw_schema", sev, ok and ok_ids, sorted(sample.columns), str(columns),
+                       f"columns {sorted(sample.columns)} (ids null: {not ok_ids})"))
+
+    n = con.sql(f"SELECT count(*) FROM {docs}").fetchall()[0][0] if docs else 0
+    cfg, sev = settings("raw_text_not_empty", overrides)
+    empty_sql = f"FROM {docs} WHERE text IS NULL OR trim(text) = ''" if docs else None
+    empty = con.sql(f"SELECT count(*) {empty_sql}").fetchall()[0][0] if docs else 0
+    share = 1.0 - empty / n if n else 0.0
+    out.append(band("raw_text_not_empty", sev, share, cfg["mostly"], None, f"share of {n} documents with text",
+                    _examples(con, f"SELECT id, text {empty_sql} LIMIT {EXAMPLES}") if empty else []))
+
+    cfg, sev = settings("raw_unique_ids", overrides)
+    dup_ids = con.sql(f"SELECT count(*) - count(DISTINCT id) FROM {docs}").fetchall()[0][0] if docs else 0
+    examples = _examples(con, f"SELECT id, any_value(text) FROM {docs} GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT {EXAMPLES}") if dup_ids else []
+    out.append(band("raw_unique_ids", sev, dup_ids, 0, cfg["max_duplicate_ids"], "repeated ids", examples))
+
+    cfg, sev = settings("raw_valid_utf8", overrides)
+    bad_sql = f"FROM {docs} WHERE contains(text, '\ufffd')" if docs else None
+    bad = con.sql(f"SELECT count(*) {bad_sql}").fetchall()[0][0] if docs else 0
+    out.append(band("raw_valid_utf8", sev, bad / n if n else 0.0, None, cfg["max_fraction"],
+                    "fraction of documents with U+FFFD", _examples(con, f"SELECT id, text {bad_sql} ORDER BY id LIMIT {EXAMPLES}") if bad else []))
+
+    cfg, sev = settings("raw_length_bounds", overrides)
+    ok, res = expect(sample, "ExpectColumnValueLengthsToBeBetween", column="text", min_value=cfg["min_chars"],
+                     max_value=cfg["max_chars"], mostly=cfg["mostly"])
+    bad_rows = sample.iloc[res.get("partial_unexpected_index_list") or []].head(EXAMPLES)
+    within = 1.0 - (res.get("unexpected_percent") or 0.0) / 100.0
+    out.append(outcome("raw_length_bounds", sev, ok, round(within, 4),
+                       f"≥ {cfg['mostly']} of a {len(sample)}-row sample within [{cfg['min_chars']}, {cfg['max_chars']}] chars",
+                       f"{within:.2%} of the sample within the length bounds",
+                       [{"id": str(r.id), "snippet": f"{len(r.text or '')} chars: {snippet(r.text)}"} for r in bad_rows.itertuples()]))
+
+    cfg, sev = settings("raw_quarantine_rate", overrides)
+    q = con.sql(f"SELECT count(*) FROM read_parquet({_files(quarantine_parts)})").fetchall()[0][0] if quarantine_parts else 0
+    examples = []
+    if q:
+        examples = [{"id": str(i), "snippet": f"{json_reason}: {snippet(t)}"} for i, t, json_reason in con.execute(
+            f"SELECT id, text, json_extract_string(metadata, '$.reason') FROM read_parquet({_files(quarantine_parts)}) ORDER BY id LIMIT {EXAMPLES}"
+        ).fetchall()]
+    out.append(band("raw_quarantine_rate", sev, q / (n + q) if n + q else 0.0, None, cfg["max_rate"],
+                    f"quarantined share of {n + q} records", examples))
+    con.close()
+    return out
+
+
+def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tuple[str, int]],
+                    dropped_parts: dict[str, list[str]], languages: list[str] | None, overrides: dict) -> list[CheckOutcome]:
+    """`drops` is [(filter, documents dropped)] in pipeline order; each rate is over the documents
+    that reached that filter."""
+    import duckdb
+    import pandas as pd
+
+    con = duckdb.connect()
+    out = []
+    cfg, sev = settings("filter_drop_rate", overrides)
+    rows, reaching = [], input_documents
+    for name, dropped in drops:
+        per = {"min_rate": cfg["min_rate"], "max_rate": cfg["max_rate"], **cfg["per_filter"].get(name, {})}
+        rows.append({"filter": name, "drop_rate": dropped / reaching if reaching else 0.0, "low": per["min_rate"], "high": per["max_rate"]})
+        reaching -= dropped
+    frame = pd.DataFrame(rows or [{"filter": "-", "drop_rate": 0.0, "low": 0.0, "high": 1.0}])
+    frame["in_band"] = (frame.drop_rate >= frame.low) & (frame.drop_rate <= frame.high)
+    ok, res = expect(frame, "ExpectColumnValuesToBeInSet", column="in_band", value_set=[True])
+    bad = frame[~frame.in_band]
+    examples = []
+    for r in bad.itertuples():
+        files = dropped_parts.get(r.filter) or []
+        if files:
+            examples += _examples(con, f"SELECT id, json_extract_string(metadata, '$.filter_reason') || ': ' || text FROM read_parquet({_files(files)}) ORDER BY id LIMIT 2")
+    out.append(outcome("filter_drop_rate", sev, ok, {r["filter"]: round(r["drop_rate"], 4) for r in rows},
+                       "; ".join(f"{r['filter']} in [{r['low']}, {r['high']}]" for r in rows) or "no filters",
+                       "; ".join(f"{r.filter} dropped {r.drop_rate:.1%} (band [{r.low}, {r.high}])" for r in bad.itertuples()),
+                       examples))
+
+    kept = con.sql(f"SELECT count(*) FROM read_parquet({_files(kept_parts)})").fetchall()[0][0] if kept_parts else 0
+    cfg, sev = settings("kept_volume", overrides)
+    fraction = kept / input_documents if input_documents else 0.0
+    vol = band("kept_volume", sev, fraction, cfg["min_fraction"], None, f"kept share ({kept} of {input_documents} documents)")
+    if kept < cfg["min_documents"]:
+        vol = outcome("kept_volume", sev, False, kept, f"≥ {cfg['min_documents']} documents", f"only {kept} documents kept")
+    out.append(vol)
+
+    cfg, sev = settings("language_share", overrides)
+    if languages is None or not kept_parts:
+        out.append(outcome("language_share", sev, True, None, "n/a", "no language filter configured"))
+    else:
+        allowed = ", ".join(f"'{l}'" for l in languages)
+        share = con.sql(
+            f"SELECT avg(CASE WHEN json_extract_string(metadata, '$.language') IN ({allowed}) THEN 1 ELSE 0 END) "
+            f"FROM read_parquet({_files(kept_parts)})"
+        ).fetchall()[0][0] or 0.0
+        out.append(band("language_share", sev, float(share), cfg["min_share"], None, f"share of kept documents in {languages}"))
+    con.close()
+    return out
+
+
+def dedup_index_checks(clusters_file: str, overrides: dict) -> list[CheckOutcome]:
+    import duckdb
+
+    con = duckdb.connect()
+    cfg, sev = settings("max_cluster_size", overrides)
+    largest = con.sql(f"SELECT coalesce(max(cluster_size), 0) FROM read_parquet({_files([clusters_file])})").fetchall()[0][0]
+    examples = []
+    if largest > cfg["max_size"]:
+        examples = [{"id": f"{s}/{i}", "snippet": f"cluster of {n} around {ds}/{d}"} for s, i, ds, d, n in con.execute(
+            f"SELECT source, id, duplicate_of_source, duplicate_of, cluster_size FROM read_parquet({_files([clusters_file])}) "
+            f"WHERE cluster_size = {largest} AND fate = 'duplicate' ORDER BY source, id LIMIT {EXAMPLES}"
+        ).fetchall()]
+    con.close()
+    return [band("max_cluster_size", sev, int(largest), None, cfg["max_size"], "largest duplicate cluster", examples)]
+
+
+def deduplicated_checks(input_documents: int, kept: int, overrides: dict) -> list[CheckOutcome]:
+    cfg, sev = settings("duplicate_rate", overrides)
+    rate = (input_documents - kept) / input_documents if input_documents else 0.0
+    out = [band("duplicate_rate", sev, rate, cfg["min_rate"], cfg["max_rate"], f"duplicate share of {input_documents} documents")]
+    cfg, sev = settings("source_not_emptied", overrides)
+    out.append(band("source_not_emptied", sev, kept, cfg["min_documents"], None, "documents left after dedup"))
+    return out
+
+
+def mixture_checks(
+    ledger: list[dict],
+    max_epochs: float,
+    tolerance: float,
+    out_dir: str,
+    splits: dict[str, dict],
+    pii_sources: list[str],
+    conservation_rows: list[dict] | None,
+    overrides: dict,
+) -> list[CheckOutcome]:
+    """`conservation_rows` is None when the caller has no catalog (plain library use)."""
+    import duckdb
+    import pandas as pd
+
+    from mix_pipeline.core.filters import PII_PATTERNS
+
+    out = []
+    frame = pd.DataFrame(ledger)
+    frame["relative_error"] = (frame.achieved_weight - frame.target_weight).abs() / frame.target_weight.where(frame.target_weight > 0, 1.0)
+    cfg, sev = settings("weights_within_tolerance", overrides)
+    ok, _ = expect(frame, "ExpectColumnValuesToBeBetween", column="relative_error", min_value=0, max_value=tolerance)
+    off = frame[frame.relative_error > tolerance]
+    out.append(outcome("weights_within_tolerance", sev, ok,
+                       {r.source: round(r.achieved_weight, 6) for r in frame.itertuples()},
+                       f"relative error ≤ {tolerance}",
+                       "; ".join(f"{r.source} achieved {r.achieved_weight:.4f} for target {r.target_weight:.4f}" for r in off.itertuples())))
+
+    cfg, sev = settings("epochs_within_cap", overrides)
+    ok, _ = expect(frame, "ExpectColumnValuesToBeBetween", column="epochs", min_value=0, max_value=max_epochs)
+    over = frame[frame.epochs > max_epochs]
+    out.append(outcome("epochs_within_cap", sev, ok, {r.source: r.epochs for r in frame.itertuples()}, f"≤ {max_epochs}",
+                       "; ".join(f"{r.source} repeated {r.epochs:.2f} times" for r in over.itertuples())))
+
+    con = duckdb.connect()
+    parts = {s: [os.path.join(out_dir, f) for f in info["files"]] for s, info in splits.items()}
+    union = " UNION ALL ".join(
+        f"SELECT DISTINCT source, id, '{s}' AS split FROM read_parquet({_files(files)})" for s, files in parts.items() if files
+    )
+    leaked = []
+    if union:
+        leaked = con.execute(
+            f"SELECT source, id, string_agg(split, ',' ORDER BY split) FROM ({union}) GROUP BY source, id "
+            f"HAVING count(*) > 1 ORDER BY source, id"
+        ).fetchall()
+    cfg, sev = settings("splits_disjoint", overrides)
+    out.append(band("splits_disjoint", sev, len(leaked), 0, 0, "documents in more than one split",
+                    [{"id": f"{s}/{i}", "snippet": f"in {where}"} for s, i, where in leaked[:EXAMPLES]]))
+
+    cfg, sev = settings("no_pii_left", overrides)
+    files = [f for fs in parts.values() for f in fs]
+    if not pii_sources or not files:
+        out.append(outcome("no_pii_left", sev, True, None, "n/a", "no source of this mixture asks for PII redaction"))
+    else:
+        sources = ", ".join(f"'{s}'" for s in pii_sources)
+        found: list[dict] = []
+        reader = con.sql(
+            f"SELECT DISTINCT source, id, text FROM read_parquet({_files(files)}) WHERE source IN ({sources})"
+        ).to_arrow_reader(2000)
+        for batch in reader:
+            for source, doc_id, text in zip(*(batch.column(c).to_pylist() for c in ("source", "id", "text"))):
+                hit = next((m for p in PII_PATTERNS.values() if (m := p.search(text))), None)
+                if hit:
+                    found.append({"id": f"{source}/{doc_id}", "snippet": snippet(text[max(0, hit.start() - 40): hit.end() + 40])})
+        out.append(band("no_pii_left", sev, len(found), 0, 0, f"documents of {pii_sources} with PII left", found[:EXAMPLES]))
+    con.close()
+
+    cfg, sev = settings("conservation", overrides)
+    rows = pd.DataFrame(conservation_rows or [])
+    if conservation_rows is None:
+        out.append(outcome("conservation", sev, True, None, "n/a", "no catalog was given to check against"))
+    elif rows.empty:
+        out.append(outcome("conservation", sev, False, None, "a catalog row per source", "the catalog has no conservation rows"))
+    else:
+        ok, _ = expect(rows, "ExpectColumnValuesToBeInSet", column="balanced", value_set=[True])
+        bad = rows[~rows.balanced.astype(bool)]
+        out.append(outcome("conservation", sev, ok, {r.source: bool(r.balanced) for r in rows.itertuples()},
+                           "records = kept + dropped + duplicate + quarantined",
+                           "; ".join(f"{r.source}: {r.records} records but {r.kept}+{r.dropped}+{r.duplicate}+{r.quarantined}"
+                                     for r in bad.itertuples())))
+    return out
