@@ -46,7 +46,7 @@ class TokenizerSpec(_Strict):
     path: str | None = None
 
     @model_validator(mode="after")
-    def _path_for_hf(self) -> "TokenizerSpec":
+    def _path_for_hf(self) -> TokenizerSpec:
         if self.kind == "hf" and not self.path:
             raise ValueError("kind 'hf' needs a 'path' to a local tokenizer.json")
         return self
@@ -112,7 +112,7 @@ class MinhashSpec(_Strict):
     seed: int = 1
 
     @model_validator(mode="after")
-    def _bands_divide(self) -> "MinhashSpec":
+    def _bands_divide(self) -> MinhashSpec:
         if self.num_perm % self.bands:
             raise ValueError(f"bands ({self.bands}) must divide num_perm ({self.num_perm})")
         return self
@@ -135,7 +135,7 @@ class SplitsSpec(_Strict):
     test: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _room_for_train(self) -> "SplitsSpec":
+    def _room_for_train(self) -> SplitsSpec:
         if self.validation + self.test >= 1.0:
             raise ValueError("validation + test must leave room for train (sum < 1)")
         return self
@@ -203,7 +203,7 @@ class Recipe(_Strict):
         return sources
 
     @model_validator(mode="after")
-    def _cross_references(self) -> "Recipe":
+    def _cross_references(self) -> Recipe:
         for i, source in enumerate(self.dedup.priority):
             if source not in self.sources:
                 raise ValueError(f"dedup.priority[{i}]: unknown source '{source}'")

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import uuid
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -107,12 +106,6 @@ def publish_dir(staged: str, final_dir: str) -> None:
     os.replace(staged, final_dir)
     if old:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def file_sha256(path: str) -> str:

@@ -29,10 +29,9 @@ def _terminal_only() -> None:
 
 def install() -> None:
     """Wrap the two datatrove functions that (re)attach its stderr handler."""
-    from loguru import logger
-
     import datatrove.executor.base as executor_base
     import datatrove.utils.logging as datatrove_logging
+    from loguru import logger
 
     if getattr(executor_base.add_task_logger, "_mix_pipeline", False):
         return

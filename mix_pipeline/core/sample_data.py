@@ -24,10 +24,10 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -381,7 +381,7 @@ _VERB_SECOND = ("de", "nl")
 LANGUAGES = tuple(_LANGUAGE_PARTS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _language_parts(lang: str) -> dict[str, list[str]]:
     return {k: v.split("|") for k, v in _LANGUAGE_PARTS[lang].items()}
 
@@ -580,7 +580,7 @@ class _Doc:
     kind: str = "clean"  # clean | pii | spam | short | long | non_english | exact | near | cross
     meta: dict = field(default_factory=dict)  # url / title columns
     info: dict = field(default_factory=dict)  # ground-truth details (spam kind, language, pii items)
-    of: "_Doc | None" = None  # original of a duplicate
+    of: _Doc | None = None  # original of a duplicate
     source: str = ""
     id: str = ""
     pos: int = -1

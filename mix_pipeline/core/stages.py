@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import pyarrow.compute as pc
@@ -20,6 +20,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
+from mix_pipeline.core import quality
 from mix_pipeline.core.dedup import DropDuplicates, SignatureWriter, cluster_signatures
 from mix_pipeline.core.documents import (
     DEDUPLICATED_SCHEMA,
@@ -39,7 +40,6 @@ from mix_pipeline.core.mixing import (
     plan_mixture,
     write_mixture,
 )
-from mix_pipeline.core import quality
 from mix_pipeline.core.quality import CheckOutcome, GateFailed
 from mix_pipeline.core.readers import SourceReader
 from mix_pipeline.core.tokens import CountTokens, TokenCounter

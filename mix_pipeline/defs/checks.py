@@ -8,7 +8,7 @@ Automated runs additionally wait for upstream blocking checks (AUTOMATION).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 

@@ -1,9 +1,9 @@
-import pyarrow.parquet as pq
-
-from mix_pipeline.core.dedup import SignatureWriter, cluster_signatures
 import random
 
+import pyarrow.parquet as pq
 from datatrove.data import Document
+
+from mix_pipeline.core.dedup import SignatureWriter, cluster_signatures
 
 
 def random_text(seed: int, words: int = 300) -> str:

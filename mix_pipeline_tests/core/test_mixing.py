@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from mix_pipeline.core.mixing import InfeasibleMixture, fill_remainder, plan_mixture, split_of
+from mix_pipeline.core.mixing import (
+    InfeasibleMixture,
+    fill_remainder,
+    plan_mixture,
+    split_of,
+)
 from mix_pipeline.recipe import MixtureSpec
 
 

@@ -4,8 +4,8 @@ import json
 import random
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import py3langid
+import pyarrow.parquet as pq
 import pytest
 import zstandard
 from datatrove.data import Document

@@ -68,7 +68,7 @@ def test_mixture_manifest_meets_the_weights(demo_run):
         assert abs(row["achieved_weight"] - weight) / weight <= 0.01, (source, row)
         assert row["epochs"] <= 4
     rows = 0
-    for split, info in manifest["splits"].items():
+    for info in manifest["splits"].values():
         for rel in info["files"]:
             table = pq.read_table(manifest_path.parent / rel)
             assert {"id", "text", "source", "domain"} <= set(table.column_names)
@@ -127,11 +127,11 @@ def test_asset_graph_and_materializations(demo_run):
     assert parents[DEDUPLICATED] == {FILTERED, DEDUP_INDEX}
     assert parents[MIXTURE] == {DEDUPLICATED}
     instance = demo_run["instance"]
-    for source in demo_run["recipe"].sources:
-        event = instance.get_latest_materialization_event(dg.AssetKey(RAW))
-        assert event is not None
-    materialized = instance.get_materialized_partitions(dg.AssetKey(FILTERED))
-    assert materialized == set(demo_run["recipe"].sources)
+    sources = set(demo_run["recipe"].sources)
+    for asset in (RAW, FILTERED, DEDUPLICATED):
+        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == sources
+    assert instance.get_materialized_partitions(dg.AssetKey(MIXTURE)) == {"general"}
+    assert instance.get_latest_materialization_event(dg.AssetKey(DEDUP_INDEX)) is not None
 
 
 def test_definitions_load_and_bad_recipe_fails_at_load(tmp_path, sample):
