@@ -1,0 +1,129 @@
+"""The benchmark's own logic: the recipe it writes is valid, dedup scoring counts what it
+says, and the last line keeps its machine-readable shape. (Running the benchmark itself
+takes minutes, so it is not part of the test suite.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mix_pipeline.recipe import load_recipe
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pipeline.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_written_recipe_is_valid_and_mirrors_the_benchmark_settings(bench, tmp_path):
+    path = bench.write_recipe(tmp_path / "recipe.yaml", tmp_path / "corpus", tmp_path / "data", workers=2, size_mb=20)
+    recipe = load_recipe(path, check_paths=False)
+    assert sorted(recipe.sources) == sorted(bench.SOURCES)
+    for source, filters in bench.FILTERS.items():
+        assert [(f.name, f.params) for f in recipe.sources[source].filters] == filters
+    assert recipe.executor.tasks == bench.TASKS and recipe.executor.workers == 2
+    mh = recipe.dedup.minhash
+    assert (mh.num_perm, mh.bands, mh.ngram, mh.threshold) == (
+        bench.NUM_PERM,
+        bench.BANDS,
+        bench.NGRAM,
+        bench.THRESHOLD,
+    )
+    assert recipe.data_root_path == str(tmp_path / "data")
+    assert recipe.mixtures["general"].total == 2_000_000
+
+
+def test_planted_pairs_skip_sources_not_benchmarked(bench):
+    truth = {
+        "exact_duplicates": [{"source": "web", "id": "w1", "of_source": "books", "of_id": "b1"}],
+        "near_duplicates": [{"source": "code", "id": "c1", "of_source": "code", "of_id": "c2"}],
+        "cross_source_duplicates": [
+            {"source": "web", "id": "w2", "of_source": "papers", "of_id": "p1", "kind": "near"}
+        ],
+    }
+    assert bench.planted_pairs(truth, bench.SOURCES) == [
+        (("web", "w1"), ("books", "b1")),
+        (("web", "w2"), ("papers", "p1")),
+    ]
+
+
+def test_score_dedup(bench):
+    a, b, c, d, x, y = (("web", n) for n in "abcdxy")
+    pairs = [(a, b), (c, d), (x, y)]
+    indexed = {a, b, c, d, x}  # y was filtered out before dedup: the pair is not scored
+    survivors = {a, c, d, x}  # b removed (found); c and d both survive (missed)
+    removed = {b, ("web", "unrelated")}
+    score = bench.score_dedup(pairs, indexed, survivors, removed)
+    assert (score["pairs_scored"], score["pairs_found"]) == (2, 1)
+    assert score["recall"] == 0.5 and score["precision"] == 0.5 and score["f1"] == 0.5
+    assert math.isnan(bench.score_dedup(pairs, indexed, survivors, set())["precision"])
+
+
+def test_last_line_shape(bench):
+    row = {"wall_s": 41.2, "peak_rss_mb": 850.4, "dedup_recall": 0.97, "dedup_precision": 0.99, "dedup_f1": 0.98}
+    line = bench.last_line(20.0, row, {"wall_s": 44.3, "peak_rss_mb": 1100.0})
+    assert line == (
+        "bench size_mb=20 overall_ratio=0.93 ours_wall_s=41.2 datatrove_wall_s=44.3 ours_peak_rss_mb=850 "
+        "datatrove_peak_rss_mb=1100 dedup_recall=0.97 dedup_precision=0.99 dedup_f1=0.98"
+    )
+    assert re.fullmatch(r"bench( \w+=[\d.]+)+", line)
+
+
+def test_session_processes_sees_this_process(bench):
+    procs = bench.session_processes(os.getsid(0))
+    assert os.getpid() in procs and procs[os.getpid()] > 0  # it has used some CPU
+    assert bench.rss_kib(os.getpid()) > 0
+
+
+def measure_in_subprocess(tmp_path, child_code: str, **limits) -> dict:
+    """bench.measure() on `python -c child_code`, from a separate driver process, so this test
+    process neither becomes a subreaper nor reaps children it does not own."""
+    driver = f"""
+import dataclasses, importlib.util, json, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("bench_pipeline", {str(BENCH)!r})
+bench = importlib.util.module_from_spec(spec); sys.modules[spec.name] = bench; spec.loader.exec_module(bench)
+assert bench.become_subreaper()
+m = bench.measure([sys.executable, "-c", {child_code!r}], {{}}, Path({str(tmp_path / "log")!r}), **{limits!r})
+print(json.dumps(dataclasses.asdict(m)))
+"""
+    out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_measure_counts_an_orphaned_grandchild(tmp_path):
+    """The child exits at once, leaving a grandchild that burns CPU and holds memory: it must
+    still be counted (the benchmark re-parents orphans to itself)."""
+    grandchild = (
+        "x = bytearray(200 * 2**20); import time; t = time.process_time()\nwhile time.process_time() - t < 2: pass"
+    )
+    child = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {grandchild!r}])"
+    m = measure_in_subprocess(tmp_path, child, timeout_s=60, stall_s=60)
+    assert m["returncode"] == 0 and m["killed_for"] is None
+    assert m["cpu_s"] >= 1.9  # the grandchild's two seconds of CPU
+    assert m["max_proc_rss_mb"] >= 200  # its 200 MiB buffer
+    assert m["peak_rss_mb"] >= 200  # seen by the /proc sampler while it ran
+    assert m["wall_s"] < 1.5  # wall time ends when the child exits, not the grandchild
+
+
+def test_measure_kills_a_stalled_tree(tmp_path):
+    m = measure_in_subprocess(tmp_path, "import time; time.sleep(60)", timeout_s=60, stall_s=1)
+    assert m["killed_for"] == "stall" and m["returncode"] != 0 and m["wall_s"] < 10
