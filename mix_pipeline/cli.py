@@ -79,21 +79,53 @@ def _execute(defs, job_name: str, instance, partition_key: str | None, label: st
           f"(run {result.run_id[:8]})", flush=True)
 
 
-def run_recipe(recipe_path: str, mixture: str | None = None, instance=None) -> dict[str, dict]:
-    """Materialize everything a recipe declares; returns the manifest of each mixture built."""
+def run_recipe(
+    recipe_path: str,
+    mixture: str | None = None,
+    instance=None,
+    full: bool = False,
+    backfill_sources: list[str] | None = None,
+) -> dict[str, dict]:
+    """Materialize what a recipe declares; returns the manifest of each mixture built.
+
+    Incremental by default: a source|snapshot partition is ingested only when it is new or its
+    input files or recipe entry changed since its last materialization; `backfill_sources`
+    forces every snapshot of those sources, `full` forces everything. The dedup index reuses
+    unchanged snapshots itself, and a deduplicated partition is rebuilt only when its filtered
+    input or its dedup verdicts changed. Mixtures are always rebuilt (cheap, and deterministic).
+    """
+    from mix_pipeline.core.stages import StageEnv, clusters_file
     from mix_pipeline.defs import build_definitions
+    from mix_pipeline.defs.dedup.assets import deduplicated_input_fingerprint
     from mix_pipeline.defs.jobs import DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB
+    from mix_pipeline.defs.partitions import discovered_keys, register
+    from mix_pipeline.defs.raw.sensors import recorded_fingerprint, stale_keys
+    from mix_pipeline.names import DEDUPLICATED, split_partition_key
 
     recipe = load_recipe(recipe_path)
     if mixture is not None and mixture not in recipe.mixtures:
         raise RecipeError(f"--mixture: recipe has no mixture '{mixture}' (mixtures: {', '.join(recipe.mixtures)})")
+    for source in backfill_sources or []:
+        if source not in recipe.sources:
+            raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
     defs = build_definitions(recipe)
     instance = instance or dagster_instance()
-    for source in sorted(recipe.sources):
-        _execute(defs, INGEST_JOB, instance, source, f"ingest [{source}]: raw_documents → filtered_documents")
-    _execute(defs, DEDUP_INDEX_JOB, instance, None, "dedup_index (all sources)")
-    for source in sorted(recipe.sources):
-        _execute(defs, DEDUPLICATE_JOB, instance, source, f"deduplicate [{source}]")
+    new = register(instance, recipe)
+    if new:
+        print(f"registered {len(new)} new partition(s): {', '.join(new)}")
+    keys = discovered_keys(recipe)
+    forced = {k for k in keys if full or split_partition_key(k)[0] in (backfill_sources or [])}
+    ingest = sorted(forced | set(stale_keys(instance, recipe, [k for k in keys if k not in forced])), key=keys.index)
+    print(f"ingest: {len(ingest)} of {len(keys)} partition(s) to (re)build, the rest are unchanged", flush=True)
+    for key in ingest:
+        _execute(defs, INGEST_JOB, instance, key, f"ingest [{key}]: raw_documents → filtered_documents")
+    _execute(defs, DEDUP_INDEX_JOB, instance, None, "dedup_index (all sources, snapshot by snapshot)")
+    env = StageEnv(recipe)
+    for key in keys:
+        source, snapshot = split_partition_key(key)
+        fingerprint = deduplicated_input_fingerprint(recipe, env.root, source, snapshot, clusters_file(env, source, snapshot))
+        if full or recorded_fingerprint(instance, DEDUPLICATED, key) != fingerprint:
+            _execute(defs, DEDUPLICATE_JOB, instance, key, f"deduplicate [{key}]")
     manifests = {}
     for name in sorted(recipe.mixtures):
         if mixture is None or name == mixture:
@@ -128,8 +160,14 @@ def print_ledger(recipe_path: str, names: list[str] | None = None) -> None:
 
 
 def _cmd_run(args) -> int:
-    run_recipe(args.recipe, args.mixture)
+    run_recipe(args.recipe, args.mixture, full=args.full)
     print_ledger(args.recipe, [args.mixture] if args.mixture else None)
+    return 0
+
+
+def _cmd_backfill(args) -> int:
+    run_recipe(args.recipe, full=False, backfill_sources=args.source)
+    print_ledger(args.recipe)
     return 0
 
 
@@ -174,7 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="materialize every asset of a recipe")
     p.add_argument("--recipe", required=True)
     p.add_argument("--mixture", help="build only this mixture (upstream stages still run)")
+    p.add_argument("--full", action="store_true", help="rebuild every partition, changed or not")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("backfill", help="rebuild every snapshot of the given sources, then everything downstream")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--source", action="append", required=True, help="a source to backfill (repeatable)")
+    p.set_defaults(func=_cmd_backfill)
 
     p = sub.add_parser("report", help="print conservation and mixture ledgers from the catalog")
     p.add_argument("--recipe", required=True)

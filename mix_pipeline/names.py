@@ -12,8 +12,21 @@ MIXTURE = "mixture"
 # Folder names under data_root for each stage's documents.
 STAGE_DIRS = {RAW: "raw", FILTERED: "filtered", DEDUPLICATED: "deduplicated"}
 
-# Sources without dated drops have a single snapshot of this name.
+# Sources without dated drops have a single snapshot of this name. A source whose path holds
+# the placeholder (crawl/{snapshot}/*.jsonl.gz) has one snapshot per sub-folder there.
 DEFAULT_SNAPSHOT = "default"
+SNAPSHOT_PLACEHOLDER = "{snapshot}"
+# A source×snapshot partition key is "<source>|<snapshot>".
+PARTITION_SEPARATOR = "|"
+
+
+def partition_key(source: str, snapshot: str) -> str:
+    return f"{source}{PARTITION_SEPARATOR}{snapshot}"
+
+
+def split_partition_key(key: str) -> tuple[str, str]:
+    source, _, snapshot = key.partition(PARTITION_SEPARATOR)
+    return source, snapshot
 
 # Every input document ends in exactly one of these.
 FATE_KEPT = "kept"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mix_pipeline.core import quality
 from mix_pipeline.core.filters import check_params as check_filter_params
-from mix_pipeline.names import FILTER_NAMES, SOURCE_NAME_PATTERN
+from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTER_NAMES, SNAPSHOT_PLACEHOLDER, SOURCE_NAME_PATTERN
 
 
 class RecipeError(ValueError):
@@ -71,6 +71,16 @@ class SourceSpec(_Strict):
     @classmethod
     def _checks(cls, value: Any) -> Any:
         return _check_overrides(value, quality.SOURCE_STAGES)
+
+    @field_validator("path")
+    @classmethod
+    def _snapshot_segment(cls, path: str) -> str:
+        # A dated drop is a folder: the placeholder must be one whole path segment.
+        if SNAPSHOT_PLACEHOLDER in path:
+            segments = path.replace("\\", "/").split("/")
+            if path.count(SNAPSHOT_PLACEHOLDER) > 1 or SNAPSHOT_PLACEHOLDER not in segments:
+                raise ValueError(f"'{SNAPSHOT_PLACEHOLDER}' must appear once, as a whole folder name (e.g. crawl/{SNAPSHOT_PLACEHOLDER}/*.jsonl.gz)")
+        return path
 
     @field_validator("filters", mode="before")
     @classmethod
@@ -172,6 +182,30 @@ class MixtureSpec(_Strict):
         return weights
 
 
+class ScheduleSpec(_Strict):
+    # When to look for new and changed input (cron, in `timezone`).
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(cron):
+            raise ValueError(f"'{cron}' is not a valid cron expression")
+        return cron
+
+
+class DriftSpec(_Strict):
+    # Jensen–Shannon divergence (base 2, in [0, 1]) above which a snapshot counts as shifted.
+    threshold: float = Field(0.1, gt=0.0, le=1.0)
+    # What a shifted snapshot sets off: re-mix every mixture using the source, and optionally
+    # re-run the source's later stages for every snapshot (a backfill).
+    remix: bool = True
+    backfill: bool = False
+
+
 class ExecutorSpec(_Strict):
     kind: Literal["local"] = "local"
     # Tasks fix how work is sharded (and so the stage shard layout); workers are processes.
@@ -187,6 +221,8 @@ class Recipe(_Strict):
     sources: dict[str, SourceSpec]
     dedup: DedupSpec = Field(default_factory=DedupSpec)
     mixtures: dict[str, MixtureSpec] = Field(default_factory=dict)
+    schedule: ScheduleSpec | None = None
+    drift: DriftSpec = Field(default_factory=DriftSpec)
 
     # Set by load_recipe, not by the YAML.
     base_dir: str = Field("", exclude=True)
@@ -228,11 +264,34 @@ class Recipe(_Strict):
     def data_root_path(self) -> str:
         return self.resolve(self.data_root)
 
-    def source_files(self, source: str) -> list[str]:
-        """The input files of a source, sorted; directories expand to every file below them."""
-        pattern = self.resolve(self.sources[source].path)
+    def _pattern(self, source: str, snapshot: str) -> str:
+        path = self.sources[source].path
+        if SNAPSHOT_PLACEHOLDER in path:
+            if snapshot == DEFAULT_SNAPSHOT:
+                raise ValueError(f"source '{source}' has dated snapshots; name one")
+            path = path.replace(SNAPSHOT_PLACEHOLDER, snapshot)
+        elif snapshot != DEFAULT_SNAPSHOT:
+            raise ValueError(f"source '{source}' has no snapshots (its path has no {SNAPSHOT_PLACEHOLDER})")
+        return self.resolve(path)
+
+    def has_snapshots(self, source: str) -> bool:
+        return SNAPSHOT_PLACEHOLDER in self.sources[source].path
+
+    def snapshots(self, source: str) -> list[str]:
+        """The snapshots on disk, sorted: each sub-folder where the placeholder stands that holds
+        at least one input file; `default` for a source without snapshots."""
+        if not self.has_snapshots(source):
+            return [DEFAULT_SNAPSHOT]
+        parent = self.resolve(self.sources[source].path.split(SNAPSHOT_PLACEHOLDER)[0] or ".")
+        if not os.path.isdir(parent):
+            return []
+        names = sorted(d for d in os.listdir(parent) if not d.startswith(".") and os.path.isdir(os.path.join(parent, d)))
+        return [d for d in names if d != DEFAULT_SNAPSHOT and self.source_files(source, d)]
+
+    def source_files(self, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> list[str]:
+        """The input files of one snapshot of a source, sorted; directories expand to every file below them."""
         files: set[str] = set()
-        for match in glob.glob(pattern, recursive=True):
+        for match in glob.glob(self._pattern(source, snapshot), recursive=True):
             if os.path.isdir(match):
                 for root, dirs, names in os.walk(match):
                     dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -241,9 +300,9 @@ class Recipe(_Strict):
                 files.add(match)
         return sorted(files)
 
-    def source_root(self, source: str) -> str:
+    def source_root(self, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> str:
         """The folder that ids of text-directory documents are relative to."""
-        pattern = self.resolve(self.sources[source].path)
+        pattern = self._pattern(source, snapshot)
         if os.path.isdir(pattern):
             return pattern
         # The folder part before the first glob character.
@@ -311,7 +370,7 @@ def load_recipe(path: str | os.PathLike, check_paths: bool = True) -> Recipe:
 
 def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
     for name, spec in recipe.sources.items():
-        files = recipe.source_files(name)
+        files = [f for snap in recipe.snapshots(name) for f in recipe.source_files(name, snap)]
         if not files:
             raise RecipeError(
                 f"{origin}: sources.{name}.path: '{spec.path}' matches no file "

@@ -8,6 +8,7 @@ makes reruns and backfills idempotent.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 from mix_pipeline.names import FATE_DROPPED, FATE_QUARANTINED, FATES
@@ -24,6 +25,8 @@ SCHEMA = [
         mixture VARCHAR, source VARCHAR, target_weight DOUBLE, achieved_weight DOUBLE,
         target_units BIGINT, units BIGINT, documents BIGINT, rows BIGINT,
         available_units BIGINT, available_documents BIGINT, epochs DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS snapshot_profiles (
+        source VARCHAR, snapshot VARCHAR, profile JSON, drift_score DOUBLE)""",
     # One row per source: the conservation identity, records = kept + dropped + duplicate + quarantined.
     f"""CREATE OR REPLACE VIEW conservation AS
         SELECT i.source, sum(i.records) AS records,
@@ -116,16 +119,16 @@ def record_filtered(con, source: str, snapshot: str, dropped_files: dict[str, li
     return counts
 
 
-def record_dedup(con, clusters_path: str, snapshot: str) -> None:
-    """Kept and duplicate fates for every source, from the cluster table."""
+def record_dedup(con, cluster_files: list[str]) -> None:
+    """Kept and duplicate fates of every source and snapshot, from the cluster files."""
     with _Transaction(con):
         con.execute("DELETE FROM document_fates WHERE stage = 'dedup'")
-        con.execute(
-            f"""INSERT INTO document_fates
-                SELECT source, ?, id, 'dedup', fate, match, duplicate_of_source, duplicate_of
-                FROM read_parquet({_files([clusters_path])})""",
-            [snapshot],
-        )
+        if cluster_files:
+            con.execute(
+                f"""INSERT INTO document_fates
+                    SELECT source, snapshot, id, 'dedup', fate, match, duplicate_of_source, duplicate_of
+                    FROM read_parquet({_files(cluster_files)})"""
+            )
 
 
 def record_mixture(con, mixture: str, ledger: list) -> None:
@@ -139,6 +142,37 @@ def record_mixture(con, mixture: str, ledger: list) -> None:
                 for r in (asdict(x) if not isinstance(x, dict) else x for x in ledger)
             ],
         )
+
+
+def record_profile(con, source: str, snapshot: str, profile: dict, drift_score: float) -> None:
+    with _Transaction(con):
+        con.execute("DELETE FROM snapshot_profiles WHERE source = ? AND snapshot = ?", [source, snapshot])
+        con.execute(
+            "INSERT INTO snapshot_profiles VALUES (?, ?, ?, ?)",
+            [source, snapshot, json.dumps(profile, sort_keys=True), drift_score],
+        )
+
+
+def profiles(con, source: str) -> dict[str, dict]:
+    rows = con.execute("SELECT snapshot, profile FROM snapshot_profiles WHERE source = ?", [source]).fetchall()
+    return {snapshot: json.loads(profile) for snapshot, profile in rows}
+
+
+def drift_history(con, source: str) -> list[dict]:
+    """The source's snapshots in order with their drift score and a text bar (0 to 1)."""
+    from mix_pipeline.core.stages import snapshot_order
+
+    rows = con.execute(
+        "SELECT snapshot, profile, drift_score FROM snapshot_profiles WHERE source = ?", [source]
+    ).fetchall()
+    out = []
+    for snapshot, profile, score in sorted(rows, key=lambda r: snapshot_order(r[0])):
+        p = json.loads(profile)
+        out.append({
+            "snapshot": snapshot, "documents": p["documents"], "tokens": p["tokens"],
+            "drift_score": round(score, 4), "chart": "█" * round(score * 40) or "·",
+        })
+    return out
 
 
 def conservation(con) -> list[dict]:

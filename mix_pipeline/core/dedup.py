@@ -3,10 +3,12 @@
 Two halves:
 - `SignatureWriter`, a datatrove step, streams documents and writes one small row per document
   (content hash, MinHash signature, LSH band hashes). Signatures come from `rensa` (compiled).
-- `cluster_signatures` joins those rows in DuckDB: documents sharing a content hash or an LSH
-  band become candidate pairs; band candidates are verified against the full signatures; a
-  union-find groups them. The survivor of each group is decided by the recipe's source
-  priority, so a book copied onto the web survives as the book.
+- `dedup_generation` joins those rows in DuckDB, one generation (snapshot) at a time, against
+  an index of what earlier generations kept: documents sharing a content hash or an LSH band
+  become candidate pairs; band candidates are verified against the full signatures; a
+  union-find groups them. Within a generation the recipe's source priority picks the
+  survivor, so a book copied onto the web survives as the book; across generations the
+  earlier copy survives, so a refresh never displaces data already published.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -32,9 +35,11 @@ SIGNATURE_SCHEMA_FIELDS = [
 CLUSTER_SCHEMA = pa.schema(
     [
         ("source", pa.string()),
+        ("snapshot", pa.string()),
         ("id", pa.string()),
         ("fate", pa.string()),
         ("duplicate_of_source", pa.string()),
+        ("duplicate_of_snapshot", pa.string()),
         ("duplicate_of", pa.string()),
         ("match", pa.string()),
         ("cluster_size", pa.int64()),
@@ -132,6 +137,14 @@ class ClusterStats:
     clusters: int
     max_cluster_size: int
 
+    def __add__(self, other: ClusterStats) -> ClusterStats:
+        merged = {k: getattr(self, k) + getattr(other, k) for k in self.__dataclass_fields__}
+        merged["max_cluster_size"] = max(self.max_cluster_size, other.max_cluster_size)
+        return ClusterStats(**merged)
+
+
+EMPTY_STATS = ClusterStats(0, 0, 0, 0, 0, 0, 0, 0)
+
 
 class _UnionFind:
     """Roots are always the smallest node of a set, so the root is the priority winner."""
@@ -157,19 +170,46 @@ class _UnionFind:
                 self.parent[ra] = rb
 
 
-def cluster_signatures(
+def _files(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _verified(con, pairs_sql: str, left: str, right: str, threshold: float):
+    """Yield (a, b) pairs from `pairs_sql` whose signatures agree on ≥ threshold of positions."""
+    reader = con.sql(
+        f"""SELECT p.a, p.b, x.signature AS sa, y.signature AS sb
+            FROM ({pairs_sql}) p JOIN {left} x ON x.node = p.a JOIN {right} y ON y.node = p.b"""
+    ).to_arrow_reader(50_000)
+    for batch in reader:
+        a = batch.column("a").to_numpy()
+        b = batch.column("b").to_numpy()
+        sa = batch.column("sa").flatten().to_numpy().reshape(len(a), -1)
+        sb = batch.column("sb").flatten().to_numpy().reshape(len(a), -1)
+        keep = (sa == sb).mean(axis=1) >= threshold
+        yield from zip(a[keep].tolist(), b[keep].tolist())
+
+
+def dedup_generation(
+    snapshot: str,
     signature_files: list[str],
+    index_files: list[str],
     source_rank: dict[str, int],
-    output_path: str,
+    clusters_dir: str,
+    index_dir: str,
     threshold: float | None,
     exact: bool,
     duckdb_temp_dir: str,
     log=lambda msg: None,
 ) -> ClusterStats:
-    """Group duplicates across all signature files and write one fate row per document.
+    """Deduplicate one generation (every source's documents of one snapshot) against the index
+    of documents kept by earlier generations, and extend the index with this generation's keepers.
 
-    `threshold=None` disables near-duplicate matching; `exact=False` disables content-hash
-    matching. Within a group the winner is the lowest (source rank, source, id).
+    Within the generation, duplicates group by union-find and the lowest (source rank, source, id)
+    survives. A group that matches any indexed document is a duplicate of the earliest such
+    document: data already published is never displaced by newer data. Writes
+    `<clusters_dir>/<source>/<snapshot>.parquet` (a fate per document) and
+    `<index_dir>/<source>/<snapshot>.parquet` (signatures of the keepers).
+    `threshold=None` disables near-duplicate matching; `exact=False` disables content hashes.
     """
     import duckdb
 
@@ -178,110 +218,137 @@ def cluster_signatures(
     con.execute(f"SET temp_directory='{duckdb_temp_dir}'")
     con.execute("SET preserve_insertion_order=false")
     con.register("ranks", pa.table({"source": list(source_rank), "rank": list(source_rank.values())}))
-    files = ", ".join(f"'{f}'" for f in signature_files)
     con.execute(
-        f"""
-        CREATE TABLE docs AS
-        SELECT (row_number() OVER (ORDER BY r.rank, s.source, s.id) - 1)::BIGINT AS node,
-               s.source, s.id, s.content_hash, s.signature, s.bands
-        FROM read_parquet([{files}]) s JOIN ranks r USING (source)
-        """
+        f"""CREATE TABLE new AS
+            SELECT (row_number() OVER (ORDER BY r.rank, s.source, s.id) - 1)::BIGINT AS node,
+                   s.source, s.id, s.content_hash, s.signature, s.bands
+            FROM read_parquet({_files(signature_files)}) s JOIN ranks r USING (source)"""
     )
-    n = con.execute("SELECT count(*) FROM docs").fetchall()[0][0]
-    log(f"dedup: {n} documents from {len(signature_files)} signature files")
+    if index_files:
+        con.execute(
+            f"""CREATE TABLE old AS
+                SELECT (row_number() OVER (ORDER BY i.snapshot, r.rank, i.source, i.id) - 1)::BIGINT AS node,
+                       i.source, i.snapshot, i.id, i.content_hash, i.signature, i.bands
+                FROM read_parquet({_files(index_files)}) i JOIN ranks r USING (source)"""
+        )
+    else:
+        con.execute("CREATE TABLE old AS SELECT * FROM (SELECT 0::BIGINT AS node, ''::VARCHAR AS source, "
+                    "''::VARCHAR AS snapshot, ''::VARCHAR AS id, 0::BIGINT AS content_hash, "
+                    "[]::UINTEGER[] AS signature, []::BIGINT[] AS bands) WHERE false")
+    n = con.sql("SELECT count(*) FROM new").fetchall()[0][0]
+    n_old = con.sql("SELECT count(*) FROM old").fetchall()[0][0]
+    log(f"dedup[{snapshot}]: {n} documents against an index of {n_old}")
     uf = _UnionFind(n)
-    exact_pairs = 0
+    # For each new node, the earliest indexed document it matches.
+    old_match = np.full(n, -1, dtype=np.int64)
+
+    def attach(node: int, old: int) -> None:
+        if old_match[node] < 0 or old < old_match[node]:
+            old_match[node] = old
+
+    candidates = verified = 0
     if exact:
-        for a, b in con.execute(
-            """
-            SELECT a, node FROM (SELECT node, min(node) OVER (PARTITION BY content_hash) AS a FROM docs)
-            WHERE node <> a
-            """
+        for a, b in con.sql(
+            "SELECT a, node FROM (SELECT node, min(node) OVER (PARTITION BY content_hash) AS a FROM new) WHERE node <> a"
         ).fetchall():
             uf.union(a, b)
-            exact_pairs += 1
-    candidates = verified = 0
+            candidates += 1
+            verified += 1
+        for node, old in con.sql(
+            "SELECT n.node, min(o.node) FROM new n JOIN old o USING (content_hash) GROUP BY n.node"
+        ).fetchall():
+            attach(node, old)
+            candidates += 1
+            verified += 1
     if threshold is not None:
-        # Each band bucket links its members to the bucket's first node; the link stands only
-        # if the full signatures agree on at least `threshold` of their positions.
+        # LSH: documents sharing a band hash are candidates; the full signatures must then agree.
         con.execute(
-            """
-            CREATE TABLE pairs AS
-            SELECT DISTINCT a, node AS b FROM (
-                SELECT node, min(node) OVER (PARTITION BY band, h) AS a
-                FROM (SELECT node, unnest(bands) AS h, generate_subscripts(bands, 1) AS band FROM docs)
-            ) WHERE node <> a
-            """
+            "CREATE TABLE new_bands AS SELECT node, unnest(bands) AS h, generate_subscripts(bands, 1) AS band FROM new"
         )
-        candidates = con.execute("SELECT count(*) FROM pairs").fetchall()[0][0]
-        reader = con.sql(
-            """
-            SELECT p.a, p.b, da.signature AS sa, db.signature AS sb
-            FROM pairs p JOIN docs da ON da.node = p.a JOIN docs db ON db.node = p.b
-            """
-        ).to_arrow_reader(50_000)
-        for batch in reader:
-            a = batch.column("a").to_numpy()
-            b = batch.column("b").to_numpy()
-            sa = batch.column("sa").flatten().to_numpy().reshape(len(a), -1)
-            sb = batch.column("sb").flatten().to_numpy().reshape(len(a), -1)
-            keep = (sa == sb).mean(axis=1) >= threshold
-            for x, y in zip(a[keep].tolist(), b[keep].tolist()):
-                uf.union(x, y)
-            verified += int(keep.sum())
+        con.execute(
+            "CREATE TABLE old_bands AS SELECT node, unnest(bands) AS h, generate_subscripts(bands, 1) AS band FROM old"
+        )
+        within = """SELECT DISTINCT a, node AS b FROM (
+                        SELECT node, min(node) OVER (PARTITION BY band, h) AS a FROM new_bands) WHERE node <> a"""
+        across = """SELECT DISTINCT n.node AS a, o.node AS b FROM new_bands n JOIN old_bands o USING (band, h)"""
+        candidates += con.sql(f"SELECT count(*) FROM ({within})").fetchall()[0][0]
+        candidates += con.sql(f"SELECT count(*) FROM ({across})").fetchall()[0][0]
+        for a, b in _verified(con, within, "new", "new", threshold):
+            uf.union(a, b)
+            verified += 1
+        for a, b in _verified(con, across, "new", "old", threshold):
+            attach(a, b)
+            verified += 1
+
     roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+    # A group matching the index is a duplicate of the earliest indexed match of any member.
+    group_old = np.full(n, -1, dtype=np.int64)
+    for node in np.flatnonzero(old_match >= 0).tolist():
+        r = roots[node]
+        if group_old[r] < 0 or old_match[node] < group_old[r]:
+            group_old[r] = old_match[node]
+    winner_old = group_old[roots]
     sizes = np.bincount(roots, minlength=n)
-    con.register("roots", pa.table({"node": np.arange(n, dtype=np.int64), "root": roots, "size": sizes[roots]}))
+    cluster_size = sizes[roots] + (winner_old >= 0)
+    con.register("verdicts", pa.table({
+        "node": np.arange(n, dtype=np.int64), "root": roots, "old": winner_old, "size": cluster_size,
+    }))
     table = con.sql(
-        f"""
-        SELECT d.source, d.id,
-               CASE WHEN r.root = d.node THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
-               CASE WHEN r.root = d.node THEN NULL ELSE w.source END AS duplicate_of_source,
-               CASE WHEN r.root = d.node THEN NULL ELSE w.id END AS duplicate_of,
-               CASE WHEN r.root = d.node THEN NULL
-                    WHEN w.content_hash = d.content_hash THEN 'exact' ELSE 'near' END AS match,
-               r.size AS cluster_size
-        FROM docs d JOIN roots r ON r.node = d.node JOIN docs w ON w.node = r.root
-        ORDER BY d.source, d.id
-        """
+        f"""SELECT d.source, '{snapshot}' AS snapshot, d.id,
+               CASE WHEN v.old < 0 AND v.root = d.node THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
+               CASE WHEN v.old >= 0 THEN o.source WHEN v.root <> d.node THEN w.source END AS duplicate_of_source,
+               CASE WHEN v.old >= 0 THEN o.snapshot WHEN v.root <> d.node THEN '{snapshot}' END AS duplicate_of_snapshot,
+               CASE WHEN v.old >= 0 THEN o.id WHEN v.root <> d.node THEN w.id END AS duplicate_of,
+               CASE WHEN v.old < 0 AND v.root = d.node THEN NULL
+                    WHEN coalesce(o.content_hash, w.content_hash) = d.content_hash THEN 'exact' ELSE 'near' END AS match,
+               v.size AS cluster_size
+            FROM new d JOIN verdicts v ON v.node = d.node JOIN new w ON w.node = v.root
+            LEFT JOIN old o ON o.node = v.old
+            ORDER BY d.source, d.id"""
     ).to_arrow_table().cast(CLUSTER_SCHEMA)
+    keepers = con.sql(
+        f"""SELECT d.source, '{snapshot}' AS snapshot, d.id, d.content_hash, d.signature, d.bands
+            FROM new d JOIN verdicts v ON v.node = d.node
+            WHERE v.old < 0 AND v.root = d.node ORDER BY d.source, d.id"""
+    ).to_arrow_table()
     con.close()
-    tmp = f"{output_path}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, output_path)
-    fates = table.column("match").to_pylist()
+    for source in sorted(set(table.column("source").to_pylist())):
+        _write(table.filter(pc.equal(table["source"], source)), os.path.join(clusters_dir, source, f"{snapshot}.parquet"))
+        _write(keepers.filter(pc.equal(keepers["source"], source)), os.path.join(index_dir, source, f"{snapshot}.parquet"))
+    matches = table.column("match").to_pylist()
     stats = ClusterStats(
         documents=n,
-        duplicates=int(n - len(set(roots.tolist()))),
-        exact_duplicates=fates.count("exact"),
-        near_duplicates=fates.count("near"),
-        candidate_pairs=int(candidates) + exact_pairs,
-        verified_pairs=verified + exact_pairs,
-        clusters=int((sizes > 1).sum()),
-        max_cluster_size=int(sizes.max()) if n else 0,
+        duplicates=sum(m is not None for m in matches),
+        exact_duplicates=matches.count("exact"),
+        near_duplicates=matches.count("near"),
+        candidate_pairs=int(candidates),
+        verified_pairs=int(verified),
+        clusters=int(((sizes > 1) | (group_old >= 0))[np.unique(roots)].sum()) if n else 0,
+        max_cluster_size=int(cluster_size.max()) if n else 0,
     )
-    log(f"dedup: {stats.duplicates} duplicates ({stats.exact_duplicates} exact, {stats.near_duplicates} near), "
-        f"largest cluster {stats.max_cluster_size}")
+    log(f"dedup[{snapshot}]: {stats.duplicates} duplicates ({stats.exact_duplicates} exact, "
+        f"{stats.near_duplicates} near), largest cluster {stats.max_cluster_size}")
     return stats
 
 
+def _write(table: pa.Table, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(table, path, compression="zstd")
+
+
 class DropDuplicates(PipelineStep):
-    """Passes only documents the cluster table marks `kept` for this source."""
+    """Passes only documents the partition's cluster file marks `kept`."""
 
     type = "🫂 - DEDUP"
     name = "🧹 Drop duplicates"
 
-    def __init__(self, clusters_path: str, source: str):
+    def __init__(self, clusters_file: str):
         super().__init__()
-        self.clusters_path = clusters_path
-        self.source = source
+        self.clusters_file = clusters_file
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        import pyarrow.compute as pc
-
-        table = pq.read_table(self.clusters_path, columns=["source", "id", "fate"],
-                              filters=[("source", "=", self.source), ("fate", "=", FATE_DUPLICATE)])
-        duplicates = set(pc.cast(table.column("id"), pa.string()).to_pylist())
+        table = pq.read_table(self.clusters_file, columns=["id", "fate"], filters=[("fate", "=", FATE_DUPLICATE)])
+        duplicates = set(table.column("id").to_pylist())
         for doc in data:
             if doc.id in duplicates:
                 self.stat_update("duplicates")

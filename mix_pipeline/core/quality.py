@@ -25,6 +25,7 @@ class CheckDef:
     stage: str
     defaults: dict[str, Any]
     guards: str
+    severity: str = "error"
 
 
 # stage keys: raw | filtered | dedup_index | deduplicated | mixture
@@ -47,6 +48,13 @@ CHECKS: dict[str, CheckDef] = {
     "kept_volume": CheckDef("filtered", {"min_fraction": 0.2, "min_documents": 1}, "a filter chain that leaves too little"),
     "language_share": CheckDef(
         "filtered", {"min_share": 0.99}, "documents of other languages slipping through the language filter"
+    ),
+    "drift": CheckDef(
+        "filtered",
+        {"max_score": 0.1},
+        "a snapshot whose distribution shifted from the previous one or the baseline (JS divergence of "
+        "lengths, languages or fates); warns and triggers a re-mix rather than blocking",
+        severity="warn",
     ),
     "max_cluster_size": CheckDef(
         "dedup_index", {"max_size": 100}, "a runaway near-duplicate cluster collapsing a whole source"
@@ -87,7 +95,7 @@ def validate_overrides(overrides: dict[str, Any], allowed_stages: tuple[str, ...
 
 def settings(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
     given = dict(overrides.get(name, {}))
-    severity = given.pop("severity", "error")
+    severity = given.pop("severity", CHECKS[name].severity)
     return {**CHECKS[name].defaults, **given}, severity
 
 
@@ -299,16 +307,32 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
     return out
 
 
-def dedup_index_checks(clusters_file: str, overrides: dict) -> list[CheckOutcome]:
+def drift_check(current: dict, refs: dict[str, tuple[str, dict]], overrides: dict) -> CheckOutcome:
+    """Drift of a partition's profile against the previous snapshot and the baseline."""
+    from mix_pipeline.core.drift import drift
+
+    cfg, sev = settings("drift", overrides)
+    if not refs:
+        return outcome("drift", sev, True, 0.0, f"≤ {cfg['max_score']}", "first snapshot: nothing to compare")
+    scores = {kind: {"snapshot": snap, **drift(current, ref)} for kind, (snap, ref) in refs.items()}
+    worst = max(scores.values(), key=lambda d: d["score"])
+    parts = ", ".join(f"{k} {worst[k]:.3f}" for k in ("length", "language", "fates"))
+    return band("drift", sev, worst["score"], None, cfg["max_score"], f"drift against {worst['snapshot']} ({parts})")
+
+
+def dedup_index_checks(cluster_files: list[str], overrides: dict) -> list[CheckOutcome]:
     import duckdb
 
     con = duckdb.connect()
     cfg, sev = settings("max_cluster_size", overrides)
-    largest = con.sql(f"SELECT coalesce(max(cluster_size), 0) FROM read_parquet({_files([clusters_file])})").fetchall()[0][0]
+    if not cluster_files:
+        return [band("max_cluster_size", sev, 0, None, cfg["max_size"], "largest duplicate cluster")]
+    clusters = f"read_parquet({_files(cluster_files)})"
+    largest = con.sql(f"SELECT coalesce(max(cluster_size), 0) FROM {clusters}").fetchall()[0][0]
     examples = []
     if largest > cfg["max_size"]:
         examples = [{"id": f"{s}/{i}", "snippet": f"cluster of {n} around {ds}/{d}"} for s, i, ds, d, n in con.execute(
-            f"SELECT source, id, duplicate_of_source, duplicate_of, cluster_size FROM read_parquet({_files([clusters_file])}) "
+            f"SELECT source, id, duplicate_of_source, duplicate_of, cluster_size FROM {clusters} "
             f"WHERE cluster_size = {largest} AND fate = 'duplicate' ORDER BY source, id LIMIT {EXAMPLES}"
         ).fetchall()]
     con.close()

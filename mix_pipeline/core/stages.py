@@ -8,6 +8,9 @@ show. Nothing here imports Dagster.
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -19,11 +22,12 @@ import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from mix_pipeline.core import drift, quality
 from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
-from mix_pipeline.core import quality
-from mix_pipeline.core.dedup import DropDuplicates, SignatureWriter, cluster_signatures
+from mix_pipeline.core.dedup import EMPTY_STATS, DropDuplicates, SignatureWriter, dedup_generation
 from mix_pipeline.core.documents import (
     DEDUPLICATED_SCHEMA,
+    file_sha256,
     list_parts,
     normalise_shard_names,
     parquet_writer,
@@ -75,6 +79,8 @@ class StageResult:
 
     stats: dict
     checks: list[CheckOutcome] = field(default_factory=list)
+    # The filtered stage's snapshot profile (see core.drift), stored in the catalog.
+    profile: dict | None = None
 
 
 def _gate(stage: str, checks: list[CheckOutcome], staged: list[str]) -> None:
@@ -137,18 +143,19 @@ def _rows(files: list[str]) -> int:
 # ---- raw ---------------------------------------------------------------------------------
 def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe, spec = env.recipe, env.recipe.sources[source]
-    files = recipe.source_files(source)
+    files = recipe.source_files(source, snapshot)
     if not files:
+        where = f" for snapshot '{snapshot}'" if recipe.has_snapshots(source) else ""
         raise RecipeError(
-            f"source '{source}': path '{spec.path}' matches no file (resolved to {recipe.resolve(spec.path)})"
+            f"source '{source}': path '{spec.path}' matches no file{where} (resolved to {recipe.resolve(spec.path)})"
         )
     raw_final = partition_dir(env.root, "raw", source, snapshot)
     quarantine_final = partition_dir(env.root, "quarantine", source, snapshot)
     raw_tmp, quarantine_tmp = staging_dir(raw_final), staging_dir(quarantine_final)
-    env.log(f"raw[{source}]: reading {len(files)} file(s) as {spec.format}")
+    env.log(f"raw[{source}|{snapshot}]: reading {len(files)} file(s) as {spec.format}")
     reader = SourceReader(
         files=files,
-        root=recipe.source_root(source),
+        root=recipe.source_root(source, snapshot),
         source=source,
         domain=recipe.domain_of(source),
         fmt=spec.format,
@@ -161,16 +168,19 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     quarantine_parts = normalise_shard_names(quarantine_tmp)
     stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(quarantine_parts)}
     stats["records"] = stats["documents"] + stats["quarantined"]
-    env.log(f"raw[{source}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
+    env.log(f"raw[{source}|{snapshot}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
     checks = quality.raw_checks(raw_parts, quarantine_parts, spec.checks)
-    _gate(f"raw_documents[{source}]", checks, [raw_tmp, quarantine_tmp])
+    _gate(f"raw_documents[{source}|{snapshot}]", checks, [raw_tmp, quarantine_tmp])
     publish_dir(raw_tmp, raw_final)
     publish_dir(quarantine_tmp, quarantine_final)
     return StageResult(stats, checks)
 
 
 # ---- filtered ----------------------------------------------------------------------------
-def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
+def run_filtered(
+    env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT, profiles: dict[str, dict] | None = None
+) -> StageResult:
+    """`profiles` maps the source's other snapshots to their stored profiles (for drift)."""
     spec = env.recipe.sources[source]
     inputs = list_parts(partition_dir(env.root, "raw", source, snapshot))
     out_final = partition_dir(env.root, "filtered", source, snapshot)
@@ -181,7 +191,7 @@ def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -
         writer = parquet_writer(os.path.join(dropped_tmp, f.name)) if is_dropping(f.name) else None
         steps.append(build_filter(f.name, f.params, exclusion_writer=writer))
     steps.append(parquet_writer(out_tmp))
-    env.log(f"filtered[{source}]: {len(inputs)} shard(s) through {[f.name for f in spec.filters] or 'no filters'}")
+    env.log(f"filtered[{source}|{snapshot}]: {len(inputs)} shard(s) through {[f.name for f in spec.filters] or 'no filters'}")
     if inputs:
         env.runner(steps, env.logging_dir("filtered", source, snapshot), env.tasks_for(len(inputs)))
     kept = normalise_shard_names(out_tmp)
@@ -193,7 +203,7 @@ def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -
             dropped[f.name] = _rows(dropped_parts[f.name])
     stats = {"input_documents": _rows(inputs), "documents": _rows(kept), "dropped": sum(dropped.values())}
     stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
-    env.log(f"filtered[{source}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
+    env.log(f"filtered[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
     language = next((f for f in spec.filters if f.name == "language"), None)
     checks = quality.filtered_checks(
         stats["input_documents"],
@@ -203,10 +213,13 @@ def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -
         language.params.get("languages", ["en"]) if language else None,
         spec.checks,
     )
-    _gate(f"filtered_documents[{source}]", checks, [out_tmp, dropped_tmp])
+    current = drift.profile(kept, stats["input_documents"], dropped)
+    refs = drift.references(snapshot, {k: v for k, v in (profiles or {}).items() if k != snapshot}, snapshot_order)
+    checks.append(quality.drift_check(current, refs, spec.checks))
+    _gate(f"filtered_documents[{source}|{snapshot}]", checks, [out_tmp, dropped_tmp])
     publish_dir(out_tmp, out_final)
     publish_dir(dropped_tmp, dropped_final)
-    return StageResult(stats, checks)
+    return StageResult(stats, checks, profile=current)
 
 
 def dropped_files(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict[str, list[str]]:
@@ -219,48 +232,135 @@ def dropped_files(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) 
 
 
 # ---- dedup index -------------------------------------------------------------------------
-def clusters_path(env: StageEnv) -> str:
-    return env.dir("dedup_index", "clusters.parquet")
+DEDUP_STATE = "state.json"
 
 
-def run_dedup_index(env: StageEnv, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
+def clusters_file(env: StageEnv, source: str, snapshot: str) -> str:
+    return env.dir("dedup_index", "clusters", source, f"{snapshot}.parquet")
+
+
+def cluster_files(env: StageEnv) -> list[str]:
+    return sorted(glob.glob(env.dir("dedup_index", "clusters", "*", "*.parquet")))
+
+
+def snapshot_order(snapshot: str) -> tuple[bool, str]:
+    """Generations run `default` first (sources without dated drops), then snapshots by name."""
+    return (snapshot != DEFAULT_SNAPSHOT, snapshot)
+
+
+def filtered_partitions(env: StageEnv) -> list[tuple[str, str]]:
+    """(source, snapshot) of every published filtered partition of the recipe's sources."""
+    out = []
+    for source in sorted(env.recipe.sources):
+        folder = env.dir("filtered", source)
+        if os.path.isdir(folder):
+            out += [(source, s) for s in sorted(os.listdir(folder)) if not s.startswith(".")]
+    return out
+
+
+def partition_fingerprint(files: list[str]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{os.path.basename(f)}:{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _link_tree(src: str, dst: str) -> None:
+    """Hard-link a published file or folder into the staging tree (no copy, same bytes)."""
+    if os.path.isdir(src):
+        for root, _, names in os.walk(src):
+            target = os.path.join(dst, os.path.relpath(root, src))
+            os.makedirs(target, exist_ok=True)
+            for name in names:
+                os.link(os.path.join(root, name), os.path.join(target, name))
+    elif os.path.exists(src):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.link(src, dst)
+
+
+def run_dedup_index(env: StageEnv) -> StageResult:
+    """Incremental dedup: generations (snapshots) in order, each against what earlier ones kept.
+
+    Generations whose filtered input and settings are unchanged since the last build are
+    reused as they are; from the first changed one on, everything is recomputed (a later
+    generation was compared against the earlier ones' keepers). Signatures of unchanged
+    partitions are reused even then.
+    """
     recipe = env.recipe
-    dd = recipe.dedup
-    mh = dd.minhash
+    dd, mh = recipe.dedup, recipe.dedup.minhash
+    config = {
+        "exact": dd.exact,
+        "minhash": mh.model_dump() if mh else None,
+        "ranks": {s: recipe.priority_rank(s) for s in sorted(recipe.sources)},
+    }
+    by_snapshot: dict[str, list[tuple[str, str]]] = {}
+    for source, snapshot in filtered_partitions(env):
+        parts = list_parts(partition_dir(env.root, "filtered", source, snapshot))
+        by_snapshot.setdefault(snapshot, []).append((source, partition_fingerprint(parts)))
+    current = [{"snapshot": s, "partitions": by_snapshot[s]} for s in sorted(by_snapshot, key=snapshot_order)]
     final = env.dir("dedup_index")
+    previous = {}
+    if os.path.exists(os.path.join(final, DEDUP_STATE)):
+        with open(os.path.join(final, DEDUP_STATE)) as f:
+            previous = json.load(f)
+    same_config = previous.get("config") == json.loads(json.dumps(config))
+    old_generations = [
+        {"snapshot": g["snapshot"], "partitions": [tuple(p) for p in g["partitions"]]}
+        for g in previous.get("generations", [])
+    ] if same_config else []
+    reuse = 0
+    for old, new in zip(old_generations, current):
+        if old != new:
+            break
+        reuse += 1
+    known_signatures = {(src, g["snapshot"], fp) for g in old_generations for src, fp in g["partitions"]}
+
     tmp = staging_dir(final)
-    sig_files: list[str] = []
-    for source in sorted(recipe.sources):
-        inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
-        if not inputs:
-            env.log(f"dedup_index: source '{source}' has no filtered documents")
+    for gen in current[:reuse]:
+        for source, _ in gen["partitions"]:
+            for kind in ("clusters", "index"):
+                _link_tree(os.path.join(final, kind, source, f"{gen['snapshot']}.parquet"),
+                           os.path.join(tmp, kind, source, f"{gen['snapshot']}.parquet"))
+            _link_tree(os.path.join(final, "signatures", source, gen["snapshot"]),
+                       os.path.join(tmp, "signatures", source, gen["snapshot"]))
+    if reuse:
+        env.log(f"dedup_index: reusing {reuse} unchanged generation(s), recomputing {len(current) - reuse}")
+    ranks = config["ranks"]
+    stats = EMPTY_STATS
+    for gen in current[reuse:]:
+        snapshot = gen["snapshot"]
+        sig_files: list[str] = []
+        for source, fingerprint in gen["partitions"]:
+            out = os.path.join(tmp, "signatures", source, snapshot)
+            inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
+            if (source, snapshot, fingerprint) in known_signatures:
+                _link_tree(os.path.join(final, "signatures", source, snapshot), out)
+            elif inputs:
+                writer = SignatureWriter(
+                    out, source=source, num_perm=mh.num_perm if mh else 16, bands=mh.bands if mh else 1,
+                    ngram=mh.ngram if mh else 5, seed=mh.seed if mh else 1,
+                )
+                env.log(f"dedup_index: signatures of {source}|{snapshot} ({len(inputs)} shard(s))")
+                env.runner([ShardReader(inputs), writer], env.logging_dir("dedup_index", source, snapshot),
+                           env.tasks_for(len(inputs)))
+            if os.path.isdir(out):
+                sig_files += sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet"))
+        if not sig_files:
             continue
-        out = os.path.join(tmp, "signatures", source, snapshot)
-        writer = SignatureWriter(
-            out,
-            source=source,
-            num_perm=mh.num_perm if mh else 16,
-            bands=mh.bands if mh else 1,
-            ngram=mh.ngram if mh else 5,
-            seed=mh.seed if mh else 1,
+        index_files = sorted(glob.glob(os.path.join(tmp, "index", "*", "*.parquet")))
+        stats = stats + dedup_generation(
+            snapshot, sig_files, index_files, ranks,
+            clusters_dir=os.path.join(tmp, "clusters"), index_dir=os.path.join(tmp, "index"),
+            threshold=mh.threshold if mh else None, exact=dd.exact,
+            duckdb_temp_dir=env.dir("_work", "duckdb"), log=env.log,
         )
-        env.log(f"dedup_index: signatures of {source} ({len(inputs)} shard(s))")
-        env.runner([ShardReader(inputs), writer], env.logging_dir("dedup_index", source), env.tasks_for(len(inputs)))
-        sig_files += sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet"))
-    ranks = {source: recipe.priority_rank(source) for source in recipe.sources}
-    stats = cluster_signatures(
-        sig_files,
-        ranks,
-        os.path.join(tmp, "clusters.parquet"),
-        threshold=mh.threshold if mh else None,
-        exact=dd.exact,
-        duckdb_temp_dir=env.dir("_work", "duckdb"),
-        log=env.log,
-    )
-    checks = quality.dedup_index_checks(os.path.join(tmp, "clusters.parquet"), dd.checks)
+    with open(os.path.join(tmp, DEDUP_STATE), "w") as f:
+        json.dump({"config": config, "generations": current}, f, indent=2, sort_keys=True)
+    checks = quality.dedup_index_checks(sorted(glob.glob(os.path.join(tmp, "clusters", "*", "*.parquet"))), dd.checks)
     _gate("dedup_index", checks, [tmp])
     publish_dir(tmp, final)
-    return StageResult(asdict(stats), checks)
+    result = asdict(stats) | {"generations": len(current), "reused_generations": reuse}
+    return StageResult(result, checks)
 
 
 # ---- deduplicated ------------------------------------------------------------------------
@@ -271,33 +371,31 @@ class StaleDedupIndex(RuntimeError):
 def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe = env.recipe
     inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
-    clusters = clusters_path(env)
-    if not os.path.exists(clusters):
-        raise StaleDedupIndex("dedup_index has not been materialized yet")
-    indexed = pq.read_table(clusters, columns=["source"], filters=[("source", "=", source)]).num_rows
+    clusters = clusters_file(env, source, snapshot)
+    indexed = pq.read_metadata(clusters).num_rows if os.path.exists(clusters) else 0
     if indexed != _rows(inputs):
         raise StaleDedupIndex(
-            f"dedup_index lists {indexed} documents of '{source}' but filtered_documents[{source}] has "
+            f"dedup_index lists {indexed} documents of {source}|{snapshot} but filtered_documents has "
             f"{_rows(inputs)}: materialize dedup_index again before deduplicated_documents"
         )
     final = partition_dir(env.root, "deduplicated", source, snapshot)
     tmp = staging_dir(final)
     tok = recipe.tokenizer
-    steps = [
-        ShardReader(inputs),
-        DropDuplicates(clusters, source),
-        CountTokens(tok.kind, recipe.resolve(tok.path) if tok.path else None),
-        parquet_writer(tmp, schema=DEDUPLICATED_SCHEMA),
-    ]
     if inputs:
+        steps = [
+            ShardReader(inputs),
+            DropDuplicates(clusters),
+            CountTokens(tok.kind, recipe.resolve(tok.path) if tok.path else None),
+            parquet_writer(tmp, schema=DEDUPLICATED_SCHEMA),
+        ]
         env.runner(steps, env.logging_dir("deduplicated", source, snapshot), env.tasks_for(len(inputs)))
     parts = normalise_shard_names(tmp)
     tokens = sum(int(pc.sum(pq.read_table(p, columns=["n_tokens"])["n_tokens"]).as_py() or 0) for p in parts)
     stats = {"input_documents": _rows(inputs), "documents": _rows(parts), "tokens": tokens}
     stats["duplicates"] = stats["input_documents"] - stats["documents"]
-    env.log(f"deduplicated[{source}]: kept {stats['documents']} of {stats['input_documents']} ({tokens} tokens)")
+    env.log(f"deduplicated[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']} ({tokens} tokens)")
     checks = quality.deduplicated_checks(stats["input_documents"], stats["documents"], recipe.sources[source].checks)
-    _gate(f"deduplicated_documents[{source}]", checks, [tmp])
+    _gate(f"deduplicated_documents[{source}|{snapshot}]", checks, [tmp])
     publish_dir(tmp, final)
     return StageResult(stats, checks)
 
@@ -317,12 +415,18 @@ def load_pool(files: list[str], unit: str) -> tuple[list[str], np.ndarray]:
     return ids, (np.concatenate(units).astype(np.int64) if units else np.zeros(0, np.int64))
 
 
-def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None = None,
-                snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
+def deduplicated_files(env: StageEnv, source: str) -> list[str]:
+    """Every snapshot's deduplicated shards of a source, in generation order."""
+    folder = env.dir("deduplicated", source)
+    snapshots = sorted((s for s in os.listdir(folder) if not s.startswith(".")), key=snapshot_order) if os.path.isdir(folder) else []
+    return [p for snap in snapshots for p in list_parts(os.path.join(folder, snap))]
+
+
+def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None = None) -> StageResult:
     """Plan, write to staging, check, publish. `conservation_rows` come from the catalog."""
     recipe = env.recipe
     spec = recipe.mixtures[name]
-    files = {s: list_parts(partition_dir(env.root, "deduplicated", s, snapshot)) for s in spec.weights}
+    files = {s: deduplicated_files(env, s) for s in spec.weights}
     pools = {s: load_pool(fs, spec.unit) for s, fs in files.items()}
     try:
         selection, ledger = plan_mixture(name, spec, pools)

@@ -2,12 +2,13 @@
 
 Cross-source dedup makes the graph wide in the middle: every source must be filtered before
 the index is built, and the index must exist before any source is deduplicated. So a full run
-is ingest (per source) → dedup_index → deduplicate (per source) → mix (per mixture).
+is ingest (per source|snapshot) → dedup_index → deduplicate (per source|snapshot) → mix
+(per mixture).
 """
 
 import dagster as dg
 
-from mix_pipeline.defs.partitions import mixture_partitions, source_partitions
+from mix_pipeline.defs.partitions import mixture_partitions, source_snapshots
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
 from mix_pipeline.recipe import Recipe
 
@@ -17,18 +18,18 @@ DEDUPLICATE_JOB = "deduplicate"
 MIX_JOB = "mix"
 
 
-def build(recipe: Recipe) -> list:
-    sources = source_partitions(recipe)
+def build(recipe: Recipe) -> dict:
+    sources = source_snapshots(recipe)
     out = [
         dg.define_asset_job(INGEST_JOB, selection=[RAW, FILTERED], partitions_def=sources,
-                            description="Read and filter one source."),
+                            description="Read and filter one snapshot of a source."),
         dg.define_asset_job(DEDUP_INDEX_JOB, selection=[DEDUP_INDEX],
                             description="Cluster duplicates across every filtered source."),
         dg.define_asset_job(DEDUPLICATE_JOB, selection=[DEDUPLICATED], partitions_def=sources,
-                            description="Drop one source's duplicates and count its tokens."),
+                            description="Drop one snapshot's duplicates and count its tokens."),
     ]
     mixtures = mixture_partitions(recipe)
     if mixtures is not None:
         out.append(dg.define_asset_job(MIX_JOB, selection=[MIXTURE], partitions_def=mixtures,
                                        description="Sample and write one named mixture."))
-    return out
+    return {job.name: job for job in out}

@@ -1,13 +1,51 @@
-"""Partition definitions, built from the recipe: one partition per source, one per mixture."""
+"""Partition definitions built from the recipe.
+
+Documents are partitioned by source × snapshot as one dynamic dimension with keys
+"<source>|<snapshot>" (e.g. "web|2024-05-06", "books|default"): only combinations that exist
+on disk appear, the snapshot sensor adds new ones as drops land, and a source's partitions
+are the keys that start with "<source>|". Mixtures are static: one partition per named mixture.
+"""
+
+import re
 
 import dagster as dg
 
+from mix_pipeline.names import PARTITION_SEPARATOR, partition_key, split_partition_key
 from mix_pipeline.recipe import Recipe
 
 
-def source_partitions(recipe: Recipe) -> dg.StaticPartitionsDefinition:
-    return dg.StaticPartitionsDefinition(sorted(recipe.sources))
+def source_snapshots(recipe: Recipe) -> dg.DynamicPartitionsDefinition:
+    # Named after the recipe so two recipes can share one Dagster instance.
+    slug = re.sub(r"[^a-z0-9_]+", "_", recipe.name.lower()).strip("_") or "recipe"
+    return dg.DynamicPartitionsDefinition(name=f"{slug}__source_snapshots")
 
 
 def mixture_partitions(recipe: Recipe) -> dg.StaticPartitionsDefinition | None:
     return dg.StaticPartitionsDefinition(sorted(recipe.mixtures)) if recipe.mixtures else None
+
+
+def discovered_keys(recipe: Recipe) -> list[str]:
+    """Partition keys of every (source, snapshot) with input files on disk now."""
+    return [
+        partition_key(source, snapshot)
+        for source in sorted(recipe.sources)
+        for snapshot in recipe.snapshots(source)
+        if PARTITION_SEPARATOR not in snapshot
+    ]
+
+
+def register(instance: dg.DagsterInstance, recipe: Recipe) -> list[str]:
+    """Add discovered partitions the instance does not know yet; returns the new keys."""
+    name = source_snapshots(recipe).name
+    known = set(instance.get_dynamic_partitions(name))
+    new = [k for k in discovered_keys(recipe) if k not in known]
+    if new:
+        instance.add_dynamic_partitions(name, new)
+    return new
+
+
+def parse(recipe: Recipe, key: str) -> tuple[str, str]:
+    source, snapshot = split_partition_key(key)
+    if source not in recipe.sources:
+        raise ValueError(f"partition '{key}': source '{source}' is not in recipe '{recipe.name}'")
+    return source, snapshot

@@ -14,6 +14,7 @@ import pytest
 from mix_pipeline.cli import run_recipe
 from mix_pipeline.core.sample_data import build_sample_corpus
 from mix_pipeline.defs import build_definitions
+from mix_pipeline.defs.partitions import register
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
 from mix_pipeline.recipe import RecipeError, load_recipe
 from mix_pipeline_tests.conftest import write_jsonl
@@ -47,7 +48,9 @@ def copy(baseline, tmp_path):
 
 
 def materialize(recipe_path: Path, instance, selection: list[str], partition: str | None):
-    defs = build_definitions(load_recipe(recipe_path))
+    recipe = load_recipe(recipe_path)
+    defs = build_definitions(recipe)
+    register(instance, recipe)
     return dg.materialize(
         list(defs.assets), selection=selection, partition_key=partition, instance=instance,
         resources=defs.resources, raise_on_error=False,
@@ -65,7 +68,7 @@ def materialized(result) -> set[str]:
 def test_good_run_passes_every_check(baseline):
     with dg.instance_for_test() as instance:
         recipe_path = baseline / "recipe.yaml"
-        result = materialize(recipe_path, instance, [RAW, FILTERED], "web")
+        result = materialize(recipe_path, instance, [RAW, FILTERED], "web|default")
         assert result.success
         evals = evaluations(result)
         assert {k for k in evals} >= {f"{RAW}.raw_quarantine_rate", f"{FILTERED}.filter_drop_rate", f"{FILTERED}.language_share"}
@@ -81,7 +84,7 @@ def test_raw_gate_stops_empty_texts(copy):
     web_glob = recipe.sources["web"].path
     (root / "recipe.yaml").write_text(text.replace(web_glob, str(bad_input / "*.jsonl")))
     before = tree_digest(root / "data" / "raw" / "web")
-    result = materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web")
+    result = materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web|default")
     assert not result.success
     evals = evaluations(result)
     failed = evals[f"{RAW}.raw_quarantine_rate"]
@@ -99,7 +102,7 @@ def test_filter_gate_stops_a_filter_that_drops_everything(copy):
     (root / "recipe.yaml").write_text(text.replace("gopher_quality, c4", "{gopher_quality: {min_doc_words: 100000}}, c4"))
     before = tree_digest(root / "data" / "filtered" / "web")
     mixture_before = tree_digest(root / "data" / "mixtures")
-    result = materialize(root / "recipe.yaml", instance, [FILTERED, DEDUPLICATED], "web")
+    result = materialize(root / "recipe.yaml", instance, [FILTERED, DEDUPLICATED], "web|default")
     evals = evaluations(result)
     drop = evals[f"{FILTERED}.filter_drop_rate"]
     assert not drop.passed and "gopher_quality dropped 100.0%" in drop.description
@@ -126,7 +129,7 @@ def _giant_cluster(root: Path) -> None:
 def test_dedup_gate_stops_a_runaway_cluster(copy):
     root, instance = copy
     _giant_cluster(root)
-    assert materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web").success
+    assert materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web|default").success
     before = tree_digest(root / "data" / "dedup_index")
     result = materialize(root / "recipe.yaml", instance, [DEDUP_INDEX], None)
     check = evaluations(result)[f"{DEDUP_INDEX}.max_cluster_size"]
@@ -140,7 +143,7 @@ def test_dedup_gate_stops_a_runaway_cluster(copy):
 def test_recipe_can_loosen_a_threshold_or_demote_a_check_to_warn(copy):
     root, instance = copy
     _giant_cluster(root)
-    assert materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web").success
+    assert materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web|default").success
     text = (root / "recipe.yaml").read_text()
     warn = text.replace("priority: [books, papers, code, web]",
                         "priority: [books, papers, code, web]\n  checks: {max_cluster_size: {severity: warn}}")

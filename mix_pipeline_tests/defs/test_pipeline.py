@@ -127,9 +127,9 @@ def test_asset_graph_and_materializations(demo_run):
     assert parents[DEDUPLICATED] == {FILTERED, DEDUP_INDEX}
     assert parents[MIXTURE] == {DEDUPLICATED}
     instance = demo_run["instance"]
-    sources = set(demo_run["recipe"].sources)
+    keys = {f"{source}|default" for source in demo_run["recipe"].sources}
     for asset in (RAW, FILTERED, DEDUPLICATED):
-        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == sources
+        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == keys
     assert instance.get_materialized_partitions(dg.AssetKey(MIXTURE)) == {"general"}
     assert instance.get_latest_materialization_event(dg.AssetKey(DEDUP_INDEX)) is not None
 

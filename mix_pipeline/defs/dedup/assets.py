@@ -1,20 +1,31 @@
+import os
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mix_pipeline.core import catalog as cat
-from mix_pipeline.core.documents import partition_dir
-from mix_pipeline.core.stages import clusters_path, run_dedup_index, run_deduplicated
+from mix_pipeline.core.documents import list_parts, partition_dir
+from mix_pipeline.core.lineage import file_fingerprint
+from mix_pipeline.core.stages import cluster_files, clusters_file, run_dedup_index, run_deduplicated
 from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table, numbers
-from mix_pipeline.defs.partitions import source_partitions
-from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, DEFAULT_SNAPSHOT, FILTERED
+from mix_pipeline.defs.partitions import parse, source_snapshots
+from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
 
+# What a deduplicated partition was built from: its filtered shards, its dedup verdicts, the tokenizer.
+INPUT_FINGERPRINT = "input_fingerprint"
+
+
+def deduplicated_input_fingerprint(recipe: Recipe, root: str, source: str, snapshot: str, clusters: str) -> str:
+    filtered = list_parts(partition_dir(root, "filtered", source, snapshot))
+    return file_fingerprint(filtered + [clusters], extra=recipe.tokenizer.model_dump())
+
 
 def build(recipe: Recipe) -> list:
-    sources = source_partitions(recipe)
+    partitions = source_snapshots(recipe)
 
     @dg.asset(
         name=DEDUP_INDEX,
@@ -24,63 +35,62 @@ def build(recipe: Recipe) -> list:
         pool=CATALOG_POOL,
         check_specs=check_specs(DEDUP_INDEX, "dedup_index"),
         automation_condition=AUTOMATION,
-        description="Exact and MinHash near-duplicate clusters across all sources; the recipe's "
-        "source priority picks each cluster's survivor.",
+        description="Exact and MinHash near-duplicate clusters across all sources, built snapshot by "
+        "snapshot against an index of what earlier snapshots kept; unchanged snapshots are reused.",
     )
-    def dedup_index(
-        context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
-    ):
+    def dedup_index(context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource):
         env = stage_env(recipe, datatrove, context)
         result = yield from gated(lambda: run_dedup_index(env))
-        stats = result.stats
+        files = cluster_files(env)
         with catalog_connection(catalog) as con:
-            cat.record_dedup(con, clusters_path(env), DEFAULT_SNAPSHOT)
-            cat.record_stats(con, DEDUP_INDEX, "all", stats)
+            cat.record_dedup(con, files)
+            cat.record_stats(con, DEDUP_INDEX, "all", result.stats)
             per_source = con.execute(
                 """SELECT source, count(*) FILTER (WHERE fate = 'kept') AS kept,
-                          count(*) FILTER (WHERE match = 'exact') AS exact,
-                          count(*) FILTER (WHERE match = 'near') AS near
-                   FROM read_parquet(?) GROUP BY source ORDER BY source""",
-                [clusters_path(env)],
+                          count(*) FILTER (WHERE reason = 'exact') AS exact,
+                          count(*) FILTER (WHERE reason = 'near') AS near
+                   FROM document_fates WHERE stage = 'dedup' GROUP BY source ORDER BY source"""
             ).fetchall()
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={
-                **numbers(stats),
-                "path": dg.MetadataValue.path(clusters_path(env)),
+                **numbers(result.stats),
+                "path": dg.MetadataValue.path(env.dir("dedup_index")),
                 "per_source": markdown_table(
                     [{"source": s, "kept": k, "exact duplicates": e, "near duplicates": n} for s, k, e, n in per_source]
                 ),
-            }
+            },
         )
 
     @dg.asset(
         name=DEDUPLICATED,
         deps=[FILTERED, DEDUP_INDEX],
-        partitions_def=sources,
+        partitions_def=partitions,
         group_name="dedup",
         kinds={"datatrove", "parquet"},
         pool=CATALOG_POOL,
         check_specs=check_specs(DEDUPLICATED, "deduplicated"),
         automation_condition=AUTOMATION,
-        description="The source's filtered documents less the duplicates the index marked, with token counts.",
+        description="A snapshot's filtered documents less the duplicates the index marked, with token counts.",
     )
     def deduplicated_documents(
         context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
     ):
-        source = context.partition_key
+        source, snapshot = parse(recipe, context.partition_key)
         env = stage_env(recipe, datatrove, context)
-        result = yield from gated(lambda: run_deduplicated(env, source))
-        stats = result.stats
+        clusters = clusters_file(env, source, snapshot)
+        fingerprint = deduplicated_input_fingerprint(recipe, env.root, source, snapshot, clusters)
+        result = yield from gated(lambda: run_deduplicated(env, source, snapshot))
         with catalog_connection(catalog) as con:
-            cat.record_stats(con, DEDUPLICATED, source, stats)
+            cat.record_stats(con, DEDUPLICATED, context.partition_key, result.stats)
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={
-                **numbers(stats),
-                "dagster/row_count": stats["documents"],
-                "path": dg.MetadataValue.path(partition_dir(env.root, "deduplicated", source, DEFAULT_SNAPSHOT)),
-            }
+                **numbers(result.stats),
+                "dagster/row_count": result.stats["documents"],
+                "path": dg.MetadataValue.path(partition_dir(env.root, "deduplicated", source, snapshot)),
+                INPUT_FINGERPRINT: fingerprint if os.path.exists(clusters) else "",
+            },
         )
 
     return [dedup_index, deduplicated_documents]

@@ -7,48 +7,60 @@ from mix_pipeline.core.stages import dropped_files, run_filtered
 from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table, numbers
-from mix_pipeline.defs.partitions import source_partitions
-from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTERED, RAW
+from mix_pipeline.defs.partitions import parse, source_snapshots
+from mix_pipeline.names import FILTERED, RAW
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
+
+# Metadata keys the drift sensor reads.
+DRIFT_SCORE = "drift_score"
+DRIFT_EXCEEDED = "drift_exceeded"
 
 
 def build(recipe: Recipe) -> list:
     @dg.asset(
         name=FILTERED,
         deps=[RAW],
-        partitions_def=source_partitions(recipe),
+        partitions_def=source_snapshots(recipe),
         group_name="documents",
         kinds={"datatrove", "parquet"},
         pool=CATALOG_POOL,
         check_specs=check_specs(FILTERED, "filtered"),
         automation_condition=AUTOMATION,
-        description="The source's documents after the recipe's filters; dropped documents are "
-        "kept under dropped/<source>/<snapshot>/<filter>/ with the reason.",
+        description="A snapshot's documents after the recipe's filters; dropped documents are kept under "
+        "dropped/<source>/<snapshot>/<filter>/ with the reason. Profiles the snapshot for drift.",
     )
-    def filtered_documents(
-        context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
-    ):
-        source = context.partition_key
+    def filtered_documents(context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource):
+        source, snapshot = parse(recipe, context.partition_key)
         env = stage_env(recipe, datatrove, context)
-        result = yield from gated(lambda: run_filtered(env, source))
-        stats = result.stats
         with catalog_connection(catalog) as con:
-            cat.record_filtered(con, source, DEFAULT_SNAPSHOT, dropped_files(env, source))
-            cat.record_stats(con, FILTERED, source, stats)
+            cat.ensure_schema(con)
+            profiles = cat.profiles(con, source)
+        result = yield from gated(lambda: run_filtered(env, source, snapshot, profiles))
+        stats = result.stats
+        drift = next(c for c in result.checks if c.name == "drift")
+        with catalog_connection(catalog) as con:
+            cat.record_filtered(con, source, snapshot, dropped_files(env, source, snapshot))
+            cat.record_stats(con, FILTERED, context.partition_key, stats)
+            cat.record_profile(con, source, snapshot, result.profile, float(drift.observed or 0.0))
             reasons = con.execute(
                 """SELECT reason, count(*) AS documents FROM document_fates
-                   WHERE stage = 'filtered' AND source = ? GROUP BY reason ORDER BY documents DESC, reason""",
-                [source],
+                   WHERE stage = 'filtered' AND source = ? AND snapshot = ? GROUP BY reason
+                   ORDER BY documents DESC, reason""",
+                [source, snapshot],
             ).fetchall()
+            history = cat.drift_history(con, source)
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={
                 **numbers(stats),
                 "dagster/row_count": stats["documents"],
-                "path": dg.MetadataValue.path(partition_dir(env.root, "filtered", source, DEFAULT_SNAPSHOT)),
+                "path": dg.MetadataValue.path(partition_dir(env.root, "filtered", source, snapshot)),
                 "drop_reasons": markdown_table([{"filter:reason": r, "documents": n} for r, n in reasons]),
-            }
+                DRIFT_SCORE: dg.MetadataValue.float(float(drift.observed or 0.0)),
+                DRIFT_EXCEEDED: dg.MetadataValue.bool(not drift.passed),
+                "drift_history": markdown_table(history, ["snapshot", "documents", "tokens", "drift_score", "chart"]),
+            },
         )
 
     return [filtered_documents]

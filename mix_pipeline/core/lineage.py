@@ -1,0 +1,36 @@
+"""Fingerprints that say whether a partition's inputs changed since it was last built.
+
+A refresh (the schedule, or `mix-pipeline run`) re-runs a partition only when its fingerprint
+differs from the one recorded with its last materialization, so new data flows through
+without reprocessing everything, and a changed rule (a filter threshold in the recipe) reruns
+exactly the partitions it affects: a backfill.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from mix_pipeline.recipe import Recipe
+
+
+def _digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
+    """What raw + filtered read: the source's recipe entry and its files (path, size, mtime)."""
+    root = recipe.source_root(source, snapshot)
+    files = []
+    for path in recipe.source_files(source, snapshot):
+        st = os.stat(path)
+        files.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
+    return _digest({"spec": recipe.sources[source].model_dump(), "files": files})
+
+
+def file_fingerprint(paths: list[str], extra=None) -> str:
+    """Content fingerprint of published files (used where outputs, not inputs, are compared)."""
+    from mix_pipeline.core.documents import file_sha256
+
+    return _digest({"files": [(os.path.basename(p), file_sha256(p)) for p in paths if os.path.exists(p)], "extra": extra})
