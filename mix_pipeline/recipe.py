@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mix_pipeline.core import quality
 from mix_pipeline.core.filters import check_params as check_filter_params
-from mix_pipeline.names import FILTER_NAMES, SOURCE_NAME_PATTERN
+from mix_pipeline.core.filters import path_params
+from mix_pipeline.names import FILTER_NAMES, PROSE_FILTERS, SOURCE_NAME_PATTERN
 
 
 class RecipeError(ValueError):
@@ -101,6 +102,11 @@ class SourceSpec(_Strict):
         names = [f["name"] for f in out]
         if len(set(names)) != len(names):
             raise ValueError("a filter is listed twice")
+        prose = [n for n in names if n in PROSE_FILTERS]
+        if "code_quality" in names and prose:
+            raise ValueError(
+                f"code_quality replaces the prose filters on code sources; drop {', '.join(prose)} or code_quality"
+            )
         return out
 
 
@@ -322,6 +328,12 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
             raise RecipeError(
                 f"{origin}: sources.{name}.path: {len(unreadable)} file(s) are not readable, e.g. {unreadable[0]}"
             )
+        for i, f in enumerate(spec.filters):
+            for key, p in path_params(f.name, f.params):
+                if not os.path.isfile(recipe.resolve(p)):
+                    raise RecipeError(
+                        f"{origin}: sources.{name}.filters[{i}].{f.name}.{key}: no such file {recipe.resolve(p)}"
+                    )
     if recipe.tokenizer.kind == "hf":
         tok = recipe.resolve(recipe.tokenizer.path or "")
         if not os.path.isfile(tok):

@@ -31,7 +31,7 @@ from mix_pipeline.core.documents import (
     publish_dir,
     staging_dir,
 )
-from mix_pipeline.core.filters import build_filter, is_dropping
+from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
 from mix_pipeline.core.mixing import (
     InfeasibleMixture,
     build_manifest,
@@ -179,7 +179,7 @@ def run_filtered(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -
     steps: list = [ShardReader(inputs)]
     for f in spec.filters:
         writer = parquet_writer(os.path.join(dropped_tmp, f.name)) if is_dropping(f.name) else None
-        steps.append(build_filter(f.name, f.params, exclusion_writer=writer))
+        steps.append(build_filter(f.name, f.params, exclusion_writer=writer, resolve=env.recipe.resolve))
     steps.append(parquet_writer(out_tmp))
     env.log(f"filtered[{source}]: {len(inputs)} shard(s) through {[f.name for f in spec.filters] or 'no filters'}")
     if inputs:
@@ -345,7 +345,7 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
         spec.tolerance,
         tmp,
         splits,
-        [s for s in spec.weights if any(f.name == "pii" for f in recipe.sources[s].filters)],
+        {s: pii_kinds(f.params) for s in spec.weights for f in recipe.sources[s].filters if f.name == "pii"},
         [r for r in conservation_rows or [] if r["source"] in spec.weights] if conservation_rows is not None else None,
         spec.checks,
     )
