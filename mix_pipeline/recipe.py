@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mix_pipeline.core import quality
+from mix_pipeline.core.decontamination import eval_set_name
 from mix_pipeline.core.filters import check_params as check_filter_params
 from mix_pipeline.core.filters import path_params
 from mix_pipeline.names import FILTER_NAMES, PROSE_FILTERS, SOURCE_NAME_PATTERN
@@ -136,6 +137,19 @@ class DedupSpec(_Strict):
         return _check_overrides(value, ("dedup_index",))
 
 
+class DecontaminationSpec(_Strict):
+    # Globs of JSON-lines eval sets; each file is one eval set, named after the file (qa.jsonl → qa).
+    eval_sets: list[str] = Field(min_length=1)
+    ngram: int = Field(13, ge=1)
+    mode: Literal["drop", "remove_span"] = "drop"
+    # The eval records' text field(s); with several, each is indexed on its own.
+    text_field: str | list[str] = "text"
+
+    @property
+    def text_fields(self) -> list[str]:
+        return [self.text_field] if isinstance(self.text_field, str) else list(self.text_field)
+
+
 class SplitsSpec(_Strict):
     validation: float = Field(0.0, ge=0.0, lt=1.0)
     test: float = Field(0.0, ge=0.0, lt=1.0)
@@ -192,6 +206,8 @@ class Recipe(_Strict):
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     sources: dict[str, SourceSpec]
     dedup: DedupSpec = Field(default_factory=DedupSpec)
+    # Runs first in every source's filtered stage; null (the default) disables it.
+    decontamination: DecontaminationSpec | None = None
     mixtures: dict[str, MixtureSpec] = Field(default_factory=dict)
 
     # Set by load_recipe, not by the YAML.
@@ -245,6 +261,15 @@ class Recipe(_Strict):
                     files.update(os.path.join(root, n) for n in names if not n.startswith("."))
             else:
                 files.add(match)
+        return sorted(files)
+
+    def eval_set_files(self) -> list[str]:
+        """The decontamination eval sets, sorted by path (the order drops are attributed in)."""
+        if self.decontamination is None:
+            return []
+        files: set[str] = set()
+        for pattern in self.decontamination.eval_sets:
+            files.update(f for f in glob.glob(self.resolve(pattern), recursive=True) if os.path.isfile(f))
         return sorted(files)
 
     def source_root(self, source: str) -> str:
@@ -334,6 +359,20 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
                     raise RecipeError(
                         f"{origin}: sources.{name}.filters[{i}].{f.name}.{key}: no such file {recipe.resolve(p)}"
                     )
+    if recipe.decontamination is not None:
+        for i, pattern in enumerate(recipe.decontamination.eval_sets):
+            if not any(os.path.isfile(f) for f in glob.glob(recipe.resolve(pattern), recursive=True)):
+                raise RecipeError(
+                    f"{origin}: decontamination.eval_sets[{i}]: '{pattern}' matches no file (resolved to {recipe.resolve(pattern)})"
+                )
+        names: dict[str, str] = {}
+        for f in recipe.eval_set_files():
+            if eval_set_name(f) in names:
+                raise RecipeError(
+                    f"{origin}: decontamination.eval_sets: two eval sets are named '{eval_set_name(f)}' "
+                    f"({names[eval_set_name(f)]} and {f}); drops are attributed by file name"
+                )
+            names[eval_set_name(f)] = f
     if recipe.tokenizer.kind == "hf":
         tok = recipe.resolve(recipe.tokenizer.path or "")
         if not os.path.isfile(tok):

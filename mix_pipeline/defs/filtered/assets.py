@@ -3,7 +3,8 @@ from dagster_duckdb import DuckDBResource
 
 from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.documents import partition_dir
-from mix_pipeline.core.stages import dropped_files, run_filtered
+from mix_pipeline.core.quality import snippet
+from mix_pipeline.core.stages import dropped_files, kept_files, run_filtered
 from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table, numbers
@@ -11,6 +12,8 @@ from mix_pipeline.defs.partitions import source_partitions
 from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTERED, RAW
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
+
+SAMPLES_PER_FILTER = 3
 
 
 def build(recipe: Recipe) -> list:
@@ -23,8 +26,8 @@ def build(recipe: Recipe) -> list:
         pool=CATALOG_POOL,
         check_specs=check_specs(FILTERED, "filtered"),
         automation_condition=AUTOMATION,
-        description="The source's documents after the recipe's filters; dropped documents are "
-        "kept under dropped/<source>/<snapshot>/<filter>/ with the reason.",
+        description="The source's documents after decontamination and the recipe's filters; dropped "
+        "documents are kept under dropped/<source>/<snapshot>/<filter>/ with the reason and measured value.",
     )
     def filtered_documents(
         context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
@@ -33,22 +36,32 @@ def build(recipe: Recipe) -> list:
         env = stage_env(recipe, datatrove, context)
         result = yield from gated(lambda: run_filtered(env, source))
         stats = result.stats
+        drops = dropped_files(env, source)
         with catalog_connection(catalog) as con:
-            cat.record_filtered(con, source, DEFAULT_SNAPSHOT, dropped_files(env, source))
+            per_filter = cat.record_filtered(con, source, DEFAULT_SNAPSHOT, kept_files(env, source), drops)
             cat.record_stats(con, FILTERED, source, stats)
-            reasons = con.execute(
-                """SELECT reason, count(*) AS documents FROM document_fates
-                   WHERE stage = 'filtered' AND source = ? GROUP BY reason ORDER BY documents DESC, reason""",
-                [source],
-            ).fetchall()
+            report = cat.filtered_report(con, source, DEFAULT_SNAPSHOT)
+            samples = cat.dropped_samples(con, drops, per_filter=SAMPLES_PER_FILTER)
+        n_in = stats["input_documents"]
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={
                 **numbers(stats),
                 "dagster/row_count": stats["documents"],
                 "path": dg.MetadataValue.path(partition_dir(env.root, "filtered", source, DEFAULT_SNAPSHOT)),
-                "drop_reasons": markdown_table([{"filter:reason": r, "documents": n} for r, n in reasons]),
-            }
+                "drops_per_filter": markdown_table(
+                    [{"filter": f, "dropped": n, "share_of_input": n / n_in if n_in else 0.0} for f, n in per_filter.items()]
+                ),
+                "drop_reasons": markdown_table([{"filter:reason": r["reason"], "documents": r["documents"]}
+                                                for r in report["drop_reasons"]]),
+                "dropped_samples": markdown_table(
+                    [{**s, "text": snippet(s["text"], 120)} for s in samples], ["filter", "id", "reason", "detail", "text"]
+                ),
+                "language_shares": markdown_table(report["language_shares"]),
+                "pii_redactions": markdown_table(report["pii"]),
+                "safety": markdown_table(report["safety"]),
+                "decontamination": markdown_table(report["decontamination"]),
+            },
         )
 
     return [filtered_documents]
