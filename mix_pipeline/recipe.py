@@ -145,6 +145,13 @@ class DecontaminationSpec(_Strict):
     # The eval records' text field(s); with several, each is indexed on its own.
     text_field: str | list[str] = "text"
 
+    @field_validator("text_field")
+    @classmethod
+    def _some_field(cls, value: str | list[str]) -> str | list[str]:
+        if not value:
+            raise ValueError("name at least one field")
+        return value
+
     @property
     def text_fields(self) -> list[str]:
         return [self.text_field] if isinstance(self.text_field, str) else list(self.text_field)

@@ -346,7 +346,7 @@ class PIIRedactor(PipelineStep):
         super().__init__()
         unknown = set(kinds or []) - set(PII_KINDS)
         if unknown:
-            raise ValueError(f"pii: unknown kinds {sorted(unknown)} (known: {list(PII_KINDS)})")
+            raise ValueError(f"unknown kinds {sorted(unknown)} (known: {list(PII_KINDS)})")
         self.kinds = _ordered(kinds or PII_KINDS)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -408,6 +408,14 @@ def check_params(name: str, params: dict[str, Any]) -> None:
         value = params.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise ValueError(f"'{key}' must be a list of file paths")
+    if not isinstance(_CLASSES[name], str):
+        # Our filters are cheap to build: building one checks values too (a PII kind, a marker
+        # regex, a fraction out of range) at recipe load instead of mid-run. Files are checked
+        # once paths resolve (recipe.check_source_paths).
+        try:
+            _filter_class(name)(**{k: v for k, v in params.items() if k not in PATH_PARAMS.get(name, ())})
+        except (TypeError, ValueError, re.error) as exc:
+            raise ValueError(str(exc)) from None
 
 
 def path_params(name: str, params: dict[str, Any]) -> list[tuple[str, str]]:

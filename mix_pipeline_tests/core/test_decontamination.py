@@ -139,6 +139,8 @@ def test_recipe_errors_name_the_decontamination_and_word_list_keys(tmp_path):
     body = RECIPE.format(mode="drop")
     with pytest.raises(RecipeError, match=r"decontamination.eval_sets\[0\]: 'nope/\*.jsonl' matches no file"):
         load_recipe(write_recipe(tmp_path, body.replace("evals/*.jsonl", "nope/*.jsonl")))
+    with pytest.raises(RecipeError, match=r"decontamination.text_field: name at least one field"):
+        load_recipe(write_recipe(tmp_path, body.replace("text_field: [text, question, answer]", "text_field: []")))
     with pytest.raises(RecipeError, match=r"decontamination.mode: Input should be 'drop' or 'remove_span'"):
         load_recipe(write_recipe(tmp_path, body.replace("mode: drop", "mode: cut")))
     with pytest.raises(RecipeError, match=r"sources.web.filters\[1\].safety.word_lists: no such file .*missing.txt"):
