@@ -1,4 +1,4 @@
-"""`mix-pipeline`: validate a recipe, build sample data, run a recipe, report on a run.
+"""`mix-pipeline`: validate a recipe, build sample data, run a recipe, report on a run, score its filters.
 
 `run` executes the same Dagster jobs the UI shows, against the Dagster instance in
 DAGSTER_HOME (default ./.dagster_home, the folder `make ui` uses), so CLI runs appear in the UI.
@@ -195,6 +195,25 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_score(args) -> int:
+    import duckdb
+
+    from mix_pipeline.core.scoring import score_filtering
+    from mix_pipeline.defs import catalog_path
+
+    recipe = load_recipe(args.recipe, check_paths=False)
+    path = catalog_path(recipe)
+    if not os.path.exists(path):
+        print(f"no catalog at {path}: run `mix-pipeline run --recipe {args.recipe}` first", file=sys.stderr)
+        return 1
+    with open(args.truth) as f:
+        truth = json.load(f)
+    con = duckdb.connect(path, read_only=True)
+    print(json.dumps(score_filtering(con, recipe, truth), indent=2, sort_keys=True))
+    con.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mix-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True)
     p.add_argument("--source", action="append", required=True, help="a source to backfill (repeatable)")
     p.set_defaults(func=_cmd_backfill)
+
+    p = sub.add_parser("score", help="score the filters of a run of the sample corpus against its ground truth")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--truth", required=True, help="the sample corpus's ground_truth.json")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("report", help="print conservation and mixture ledgers from the catalog")
     p.add_argument("--recipe", required=True)

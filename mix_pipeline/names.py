@@ -36,6 +36,26 @@ FATE_QUARANTINED = "quarantined"
 FATES = (FATE_KEPT, FATE_DROPPED, FATE_DUPLICATE, FATE_QUARANTINED)
 
 # Filters a recipe may list, in the order they are documented.
-FILTER_NAMES = ("gopher_repetition", "gopher_quality", "c4", "fineweb", "language", "pii")
+FILTER_NAMES = (
+    "gopher_repetition", "gopher_quality", "c4", "fineweb", "language", "safety", "code_quality", "pii",
+)
+# Prose-quality filters; `code_quality` replaces them on code sources.
+PROSE_FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+# Not listed under a source's filters: the recipe's top-level `decontamination` runs it on every
+# source, first in the filtered stage. Its drops are attributed to this name like a filter's.
+DECONTAMINATION = "decontamination"
+
+# PII kinds, in the order they are redacted: secrets and card numbers first, so the looser phone
+# pattern never claims digits that belong to them.
+PII_KINDS = ("secret_key", "credit_card", "email", "ip", "phone")
+
+# Document metadata keys our filters write and the catalog and checks read back.
+META_FILTER_REASON = "filter_reason"  # datatrove's BaseFilter writes it on dropped documents
+META_FILTER_VALUE = "filter_value"  # what our filters measured when they dropped a document (JSON)
+META_LANGUAGE = "language"
+META_LANGUAGE_SCORE = "language_score"
+META_PII = "pii_redacted"  # {kind: replacements}
+META_FLAGGED_WORDS = "flagged_words"  # safety: flagged words counted in the document
+META_DECONTAMINATED = "decontaminated"  # {eval set: matched n-grams}
 
 SOURCE_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")

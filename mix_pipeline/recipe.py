@@ -18,8 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mix_pipeline.core import quality
+from mix_pipeline.core.decontamination import eval_set_name
 from mix_pipeline.core.filters import check_params as check_filter_params
-from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTER_NAMES, SNAPSHOT_PLACEHOLDER, SOURCE_NAME_PATTERN
+from mix_pipeline.core.filters import path_params
+from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTER_NAMES, PROSE_FILTERS, SNAPSHOT_PLACEHOLDER, SOURCE_NAME_PATTERN
 
 
 class RecipeError(ValueError):
@@ -111,6 +113,11 @@ class SourceSpec(_Strict):
         names = [f["name"] for f in out]
         if len(set(names)) != len(names):
             raise ValueError("a filter is listed twice")
+        prose = [n for n in names if n in PROSE_FILTERS]
+        if "code_quality" in names and prose:
+            raise ValueError(
+                f"code_quality replaces the prose filters on code sources; drop {', '.join(prose)} or code_quality"
+            )
         return out
 
 
@@ -138,6 +145,26 @@ class DedupSpec(_Strict):
     @classmethod
     def _checks(cls, value: Any) -> Any:
         return _check_overrides(value, ("dedup_index",))
+
+
+class DecontaminationSpec(_Strict):
+    # Globs of JSON-lines eval sets; each file is one eval set, named after the file (qa.jsonl → qa).
+    eval_sets: list[str] = Field(min_length=1)
+    ngram: int = Field(13, ge=1)
+    mode: Literal["drop", "remove_span"] = "drop"
+    # The eval records' text field(s); with several, each is indexed on its own.
+    text_field: str | list[str] = "text"
+
+    @field_validator("text_field")
+    @classmethod
+    def _some_field(cls, value: str | list[str]) -> str | list[str]:
+        if not value:
+            raise ValueError("name at least one field")
+        return value
+
+    @property
+    def text_fields(self) -> list[str]:
+        return [self.text_field] if isinstance(self.text_field, str) else list(self.text_field)
 
 
 class SplitsSpec(_Strict):
@@ -220,6 +247,8 @@ class Recipe(_Strict):
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     sources: dict[str, SourceSpec]
     dedup: DedupSpec = Field(default_factory=DedupSpec)
+    # Runs first in every source's filtered stage; null (the default) disables it.
+    decontamination: DecontaminationSpec | None = None
     mixtures: dict[str, MixtureSpec] = Field(default_factory=dict)
     schedule: ScheduleSpec | None = None
     drift: DriftSpec = Field(default_factory=DriftSpec)
@@ -298,6 +327,15 @@ class Recipe(_Strict):
                     files.update(os.path.join(root, n) for n in names if not n.startswith("."))
             else:
                 files.add(match)
+        return sorted(files)
+
+    def eval_set_files(self) -> list[str]:
+        """The decontamination eval sets, sorted by path (the order drops are attributed in)."""
+        if self.decontamination is None:
+            return []
+        files: set[str] = set()
+        for pattern in self.decontamination.eval_sets:
+            files.update(f for f in glob.glob(self.resolve(pattern), recursive=True) if os.path.isfile(f))
         return sorted(files)
 
     def source_root(self, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> str:
@@ -381,6 +419,26 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
             raise RecipeError(
                 f"{origin}: sources.{name}.path: {len(unreadable)} file(s) are not readable, e.g. {unreadable[0]}"
             )
+        for i, f in enumerate(spec.filters):
+            for key, p in path_params(f.name, f.params):
+                if not os.path.isfile(recipe.resolve(p)):
+                    raise RecipeError(
+                        f"{origin}: sources.{name}.filters[{i}].{f.name}.{key}: no such file {recipe.resolve(p)}"
+                    )
+    if recipe.decontamination is not None:
+        for i, pattern in enumerate(recipe.decontamination.eval_sets):
+            if not any(os.path.isfile(f) for f in glob.glob(recipe.resolve(pattern), recursive=True)):
+                raise RecipeError(
+                    f"{origin}: decontamination.eval_sets[{i}]: '{pattern}' matches no file (resolved to {recipe.resolve(pattern)})"
+                )
+        names: dict[str, str] = {}
+        for f in recipe.eval_set_files():
+            if eval_set_name(f) in names:
+                raise RecipeError(
+                    f"{origin}: decontamination.eval_sets: two eval sets are named '{eval_set_name(f)}' "
+                    f"({names[eval_set_name(f)]} and {f}); drops are attributed by file name"
+                )
+            names[eval_set_name(f)] = f
     if recipe.tokenizer.kind == "hf":
         tok = recipe.resolve(recipe.tokenizer.path or "")
         if not os.path.isfile(tok):

@@ -1,37 +1,35 @@
 """Shared fixtures: tiny corpora written to temp dirs, recipes pointing at them, and a
-network guard so a hidden download fails the test instead of silently succeeding."""
+network guard (in this process and every Python subprocess) so a hidden download fails the
+test instead of silently succeeding."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
-import socket
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from mix_pipeline_tests.netguard import sitecustomize as netguard
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+# Subprocesses (the dagster CLI, datatrove's forkserver workers) start fresh interpreters that an
+# in-process patch cannot reach: they pick the same guard up through sitecustomize (see netguard/).
+os.environ[netguard.ENV_VAR] = "1"
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (netguard.FOLDER, os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_network():
     """Refuse outbound connections except to this machine."""
-    real_connect = socket.socket.connect
-
-    def guarded(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and not (
-            host.startswith("127.") or host in ("localhost", "::1", "") or self.family == socket.AF_UNIX
-        ):
-            raise OSError(f"network access blocked in tests: {address}")
-        return real_connect(self, address)
-
-    socket.socket.connect = guarded
+    uninstall = netguard.install()
     yield
-    socket.socket.connect = real_connect
+    uninstall()
 
 
 PROSE = [

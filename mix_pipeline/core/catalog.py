@@ -11,16 +11,47 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from mix_pipeline.names import FATE_DROPPED, FATE_QUARANTINED, FATES
+from mix_pipeline.names import (
+    DECONTAMINATION,
+    FATE_DROPPED,
+    FATE_QUARANTINED,
+    FATES,
+    META_DECONTAMINATED,
+    META_FILTER_REASON,
+    META_FILTER_VALUE,
+    META_FLAGGED_WORDS,
+    META_LANGUAGE,
+    META_PII,
+)
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS stage_stats (
         stage VARCHAR, partition VARCHAR, metric VARCHAR, value DOUBLE)""",
     """CREATE TABLE IF NOT EXISTS source_inputs (
         source VARCHAR, snapshot VARCHAR, records BIGINT, documents BIGINT, quarantined BIGINT)""",
+    # `detail` is what the filter measured when it dropped the document (JSON text), where it knows:
+    # the language and its score, the flagged-word fraction, the eval set, item and n-gram matched.
     """CREATE TABLE IF NOT EXISTS document_fates (
         source VARCHAR, snapshot VARCHAR, id VARCHAR, stage VARCHAR, fate VARCHAR,
-        reason VARCHAR, duplicate_of_source VARCHAR, duplicate_of VARCHAR)""",
+        reason VARCHAR, duplicate_of_source VARCHAR, duplicate_of VARCHAR, detail VARCHAR)""",
+    # Catalogs written before `detail` existed gain the column (NULL for their old rows).
+    "ALTER TABLE document_fates ADD COLUMN IF NOT EXISTS detail VARCHAR",
+    # What the filters counted per source: `language` (kind = language code, documents identified
+    # as it), `pii` (kind = PII kind, documents with one and replacements made), `safety` (kind =
+    # flagged: documents with a flagged word and flagged words), `decontamination` (kind = eval set,
+    # contaminated documents and shared n-grams). Counted from the stage's output files.
+    """CREATE TABLE IF NOT EXISTS filter_counts (
+        source VARCHAR, snapshot VARCHAR, filter VARCHAR, kind VARCHAR, documents BIGINT, matches BIGINT)""",
+    """CREATE OR REPLACE VIEW language_shares AS
+        SELECT source, snapshot, kind AS language, documents,
+               documents / sum(documents) OVER (PARTITION BY source, snapshot) AS share
+        FROM filter_counts WHERE filter = 'language'""",
+    """CREATE OR REPLACE VIEW pii_counts AS
+        SELECT source, snapshot, kind, documents, matches FROM filter_counts WHERE filter = 'pii'""",
+    # Drops per filter: the part of the reason before the first ':' is the filter's name.
+    f"""CREATE OR REPLACE VIEW filter_drops AS
+        SELECT source, snapshot, split_part(reason, ':', 1) AS filter, count(*) AS documents
+        FROM document_fates WHERE stage = 'filtered' AND fate = '{FATE_DROPPED}' GROUP BY ALL""",
     """CREATE TABLE IF NOT EXISTS mixture_ledger (
         mixture VARCHAR, source VARCHAR, target_weight DOUBLE, achieved_weight DOUBLE,
         target_units BIGINT, units BIGINT, documents BIGINT, rows BIGINT,
@@ -83,9 +114,8 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
         quarantined = 0
         if quarantine_files:
             con.execute(
-                f"""INSERT INTO document_fates
-                    SELECT source, ?, id, 'raw', '{FATE_QUARANTINED}',
-                           json_extract_string(metadata, '$.reason'), NULL, NULL
+                f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason)
+                    SELECT source, ?, id, 'raw', '{FATE_QUARANTINED}', json_extract_string(metadata, '$.reason')
                     FROM read_parquet({_files(quarantine_files)})""",
                 [snapshot],
             )
@@ -97,26 +127,108 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
     return {"records": documents + quarantined, "documents": documents, "quarantined": quarantined}
 
 
-def record_filtered(con, source: str, snapshot: str, dropped_files: dict[str, list[str]]) -> dict[str, int]:
-    """Drop fates of one filtered partition; the reason is `<filter>:<datatrove reason>`."""
+def filter_counts(con, files: list[str]) -> list[dict]:
+    """What the filters counted, read from the metadata of a filtered stage's kept and dropped files."""
+    if not files:
+        return []
+
+    def per_key(filter_name: str, key: str) -> str:
+        # {kind: count} objects in metadata → one row per kind.
+        return f"""SELECT '{filter_name}', e.key, count(*), sum(e.value) FROM (
+                       SELECT unnest(map_entries(CAST(json_extract(metadata, '$.{key}') AS MAP(VARCHAR, BIGINT)))) AS e
+                       FROM docs WHERE json_extract(metadata, '$.{key}') IS NOT NULL) GROUP BY e.key"""
+
+    rows = con.execute(
+        f"""WITH docs AS (SELECT metadata FROM read_parquet({_files(files)}))
+            SELECT 'language', json_extract_string(metadata, '$.{META_LANGUAGE}') AS kind, count(*), NULL
+            FROM docs WHERE kind IS NOT NULL GROUP BY kind
+            UNION ALL {per_key("pii", META_PII)}
+            UNION ALL SELECT 'safety', 'flagged', count(*) FILTER (WHERE n > 0), sum(n) FROM (
+                SELECT CAST(json_extract(metadata, '$.{META_FLAGGED_WORDS}') AS BIGINT) AS n FROM docs
+            ) WHERE n IS NOT NULL HAVING count(*) > 0
+            UNION ALL {per_key(DECONTAMINATION, META_DECONTAMINATED)}
+            ORDER BY 1, 2"""
+    ).fetchall()
+    return [{"filter": f, "kind": k, "documents": int(d), "matches": None if m is None else int(m)} for f, k, d, m in rows]
+
+
+def record_filtered(con, source: str, snapshot: str, kept_files: list[str],
+                    dropped_files: dict[str, list[str]]) -> dict[str, int]:
+    """Drop fates of one filtered partition, and what its filters counted; returns the drops per
+    filter in the order of `dropped_files` (pipeline order).
+
+    The reason is `<filter>:<datatrove reason>`, the detail what the filter measured (if known)."""
     counts: dict[str, int] = {}
     with _Transaction(con):
         con.execute(
             "DELETE FROM document_fates WHERE stage = 'filtered' AND source = ? AND snapshot = ?", [source, snapshot]
         )
-        for filter_name, files in sorted(dropped_files.items()):
+        con.execute("DELETE FROM filter_counts WHERE source = ? AND snapshot = ?", [source, snapshot])
+        for filter_name, files in dropped_files.items():
             if not files:
                 counts[filter_name] = 0
                 continue
             con.execute(
-                f"""INSERT INTO document_fates
+                f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, detail)
                     SELECT ?, ?, id, 'filtered', '{FATE_DROPPED}',
-                           ? || ':' || coalesce(json_extract_string(metadata, '$.filter_reason'), 'dropped'), NULL, NULL
+                           ? || ':' || coalesce(json_extract_string(metadata, '$.{META_FILTER_REASON}'), 'dropped'),
+                           json_extract_string(metadata, '$.{META_FILTER_VALUE}')
                     FROM read_parquet({_files(files)})""",
                 [source, snapshot, filter_name],
             )
             counts[filter_name] = con.execute(f"SELECT count(*) FROM read_parquet({_files(files)})").fetchall()[0][0]
+        all_files = kept_files + [f for files in dropped_files.values() for f in files]
+        for r in filter_counts(con, all_files):
+            con.execute("INSERT INTO filter_counts VALUES (?, ?, ?, ?, ?, ?)",
+                        [source, snapshot, r["filter"], r["kind"], r["documents"], r["matches"]])
     return counts
+
+
+def dropped_samples(con, dropped_files: dict[str, list[str]], per_filter: int = 3) -> list[dict]:
+    """A few dropped documents per filter (lowest ids first), with reason, measured value and text."""
+    out = []
+    for filter_name, files in dropped_files.items():
+        if not files:
+            continue
+        rows = con.execute(
+            f"""SELECT id, json_extract_string(metadata, '$.{META_FILTER_REASON}'),
+                       json_extract_string(metadata, '$.{META_FILTER_VALUE}'), text
+                FROM read_parquet({_files(files)}) ORDER BY id LIMIT {int(per_filter)}"""
+        ).fetchall()
+        out += [{"filter": filter_name, "id": i, "reason": r, "detail": d, "text": t} for i, r, d, t in rows]
+    return out
+
+
+def filtered_report(con, source: str, snapshot: str) -> dict[str, list[dict]]:
+    """What the UI shows for one filtered partition, from the catalog."""
+
+    def rows(sql: str) -> list[dict]:
+        cur = con.execute(sql, [source, snapshot])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    return {
+        "drop_reasons": rows(
+            """SELECT reason, count(*) AS documents FROM document_fates
+               WHERE stage = 'filtered' AND source = ? AND snapshot = ? GROUP BY reason ORDER BY documents DESC, reason"""
+        ),
+        "language_shares": rows(
+            "SELECT language, documents, round(share, 4) AS share FROM language_shares "
+            "WHERE source = ? AND snapshot = ? ORDER BY documents DESC, language"
+        ),
+        "pii": rows("SELECT kind, documents, matches FROM pii_counts WHERE source = ? AND snapshot = ? ORDER BY kind"),
+        "safety": rows(
+            "SELECT documents AS flagged_documents, matches AS flagged_words FROM filter_counts "
+            "WHERE source = ? AND snapshot = ? AND filter = 'safety'"
+        ),
+        "decontamination": rows(
+            f"""SELECT c.kind AS eval_set, c.documents AS contaminated_documents, c.matches AS shared_ngrams,
+                       (SELECT count(*) FROM document_fates f WHERE f.source = c.source AND f.snapshot = c.snapshot
+                        AND f.reason = '{DECONTAMINATION}:' || c.kind) AS dropped
+                FROM filter_counts c WHERE c.source = ? AND c.snapshot = ? AND c.filter = '{DECONTAMINATION}'
+                ORDER BY c.kind"""
+        ),
+    }
 
 
 def record_dedup(con, cluster_files: list[str]) -> None:
@@ -125,7 +237,7 @@ def record_dedup(con, cluster_files: list[str]) -> None:
         con.execute("DELETE FROM document_fates WHERE stage = 'dedup'")
         if cluster_files:
             con.execute(
-                f"""INSERT INTO document_fates
+                f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, duplicate_of_source, duplicate_of)
                     SELECT source, snapshot, id, 'dedup', fate, match, duplicate_of_source, duplicate_of
                     FROM read_parquet({_files(cluster_files)})"""
             )

@@ -2,24 +2,47 @@
 
 Prose-quality filters are datatrove's own (Gopher repetition, Gopher quality, C4, FineWeb).
 datatrove's LanguageFilter downloads a fastText model at run time; ours uses py3langid, whose
-model ships inside the wheel, so filtering works on air-gapped machines. PII is redaction, not
-dropping: it rewrites the text and counts what it replaced.
+model ships inside the wheel, so filtering works on air-gapped machines. The safety filter's
+default word list ships inside this package. PII is redaction, not dropping: it rewrites the
+text and counts what it replaced.
+
+Filters that drop a document stamp what they measured (`filter_value`) next to datatrove's
+`filter_reason`, so the catalog can say not only which filter dropped a document but why.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
-from mix_pipeline.names import FILTER_NAMES
+from mix_pipeline.core import wordlists
+from mix_pipeline.names import (
+    FILTER_NAMES,
+    META_FILTER_VALUE,
+    META_FLAGGED_WORDS,
+    META_LANGUAGE,
+    META_LANGUAGE_SCORE,
+    META_PII,
+    PII_KINDS,
+)
 
 
+def _drop(doc: Document, reason: str, **value) -> tuple[bool, str]:
+    """Drop `doc`, keeping what was measured for the catalog's provenance column."""
+    doc.metadata[META_FILTER_VALUE] = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return False, reason
+
+
+# ---- language ----------------------------------------------------------------------------
 class LanguageIdFilter(BaseFilter):
     """Keeps documents whose most likely language is listed, with probability ≥ `min_score`."""
 
@@ -42,82 +65,332 @@ class LanguageIdFilter(BaseFilter):
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         lang, score = self._identify(doc.text)
-        doc.metadata["language"] = lang
-        doc.metadata["language_score"] = round(score, 4)
+        score = round(score, 4)
+        doc.metadata[META_LANGUAGE] = lang
+        doc.metadata[META_LANGUAGE_SCORE] = score
         self.stat_update(f"lang_{lang}")
         if lang not in self.languages:
-            return False, f"language_{lang}"
+            return _drop(doc, f"language_{lang}", language=lang, score=score)
         if score < self.min_score:
-            return False, "language_low_score"
+            return _drop(doc, "language_low_score", language=lang, score=score, min_score=self.min_score)
         return True
 
 
-# Patterns for redaction. Phone numbers need a separator structure so that plain numbers
-# (years, counts, version strings) are left alone.
-PII_PATTERNS: dict[str, re.Pattern] = {
-    "email": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
-    "ip": re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"),
-    "phone": re.compile(
-        r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w.])"
+# ---- safety ------------------------------------------------------------------------------
+class SafetyFilter(BaseFilter):
+    """Drops documents whose share of flagged (offensive) words exceeds `max_flagged_fraction`.
+
+    Words come from the built-in list (unless `use_default_list` is false) plus every file in
+    `word_lists`; matching is on whole words, case-insensitive. `min_flagged_words` keeps a long
+    or short document from being dropped over one quoted word.
+    """
+
+    name = "🛡️ Safety (offensive word lists)"
+
+    def __init__(
+        self,
+        word_lists: list[str] | None = None,
+        use_default_list: bool = True,
+        max_flagged_fraction: float = 0.01,
+        min_flagged_words: int = 2,
+        exclusion_writer=None,
+    ):
+        super().__init__(exclusion_writer)
+        if not 0.0 <= float(max_flagged_fraction) <= 1.0:
+            raise ValueError(f"max_flagged_fraction must be within [0, 1] (got {max_flagged_fraction})")
+        entries = wordlists.read_word_list(wordlists.default_word_list()) if use_default_list else []
+        for path in word_lists or []:
+            with open(path, encoding="utf-8") as f:
+                entries += wordlists.read_word_list(f.read())
+        if not entries:
+            raise ValueError("no words to flag: the word lists are empty and use_default_list is false")
+        self.max_flagged_fraction = float(max_flagged_fraction)
+        self.min_flagged_words = int(min_flagged_words)
+        self.words = frozenset(e[0] for e in entries if len(e) == 1)
+        self.phrases = frozenset(e for e in entries if len(e) > 1)
+        self.phrase_lengths = sorted({len(p) for p in self.phrases})
+
+    def flagged(self, text: str) -> tuple[int, int, list[str]]:
+        """(flagged occurrences, words, the distinct flagged words/phrases in order of appearance)."""
+        words = wordlists.words(text)
+        hits = [w for w in words if w in self.words]
+        for n in self.phrase_lengths:
+            hits += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1) if tuple(words[i : i + n]) in self.phrases]
+        return len(hits), len(words), list(dict.fromkeys(hits))
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        n_flagged, n_words, which = self.flagged(doc.text)
+        doc.metadata[META_FLAGGED_WORDS] = n_flagged
+        if n_flagged:
+            self.stat_update("documents_flagged")
+            self.stat_update("flagged_words", value=n_flagged)
+        fraction = n_flagged / n_words if n_words else 0.0
+        if n_flagged >= self.min_flagged_words and fraction > self.max_flagged_fraction:
+            return _drop(doc, "offensive_words", flagged_fraction=round(fraction, 4), flagged_words=n_flagged,
+                         words=n_words, max_flagged_fraction=self.max_flagged_fraction, examples=which[:3])
+        return True
+
+
+# ---- code --------------------------------------------------------------------------------
+# Header markers of generated files, searched case-insensitively in the first `header_lines`.
+# "generated by/from" alone also occurs in ordinary docstrings ("a tree can be generated by
+# passing ..."), so it counts only when a generator file or a known generator is named.
+DEFAULT_AUTOGEN_MARKERS = (
+    r"auto-?generated",
+    r"automatically generated",
+    r"do not edit",
+    r"generated (?:by|from|with)\b.*?\.(?:py|pl|sh|js|ts|go|rb|java|c|h|cc|cpp|txt|proto|json|ya?ml|xml|y|g4)\b",
+    r"generated by (?:the )?(?:protocol buffer compiler|protoc|sphinx|django|swig|thrift|cython|flatc|bison|yacc)",
+)
+# A token that is data rather than code: a number literal, a run of string escapes, a long hex
+# or base64 blob. Tokens are split on whitespace and the punctuation that separates literals.
+_DATA_TOKEN = re.compile(
+    r"[-+]?(?:0[xX][0-9a-fA-F]+|0[bB][01]+|0[oO][0-7]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)[lLuUfFjJ]*"
+    r"|(?:\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4}|\\U[0-9a-fA-F]{8}|\\[0-7]{3})+"
+    r"|(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}"
+    r"|(?=[A-Za-z0-9+/]*\d)(?=[A-Za-z0-9+/]*[A-Za-z])[A-Za-z0-9+/]{24,}={0,2}"
+)
+_TOKEN_SPLIT = re.compile(r"[\s,;:()\[\]{}]+")
+_STRING_PREFIX = re.compile(r"^[bBrRuUfF]{0,2}(?=[\"'])")
+
+
+def data_fraction(text: str) -> float:
+    """Share of the non-separator characters that sit in data-like tokens."""
+    total = data = 0
+    for token in _TOKEN_SPLIT.split(text):
+        if not token:
+            continue
+        total += len(token)
+        core = _STRING_PREFIX.sub("", token).strip("\"'`")
+        if core and _DATA_TOKEN.fullmatch(core):
+            data += len(token)
+    return data / total if total else 0.0
+
+
+class CodeQualityFilter(BaseFilter):
+    """Code-specific quality: drops generated files, minified or data-like files.
+
+    Applied to code sources instead of the prose filters (which would drop most code for having
+    few stop words and many symbols). Thresholds follow common code-corpus practice (The Stack /
+    StarCoder): lines over 1000 characters, mean line length over 100, alphanumeric share under 25%.
+    """
+
+    name = "🧑‍💻 Code quality"
+
+    def __init__(
+        self,
+        max_line_length: int = 1000,
+        max_mean_line_length: float = 100.0,
+        min_alnum_fraction: float = 0.25,
+        max_data_fraction: float = 0.5,
+        autogen_markers: list[str] | None = None,
+        header_lines: int = 10,
+        exclusion_writer=None,
+    ):
+        super().__init__(exclusion_writer)
+        self.max_line_length = int(max_line_length)
+        self.max_mean_line_length = float(max_mean_line_length)
+        self.min_alnum_fraction = float(min_alnum_fraction)
+        self.max_data_fraction = float(max_data_fraction)
+        markers = DEFAULT_AUTOGEN_MARKERS if autogen_markers is None else autogen_markers
+        self.autogen = re.compile("|".join(f"(?:{m})" for m in markers), re.IGNORECASE) if markers else None
+        self.header_lines = int(header_lines)
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        text = doc.text
+        lines = text.split("\n")
+        if self.autogen is not None:
+            for i, line in enumerate(lines[: self.header_lines], start=1):
+                if m := self.autogen.search(line):
+                    return _drop(doc, "code_autogenerated", marker=m.group(0)[:80], line=i)
+        longest = max(len(line) for line in lines)
+        if longest > self.max_line_length:
+            return _drop(doc, "code_long_line", max_line_length=longest, limit=self.max_line_length)
+        mean = len(text) / len(lines)
+        if mean > self.max_mean_line_length:
+            return _drop(doc, "code_long_mean_line", mean_line_length=round(mean, 1), limit=self.max_mean_line_length)
+        alnum = sum(ch.isalnum() for ch in text) / len(text) if text else 0.0
+        if alnum < self.min_alnum_fraction:
+            return _drop(doc, "code_low_alnum", alnum_fraction=round(alnum, 4), limit=self.min_alnum_fraction)
+        data = data_fraction(text)
+        if data > self.max_data_fraction:
+            return _drop(doc, "code_data_like", data_fraction=round(data, 4), limit=self.max_data_fraction)
+        return True
+
+
+# ---- PII ---------------------------------------------------------------------------------
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card_number(match: re.Match) -> bool:
+    digits = re.sub(r"[ -]", "", match.group(0))
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+@dataclass(frozen=True)
+class PIIKind:
+    pattern: re.Pattern
+    replacement: str
+    # Matches the pattern finds but this rejects are left alone (a card number must pass Luhn).
+    valid: Callable[[re.Match], bool] | None = None
+
+
+PII: dict[str, PIIKind] = {
+    "secret_key": PIIKind(
+        re.compile(
+            # A PEM private key, with its body when the END line follows within 8 KB.
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:[\s\S]{0,8192}?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----)?"
+            r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
+            r"|\bgh[pousr]_[A-Za-z0-9]{36,255}\b|\bgithub_pat_[A-Za-z0-9_]{22,255}\b"  # GitHub tokens
+            # sk-… API keys (OpenAI/Anthropic style) and Stripe keys; a digit and a letter are
+            # required so that hyphenated words (sk-learn-style names) are not taken for keys.
+            r"|(?<![\w-])sk-(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{20,}"
+            r"|\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,}\b"
+        ),
+        "<SECRET_KEY>",
+    ),
+    "credit_card": PIIKind(
+        # 13-19 digits, contiguous or grouped the way cards are printed (4-4-4-4[-3], 4-6-5, 4-6-4)
+        # with one consistent separator; digit runs in any other grouping are not card numbers.
+        re.compile(
+            r"(?<![\w.-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5})(?![\w-]|\.\d)"
+        ),
+        "<CREDIT_CARD>",
+        _card_number,
+    ),
+    "email": PIIKind(re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "<EMAIL>"),
+    "ip": PIIKind(
+        re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"), "<IP_ADDRESS>"
+    ),
+    # Phone numbers need a separator structure so that plain numbers (years, counts, version
+    # strings) are left alone.
+    "phone": PIIKind(
+        re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w.])"),
+        "<PHONE>",
     ),
 }
-PII_REPLACEMENTS = {"email": "<EMAIL>", "ip": "<IP_ADDRESS>", "phone": "<PHONE>"}
+assert tuple(PII) == PII_KINDS, "redaction order is defined once, in names.PII_KINDS"
 
 
-def redact_pii(text: str, kinds: tuple[str, ...] = tuple(PII_PATTERNS)) -> tuple[str, dict[str, int]]:
+def _ordered(kinds) -> tuple[str, ...]:
+    wanted = set(kinds)
+    return tuple(k for k in PII_KINDS if k in wanted)
+
+
+def _redact_kind(text: str, spec: PIIKind) -> tuple[str, int]:
+    if spec.valid is None:
+        return spec.pattern.subn(spec.replacement, text)
+    n = 0
+
+    def replace(m: re.Match) -> str:
+        nonlocal n
+        if spec.valid(m):
+            n += 1
+            return spec.replacement
+        return m.group(0)
+
+    return spec.pattern.sub(replace, text), n
+
+
+# Every replacement removes the digits, '@' or key prefix its pattern needs, so passes converge fast.
+_MAX_PASSES = 8
+
+
+def redact_pii(text: str, kinds=PII_KINDS) -> tuple[str, dict[str, int]]:
+    """Replace each PII match with its placeholder; returns the text and the count per kind.
+
+    Passes repeat until one replaces nothing: a match rejected by its validator (a digit run that
+    fails Luhn) is consumed whole and can hide a valid one inside it until a later kind (phone)
+    takes its head. The fixed point is what `find_pii`, and so the `no_pii_left` gate, checks.
+    """
     counts: dict[str, int] = {}
-    for kind in kinds:
-        text, n = PII_PATTERNS[kind].subn(PII_REPLACEMENTS[kind], text)
-        if n:
-            counts[kind] = n
+    for _ in range(_MAX_PASSES):
+        changed = False
+        for kind in _ordered(kinds):
+            text, n = _redact_kind(text, PII[kind])
+            if n:
+                counts[kind] = counts.get(kind, 0) + n
+                changed = True
+        if not changed:
+            break
     return text, counts
 
 
+def find_pii(text: str, kinds=PII_KINDS) -> tuple[str, re.Match] | None:
+    """The first PII match of the first kind that has one (what `no_pii_left` looks for)."""
+    for kind in _ordered(kinds):
+        spec = PII[kind]
+        for m in spec.pattern.finditer(text):
+            if spec.valid is None or spec.valid(m):
+                return kind, m
+    return None
+
+
 class PIIRedactor(PipelineStep):
-    """Replaces emails, IP addresses and phone numbers with placeholders; drops nothing."""
+    """Replaces PII (secret keys, card numbers, emails, IP addresses, phone numbers) with
+    placeholders; drops nothing."""
 
     type = "✂️ - FORMAT"
     name = "🔒 PII redaction"
 
     def __init__(self, kinds: list[str] | None = None):
         super().__init__()
-        unknown = set(kinds or []) - set(PII_PATTERNS)
+        unknown = set(kinds or []) - set(PII_KINDS)
         if unknown:
-            raise ValueError(f"pii: unknown kinds {sorted(unknown)} (known: {sorted(PII_PATTERNS)})")
-        self.kinds = tuple(kinds or PII_PATTERNS)
+            raise ValueError(f"unknown kinds {sorted(unknown)} (known: {list(PII_KINDS)})")
+        self.kinds = _ordered(kinds or PII_KINDS)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for doc in data:
             self.stat_update("total")
             doc.text, counts = redact_pii(doc.text, self.kinds)
             if counts:
-                doc.metadata["pii_redacted"] = counts
+                doc.metadata[META_PII] = counts
                 self.stat_update("documents_redacted")
                 for kind, n in counts.items():
                     self.stat_update(f"pii_{kind}", value=n)
             yield doc
 
 
+def pii_kinds(params: dict[str, Any]) -> tuple[str, ...]:
+    """The kinds a `pii` filter entry redacts (all by default)."""
+    return _ordered(params.get("kinds") or PII_KINDS)
+
+
+# ---- registry ----------------------------------------------------------------------------
 # The prose-quality filters are datatrove's, used as they are.
-_CLASSES = {
+_CLASSES: dict[str, str | type[PipelineStep]] = {
     "gopher_repetition": "datatrove.pipeline.filters.GopherRepetitionFilter",
     "gopher_quality": "datatrove.pipeline.filters.GopherQualityFilter",
     "c4": "datatrove.pipeline.filters.C4QualityFilter",
     "fineweb": "datatrove.pipeline.filters.FineWebQualityFilter",
+    "language": LanguageIdFilter,
+    "safety": SafetyFilter,
+    "code_quality": CodeQualityFilter,
+    "pii": PIIRedactor,
 }
-
-
+assert set(_CLASSES) == set(FILTER_NAMES)
+# Parameters that are file paths, resolved against the recipe's folder.
+PATH_PARAMS: dict[str, tuple[str, ...]] = {"safety": ("word_lists",)}
 
 
 def _filter_class(name: str) -> type[PipelineStep]:
-    if name in _CLASSES:
-        module, _, cls = _CLASSES[name].rpartition(".")
-        return getattr(importlib.import_module(module), cls)
-    if name == "language":
-        return LanguageIdFilter
-    if name == "pii":
-        return PIIRedactor
-    raise ValueError(f"unknown filter '{name}' (known: {', '.join(FILTER_NAMES)})")
+    if name not in _CLASSES:
+        raise ValueError(f"unknown filter '{name}' (known: {', '.join(FILTER_NAMES)})")
+    cls = _CLASSES[name]
+    if isinstance(cls, str):
+        module, _, attr = cls.rpartition(".")
+        return getattr(importlib.import_module(module), attr)
+    return cls
 
 
 def is_dropping(name: str) -> bool:
@@ -131,9 +404,31 @@ def check_params(name: str, params: dict[str, Any]) -> None:
     for key in params:
         if key not in accepted:
             raise ValueError(f"unknown parameter '{key}' (accepted: {', '.join(sorted(accepted))})")
+    for key in PATH_PARAMS.get(name, ()):
+        value = params.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f"'{key}' must be a list of file paths")
+    if not isinstance(_CLASSES[name], str):
+        # Our filters are cheap to build: building one checks values too (a PII kind, a marker
+        # regex, a fraction out of range) at recipe load instead of mid-run. Files are checked
+        # once paths resolve (recipe.check_source_paths).
+        try:
+            _filter_class(name)(**{k: v for k, v in params.items() if k not in PATH_PARAMS.get(name, ())})
+        except (TypeError, ValueError, re.error) as exc:
+            raise ValueError(str(exc)) from None
 
 
-def build_filter(name: str, params: dict[str, Any], exclusion_writer=None) -> PipelineStep:
+def path_params(name: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(parameter, path) for every file path a filter's parameters name."""
+    return [(key, p) for key in PATH_PARAMS.get(name, ()) for p in params.get(key) or []]
+
+
+def build_filter(name: str, params: dict[str, Any], exclusion_writer=None,
+                 resolve: Callable[[str], str] = lambda p: p) -> PipelineStep:
+    params = dict(params)
+    for key in PATH_PARAMS.get(name, ()):
+        if params.get(key):
+            params[key] = [resolve(p) for p in params[key]]
     cls = _filter_class(name)
     if is_dropping(name):
         return cls(exclusion_writer=exclusion_writer, **params)

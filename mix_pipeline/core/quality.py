@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mix_pipeline.names import DECONTAMINATION, FILTER_NAMES, META_FILTER_REASON, META_FILTER_VALUE, META_LANGUAGE
+
 SEVERITIES = ("error", "warn")
 SAMPLE_ROWS = 10_000
 EXAMPLES = 5
@@ -42,7 +44,11 @@ CHECKS: dict[str, CheckDef] = {
     "raw_quarantine_rate": CheckDef("raw", {"max_rate": 0.05}, "a format or field-name mistake that quarantines much of a source"),
     "filter_drop_rate": CheckDef(
         "filtered",
-        {"min_rate": 0.0, "max_rate": 0.6, "per_filter": {}},
+        # Filters meant to remove a small tail get tighter bands: a decontamination or safety drop
+        # rate this high means an eval set or word list matching ordinary text, not a dirty source.
+        {"min_rate": 0.0, "max_rate": 0.6, "per_filter": {
+            "decontamination": {"max_rate": 0.1}, "safety": {"max_rate": 0.1}, "code_quality": {"max_rate": 0.3},
+        }},
         "a threshold typo that drops far too much (or a filter that silently drops nothing)",
     ),
     "kept_volume": CheckDef("filtered", {"min_fraction": 0.2, "min_documents": 1}, "a filter chain that leaves too little"),
@@ -64,7 +70,9 @@ CHECKS: dict[str, CheckDef] = {
     "weights_within_tolerance": CheckDef("mixture", {}, "a mixture that misses its target proportions"),
     "epochs_within_cap": CheckDef("mixture", {}, "a source repeated more than max_epochs"),
     "splits_disjoint": CheckDef("mixture", {}, "a document (or its repeats) leaking between train/validation/test"),
-    "no_pii_left": CheckDef("mixture", {}, "emails, phone numbers or IPs left where the recipe asked for redaction"),
+    "no_pii_left": CheckDef(
+        "mixture", {}, "PII (secret keys, card numbers, emails, IPs, phone numbers) left where the recipe asked for redaction"
+    ),
     "conservation": CheckDef(
         "mixture", {}, "documents lost or double counted: records ≠ kept + dropped + duplicate + quarantined"
     ),
@@ -84,6 +92,8 @@ def validate_overrides(overrides: dict[str, Any], allowed_stages: tuple[str, ...
             raise ValueError(f"{name}: unknown check (known here: {', '.join(known)})")
         if not isinstance(params, dict):
             raise ValueError(f"{name}: must be a mapping of parameters")
+        if name == "filter_drop_rate" and isinstance(params.get("per_filter"), dict):
+            _validate_per_filter(params["per_filter"])
         for key, value in params.items():
             if key == "severity":
                 if value not in SEVERITIES:
@@ -93,10 +103,25 @@ def validate_overrides(overrides: dict[str, Any], allowed_stages: tuple[str, ...
                 raise ValueError(f"{name}.{key}: unknown parameter (accepted: {accepted})")
 
 
+def _validate_per_filter(per_filter: dict[str, Any]) -> None:
+    for filter_name, band in per_filter.items():
+        if filter_name not in (*FILTER_NAMES, DECONTAMINATION):
+            raise ValueError(f"filter_drop_rate.per_filter.{filter_name}: unknown filter")
+        unknown = set(band or {}) - {"min_rate", "max_rate"}
+        if not isinstance(band, dict) or unknown:
+            raise ValueError(f"filter_drop_rate.per_filter.{filter_name}: takes min_rate and max_rate only")
+
+
 def settings(name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
     given = dict(overrides.get(name, {}))
     severity = given.pop("severity", CHECKS[name].severity)
-    return {**CHECKS[name].defaults, **given}, severity
+    merged = {**CHECKS[name].defaults, **given}
+    if "per_filter" in given:
+        # Per filter, so overriding one filter's band keeps the built-in bands of the others.
+        defaults = CHECKS[name].defaults["per_filter"]
+        merged["per_filter"] = {f: {**defaults.get(f, {}), **(given["per_filter"].get(f) or {})}
+                                for f in {**defaults, **given["per_filter"]}}
+    return merged, severity
 
 
 @dataclass
@@ -279,7 +304,9 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
     for r in bad.itertuples():
         files = dropped_parts.get(r.filter) or []
         if files:
-            examples += _examples(con, f"SELECT id, json_extract_string(metadata, '$.filter_reason') || ': ' || text FROM read_parquet({_files(files)}) ORDER BY id LIMIT 2")
+            examples += _examples(con, f"SELECT id, concat_ws(' ', json_extract_string(metadata, '$.{META_FILTER_REASON}'), "
+                                       f"json_extract_string(metadata, '$.{META_FILTER_VALUE}')) || ': ' || text "
+                                       f"FROM read_parquet({_files(files)}) ORDER BY id LIMIT 2")
     out.append(outcome("filter_drop_rate", sev, ok, {r["filter"]: round(r["drop_rate"], 4) for r in rows},
                        "; ".join(f"{r['filter']} in [{r['low']}, {r['high']}]" for r in rows) or "no filters",
                        "; ".join(f"{r.filter} dropped {r.drop_rate:.1%} (band [{r.low}, {r.high}])" for r in bad.itertuples()),
@@ -299,7 +326,7 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
     else:
         allowed = ", ".join(f"'{l}'" for l in languages)
         share = con.sql(
-            f"SELECT avg(CASE WHEN json_extract_string(metadata, '$.language') IN ({allowed}) THEN 1 ELSE 0 END) "
+            f"SELECT avg(CASE WHEN json_extract_string(metadata, '$.{META_LANGUAGE}') IN ({allowed}) THEN 1 ELSE 0 END) "
             f"FROM read_parquet({_files(kept_parts)})"
         ).fetchall()[0][0] or 0.0
         out.append(band("language_share", sev, float(share), cfg["min_share"], None, f"share of kept documents in {languages}"))
@@ -354,15 +381,17 @@ def mixture_checks(
     tolerance: float,
     out_dir: str,
     splits: dict[str, dict],
-    pii_sources: list[str],
+    pii_sources: dict[str, tuple[str, ...]],
     conservation_rows: list[dict] | None,
     overrides: dict,
 ) -> list[CheckOutcome]:
-    """`conservation_rows` is None when the caller has no catalog (plain library use)."""
+    """`pii_sources` maps each source whose filters redact PII to the kinds they redact; they are
+    searched with the redactor's own patterns. `conservation_rows` is None when the caller has no
+    catalog (plain library use)."""
     import duckdb
     import pandas as pd
 
-    from mix_pipeline.core.filters import PII_PATTERNS
+    from mix_pipeline.core.filters import find_pii
 
     out = []
     frame = pd.DataFrame(ledger)
@@ -408,10 +437,13 @@ def mixture_checks(
         ).to_arrow_reader(2000)
         for batch in reader:
             for source, doc_id, text in zip(*(batch.column(c).to_pylist() for c in ("source", "id", "text"))):
-                hit = next((m for p in PII_PATTERNS.values() if (m := p.search(text))), None)
+                hit = find_pii(text, pii_sources[source])
                 if hit:
-                    found.append({"id": f"{source}/{doc_id}", "snippet": snippet(text[max(0, hit.start() - 40): hit.end() + 40])})
-        out.append(band("no_pii_left", sev, len(found), 0, 0, f"documents of {pii_sources} with PII left", found[:EXAMPLES]))
+                    kind, m = hit
+                    found.append({"id": f"{source}/{doc_id}",
+                                  "snippet": f"{kind}: " + snippet(text[max(0, m.start() - 40): m.end() + 40])})
+        out.append(band("no_pii_left", sev, len(found), 0, 0, f"documents of {sorted(pii_sources)} with PII left",
+                        found[:EXAMPLES]))
     con.close()
 
     cfg, sev = settings("conservation", overrides)

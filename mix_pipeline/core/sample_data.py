@@ -1,8 +1,10 @@
 """Deterministic sample corpus with planted defects, for the demo and the tests.
 
-`build_sample_corpus` writes four sources in four different on-disk formats and a
-`ground_truth.json` listing every planted defect (duplicates, spam, short/long
-documents, non-English pages, PII), so each pipeline stage can be scored for recall.
+`build_sample_corpus` writes four sources in four different on-disk formats, two
+small eval sets (`evals/*.jsonl`) and a `ground_truth.json` listing every planted
+defect (duplicates, spam, short/long documents, non-English pages, offensive pages,
+PII and secrets, documents contaminated with eval items, bad code files), so each
+pipeline stage can be scored for recall.
 
 English prose comes from an order-2 word Markov chain trained on text that ships
 with every CPython install (`pydoc_data.topics` and standard-library docstrings),
@@ -33,6 +35,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
+from mix_pipeline.core.wordlists import default_word_list, read_word_list
+from mix_pipeline.names import PII_KINDS as _PII_KIND_NAMES
+
 __all__ = ["build_sample_corpus"]
 
 MB = 1_000_000
@@ -61,6 +66,14 @@ SKIPPED_STDLIB_DIRS = ("__pycache__", "idlelib", "site-packages", "test", "tests
 
 NEAR_DUP_MIN_JACCARD = 0.86  # planted pairs must clear 0.85 with a margin
 SHINGLE_WORDS = 5
+
+# Eval sets for decontamination. Markov text reuses long stretches of its training sentences, so
+# two independent samples often share a 13-gram; swapping every 4th word of an eval item for a
+# random vocabulary word makes a chance 13-gram match with the corpus vanishingly
+# unlikely, so only the planted copies are contaminated.
+EVAL_SETS = {"qa": 40, "reading": 20}  # name → items
+EVAL_SWAP_EVERY = 4
+EVAL_MIN_WORDS = 26  # two 13-grams at least, so a partial copy is still caught
 
 
 # --------------------------------------------------------------------------- English
@@ -489,8 +502,60 @@ _PII_TEMPLATES = {
         "Requests from the address {} were blocked by the firewall.",
         "Our logs show repeated connections from {} during the night.",
     ),
+    "credit_card": (
+        "The order was paid with the card {} and shipped the next morning.",
+        "Please charge the remaining balance to card number {} as agreed.",
+        "The refund went back to the card ending in the digits of {} last week.",
+    ),
+    "secret_key": (
+        "The deployment script still contained the credential {} in plain text.",
+        "Someone pasted the key {} into the public issue tracker by mistake.",
+        "The configuration file shipped with {} and had to be rotated.",
+    ),
 }
 PII_KINDS = tuple(_PII_TEMPLATES)
+assert set(PII_KINDS) == set(_PII_KIND_NAMES), "every kind the redactor knows is planted"
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_BASE64 = _ALNUM + "+/"
+
+
+def _luhn_digit(payload: str) -> str:
+    """The check digit that makes payload + digit pass the Luhn test."""
+    total = 0
+    for i, ch in enumerate(reversed(payload)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str(-total % 10)
+
+
+def _card_number(rng: Random) -> str:
+    """A Luhn-valid number in one of the printed layouts (Visa/Mastercard 16, Amex 15)."""
+    brand = rng.randrange(3)
+    if brand == 2:
+        payload = rng.choice(("34", "37")) + "".join(str(rng.randrange(10)) for _ in range(12))
+        number = payload + _luhn_digit(payload)
+        sep = rng.choice(("", " ", "-"))
+        return sep.join((number[:4], number[4:10], number[10:])) if sep else number
+    payload = ("4" if brand == 0 else str(rng.randint(51, 55))) + "".join(
+        str(rng.randrange(10)) for _ in range(15 - (1 if brand == 0 else 2)))
+    number = payload + _luhn_digit(payload)
+    sep = rng.choice(("", " ", "-"))
+    return sep.join(number[i : i + 4] for i in range(0, 16, 4)) if sep else number
+
+
+def _secret_key(rng: Random) -> str:
+    shape = rng.randrange(4)
+    if shape == 0:
+        return "AKIA" + "".join(rng.choice(_ALNUM[:26] + _ALNUM[52:]) for _ in range(16))
+    if shape == 1:
+        return "ghp_" + "".join(rng.choice(_ALNUM) for _ in range(36))
+    if shape == 2:
+        # At least one digit and one letter, like every real key.
+        body = "".join(rng.choice(_ALNUM) for _ in range(46))
+        return f"sk-{rng.choice(('', 'proj-'))}{rng.choice(_ALNUM[:52])}{rng.randrange(10)}{body}"
+    kind = rng.choice(("RSA ", "EC ", "OPENSSH ", ""))
+    body = "".join(rng.choice(_BASE64) for _ in range(64))
+    return f"-----BEGIN {kind}PRIVATE KEY----- {body} -----END {kind}PRIVATE KEY-----"
 
 
 def _pii_value(kind: str, rng: Random) -> str:
@@ -509,6 +574,10 @@ def _pii_value(kind: str, rng: Random) -> str:
     if kind == "ip":
         prefix = rng.choice(("192.0.2", "198.51.100", "203.0.113", f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}"))
         return f"{prefix}.{rng.randint(1, 254)}"
+    if kind == "credit_card":
+        return _card_number(rng)
+    if kind == "secret_key":
+        return _secret_key(rng)
     raise ValueError(kind)
 
 
@@ -529,6 +598,97 @@ def _plant_pii(text: str, rng: Random, first_kind: str) -> tuple[str, list[tuple
         lines[i] = f"{lines[i]} {rng.choice(_PII_TEMPLATES[kind]).format(value)}"
         items.append((kind, value))
     return "\n".join(lines), items
+
+
+# --------------------------------------------------------------------------- offensive pages, eval sets
+
+
+@functools.lru_cache(maxsize=1)
+def _offensive_words() -> tuple[str, ...]:
+    # The safety filter's own built-in list, so planted pages are what the default filter targets.
+    return tuple(e[0] for e in read_word_list(default_word_list()) if len(e) == 1)
+
+
+def _plant_offensive(text: str, rng: Random) -> tuple[str, int]:
+    """Insert flagged words after 2-6% of the words; returns the text and how many were inserted."""
+    words = _offensive_words()
+    lines = text.split("\n")
+    n_words = sum(len(line.split()) for line in lines)
+    n = max(3, round(n_words * rng.uniform(0.02, 0.06)))
+    for _ in range(n):
+        i = rng.randrange(len(lines))
+        parts = lines[i].split(" ")
+        j = rng.randint(1, len(parts))  # never before the first word: sentences keep their capital
+        parts.insert(j, rng.choice(words))
+        lines[i] = " ".join(parts)
+    return "\n".join(lines), n
+
+
+_TRAILING_PUNCT = re.compile(r"[.,;:!?]*$")
+
+
+def _eval_text(model: _EnglishModel, rng: Random, n_sentences: int) -> str:
+    while True:
+        words = " ".join(model.sentence(rng) for _ in range(n_sentences)).split()
+        if len(words) >= EVAL_MIN_WORDS:
+            break
+    for k in range(rng.randrange(EVAL_SWAP_EVERY), len(words), EVAL_SWAP_EVERY):
+        new = rng.choice(model.vocab)
+        if words[k][0].isupper():
+            new = new.capitalize()
+        words[k] = new + _TRAILING_PUNCT.search(words[k]).group(0)
+    return " ".join(words)
+
+
+def _eval_sets(model: _EnglishModel, rng: Random) -> dict[str, list[dict]]:
+    """A question-answer set and a reading set, as JSON-lines records with a `text` field."""
+    out: dict[str, list[dict]] = {}
+    qa = []
+    for i in range(EVAL_SETS["qa"]):
+        question = _eval_text(model, rng, 2)
+        question = question.rstrip(".!?") + "?"
+        answer = _eval_text(model, rng, 1)
+        qa.append({"id": f"qa-{i + 1:04d}", "question": question, "answer": answer, "text": f"{question} {answer}"})
+    out["qa"] = qa
+    reading = []
+    for i in range(EVAL_SETS["reading"]):
+        passage = _eval_text(model, rng, rng.randint(3, 5))
+        question = _eval_text(model, rng, 1).rstrip(".!?") + "?"
+        reading.append({"id": f"reading-{i + 1:04d}", "passage": passage, "question": question, "text": passage})
+    out["reading"] = reading
+    return out
+
+
+def _plant_eval_item(text: str, item_text: str, rng: Random, first_line: int) -> str:
+    """Insert an eval item as its own line somewhere after `first_line` (titles stay first)."""
+    lines = text.split("\n")
+    lines.insert(rng.randint(min(first_line, len(lines)), len(lines)), item_text)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- bad code files
+
+
+def _bad_code_files(rng: Random) -> list[tuple[str, bytes, str]]:
+    """(relative path, bytes, kind): a minified one-liner, a data table module, a generated stub."""
+    names = ("alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "theta")
+    stmts = [f"{rng.choice(names)}_{i}=compute({rng.randint(0, 999)},{rng.choice(names)}_{max(0, i - 1)})"
+             for i in range(120)]
+    minified = "# bundled module\n" + ";".join(stmts) + "\n"
+    rows = [", ".join(f"0x{rng.getrandbits(32):08x}" for _ in range(8)) + "," for _ in range(150)]
+    blob = "".join(rng.choice(_BASE64) for _ in range(76 * 20))
+    blob_lines = "\n".join(f"    '{blob[i:i + 76]}'" for i in range(0, len(blob), 76))
+    table = "TABLE = (\n" + "\n".join(f"    {r}" for r in rows) + f"\n)\nBLOB = (\n{blob_lines}\n)\n"
+    classes = "\n\n".join(
+        f"class {n.capitalize()}Request:\n    def __init__(self, value=None):\n        self.value = value\n\n"
+        f"    def serialize(self):\n        return encode(self.value, field={i})\n" for i, n in enumerate(names))
+    generated = ("# -*- coding: utf-8 -*-\n# Generated by the protocol buffer compiler.  DO NOT EDIT!\n"
+                 "# source: service.proto\n\n" + classes)
+    return [
+        ("vendor/minified_bundle.py", minified.encode(), "long_lines"),
+        ("vendor/lookup_tables.py", table.encode(), "data_like"),
+        ("vendor/service_pb2.py", generated.encode(), "autogenerated"),
+    ]
 
 
 # --------------------------------------------------------------------------- near duplicates
@@ -577,7 +737,7 @@ def _near_copy(text: str, rng: Random, model: _EnglishModel) -> str:
 @dataclass(eq=False)
 class _Doc:
     text: str
-    kind: str = "clean"  # clean | pii | spam | short | long | non_english | exact | near | cross
+    kind: str = "clean"  # clean | pii | spam | short | long | non_english | offensive | contaminated | exact | near | cross
     meta: dict = field(default_factory=dict)  # url / title columns
     info: dict = field(default_factory=dict)  # ground-truth details (spam kind, language, pii items)
     of: _Doc | None = None  # original of a duplicate
@@ -641,6 +801,20 @@ class _Builder:
         self.sites = self._sites(self.rng("sites"))
         self.n_cross = min(10, max(2, round(size_mb / 2)))
         self.n_pii_docs = 0
+        self.evals = _eval_sets(self.model, self.rng("evals"))
+        self.n_contaminated = 0
+        self.bad_code: list[tuple[str, str]] = []  # (path, kind)
+
+    def plant_contamination(self, doc: _Doc, rng: Random, first_line: int) -> None:
+        """Embed an eval item in a clean document, alternating eval sets and walking their items."""
+        names = sorted(self.evals)
+        name = names[self.n_contaminated % len(names)]
+        items = self.evals[name]
+        item = items[(self.n_contaminated // len(names)) % len(items)]
+        doc.text = _plant_eval_item(doc.text, item["text"], rng, first_line)
+        doc.kind = "contaminated"
+        doc.info = {"eval_set": name, "eval_id": item["id"]}
+        self.n_contaminated += 1
 
     def plant_pii(self, doc: _Doc, rng: Random) -> None:
         doc.text, doc.info["pii"] = _plant_pii(doc.text, rng, PII_KINDS[self.n_pii_docs % len(PII_KINDS)])
@@ -725,15 +899,18 @@ class _Builder:
 
         n_est = budget / PAPER_MEAN_BYTES
         n_exact, n_near, n_pii = _count(0.02, n_est), _count(0.02, n_est), _count(0.05, n_est)
+        n_contaminated = _count(0.03, n_est)
         docs: list[_Doc] = []
         self.clean_fill(docs, budget - (n_exact + n_near) * PAPER_MEAN_BYTES, paper,
-                        minimum=n_exact + n_near + n_pii + self.n_cross // 2 + 1)
+                        minimum=n_exact + n_near + n_pii + n_contaminated + self.n_cross // 2 + 1)
         clean = [d for d in docs if d.kind == "clean"]
         docs += [_copy(o, "exact", o.text, dict(o.meta)) for o in _take_originals(clean, n_exact, rng)]
         docs += [_copy(o, "near", _near_copy(o.text, rng, model), dict(o.meta))
                  for o in _take_originals(clean, n_near, rng)]
         for d in [d for d in clean if not d.is_original][:n_pii]:
             self.plant_pii(d, rng)
+        for d in [d for d in clean if not d.is_original and d.kind == "clean"][:n_contaminated]:
+            self.plant_contamination(d, rng, first_line=2)  # after the title and the abstract
         return docs
 
     # ------------------------------------------------------------------ web
@@ -773,6 +950,15 @@ class _Builder:
             doc = page(rng.randint(*WEB_DOC_BYTES))
             self.plant_pii(doc, rng)
             docs.append(doc)
+        for _ in range(_count(0.01, n_est, 2)):
+            doc = page(rng.randint(*WEB_DOC_BYTES))
+            doc.text, n = _plant_offensive(doc.text, rng)
+            doc.kind, doc.info = "offensive", {"flagged_words": n}
+            docs.append(doc)
+        for _ in range(_count(0.015, n_est, 2)):
+            doc = page(rng.randint(*WEB_DOC_BYTES))
+            self.plant_contamination(doc, rng, first_line=0)
+            docs.append(doc)
 
         n_exact, n_near = _count(0.03, n_est), _count(0.03, n_est)
         self.clean_fill(docs, budget - (n_exact + n_near) * WEB_MEAN_BYTES,
@@ -795,6 +981,11 @@ class _Builder:
         rng.shuffle(candidates)
         budget = self.budget["code"]
         chosen, used = [], 0
+        for rel, data, kind in _bad_code_files(self.rng("bad-code")):
+            self.uniq.add(data.decode())
+            chosen.append((rel, data))
+            used += len(data)
+            self.bad_code.append((rel, kind))
         for rel, path, size in candidates:
             if budget - used < MIN_CODE_FILE_BYTES:
                 break
@@ -883,9 +1074,16 @@ def _write_code(files: list[tuple[str, bytes]], folder: Path) -> None:
         path.write_bytes(data)
 
 
-def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], code: list[tuple[str, bytes]]) -> dict:
+def _write_evals(evals: dict[str, list[dict]], folder: Path) -> None:
+    for name, records in sorted(evals.items()):
+        (folder / f"{name}.jsonl").write_bytes(
+            "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode())
+
+
+def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], code: list[tuple[str, bytes]],
+                  bad_code: list[tuple[str, str]], evals: dict[str, list[dict]]) -> dict:
     gt: dict = {k: [] for k in ("exact_duplicates", "near_duplicates", "cross_source_duplicates", "spam", "short",
-                                "long", "non_english", "pii")}
+                                "long", "non_english", "offensive", "contaminated", "pii", "bad_code")}
     for docs in sources.values():
         for d in docs:
             ref = {"source": d.source, "id": d.id}
@@ -893,18 +1091,20 @@ def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], cod
                 gt[f"{d.kind}_duplicates"].append(ref | {"of_source": d.of.source, "of_id": d.of.id})
             elif d.kind == "cross":
                 gt["cross_source_duplicates"].append(ref | {"of_source": d.of.source, "of_id": d.of.id} | d.info)
-            elif d.kind in ("spam", "non_english"):
+            elif d.kind in ("spam", "non_english", "offensive", "contaminated"):
                 gt[d.kind].append(ref | d.info)
             elif d.kind in ("short", "long"):
                 gt[d.kind].append(ref)
             elif d.kind == "pii":
                 gt["pii"] += [ref | {"kind": kind, "value": value} for kind, value in d.info["pii"]]
+    gt["bad_code"] = [{"source": "code", "id": rel, "kind": kind} for rel, kind in bad_code]
     for entries in gt.values():
         entries.sort(key=lambda e: (e["source"], e["id"], e.get("kind", ""), e.get("value", "")))
     counts: dict = {s: {"documents": len(docs), "bytes": sum(d.nbytes for d in docs)} for s, docs in sources.items()}
     counts["code"] = {"documents": len(code), "bytes": sum(len(data) for _, data in code)}
     counts = {s: counts[s] for s in SOURCE_SHARES}
     counts["total_documents"] = sum(c["documents"] for c in counts.values())
+    gt["eval_sets"] = {name: {"file": f"evals/{name}.jsonl", "items": len(records)} for name, records in sorted(evals.items())}
     return gt | {"counts": counts, "seed": seed, "size_mb": float(size_mb)}
 
 
@@ -917,9 +1117,13 @@ chain trained on the Python documentation, so it is fluent-looking but meaningle
 all listed with their exact document ids in ground_truth.json: exact duplicates, near duplicates (~1% \
 of words changed, 5-gram Jaccard >= 0.85), web pages copying a book or paper, spam pages (repeated \
 lines, keyword stuffing, navigation menus, symbol soup), very short and very long documents, pages in \
-French, German, Spanish, Italian, Portuguese and Dutch, and fictional emails, phone numbers and IP \
-addresses embedded in otherwise clean documents. Every other document is clean and should pass \
-standard web-text quality filters.
+French, German, Spanish, Italian, Portuguese and Dutch, pages laced with offensive words, fictional \
+emails, phone numbers, IP addresses, Luhn-valid card numbers and secret keys (AWS, GitHub, sk-, PEM \
+private keys) embedded in otherwise clean documents, web pages and papers that embed an item of one of \
+the two eval sets (evals/qa.jsonl, evals/reading.jsonl; generated from the same Markov chain with every \
+fourth word swapped, so no 13-gram is shared by chance), and three bad code files (minified, data table, \
+generated stub) under code/vendor/. Every other document is clean and should pass standard web-text \
+quality filters.
 """
 
 
@@ -929,9 +1133,9 @@ def build_sample_corpus(
     """Write the sample corpus under `out_dir` and return its ground truth.
 
     Layout: web/part-NNNNN.jsonl.gz, books/part-NNNNN.parquet, code/<stdlib path>.py,
-    papers/part-NNNNN.jsonl.zst, ground_truth.json, README.txt. The four source folders
-    and the two files are replaced if they already exist; nothing else in `out_dir` is
-    touched. The same (size_mb, seed) on the same Python gives byte-identical files.
+    papers/part-NNNNN.jsonl.zst, evals/<name>.jsonl, ground_truth.json, README.txt. The
+    five folders and the two files are replaced if they already exist; nothing else in
+    `out_dir` is touched. The same (size_mb, seed) on the same Python gives byte-identical files.
     """
     if size_mb <= 0:
         raise ValueError(f"size_mb must be positive, got {size_mb}")
@@ -967,7 +1171,13 @@ def build_sample_corpus(
             n_docs, n_bytes, n_files = len(docs), sum(d.nbytes for d in docs), len(files)
         say(f"{source}: {n_docs} docs, {n_bytes / MB:.1f} MB in {n_files} files")
 
-    truth = _ground_truth(size_mb, seed, {"web": web, "books": books, "papers": papers}, code)
+    evals_dir = out / "evals"
+    if evals_dir.exists():
+        shutil.rmtree(evals_dir)
+    evals_dir.mkdir()
+    _write_evals(builder.evals, evals_dir)
+    truth = _ground_truth(size_mb, seed, {"web": web, "books": books, "papers": papers}, code, builder.bad_code,
+                          builder.evals)
     truth_json = json.dumps(truth, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     (out / "ground_truth.json").write_text(truth_json, encoding="utf-8")
     (out / "README.txt").write_text(_README.format(size_mb=float(size_mb), seed=seed), encoding="utf-8")

@@ -16,14 +16,16 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import duckdb
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from mix_pipeline.core import drift, quality
+from mix_pipeline.core import catalog, drift, quality
 from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
+from mix_pipeline.core.decontamination import Decontaminator
 from mix_pipeline.core.dedup import EMPTY_STATS, DropDuplicates, SignatureWriter, dedup_generation
 from mix_pipeline.core.documents import (
     DEDUPLICATED_SCHEMA,
@@ -35,7 +37,7 @@ from mix_pipeline.core.documents import (
     publish_dir,
     staging_dir,
 )
-from mix_pipeline.core.filters import build_filter, is_dropping
+from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
 from mix_pipeline.core.mixing import (
     InfeasibleMixture,
     build_manifest,
@@ -47,7 +49,7 @@ from mix_pipeline.core.mixing import (
 from mix_pipeline.core.quality import CheckOutcome, GateFailed
 from mix_pipeline.core.readers import SourceReader
 from mix_pipeline.core.tokens import CountTokens, TokenCounter
-from mix_pipeline.names import DEFAULT_SNAPSHOT
+from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT
 from mix_pipeline.recipe import Recipe, RecipeError
 
 # (pipeline, logging_dir, tasks) → None
@@ -177,32 +179,65 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
 
 
 # ---- filtered ----------------------------------------------------------------------------
+def dropping_steps(recipe: Recipe, source: str) -> list[str]:
+    """The names drops are attributed to, in pipeline order: decontamination (when the recipe
+    asks for it) runs first, so contamination is counted whatever the other filters would say,
+    and in `remove_span` mode the filters judge the text that is left."""
+    first = [DECONTAMINATION] if recipe.decontamination is not None else []
+    return first + [f.name for f in recipe.sources[source].filters if is_dropping(f.name)]
+
+
+def _filter_count_stats(rows: list[dict]) -> dict[str, float]:
+    """Flat numbers for stage_stats and the UI's plots; the catalog keeps the full rows."""
+    stats: dict[str, float] = {}
+    classified = sum(r["documents"] for r in rows if r["filter"] == "language")
+    for r in rows:
+        if r["filter"] == "language":
+            stats[f"language_share_{r['kind']}"] = round(r["documents"] / classified, 6)
+        elif r["filter"] == "pii":
+            stats[f"pii_{r['kind']}"] = r["matches"]
+        elif r["filter"] == "safety":
+            stats["safety_flagged_documents"] = r["documents"]
+            stats["safety_flagged_words"] = r["matches"]
+        elif r["filter"] == DECONTAMINATION:
+            stats[f"contaminated_{r['kind']}"] = r["documents"]
+    return stats
+
+
 def run_filtered(
     env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT, profiles: dict[str, dict] | None = None
 ) -> StageResult:
     """`profiles` maps the source's other snapshots to their stored profiles (for drift)."""
-    spec = env.recipe.sources[source]
+    recipe = env.recipe
+    spec = recipe.sources[source]
     inputs = list_parts(partition_dir(env.root, "raw", source, snapshot))
     out_final = partition_dir(env.root, "filtered", source, snapshot)
     dropped_final = partition_dir(env.root, "dropped", source, snapshot)
     out_tmp, dropped_tmp = staging_dir(out_final), staging_dir(dropped_final)
     steps: list = [ShardReader(inputs)]
+    if (decont := recipe.decontamination) is not None:
+        steps.append(Decontaminator(
+            recipe.eval_set_files(), decont.ngram, decont.mode, decont.text_fields,
+            exclusion_writer=parquet_writer(os.path.join(dropped_tmp, DECONTAMINATION)),
+        ))
     for f in spec.filters:
         writer = parquet_writer(os.path.join(dropped_tmp, f.name)) if is_dropping(f.name) else None
-        steps.append(build_filter(f.name, f.params, exclusion_writer=writer))
+        steps.append(build_filter(f.name, f.params, exclusion_writer=writer, resolve=recipe.resolve))
     steps.append(parquet_writer(out_tmp))
-    env.log(f"filtered[{source}|{snapshot}]: {len(inputs)} shard(s) through {[f.name for f in spec.filters] or 'no filters'}")
+    names = dropping_steps(recipe, source)
+    env.log(f"filtered[{source}|{snapshot}]: {len(inputs)} shard(s) through {names or 'no filters'}")
     if inputs:
         env.runner(steps, env.logging_dir("filtered", source, snapshot), env.tasks_for(len(inputs)))
     kept = normalise_shard_names(out_tmp)
     dropped, dropped_parts = {}, {}
-    for f in spec.filters:
-        if is_dropping(f.name):
-            folder = os.path.join(dropped_tmp, f.name)
-            dropped_parts[f.name] = normalise_shard_names(folder) if os.path.isdir(folder) else []
-            dropped[f.name] = _rows(dropped_parts[f.name])
+    for name in names:
+        folder = os.path.join(dropped_tmp, name)
+        dropped_parts[name] = normalise_shard_names(folder) if os.path.isdir(folder) else []
+        dropped[name] = _rows(dropped_parts[name])
     stats = {"input_documents": _rows(inputs), "documents": _rows(kept), "dropped": sum(dropped.values())}
     stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
+    with duckdb.connect() as con:
+        stats.update(_filter_count_stats(catalog.filter_counts(con, kept + [p for ps in dropped_parts.values() for p in ps])))
     env.log(f"filtered[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
     language = next((f for f in spec.filters if f.name == "language"), None)
     checks = quality.filtered_checks(
@@ -224,11 +259,11 @@ def run_filtered(
 
 def dropped_files(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict[str, list[str]]:
     base = partition_dir(env.root, "dropped", source, snapshot)
-    return {
-        f.name: list_parts(os.path.join(base, f.name))
-        for f in env.recipe.sources[source].filters
-        if is_dropping(f.name)
-    }
+    return {name: list_parts(os.path.join(base, name)) for name in dropping_steps(env.recipe, source)}
+
+
+def kept_files(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> list[str]:
+    return list_parts(partition_dir(env.root, "filtered", source, snapshot))
 
 
 # ---- dedup index -------------------------------------------------------------------------
@@ -449,7 +484,7 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
         spec.tolerance,
         tmp,
         splits,
-        [s for s in spec.weights if any(f.name == "pii" for f in recipe.sources[s].filters)],
+        {s: pii_kinds(f.params) for s in spec.weights for f in recipe.sources[s].filters if f.name == "pii"},
         [r for r in conservation_rows or [] if r["source"] in spec.weights] if conservation_rows is not None else None,
         spec.checks,
     )

@@ -18,7 +18,8 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> dg.Met
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "" if value is None else str(value)
+    # A pipe inside a cell (document text, JSON) would split it into columns.
+    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def numbers(stats: dict) -> dict:

@@ -122,7 +122,9 @@ def _giant_cluster(root: Path) -> None:
     recipe = load_recipe(root / "recipe.yaml")
     text = text.replace(recipe.sources["web"].path, str(root / "giant" / "*.jsonl"))
     # Only the dedup gate is under test: let these synthetic pages through the prose filters.
-    text = text.replace("filters: [{language: {languages: [en]}}, gopher_repetition, gopher_quality, c4, fineweb, pii]", "filters: []")
+    web_filters = "filters: [{language: {languages: [en]}}, safety, gopher_repetition, gopher_quality, c4, fineweb, pii]"
+    assert web_filters in text
+    text = text.replace(web_filters, "filters: []")
     (root / "recipe.yaml").write_text(text)
 
 

@@ -14,10 +14,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.cli import run_recipe
+from mix_pipeline.cli import main, run_recipe
 from mix_pipeline.core.catalog import conservation
 from mix_pipeline.core.documents import file_sha256, list_parts
 from mix_pipeline.core.sample_data import build_sample_corpus
+from mix_pipeline.core.scoring import score_filtering
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
 from mix_pipeline.recipe import load_recipe
@@ -105,6 +106,67 @@ def test_planted_duplicates_are_removed(demo_run, sample):
         if pair["of_id"] in kept[pair["of_source"]] or pair["id"] in kept[pair["source"]]:
             # Priority books > papers > web: the web copy is the one that goes.
             assert pair["id"] not in kept[pair["source"]], pair
+
+
+def catalog(demo_run):
+    return duckdb.connect(os.path.join(demo_run["recipe"].data_root_path, "catalog.duckdb"), read_only=True)
+
+
+def test_filters_meet_the_acceptance_numbers(demo_run, sample, capsys):
+    truth = json.loads((sample / "ground_truth.json").read_text())
+    con = catalog(demo_run)
+    score = score_filtering(con, demo_run["recipe"], truth)
+    con.close()
+    assert main(["score", "--recipe", str(demo_run["path"]), "--truth", str(sample / "ground_truth.json")]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(score))
+    lang = score["language"]
+    assert lang["planted_non_english"] >= 5 and lang["recall"] >= 0.95, lang
+    assert lang["english_false_drop_rate"] < 0.02, lang
+    assert "clean" not in lang["english_dropped_by_planted_kind"], lang  # only spam pages score low
+    assert set(score["pii"]) == {"email", "phone", "ip", "credit_card", "secret_key"}
+    for kind, row in score["pii"].items():
+        assert row["planted"] and row["rate"] >= 0.99 and row["counts_match"], (kind, row)
+    decont = score["decontamination"]
+    assert decont["planted"] >= 4 and decont["recall"] == 1.0 and decont["precision"] == 1.0, decont
+    assert score["safety"]["recall"] == 1.0 and score["safety"]["planted_share_of_drops"] == 1.0, score["safety"]
+    assert score["code_quality"]["recall"] == 1.0, score["code_quality"]
+
+
+def test_every_drop_is_explained_and_per_filter_drops_add_up(demo_run):
+    con = catalog(demo_run)
+    assert con.execute("SELECT count(*) FROM document_fates WHERE fate = 'dropped' AND reason NOT LIKE '%_:_%'").fetchall() == [(0,)]
+    for source in demo_run["recipe"].sources:
+        stats = dict(con.execute("SELECT metric, value FROM stage_stats WHERE stage = ? AND partition = ?",
+                                 [FILTERED, f"{source}|default"]).fetchall())
+        by_filter = dict(con.execute("SELECT filter, documents FROM filter_drops WHERE source = ?", [source]).fetchall())
+        assert sum(by_filter.values()) == stats["dropped"], source
+        assert by_filter == {k.removeprefix("dropped_by_"): v for k, v in stats.items() if k.startswith("dropped_by_") and v}
+        assert stats["input_documents"] == stats["documents"] + stats["dropped"], source
+    # Our filters say what they measured; datatrove's prose filters only give their reason.
+    unexplained = con.execute(
+        "SELECT reason FROM document_fates WHERE fate = 'dropped' AND detail IS NULL AND split_part(reason, ':', 1) "
+        "IN ('decontamination', 'language', 'safety', 'code_quality')").fetchall()
+    assert not unexplained
+    shares = dict(con.execute("SELECT language, share FROM language_shares WHERE source = 'web'").fetchall())
+    assert 0.9 < shares["en"] < 1.0 and {"fr", "de"} <= set(shares)
+    con.close()
+
+
+def test_filtered_materialization_shows_per_filter_counts_and_samples(demo_run):
+    records = demo_run["instance"].fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(FILTERED), asset_partitions=["web|default"]), limit=1).records
+    meta = records[0].asset_materialization.metadata
+    drops = meta["drops_per_filter"].value
+    for name in ("decontamination", "language", "safety", "gopher_repetition", "fineweb"):
+        assert f"| {name} |" in drops, drops
+    assert drops.index("| decontamination |") < drops.index("| language |") < drops.index("| fineweb |")  # pipeline order
+    samples = meta["dropped_samples"].value
+    assert "| decontamination | web-" in samples and '"eval_set": "' in samples and '"ngram": "' in samples
+    assert "| safety | web-" in samples and "offensive_words" in samples and '"flagged_fraction": 0.0' in samples
+    assert "| en |" in meta["language_shares"].value
+    assert "| credit_card |" in meta["pii_redactions"].value and "| secret_key |" in meta["pii_redactions"].value
+    assert "| qa |" in meta["decontamination"].value and meta["contaminated_qa"].value >= 1
+    assert meta["dropped_by_decontamination"].value == meta["contaminated_qa"].value + meta["contaminated_reading"].value
 
 
 def test_rerun_is_byte_identical(demo_run):

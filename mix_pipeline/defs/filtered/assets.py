@@ -3,7 +3,8 @@ from dagster_duckdb import DuckDBResource
 
 from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.documents import partition_dir
-from mix_pipeline.core.stages import dropped_files, run_filtered
+from mix_pipeline.core.quality import snippet
+from mix_pipeline.core.stages import dropped_files, kept_files, run_filtered
 from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table, numbers
@@ -15,6 +16,7 @@ from mix_pipeline.resources import DatatroveExecutor, catalog_connection
 # Metadata keys the drift sensor reads.
 DRIFT_SCORE = "drift_score"
 DRIFT_EXCEEDED = "drift_exceeded"
+SAMPLES_PER_FILTER = 3
 
 
 def build(recipe: Recipe) -> list:
@@ -27,8 +29,9 @@ def build(recipe: Recipe) -> list:
         pool=CATALOG_POOL,
         check_specs=check_specs(FILTERED, "filtered"),
         automation_condition=AUTOMATION,
-        description="A snapshot's documents after the recipe's filters; dropped documents are kept under "
-        "dropped/<source>/<snapshot>/<filter>/ with the reason. Profiles the snapshot for drift.",
+        description="A snapshot's documents after decontamination and the recipe's filters; dropped documents "
+        "are kept under dropped/<source>/<snapshot>/<filter>/ with the reason and measured value. Profiles the "
+        "snapshot for drift.",
     )
     def filtered_documents(context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource):
         source, snapshot = parse(recipe, context.partition_key)
@@ -39,24 +42,33 @@ def build(recipe: Recipe) -> list:
         result = yield from gated(lambda: run_filtered(env, source, snapshot, profiles))
         stats = result.stats
         drift = next(c for c in result.checks if c.name == "drift")
+        drops = dropped_files(env, source, snapshot)
         with catalog_connection(catalog) as con:
-            cat.record_filtered(con, source, snapshot, dropped_files(env, source, snapshot))
+            per_filter = cat.record_filtered(con, source, snapshot, kept_files(env, source, snapshot), drops)
             cat.record_stats(con, FILTERED, context.partition_key, stats)
             cat.record_profile(con, source, snapshot, result.profile, float(drift.observed or 0.0))
-            reasons = con.execute(
-                """SELECT reason, count(*) AS documents FROM document_fates
-                   WHERE stage = 'filtered' AND source = ? AND snapshot = ? GROUP BY reason
-                   ORDER BY documents DESC, reason""",
-                [source, snapshot],
-            ).fetchall()
+            report = cat.filtered_report(con, source, snapshot)
+            samples = cat.dropped_samples(con, drops, per_filter=SAMPLES_PER_FILTER)
             history = cat.drift_history(con, source)
+        n_in = stats["input_documents"]
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={
                 **numbers(stats),
                 "dagster/row_count": stats["documents"],
                 "path": dg.MetadataValue.path(partition_dir(env.root, "filtered", source, snapshot)),
-                "drop_reasons": markdown_table([{"filter:reason": r, "documents": n} for r, n in reasons]),
+                "drops_per_filter": markdown_table(
+                    [{"filter": f, "dropped": n, "share_of_input": n / n_in if n_in else 0.0} for f, n in per_filter.items()]
+                ),
+                "drop_reasons": markdown_table([{"filter:reason": r["reason"], "documents": r["documents"]}
+                                                for r in report["drop_reasons"]]),
+                "dropped_samples": markdown_table(
+                    [{**s, "text": snippet(s["text"], 120)} for s in samples], ["filter", "id", "reason", "detail", "text"]
+                ),
+                "language_shares": markdown_table(report["language_shares"]),
+                "pii_redactions": markdown_table(report["pii"]),
+                "safety": markdown_table(report["safety"]),
+                "decontamination": markdown_table(report["decontamination"]),
                 DRIFT_SCORE: dg.MetadataValue.float(float(drift.observed or 0.0)),
                 DRIFT_EXCEEDED: dg.MetadataValue.bool(not drift.passed),
                 "drift_history": markdown_table(history, ["snapshot", "documents", "tokens", "drift_score", "chart"]),

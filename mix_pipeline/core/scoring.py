@@ -1,0 +1,133 @@
+"""Score a run of the filtered stage against the sample corpus's ground truth.
+
+The numbers the issue's acceptance criteria are stated in: language-ID recall on planted
+non-English pages and the share of English documents it dropped, PII redaction per kind (and
+whether the catalog's counts match what was planted), decontamination and safety recall and
+precision, and code-filter recall. Everything is read back from the catalog and the published
+shards, so the score is of what the pipeline wrote, not of what it meant to do.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mix_pipeline.core.documents import list_parts, partition_dir
+from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FATE_DROPPED, FATE_QUARANTINED
+from mix_pipeline.recipe import Recipe
+
+
+def _rate(hit: int, total: int) -> float | None:
+    return round(hit / total, 4) if total else None
+
+
+def _files(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
+    """`con` is a connection to the run's catalog; `truth` the corpus's ground_truth.json."""
+    # (source, id) → (fate, filter) for documents that left before the dedup stage.
+    left = {
+        (s, i): (fate, reason.split(":", 1)[0] if fate == FATE_DROPPED else fate)
+        for s, i, fate, reason in con.execute(
+            f"SELECT source, id, fate, reason FROM document_fates WHERE fate IN ('{FATE_DROPPED}', '{FATE_QUARANTINED}')"
+        ).fetchall()
+    }
+    reasons = {(s, i): r for s, i, r in con.execute(
+        f"SELECT source, id, reason FROM document_fates WHERE fate = '{FATE_DROPPED}'").fetchall()}
+    order = {
+        s: ([DECONTAMINATION] if recipe.decontamination else []) + [f.name for f in spec.filters]
+        for s, spec in recipe.sources.items()
+    }
+
+    def dropped_by(source: str, doc_id: str) -> str | None:
+        fate = left.get((source, doc_id))
+        return fate[1] if fate and fate[0] == FATE_DROPPED else None
+
+    def reached(source: str, doc_id: str, step: str) -> bool:
+        """Whether the document got as far as `step` (not quarantined, not dropped before it)."""
+        fate = left.get((source, doc_id))
+        if fate is None:
+            return step in order[source]
+        if fate[0] == FATE_QUARANTINED or step not in order[source]:
+            return False
+        return order[source].index(fate[1]) >= order[source].index(step)
+
+    out: dict = {}
+
+    # ---- language ID
+    lang_sources = [s for s in recipe.sources if "language" in order[s]]
+    planted = [e for e in truth["non_english"] if e["source"] in lang_sources]
+    foreign = {(e["source"], e["id"]) for e in truth["non_english"]}
+    # Lorem-ipsum spam is not English either; every other document of these sources is.
+    not_english = foreign | {(e["source"], e["id"]) for e in truth["spam"] if e["kind"] == "symbol_soup"}
+    english = [
+        (s, i) for s, i in con.execute("SELECT source, id FROM document_fates WHERE stage IN ('raw', 'filtered', 'dedup')").fetchall()
+        if s in lang_sources and (s, i) not in not_english and reached(s, i, "language")
+    ]
+    false_drops = [d for d in english if dropped_by(*d) == "language"]
+    reached_foreign = [e for e in planted if reached(e["source"], e["id"], "language")]
+    # What the English documents it dropped were planted as (spam pages, one-line documents...).
+    planted_as = {(e["source"], e["id"]): key + (f":{e['kind']}" if key == "spam" else "")
+                  for key, entries in truth.items() if isinstance(entries, list)
+                  for e in entries if isinstance(e, dict) and "id" in e}
+    by_kind: dict[str, int] = {}
+    for d in false_drops:
+        by_kind[planted_as.get(d, "clean")] = by_kind.get(planted_as.get(d, "clean"), 0) + 1
+    out["language"] = {
+        "planted_non_english": len(planted),
+        "recall": _rate(sum(dropped_by(e["source"], e["id"]) == "language" for e in reached_foreign), len(reached_foreign)),
+        "english_documents": len(english),
+        "english_dropped": len(false_drops),
+        "english_false_drop_rate": _rate(len(false_drops), len(english)),
+        "english_dropped_by_planted_kind": dict(sorted(by_kind.items())),
+    }
+
+    # ---- PII: planted values gone from the text, and the catalog's counts equal to what was planted
+    pii_sources = [s for s in recipe.sources if "pii" in order[s]]
+    items = [e for e in truth["pii"] if e["source"] in pii_sources and reached(e["source"], e["id"], "pii")]
+    texts: dict[tuple[str, str], str] = {}
+    for source in pii_sources:
+        ids = sorted({e["id"] for e in items if e["source"] == source})
+        files = list_parts(partition_dir(recipe.data_root_path, "filtered", source, snapshot))
+        dropped_root = partition_dir(recipe.data_root_path, "dropped", source, snapshot)
+        if os.path.isdir(dropped_root):
+            files += [p for d in sorted(os.listdir(dropped_root)) for p in list_parts(os.path.join(dropped_root, d))]
+        if ids and files:
+            for i, text in con.execute(
+                f"SELECT id, text FROM read_parquet({_files(files)}) WHERE list_contains(?, id)", [ids]
+            ).fetchall():
+                texts[(source, i)] = text
+    counted = {(s, k): m for s, k, m in con.execute("SELECT source, kind, matches FROM pii_counts").fetchall()}
+    per_kind: dict[str, dict] = {}
+    for kind in sorted({e["kind"] for e in truth["pii"]}):
+        mine = [e for e in items if e["kind"] == kind]
+        redacted = [e for e in mine if e["value"] not in texts.get((e["source"], e["id"]), e["value"])]
+        expected = {s: sum(e["source"] == s for e in mine) for s in pii_sources}
+        catalog = {s: int(counted.get((s, kind), 0)) for s in pii_sources}
+        per_kind[kind] = {"planted": len(mine), "redacted": len(redacted), "rate": _rate(len(redacted), len(mine)),
+                          "expected_counts": expected, "catalog_counts": catalog, "counts_match": expected == catalog}
+    out["pii"] = per_kind
+
+    # ---- decontamination
+    contaminated = truth.get("contaminated", [])
+    right = [e for e in contaminated if reasons.get((e["source"], e["id"])) == f"{DECONTAMINATION}:{e['eval_set']}"]
+    all_drops = [k for k, r in reasons.items() if r.startswith(f"{DECONTAMINATION}:")]
+    planted_ids = {(e["source"], e["id"]) for e in contaminated}
+    out["decontamination"] = {
+        "planted": len(contaminated),
+        "recall": _rate(len(right), len(contaminated)),
+        "dropped": len(all_drops),
+        "precision": _rate(sum(k in planted_ids for k in all_drops), len(all_drops)),
+    }
+
+    # ---- safety and code quality: planted documents dropped by the filter meant for them
+    for name, key in (("safety", "offensive"), ("code_quality", "bad_code")):
+        sources = [s for s in recipe.sources if name in order[s]]
+        mine = [e for e in truth.get(key, []) if e["source"] in sources]
+        caught = [e for e in mine if dropped_by(e["source"], e["id"]) == name]
+        drops = [k for k, v in left.items() if v == (FATE_DROPPED, name)]
+        ids = {(e["source"], e["id"]) for e in mine}
+        out[name] = {"planted": len(mine), "recall": _rate(len(caught), len(mine)), "dropped": len(drops),
+                     "planted_share_of_drops": _rate(sum(k in ids for k in drops), len(drops))}
+    return out

@@ -1,0 +1,177 @@
+"""The filters on their own: what each one drops or rewrites, and what it records about why."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from datatrove.data import Document
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mix_pipeline.core import catalog, quality, stages
+from mix_pipeline.core.documents import DOCUMENT_SCHEMA
+from mix_pipeline.core.filters import (
+    CodeQualityFilter,
+    LanguageIdFilter,
+    PIIRedactor,
+    SafetyFilter,
+    data_fraction,
+    find_pii,
+    luhn_valid,
+    redact_pii,
+)
+from mix_pipeline_tests.conftest import prose_doc
+
+CARDS = ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "3782 822463 10005", "6011000990139424"]
+KEYS = [
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_" + "aB3dE5" * 6,
+    "sk-proj-" + "Q1w2E3r4T5y6U7i8O9p0" * 2,
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nbase64bodyline==\n-----END RSA PRIVATE KEY-----",
+    "-----BEGIN OPENSSH PRIVATE KEY-----",
+]
+
+
+def doc(text: str, i: str = "d") -> Document:
+    return Document(text=text, id=i, metadata={})
+
+
+# ---- PII -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("card", CARDS)
+def test_luhn_valid_card_numbers_are_redacted_in_every_printed_layout(card):
+    text, counts = redact_pii(f"Charge it to {card}, please.")
+    assert text == "Charge it to <CREDIT_CARD>, please." and counts == {"credit_card": 1}
+
+
+@pytest.mark.parametrize("number", ["4111 1111 1111 1112", "1234567890123", "12345678901234567890", "v4111111111111111"])
+def test_numbers_that_are_not_cards_are_left_alone(number):
+    assert "credit_card" not in redact_pii(f"Reference {number} here.")[1]
+    assert not luhn_valid("4111111111111112") and luhn_valid("4111111111111111")
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_secret_key_shapes_are_redacted(key):
+    text, counts = redact_pii(f"config: {key} end")
+    assert counts == {"secret_key": 1}, text
+    assert text == "config: <SECRET_KEY> end"
+
+
+def test_words_that_merely_look_like_key_prefixes_survive():
+    text = "We use sk-learn-style-estimators-everywhere and AKIA is a word; ghp_short too."
+    assert redact_pii(text) == (text, {})
+
+
+def test_redactor_counts_each_kind_and_orders_secrets_before_phones():
+    step = PIIRedactor()
+    text = ("Mail ann@example.com, call +1 206-555-0123, server 10.1.2.3, card 4111-1111-1111-1111, "
+            "key AKIAIOSFODNN7EXAMPLE.")
+    (out,) = list(step.run([doc(text)]))
+    assert out.metadata["pii_redacted"] == {"secret_key": 1, "credit_card": 1, "email": 1, "ip": 1, "phone": 1}
+    assert "<PHONE>" in out.text and "<CREDIT_CARD>" in out.text and "1111" not in out.text
+    only_email = PIIRedactor(kinds=["email"])
+    (out,) = list(only_email.run([doc(text)]))
+    assert out.metadata["pii_redacted"] == {"email": 1} and "4111-1111-1111-1111" in out.text
+    with pytest.raises(ValueError, match="unknown kinds"):
+        PIIRedactor(kinds=["passport"])
+
+
+PIECES = st.sampled_from(CARDS + KEYS + ["ann@example.com", "+44 20 7946 0123", "192.0.2.7", "plain words", "2024",
+                                          "4111 1111 1111 1112", "v1.2.3", "\n", " - ", "12 34 56"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.lists(PIECES, max_size=12))
+# An invalid 4-4-4-4 run hiding a valid Amex number until the phone pattern takes its head.
+@example(["2024", "2024", "2024", "3782 822463 10005"])
+def test_nothing_the_gate_looks_for_survives_redaction(pieces):
+    """no_pii_left searches with find_pii; whatever redact_pii leaves, find_pii must not flag."""
+    text, _ = redact_pii(" ".join(pieces))
+    assert find_pii(text) is None, text
+
+
+def test_no_pii_left_gate_uses_the_redactors_patterns_and_kinds(tmp_path):
+    (tmp_path / "train").mkdir()
+    rows = [{"id": "a", "text": "Paid with 4111 1111 1111 1111 yesterday.", "source": "web", "domain": "web", "metadata": "{}"}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), tmp_path / "train" / "part-00000.parquet")
+    ledger = [{"source": "web", "target_weight": 1.0, "achieved_weight": 1.0, "epochs": 1.0}]
+    splits = {"train": {"files": ["train/part-00000.parquet"]}}
+
+    def gate(pii_sources):
+        out = quality.mixture_checks(ledger, 1.0, 0.01, str(tmp_path), splits, pii_sources, None, {})
+        return next(o for o in out if o.name == "no_pii_left")
+
+    failed = gate({"web": ("secret_key", "credit_card", "email", "ip", "phone")})
+    assert not failed.passed and failed.examples[0]["snippet"].startswith("credit_card: ")
+    assert gate({"web": ("email",)}).passed  # this source only asked for emails to be redacted
+
+
+# ---- language --------------------------------------------------------------------------------
+def test_language_drop_records_language_and_score():
+    f = LanguageIdFilter(languages=["en"])
+    german = doc("Die Regierung präsentiert ein neues Projekt in der nächsten Woche. Die Kinder bauen alte Häuser.")
+    assert f.filter(german) == (False, "language_de")
+    value = json.loads(german.metadata["filter_value"])
+    assert value["language"] == "de" and 0.5 < value["score"] <= 1.0
+    english = doc(prose_doc(1))
+    assert f.filter(english) is True and english.metadata["language"] == "en" and "filter_value" not in english.metadata
+
+
+# ---- safety ----------------------------------------------------------------------------------
+def test_safety_drops_over_the_flagged_fraction_and_records_it():
+    clean = prose_doc(3, sentences=8)
+    n_words = len(clean.split())
+    f = SafetyFilter(max_flagged_fraction=0.02)
+    offensive = doc(clean.replace("The ", "The fucking ", 4) + " What a bullshit plan, you bastards.")
+    assert f.filter(offensive) == (False, "offensive_words")
+    value = json.loads(offensive.metadata["filter_value"])
+    assert value["flagged_words"] == 5 and value["flagged_fraction"] > 0.02 and value["examples"][0] == "fucking"
+    # One flagged word is below min_flagged_words (2); two in a long text are below the fraction.
+    assert f.filter(doc(clean + " Bullshit.")) is True
+    long_text = " ".join([clean] * 20) + " shit shit"
+    assert f.filter(doc(long_text)) is True and len(long_text.split()) > 100 * 2 > n_words
+
+
+def test_safety_reads_user_lists_with_phrases_and_can_skip_the_default(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("# team list\nflibbertigibbet\nmaple syrup scandal\n")
+    text = "Flibbertigibbet! The maple syrup scandal, again: flibbertigibbet and the Maple Syrup Scandal."
+    own = SafetyFilter(word_lists=[str(words)], use_default_list=False, max_flagged_fraction=0.05)
+    assert own.filter(doc(text)) == (False, "offensive_words")
+    assert own.flagged(text)[0] == 4
+    assert own.flagged("fuck fuck")[0] == 0  # the built-in list is off
+    with pytest.raises(ValueError, match="no words to flag"):
+        SafetyFilter(word_lists=[], use_default_list=False)
+
+
+# ---- code ------------------------------------------------------------------------------------
+def test_code_quality_keeps_ordinary_code():
+    for module in (catalog, stages, quality):
+        assert CodeQualityFilter().filter(doc(inspect.getsource(module))) is True, module.__name__
+
+
+@pytest.mark.parametrize(
+    "text, reason, key",
+    [
+        ("# Code generated by protoc-gen-go. DO NOT EDIT.\npackage api\n", "code_autogenerated", "marker"),
+        ('"""Codec generated from \'MAPPINGS/CP1252.TXT\' with gencodec.py."""\nimport codecs\n', "code_autogenerated", "marker"),
+        ("x = 1\n" + "y=" + "+".join(["x"] * 800) + "\n", "code_long_line", "max_line_length"),
+        ("\n".join(["value_" + "a" * 120 + " = 1"] * 20), "code_long_mean_line", "mean_line_length"),
+        ("\n".join(["{}[]()<>;:=+-*/&|" * 3] * 40), "code_low_alnum", "alnum_fraction"),
+        ("DATA = [\n" + "\n".join("    0x1f2e3d4c, 0x00ff00ff, 3.14159, 42," for _ in range(60)) + "\n]\n", "code_data_like", "data_fraction"),
+        ("BLOB = (\n" + "\n".join("    'QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODkw'" for _ in range(60)) + "\n)\n", "code_data_like", "data_fraction"),
+    ],
+)
+def test_code_quality_drops_generated_minified_and_data_files(text, reason, key):
+    d = doc(text)
+    assert CodeQualityFilter().filter(d) == (False, reason)
+    assert key in json.loads(d.metadata["filter_value"])
+
+
+def test_generated_by_in_a_docstring_is_not_a_marker():
+    text = '"""Trees.\n\nA tree can be generated by passing a flag to compile().\n"""\n\ndef parse(source):\n    return source\n'
+    assert CodeQualityFilter().filter(doc(text)) is True
+    assert data_fraction("x = 0x1f + 12") > data_fraction("x = width + height")
