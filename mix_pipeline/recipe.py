@@ -120,6 +120,8 @@ class MinhashSpec(_Strict):
 
 class DedupSpec(_Strict):
     exact: bool = True
+    # false: still cluster (and key splits on clusters) but keep every copy.
+    remove: bool = True
     minhash: MinhashSpec | None = Field(default_factory=MinhashSpec)
     priority: list[str] = Field(default_factory=list)
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -165,11 +165,14 @@ def cluster_signatures(
     exact: bool,
     duckdb_temp_dir: str,
     log=lambda msg: None,
+    remove: bool = True,
 ) -> ClusterStats:
     """Group duplicates across all signature files and write one fate row per document.
 
     `threshold=None` disables near-duplicate matching; `exact=False` disables content-hash
-    matching. Within a group the winner is the lowest (source rank, source, id).
+    matching. Within a group the winner is the lowest (source rank, source, id). With
+    `remove=False` every document's fate is `kept`, but copies still name their survivor
+    (`duplicate_of`, `match`), which is what keys their split.
     """
     import duckdb
 
@@ -235,7 +238,7 @@ def cluster_signatures(
     table = con.sql(
         f"""
         SELECT d.source, d.id,
-               CASE WHEN r.root = d.node THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
+               CASE WHEN r.root = d.node OR NOT {remove} THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
                CASE WHEN r.root = d.node THEN NULL ELSE w.source END AS duplicate_of_source,
                CASE WHEN r.root = d.node THEN NULL ELSE w.id END AS duplicate_of,
                CASE WHEN r.root = d.node THEN NULL
@@ -261,7 +264,7 @@ def cluster_signatures(
         max_cluster_size=int(sizes.max()) if n else 0,
     )
     log(f"dedup: {stats.duplicates} duplicates ({stats.exact_duplicates} exact, {stats.near_duplicates} near), "
-        f"largest cluster {stats.max_cluster_size}")
+        f"largest cluster {stats.max_cluster_size}" + ("" if remove else "; all kept (remove: false)"))
     return stats
 
 

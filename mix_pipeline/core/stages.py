@@ -256,6 +256,7 @@ def run_dedup_index(env: StageEnv, snapshot: str = DEFAULT_SNAPSHOT) -> StageRes
         exact=dd.exact,
         duckdb_temp_dir=env.dir("_work", "duckdb"),
         log=env.log,
+        remove=dd.remove,
     )
     checks = quality.dedup_index_checks(os.path.join(tmp, "clusters.parquet"), dd.checks)
     _gate("dedup_index", checks, [tmp])
