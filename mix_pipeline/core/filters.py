@@ -74,7 +74,10 @@ def redact_pii(text: str, kinds: tuple[str, ...] = tuple(PII_PATTERNS)) -> tuple
 
 
 class PIIRedactor(PipelineStep):
-    """Replaces emails, IP addresses and phone numbers with placeholders; drops nothing."""
+    """Replaces emails, IP addresses and phone numbers with placeholders; drops nothing.
+
+    Chat documents carry their turns in `metadata["messages"]` (they become the mixture's
+    `messages` column), so those are redacted too, not only the rendered text."""
 
     type = "✂️ - FORMAT"
     name = "🔒 PII redaction"
@@ -90,6 +93,11 @@ class PIIRedactor(PipelineStep):
         for doc in data:
             self.stat_update("total")
             doc.text, counts = redact_pii(doc.text, self.kinds)
+            messages = doc.metadata.get("messages")
+            if isinstance(messages, list):
+                for turn in messages:
+                    if isinstance(turn, dict) and isinstance(turn.get("content"), str):
+                        turn["content"], _ = redact_pii(turn["content"], self.kinds)
             if counts:
                 doc.metadata["pii_redacted"] = counts
                 self.stat_update("documents_redacted")
