@@ -92,18 +92,20 @@ class Pool:
     """One source's documents as arrays, in file order.
 
     `units` is what the mixture counts (tokens, or 1 per document/example); `tokens` the token
-    counts (the same array when the unit is tokens). `split_hash` keys the split: the hash of
-    the document's cluster survivor. `foreign[s]` lists the documents whose survivor lives in
-    source `s`, so their split uses `s`'s fractions. `file_starts[k]` is the index of the first
-    document of file k (for joining back to the shards by position)."""
+    counts (the same array when the unit is tokens). `file_starts[k]` is the index of the
+    first document of file k (for joining back to the shards by position). Splits are keyed on
+    each document's cluster survivor: itself, except for the `copies` (sorted indices), whose
+    survivor's identity hash and source are in `copy_hash` and `copy_source`. Kept sparse:
+    16 bytes per document plus the copies."""
 
     source: str
     units: np.ndarray
     tokens: np.ndarray
     doc_hash: np.ndarray
-    split_hash: np.ndarray
     file_starts: np.ndarray
-    foreign: dict[str, np.ndarray] = field(default_factory=dict)
+    copies: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    copy_hash: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    copy_source: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
 
     def __len__(self) -> int:
         return len(self.units)
@@ -112,27 +114,35 @@ class Pool:
     def available(self) -> int:
         return int(self.units.sum())
 
+    def survivors(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For documents `idx`: the split hash of their survivor, and (positions in idx, survivor
+        source) of those whose survivor is another document."""
+        key = self.doc_hash[idx]
+        at = np.zeros(0, np.int64)
+        sources = np.zeros(0, dtype=object)
+        if len(self.copies) and len(idx):
+            pos = np.minimum(np.searchsorted(self.copies, idx), len(self.copies) - 1)
+            at = np.flatnonzero(self.copies[pos] == idx)
+            key = key.copy()
+            key[at] = self.copy_hash[pos[at]]
+            sources = self.copy_source[pos[at]]
+        return _mix64(key, _SPLIT_SALT), at, sources
+
     @classmethod
     def from_ids(cls, source: str, ids: list[str], units, tokens=None, survivors: dict[str, tuple[str, str]] | None = None) -> Pool:
         """An in-memory pool (library use and tests); `survivors[id] = (source, id)` of its cluster survivor."""
         units = np.asarray(units, dtype=np.int64)
-        doc_hash = document_hashes(source, ids)
-        split_hash = _mix64(doc_hash, _SPLIT_SALT)
-        foreign: dict[str, list[int]] = {}
-        for i, doc_id in enumerate(ids):
-            if survivors and doc_id in survivors:
-                s_source, s_id = survivors[doc_id]
-                split_hash[i] = _mix64(document_hashes(s_source, [s_id]), _SPLIT_SALT)[0]
-                if s_source != source:
-                    foreign.setdefault(s_source, []).append(i)
+        copies = [i for i, doc_id in enumerate(ids) if survivors and doc_id in survivors]
+        pairs = [survivors[ids[i]] for i in copies]
         return cls(
             source=source,
             units=units,
             tokens=units if tokens is None else np.asarray(tokens, dtype=np.int64),
-            doc_hash=doc_hash,
-            split_hash=split_hash,
+            doc_hash=document_hashes(source, ids),
             file_starts=np.array([0, len(ids)], dtype=np.int64),
-            foreign={s: np.array(v, dtype=np.int64) for s, v in sorted(foreign.items())},
+            copies=np.array(copies, dtype=np.int64),
+            copy_hash=_hash64([f"{s}\x1f{i}" for s, i in pairs]),
+            copy_source=np.array([s for s, _ in pairs], dtype=object),
         )
 
 
@@ -147,16 +157,16 @@ def read_survivors(clusters_path: str | None, source: str) -> pa.Table | None:
 
 def load_pool(source: str, files: list[str], unit: str, survivors: pa.Table | None = None) -> Pool:
     """Read (id, n_tokens) of a source's deduplicated shards in batches, keeping only arrays."""
-    tokens, doc_hashes, split_hashes, counts = [], [], [], []
-    foreign: dict[str, list[np.ndarray]] = {}
+    tokens, doc_hashes, counts = [], [], []
+    copies, copy_hash, copy_source = [], [], []
     offset = 0
     survivor_ids = survivors.column("id").combine_chunks() if survivors is not None and survivors.num_rows else None
     for path in files:
         rows = 0
         for batch in pq.ParquetFile(path).iter_batches(columns=["id", "n_tokens"], batch_size=_LOAD_BATCH_ROWS):
             ids = batch.column("id")
-            doc_hash = document_hashes(source, ids.to_pylist())
-            split_hash = _mix64(doc_hash, _SPLIT_SALT)
+            doc_hashes.append(document_hashes(source, ids.to_pylist()))
+            tokens.append(batch.column("n_tokens").to_numpy().astype(np.int64))
             if survivor_ids is not None:
                 where = pc.index_in(ids, value_set=survivor_ids)
                 hit = np.flatnonzero(where.is_valid().to_numpy(zero_copy_only=False))
@@ -164,13 +174,9 @@ def load_pool(source: str, files: list[str], unit: str, survivors: pa.Table | No
                     at = pa.array(where.to_numpy(zero_copy_only=False)[hit].astype(np.int64))
                     s_sources = survivors.column("duplicate_of_source").take(at).to_pylist()
                     s_ids = survivors.column("duplicate_of").take(at).to_pylist()
-                    split_hash[hit] = _mix64(_hash64([f"{s}\x1f{i}" for s, i in zip(s_sources, s_ids)]), _SPLIT_SALT)
-                    for s in sorted(set(s_sources) - {source}):
-                        mask = np.array([x == s for x in s_sources])
-                        foreign.setdefault(s, []).append(hit[mask] + offset + rows)
-            tokens.append(batch.column("n_tokens").to_numpy().astype(np.int64))
-            doc_hashes.append(doc_hash)
-            split_hashes.append(split_hash)
+                    copies.append(hit + offset + rows)
+                    copy_hash.append(_hash64([f"{s}\x1f{i}" for s, i in zip(s_sources, s_ids)]))
+                    copy_source.append(np.array(s_sources, dtype=object))
             rows += batch.num_rows
         counts.append(rows)
         offset += rows
@@ -180,9 +186,10 @@ def load_pool(source: str, files: list[str], unit: str, survivors: pa.Table | No
         units=token_array if unit == "tokens" else np.ones(len(token_array), np.int64),
         tokens=token_array,
         doc_hash=np.concatenate(doc_hashes) if doc_hashes else np.zeros(0, np.uint64),
-        split_hash=np.concatenate(split_hashes) if split_hashes else np.zeros(0, np.uint64),
         file_starts=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
-        foreign={s: np.sort(np.concatenate(v)) for s, v in sorted(foreign.items())},
+        copies=np.concatenate(copies) if copies else np.zeros(0, np.int64),
+        copy_hash=np.concatenate(copy_hash) if copy_hash else np.zeros(0, np.uint64),
+        copy_source=np.concatenate(copy_source) if copy_source else np.zeros(0, dtype=object),
     )
 
 
@@ -491,33 +498,36 @@ def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
 
     # What each short source was asked for but could not give (the others received it).
     rebalanced = {s: alloc.wanted[s] - targets[s] for s in sorted(alloc.short)}
+    source_names, split_names = pa.array(sources), pa.array(list(SPLITS))
     tables, ledger = [], []
     for s in sources:
         pool = pools[s]
         idx, rep = plans[s]
-        split = np.zeros(len(idx), np.int8)
-        if len(idx):
-            own = spec.splits_of(s)
-            split = split_codes(pool.split_hash[idx], own.validation, own.test)
-            for other, members in pool.foreign.items():
-                at = np.flatnonzero(np.isin(idx, members))
-                if len(at):
-                    theirs = spec.splits_of(other)
-                    split[at] = split_codes(pool.split_hash[idx[at]], theirs.validation, theirs.test)
+        split_hash, copied, survivor_source = pool.survivors(idx)
+        own = spec.splits_of(s)
+        split = split_codes(split_hash, own.validation, own.test)
+        # A copy whose survivor lives in another source follows that source's fractions.
+        for other in sorted(set(survivor_source.tolist()) - {s}):
+            at = copied[survivor_source == other]
+            theirs = spec.splits_of(other)
+            split[at] = split_codes(split_hash[at], theirs.validation, theirs.test)
         order_salt = xxhash.xxh3_64_intdigest(f"{spec.seed}\x1foutput\x1f{s}".encode())
         with np.errstate(over="ignore"):
             order_key = _mix64(_mix64(pool.doc_hash[idx], order_salt) + (rep.astype(np.uint64) + _U64(1)) * _GOLDEN, 0)
         file_idx = np.searchsorted(pool.file_starts, idx, side="right") - 1
+        unit_array = pa.array(pool.units[idx], pa.int64())
         tables.append(
             pa.table(
                 {
-                    "source": pa.array([s]).take(pa.array(np.zeros(len(idx), np.int32))),
+                    # Dictionary-encoded with one shared dictionary: a byte per row, not a string.
+                    "source": pa.DictionaryArray.from_arrays(
+                        pa.array(np.full(len(idx), sources.index(s), np.int16)), source_names),
                     "file": pa.array(file_idx.astype(np.int32)),
-                    "row": pa.array(idx - pool.file_starts[file_idx]),
+                    "row": pa.array((idx - pool.file_starts[file_idx]).astype(np.int32)),
                     "repeat": pa.array(rep, pa.int32()),
-                    "units": pa.array(pool.units[idx], pa.int64()),
-                    "tokens": pa.array(pool.tokens[idx], pa.int64()),
-                    "split": pa.array(list(SPLITS)).take(pa.array(split)),
+                    "units": unit_array,
+                    "tokens": unit_array if pool.tokens is pool.units else pa.array(pool.tokens[idx], pa.int64()),
+                    "split": pa.DictionaryArray.from_arrays(pa.array(split), split_names),
                     "order_key": pa.array(order_key.view(np.int64), pa.int64()),
                 }
             )

@@ -109,7 +109,7 @@ def test_fill_remainder_gets_close_from_below():
 
 def test_split_fractions_are_roughly_honoured():
     pool = Pool.from_ids("web", [str(i) for i in range(20_000)], np.ones(20_000))
-    split = split_codes(pool.split_hash, 0.1, 0.05)
+    split = split_codes(pool.survivors(np.arange(len(pool)))[0], 0.1, 0.05)
     assert abs((split == 1).mean() - 0.1) < 0.01
     assert abs((split == 2).mean() - 0.05) < 0.01
 
@@ -118,7 +118,7 @@ def test_copies_take_their_survivors_split():
     ids = [f"d{i}" for i in range(400)]
     survivors = {f"d{i}": ("web", f"d{i - 200}") for i in range(200, 400)}
     pool = Pool.from_ids("web", ids, np.ones(400), survivors=survivors)
-    split = split_codes(pool.split_hash, 0.3, 0.3)
+    split = split_codes(pool.survivors(np.arange(len(pool)))[0], 0.3, 0.3)
     assert (split[200:] == split[:200]).all()
     assert len(set(split.tolist())) == 3
 
@@ -137,3 +137,16 @@ def test_sources_of_few_large_documents_still_hit_their_weights():
         for row in plan.ledger:
             assert abs(row.achieved_weight - row.target_weight) / row.target_weight <= 0.005, (seed, row)
         assert 120_000 / 1.25 <= sum(r.units for r in plan.ledger) <= 120_000 * 1.25
+
+
+def test_a_copy_follows_its_survivors_source_fractions():
+    books = Pool.from_ids("books", [f"b{i}" for i in range(100)], np.ones(100))
+    survivors = {f"w{i}": ("books", f"b{i}") for i in range(100)}
+    web = Pool.from_ids("web", [f"w{i}" for i in range(200)], np.ones(200), survivors=survivors)
+    spec = MixtureSpec(total=300, unit="documents", weights={"web": 2, "books": 1}, seed=3,
+                       splits={"validation": 0.5}, sources={"books": {"splits": {"validation": 0.0, "test": 0.0}}})
+    rows = plan_mixture("m", spec, {"web": web, "books": books}).selection.to_pylist()
+    split = {(r["source"], r["row"]): r["split"] for r in rows}
+    assert {split[("books", i)] for i in range(100)} == {"train"}
+    assert {split[("web", i)] for i in range(100)} == {"train"}  # copies of books
+    assert 30 < sum(split[("web", i)] == "validation" for i in range(100, 200)) < 70

@@ -104,7 +104,7 @@ def test_planted_near_duplicates_never_straddle_splits(built):
     assert all(survivor[(a, i)] == survivor[(b, j)] for a, i, b, j in pairs)
     # ... and keyed on their own ids instead, some would have landed in different splits.
     def own_split(source, doc_id):
-        return split_codes(Pool.from_ids(source, [doc_id], [1]).split_hash, VALIDATION, TEST)[0]
+        return split_codes(Pool.from_ids(source, [doc_id], [1]).survivors(np.arange(1))[0], VALIDATION, TEST)[0]
 
     assert any(own_split(a, i) != own_split(b, j) for a, i, b, j in pairs)
 
