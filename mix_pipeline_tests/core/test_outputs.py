@@ -192,3 +192,14 @@ def test_a_rebalanced_mixture_records_what_moved(built):
     assert manifest["rebalanced"] == {"books": 100 - books["units"]} == {"books": books["shortfall_units"]}
     assert web["units"] == 200 - books["units"] and manifest["total_units"] == 200
     assert web["target_weight"] == pytest.approx(web["units"] / 200, abs=1e-6)
+
+
+def test_an_eos_token_outside_the_vocabulary_is_a_recipe_error(built, tmp_path):
+    from mix_pipeline.recipe import RecipeError
+
+    text = (Path(built["recipe"].base_dir) / "recipe.yaml").read_text()
+    bad = tmp_path / "recipe.yaml"
+    bad.write_text(text.replace("tokenizer.json", str(Path(built["recipe"].base_dir) / "tokenizer.json"))
+                   .replace(f'eos_token: "{EOS}"', 'eos_token: "<eos>"'))
+    with pytest.raises(RecipeError, match="tokenizer.eos_token: '<eos>' is not in the vocabulary"):
+        load_recipe(bad)
