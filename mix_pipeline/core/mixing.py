@@ -46,7 +46,7 @@ _ANCHOR_ROUNDS = 6
 _EXACT_MAX_DOCS = 16
 # How far the achieved total may drift from the requested one to bring coarse sources in line.
 _TOTAL_DRIFT = 1.25
-# Rows per batch when reading (id, n_tokens) columns: bounds the Python strings alive at once.
+# Ids hashed per batch: bounds the Python strings alive at once.
 _LOAD_BATCH_ROWS = 65_536
 
 _U64 = np.uint64
@@ -156,30 +156,32 @@ def read_survivors(clusters_path: str | None, source: str) -> pa.Table | None:
 
 
 def load_pool(source: str, files: list[str], unit: str, survivors: pa.Table | None = None) -> Pool:
-    """Read (id, n_tokens) of a source's deduplicated shards in batches, keeping only arrays."""
+    """Read (id, n_tokens) of a source's deduplicated shards a file at a time (Arrow, compact),
+    keeping only arrays."""
     tokens, doc_hashes, counts = [], [], []
     copies, copy_hash, copy_source = [], [], []
     offset = 0
     survivor_ids = survivors.column("id").combine_chunks() if survivors is not None and survivors.num_rows else None
     for path in files:
-        rows = 0
-        for batch in pq.ParquetFile(path).iter_batches(columns=["id", "n_tokens"], batch_size=_LOAD_BATCH_ROWS):
-            ids = batch.column("id")
-            doc_hashes.append(document_hashes(source, ids.to_pylist()))
-            tokens.append(batch.column("n_tokens").to_numpy().astype(np.int64))
-            if survivor_ids is not None:
-                where = pc.index_in(ids, value_set=survivor_ids)
-                hit = np.flatnonzero(where.is_valid().to_numpy(zero_copy_only=False))
-                if len(hit):
-                    at = pa.array(where.to_numpy(zero_copy_only=False)[hit].astype(np.int64))
-                    s_sources = survivors.column("duplicate_of_source").take(at).to_pylist()
-                    s_ids = survivors.column("duplicate_of").take(at).to_pylist()
-                    copies.append(hit + offset + rows)
-                    copy_hash.append(_hash64([f"{s}\x1f{i}" for s, i in zip(s_sources, s_ids)]))
-                    copy_source.append(np.array(s_sources, dtype=object))
-            rows += batch.num_rows
-        counts.append(rows)
-        offset += rows
+        table = pq.read_table(path, columns=["id", "n_tokens"])
+        tokens.append(table.column("n_tokens").to_numpy().astype(np.int64))
+        ids = table.column("id")
+        # Hash in batches: only one batch of ids is ever alive as Python strings.
+        for start in range(0, table.num_rows, _LOAD_BATCH_ROWS):
+            doc_hashes.append(document_hashes(source, ids.slice(start, _LOAD_BATCH_ROWS).to_pylist()))
+        if survivor_ids is not None:
+            # One lookup per file: index_in rebuilds its hash table on every call.
+            where = pc.index_in(ids, value_set=survivor_ids)
+            hit = np.flatnonzero(where.is_valid().to_numpy(zero_copy_only=False))
+            if len(hit):
+                at = pa.array(where.to_numpy(zero_copy_only=False)[hit].astype(np.int64))
+                s_sources = survivors.column("duplicate_of_source").take(at).to_pylist()
+                s_ids = survivors.column("duplicate_of").take(at).to_pylist()
+                copies.append(hit + offset)
+                copy_hash.append(_hash64([f"{s}\x1f{i}" for s, i in zip(s_sources, s_ids)]))
+                copy_source.append(np.array(s_sources, dtype=object))
+        counts.append(table.num_rows)
+        offset += table.num_rows
     token_array = np.concatenate(tokens) if tokens else np.zeros(0, np.int64)
     return Pool(
         source=source,
