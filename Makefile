@@ -6,13 +6,14 @@ RECIPE ?= recipes/demo.yaml
 SAMPLE_DIR ?= data/sample
 SAMPLE_MB ?= 20
 SIZE_MB ?= 20
+DOCS ?= 10000000
 HOST ?= 127.0.0.1
 PORT ?= 3000
 # The CLI and the UI share one Dagster instance, so CLI runs show in the UI.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MIX_PIPELINE_RECIPE ?= $(CURDIR)/$(RECIPE)
 
-.PHONY: install demo sample test ui bench validate clean
+.PHONY: install demo sample test ui bench bench-selection bench-incremental validate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +45,12 @@ ui: sample
 
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py --size-mb $(SIZE_MB)
+
+bench-selection: install
+	$(BIN)/python benchmarks/bench_selection.py --documents $(DOCS)
+
+bench-incremental: install
+	$(BIN)/python benchmarks/bench_incremental.py --size-mb $(SIZE_MB)
 
 clean:
 	rm -rf data .dagster_home benchmarks/out

@@ -97,7 +97,7 @@ def run_recipe(
     from mix_pipeline.core.stages import StageEnv, clusters_file
     from mix_pipeline.defs import build_definitions
     from mix_pipeline.defs.dedup.assets import deduplicated_input_fingerprint
-    from mix_pipeline.defs.jobs import DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB
+    from mix_pipeline.defs.jobs import COMPARE_JOB, DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB
     from mix_pipeline.defs.partitions import discovered_keys, register
     from mix_pipeline.defs.raw.sensors import recorded_fingerprint, stale_keys
     from mix_pipeline.names import DEDUPLICATED, split_partition_key
@@ -132,6 +132,8 @@ def run_recipe(
             _execute(defs, MIX_JOB, instance, name, f"mixture [{name}]")
             with open(os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")) as f:
                 manifests[name] = json.load(f)
+    if manifests:
+        _execute(defs, COMPARE_JOB, instance, None, "mixture_comparison (all mixtures)")
     return manifests
 
 
@@ -154,6 +156,9 @@ def print_ledger(recipe_path: str, names: list[str] | None = None) -> None:
                 f"  {source:<12}{row['target_weight']:>9.4f}{row['achieved_weight']:>10.4f}"
                 f"{row['units']:>14,}{row['documents']:>11,}{row['epochs']:>8.2f}"
             )
+        if manifest.get("rebalanced"):
+            moved = ", ".join(f"{s} short by {n:,}" for s, n in sorted(manifest["rebalanced"].items()))
+            print(f"  rebalanced: {moved} (moved to the other sources by weight)")
         splits = ", ".join(f"{s}: {v['documents']:,} rows" for s, v in manifest["splits"].items())
         print(f"  splits: {splits}")
         print(f"  output: {os.path.dirname(path)}")

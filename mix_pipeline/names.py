@@ -8,6 +8,7 @@ FILTERED = "filtered_documents"
 DEDUP_INDEX = "dedup_index"
 DEDUPLICATED = "deduplicated_documents"
 MIXTURE = "mixture"
+MIXTURE_COMPARISON = "mixture_comparison"
 
 # Folder names under data_root for each stage's documents.
 STAGE_DIRS = {RAW: "raw", FILTERED: "filtered", DEDUPLICATED: "deduplicated"}

@@ -46,11 +46,15 @@ class TokenizerSpec(_Strict):
     kind: Literal["estimate", "hf"] = "estimate"
     # Local tokenizer.json (tokenizers library); required for kind=hf.
     path: str | None = None
+    # Appended after every document in tokenized outputs (must be in the vocabulary).
+    eos_token: str | None = None
 
     @model_validator(mode="after")
     def _path_for_hf(self) -> TokenizerSpec:
         if self.kind == "hf" and not self.path:
             raise ValueError("kind 'hf' needs a 'path' to a local tokenizer.json")
+        if self.kind != "hf" and (self.path or self.eos_token):
+            raise ValueError("'path' and 'eos_token' only apply to kind 'hf'")
         return self
 
 
@@ -137,6 +141,8 @@ class MinhashSpec(_Strict):
 
 class DedupSpec(_Strict):
     exact: bool = True
+    # false: still cluster (and key splits on clusters) but keep every copy.
+    remove: bool = True
     minhash: MinhashSpec | None = Field(default_factory=MinhashSpec)
     priority: list[str] = Field(default_factory=list)
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -178,17 +184,38 @@ class SplitsSpec(_Strict):
         return self
 
 
+class MixtureSourceSpec(_Strict):
+    """Per-source overrides inside one mixture."""
+
+    max_epochs: float | None = Field(None, gt=0.0)
+    max_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    splits: SplitsSpec | None = None
+
+
+class OutputsSpec(_Strict):
+    # Parquet shards are always written; these add formats next to them.
+    jsonl: bool = False
+    tokenized: bool = False
+
+
 class MixtureSpec(_Strict):
     unit: Literal["tokens", "documents", "examples"] = "tokens"
     total: int = Field(gt=0)
-    weights: dict[str, float]
+    # Either explicit weights or a sampling temperature (weights ∝ available units^(1/T)).
+    weights: dict[str, float] | None = None
+    temperature: float | None = Field(None, gt=0.0)
+    # Defaults for every source, overridable under `sources`.
     max_epochs: float = Field(1.0, gt=0.0)
+    max_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    sources: dict[str, MixtureSourceSpec] = Field(default_factory=dict)
+    on_infeasible: Literal["fail", "rebalance"] = "fail"
     splits: SplitsSpec = Field(default_factory=SplitsSpec)
     seed: int = 0
     # Rows per output Parquet shard; fixed so reruns produce the same files.
     shard_rows: int = Field(10_000, gt=0)
     # Relative tolerance the achieved weights are held to (gate and ledger).
     tolerance: float = Field(0.01, gt=0.0, lt=1.0)
+    outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("checks", mode="before")
@@ -198,7 +225,9 @@ class MixtureSpec(_Strict):
 
     @field_validator("weights")
     @classmethod
-    def _weights_sane(cls, weights: dict[str, float]) -> dict[str, float]:
+    def _weights_sane(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
+        if weights is None:
+            return None
         if not weights:
             raise ValueError("needs at least one source")
         for source, w in weights.items():
@@ -207,6 +236,37 @@ class MixtureSpec(_Strict):
         if sum(weights.values()) <= 0:
             raise ValueError("all weights are zero")
         return weights
+
+    @model_validator(mode="after")
+    def _one_weighting(self) -> MixtureSpec:
+        if (self.weights is None) == (self.temperature is None):
+            raise ValueError("give exactly one of 'weights' or 'temperature'")
+        if self.weights is not None:
+            for source in self.sources:
+                if source not in self.weights:
+                    raise ValueError(f"sources.{source}: not in weights (list it there, or use temperature)")
+        return self
+
+    def source_names(self, recipe_sources) -> list[str]:
+        """The sources this mixture draws from, sorted: the weighted ones, or with a temperature
+        the ones listed under `sources` (every recipe source when none are listed)."""
+        if self.weights is not None:
+            return sorted(self.weights)
+        return sorted(self.sources or recipe_sources)
+
+    def _override(self, source: str) -> MixtureSourceSpec:
+        return self.sources.get(source) or MixtureSourceSpec()
+
+    def max_epochs_of(self, source: str) -> float:
+        own = self._override(source).max_epochs
+        return self.max_epochs if own is None else own
+
+    def max_fraction_of(self, source: str) -> float:
+        own = self._override(source).max_fraction
+        return self.max_fraction if own is None else own
+
+    def splits_of(self, source: str) -> SplitsSpec:
+        return self._override(source).splits or self.splits
 
 
 class ScheduleSpec(_Strict):
@@ -275,13 +335,28 @@ class Recipe(_Strict):
         for mix_name, mix in self.mixtures.items():
             if not SOURCE_NAME_PATTERN.fullmatch(mix_name):
                 raise ValueError(f"mixtures.{mix_name}: mixture names use lower-case letters, digits and '_' only")
-            for source in mix.weights:
-                if source not in self.sources:
-                    raise ValueError(
-                        f"mixtures.{mix_name}.weights.{source}: unknown source "
-                        f"(sources: {', '.join(self.sources)})"
-                    )
+            for key, names in (("weights", mix.weights or {}), ("sources", mix.sources)):
+                for source in names:
+                    if source not in self.sources:
+                        raise ValueError(
+                            f"mixtures.{mix_name}.{key}.{source}: unknown source "
+                            f"(sources: {', '.join(self.sources)})"
+                        )
+            drawn = [s for s in mix.source_names(self.sources) if mix.weights is None or mix.weights[s] > 0]
+            room = sum(mix.max_fraction_of(s) for s in drawn)
+            if room < 1.0 - 1e-9:
+                raise ValueError(
+                    f"mixtures.{mix_name}: the max_fraction caps of {', '.join(drawn)} add up to {room:g} < 1, "
+                    "so no mixture can satisfy them"
+                )
+            if mix.outputs.tokenized and self.tokenizer.kind != "hf":
+                raise ValueError(
+                    f"mixtures.{mix_name}.outputs.tokenized: needs tokenizer kind 'hf' with a local tokenizer.json"
+                )
         return self
+
+    def mixture_sources(self, name: str) -> list[str]:
+        return self.mixtures[name].source_names(self.sources)
 
     # ---- resolved paths -------------------------------------------------------------
     def resolve(self, path: str) -> str:
@@ -443,3 +518,10 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
         tok = recipe.resolve(recipe.tokenizer.path or "")
         if not os.path.isfile(tok):
             raise RecipeError(f"{origin}: tokenizer.path: no such file {tok}")
+        if recipe.tokenizer.eos_token:
+            from tokenizers import Tokenizer
+
+            if Tokenizer.from_file(tok).token_to_id(recipe.tokenizer.eos_token) is None:
+                raise RecipeError(
+                    f"{origin}: tokenizer.eos_token: '{recipe.tokenizer.eos_token}' is not in the vocabulary of {tok}"
+                )

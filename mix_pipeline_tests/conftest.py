@@ -63,3 +63,30 @@ def write_recipe(folder: Path, body: str) -> Path:
     path = folder / "recipe.yaml"
     path.write_text(textwrap.dedent(body))
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_3mb(tmp_path_factory) -> Path:
+    """The sample corpus (3 MB, seed 0), built once for every test that needs it."""
+    from mix_pipeline.core.sample_data import build_sample_corpus
+
+    out = tmp_path_factory.mktemp("sample")
+    build_sample_corpus(out, size_mb=3, seed=0)
+    return out
+
+
+EOS = "<|endoftext|>"
+
+
+def train_bpe(texts, path: Path, vocab_size: int = 4000) -> Path:
+    """A byte-level BPE tokenizer.json trained here, on `texts` (nothing downloaded)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.save(str(path))
+    return path

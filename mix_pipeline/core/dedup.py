@@ -200,6 +200,7 @@ def dedup_generation(
     exact: bool,
     duckdb_temp_dir: str,
     log=lambda msg: None,
+    remove: bool = True,
 ) -> ClusterStats:
     """Deduplicate one generation (every source's documents of one snapshot) against the index
     of documents kept by earlier generations, and extend the index with this generation's keepers.
@@ -210,6 +211,8 @@ def dedup_generation(
     `<clusters_dir>/<source>/<snapshot>.parquet` (a fate per document) and
     `<index_dir>/<source>/<snapshot>.parquet` (signatures of the keepers).
     `threshold=None` disables near-duplicate matching; `exact=False` disables content hashes.
+    With `remove=False` every document's fate is `kept`, but copies still name their survivor
+    (`duplicate_of`, `match`), which is what keys their split; the index still holds survivors only.
     """
     import duckdb
 
@@ -295,7 +298,7 @@ def dedup_generation(
     }))
     table = con.sql(
         f"""SELECT d.source, '{snapshot}' AS snapshot, d.id,
-               CASE WHEN v.old < 0 AND v.root = d.node THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
+               CASE WHEN (v.old < 0 AND v.root = d.node) OR NOT {remove} THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
                CASE WHEN v.old >= 0 THEN o.source WHEN v.root <> d.node THEN w.source END AS duplicate_of_source,
                CASE WHEN v.old >= 0 THEN o.snapshot WHEN v.root <> d.node THEN '{snapshot}' END AS duplicate_of_snapshot,
                CASE WHEN v.old >= 0 THEN o.id WHEN v.root <> d.node THEN w.id END AS duplicate_of,
@@ -327,7 +330,8 @@ def dedup_generation(
         max_cluster_size=int(cluster_size.max()) if n else 0,
     )
     log(f"dedup[{snapshot}]: {stats.duplicates} duplicates ({stats.exact_duplicates} exact, "
-        f"{stats.near_duplicates} near), largest cluster {stats.max_cluster_size}")
+        f"{stats.near_duplicates} near), largest cluster {stats.max_cluster_size}"
+        + ("" if remove else "; all kept (remove: false)"))
     return stats
 
 

@@ -337,7 +337,10 @@ def find_pii(text: str, kinds=PII_KINDS) -> tuple[str, re.Match] | None:
 
 class PIIRedactor(PipelineStep):
     """Replaces PII (secret keys, card numbers, emails, IP addresses, phone numbers) with
-    placeholders; drops nothing."""
+    placeholders; drops nothing.
+
+    Chat documents carry their turns in `metadata["messages"]` (they become the mixture's
+    `messages` column), so those are redacted too, not only the rendered text."""
 
     type = "✂️ - FORMAT"
     name = "🔒 PII redaction"
@@ -353,6 +356,11 @@ class PIIRedactor(PipelineStep):
         for doc in data:
             self.stat_update("total")
             doc.text, counts = redact_pii(doc.text, self.kinds)
+            messages = doc.metadata.get("messages")
+            if isinstance(messages, list):
+                for turn in messages:
+                    if isinstance(turn, dict) and isinstance(turn.get("content"), str):
+                        turn["content"], _ = redact_pii(turn["content"], self.kinds)
             if counts:
                 doc.metadata[META_PII] = counts
                 self.stat_update("documents_redacted")

@@ -1,12 +1,24 @@
 """Choosing a mixture's documents to hit target weights, and writing it out.
 
-Selection works on (id, units) per source — never on text — so planning a mixture over
-millions of documents is arrays and sorting. For each source the target is
-`total × weight / Σweights` units. Whole passes over the source are taken while the target
-allows (each a new epoch, capped by `max_epochs`), then the remainder is filled from a seeded
-order: the longest prefix that fits, then the next documents small enough to fit the gap.
-Documents are ranked by a hash of (seed, source, id), so the choice does not depend on shard
-layout, worker count or input order, and the same seed always picks the same documents.
+Selection works on per-document arrays (units, a hash of the id, a hash of the document's
+near-duplicate cluster) and never on text or Python strings, so planning a mixture over
+millions of documents is arrays and sorting.
+
+Weights: explicit (`weights`, normalised) or by temperature (∝ available units^(1/T)). A
+source's `max_fraction` caps its share; what a capped source gives up goes to the others in
+proportion to their weights (water-filling). A source may supply at most
+`available × max_epochs` units. When a target does not fit, the mixture fails naming the source
+and how short it is, or, with `on_infeasible: rebalance`, the shortfall is water-filled onto the
+other sources the same way and recorded.
+
+Per source, whole passes are taken while the target allows (each a new epoch), then the
+remainder is filled from a seeded order: the longest prefix that fits, then the next documents
+small enough to fit the gap, then a few one-for-one swaps. The order is a hash of (seed, source,
+id), so the choice does not depend on shard layout, worker count or input order.
+
+Splits are keyed on the document's cluster survivor (itself, unless dedup kept it as a near or
+exact copy of another document), never on the seed: all copies of a document and all its
+repeats land in one split, in every mixture.
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -28,42 +40,251 @@ SPLITS = ("train", "validation", "test")
 _MAX_FILL_STEPS = 10_000
 # Exchanges tried after the greedy fill to close the last gap.
 _SWAP_ROUNDS = 3
+# Rounds of re-anchoring the total on the source that misses its weight most.
+_ANCHOR_ROUNDS = 6
+# Pools this small are planned exactly: all 2^n subset sums are enumerated.
+_EXACT_MAX_DOCS = 16
+# How far the achieved total may drift from the requested one to bring coarse sources in line.
+_TOTAL_DRIFT = 1.25
+# Ids hashed per batch: bounds the Python strings alive at once.
+_LOAD_BATCH_ROWS = 65_536
+
+_U64 = np.uint64
+_MIX1, _MIX2, _GOLDEN = _U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53), _U64(0x9E3779B97F4A7C15)
+_SPLIT_SALT = xxhash.xxh3_64_intdigest(b"mix_pipeline/split")
 
 
 class InfeasibleMixture(ValueError):
     pass
 
 
-@dataclass
-class SourceLedger:
-    source: str
-    target_weight: float
-    achieved_weight: float
-    target_units: int
-    units: int
-    documents: int
-    rows: int
-    available_units: int
-    available_documents: int
-    epochs: float
-
-
+# ---- hashing ---------------------------------------------------------------------------------
 def _hash64(parts: list[str]) -> np.ndarray:
     return np.fromiter((xxhash.xxh3_64_intdigest(p.encode("utf-8")) for p in parts), dtype=np.uint64, count=len(parts))
 
 
-def seeded_order(seed: int, source: str, ids: list[str]) -> np.ndarray:
-    keys = _hash64([f"{seed}\x1f{source}\x1f{i}" for i in ids])
-    return np.argsort(keys, kind="stable")
+def _mix64(h: np.ndarray, salt: int) -> np.ndarray:
+    """A bijective 64-bit finaliser (murmur3's fmix64) of h XOR salt: a fresh uniform hash per salt."""
+    h = h ^ _U64(salt)
+    with np.errstate(over="ignore"):
+        h ^= h >> _U64(33)
+        h *= _MIX1
+        h ^= h >> _U64(33)
+        h *= _MIX2
+        h ^= h >> _U64(33)
+    return h
 
 
-def split_of(source: str, ids: list[str], validation: float, test: float) -> np.ndarray:
-    """0 = train, 1 = validation, 2 = test. Keyed on the document alone (not the seed), so a
-    document sits in the same split in every mixture and all its repeats go together."""
-    u = _hash64([f"split\x1f{source}\x1f{i}" for i in ids]).astype(np.float64) / 2.0**64
+def document_hashes(source: str, ids: list[str]) -> np.ndarray:
+    """The seed-free identity of each document: xxh3 of (source, id)."""
+    return _hash64([f"{source}\x1f{i}" for i in ids])
+
+
+def split_codes(split_hash: np.ndarray, validation: float, test: float) -> np.ndarray:
+    """0 = train, 1 = validation, 2 = test, from a uniform 64-bit hash."""
+    u = split_hash.astype(np.float64) / 2.0**64
     return np.where(u < validation, 1, np.where(u < validation + test, 2, 0)).astype(np.int8)
 
 
+# ---- pools -----------------------------------------------------------------------------------
+@dataclass
+class Pool:
+    """One source's documents as arrays, in file order.
+
+    `units` is what the mixture counts (tokens, or 1 per document/example); `tokens` the token
+    counts (the same array when the unit is tokens). `file_starts[k]` is the index of the
+    first document of file k (for joining back to the shards by position). Splits are keyed on
+    each document's cluster survivor: itself, except for the `copies` (sorted indices), whose
+    survivor's identity hash and source are in `copy_hash` and `copy_source`. Kept sparse:
+    16 bytes per document plus the copies."""
+
+    source: str
+    units: np.ndarray
+    tokens: np.ndarray
+    doc_hash: np.ndarray
+    file_starts: np.ndarray
+    copies: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    copy_hash: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    copy_source: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    @property
+    def available(self) -> int:
+        return int(self.units.sum())
+
+    def survivors(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For documents `idx`: the split hash of their survivor, and (positions in idx, survivor
+        source) of those whose survivor is another document."""
+        key = self.doc_hash[idx]
+        at = np.zeros(0, np.int64)
+        sources = np.zeros(0, dtype=object)
+        if len(self.copies) and len(idx):
+            pos = np.minimum(np.searchsorted(self.copies, idx), len(self.copies) - 1)
+            at = np.flatnonzero(self.copies[pos] == idx)
+            key = key.copy()
+            key[at] = self.copy_hash[pos[at]]
+            sources = self.copy_source[pos[at]]
+        return _mix64(key, _SPLIT_SALT), at, sources
+
+    @classmethod
+    def from_ids(cls, source: str, ids: list[str], units, tokens=None, survivors: dict[str, tuple[str, str]] | None = None) -> Pool:
+        """An in-memory pool (library use and tests); `survivors[id] = (source, id)` of its cluster survivor."""
+        units = np.asarray(units, dtype=np.int64)
+        copies = [i for i, doc_id in enumerate(ids) if survivors and doc_id in survivors]
+        pairs = [survivors[ids[i]] for i in copies]
+        return cls(
+            source=source,
+            units=units,
+            tokens=units if tokens is None else np.asarray(tokens, dtype=np.int64),
+            doc_hash=document_hashes(source, ids),
+            file_starts=np.array([0, len(ids)], dtype=np.int64),
+            copies=np.array(copies, dtype=np.int64),
+            copy_hash=_hash64([f"{s}\x1f{i}" for s, i in pairs]),
+            copy_source=np.array([s for s, _ in pairs], dtype=object),
+        )
+
+
+def read_survivors(cluster_files: list[str], source: str) -> pa.Table | None:
+    """(id, duplicate_of_source, duplicate_of) of the source's documents that are copies of another,
+    from the dedup index's cluster files of that source (one per snapshot)."""
+    files = [f for f in cluster_files if os.path.exists(f)]
+    if not files:
+        return None
+    table = pa.concat_tables(
+        pq.read_table(f, columns=["source", "id", "duplicate_of_source", "duplicate_of"]) for f in sorted(files)
+    )
+    table = table.filter(pc.equal(table["source"], source)).drop(["source"])
+    return table.filter(pc.is_valid(table["duplicate_of"]))
+
+
+def load_pool(source: str, files: list[str], unit: str, survivors: pa.Table | None = None) -> Pool:
+    """Read (id, n_tokens) of a source's deduplicated shards a file at a time (Arrow, compact),
+    keeping only arrays."""
+    tokens, doc_hashes, counts = [], [], []
+    copies, copy_hash, copy_source = [], [], []
+    offset = 0
+    survivor_ids = survivors.column("id").combine_chunks() if survivors is not None and survivors.num_rows else None
+    for path in files:
+        table = pq.read_table(path, columns=["id", "n_tokens"])
+        tokens.append(table.column("n_tokens").to_numpy().astype(np.int64))
+        ids = table.column("id")
+        # Hash in batches: only one batch of ids is ever alive as Python strings.
+        for start in range(0, table.num_rows, _LOAD_BATCH_ROWS):
+            doc_hashes.append(document_hashes(source, ids.slice(start, _LOAD_BATCH_ROWS).to_pylist()))
+        if survivor_ids is not None:
+            # One lookup per file: index_in rebuilds its hash table on every call.
+            where = pc.index_in(ids, value_set=survivor_ids)
+            hit = np.flatnonzero(where.is_valid().to_numpy(zero_copy_only=False))
+            if len(hit):
+                at = pa.array(where.to_numpy(zero_copy_only=False)[hit].astype(np.int64))
+                s_sources = survivors.column("duplicate_of_source").take(at).to_pylist()
+                s_ids = survivors.column("duplicate_of").take(at).to_pylist()
+                copies.append(hit + offset)
+                copy_hash.append(_hash64([f"{s}\x1f{i}" for s, i in zip(s_sources, s_ids)]))
+                copy_source.append(np.array(s_sources, dtype=object))
+        counts.append(table.num_rows)
+        offset += table.num_rows
+    token_array = np.concatenate(tokens) if tokens else np.zeros(0, np.int64)
+    return Pool(
+        source=source,
+        units=token_array if unit == "tokens" else np.ones(len(token_array), np.int64),
+        tokens=token_array,
+        doc_hash=np.concatenate(doc_hashes) if doc_hashes else np.zeros(0, np.uint64),
+        file_starts=np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
+        copies=np.concatenate(copies) if copies else np.zeros(0, np.int64),
+        copy_hash=np.concatenate(copy_hash) if copy_hash else np.zeros(0, np.uint64),
+        copy_source=np.concatenate(copy_source) if copy_source else np.zeros(0, dtype=object),
+    )
+
+
+def seeded_order(seed: int, pool: Pool) -> np.ndarray:
+    salt = xxhash.xxh3_64_intdigest(f"{seed}\x1forder\x1f{pool.source}".encode())
+    return np.argsort(_mix64(pool.doc_hash, salt), kind="stable")
+
+
+# ---- weights ---------------------------------------------------------------------------------
+def water_fill(weights: dict[str, float], caps: dict[str, float], total: float) -> dict[str, float]:
+    """amount[s] = min(caps[s], λ·weights[s]) with Σ amount = total where possible: sources that
+    hit their cap keep it and the rest is shared out in proportion to the others' weights.
+    The sum falls short of `total` only when every source with weight is at its cap."""
+    fixed: dict[str, float] = {}
+    while True:
+        free = [s for s in weights if s not in fixed and weights[s] > 0]
+        rest = total - sum(fixed.values())
+        if not free or rest <= 0:
+            break
+        scale = rest / sum(weights[s] for s in free)
+        over = [s for s in free if weights[s] * scale > caps[s] * (1 + 1e-12)]
+        if not over:
+            return {s: fixed.get(s, weights[s] * scale if s in free else 0.0) for s in weights}
+        for s in over:
+            fixed[s] = caps[s]
+    return {s: fixed.get(s, 0.0) for s in weights}
+
+
+@dataclass
+class Allocation:
+    requested: dict[str, float]  # normalised recipe (or temperature) weights
+    shares: dict[str, float]  # what the planner aims for: after max_fraction caps and rebalancing
+    targets: dict[str, int]
+    caps: dict[str, int]  # most units a source may supply (available × max_epochs)
+    wanted: dict[str, int]  # targets before rebalancing
+    short: set[str]  # sources that could not supply what they were asked for
+
+
+def requested_weights(spec, available: dict[str, int]) -> dict[str, float]:
+    if spec.weights is not None:
+        raw = {s: float(spec.weights[s]) for s in available}
+    else:
+        raw = {s: float(n) ** (1.0 / spec.temperature) if n > 0 else 0.0 for s, n in available.items()}
+    total = sum(raw.values())
+    if total <= 0:
+        raise InfeasibleMixture("no source has any units to draw from")
+    return {s: w / total for s, w in raw.items()}
+
+
+def allocate(spec, available: dict[str, int]) -> Allocation:
+    """Turn the recipe's weights, caps and total into per-source unit targets (or refuse)."""
+    sources = sorted(available)
+    requested = requested_weights(spec, available)
+    fraction_caps = {s: spec.max_fraction_of(s) for s in sources}
+    capped = water_fill(requested, fraction_caps, 1.0)
+    if sum(capped.values()) < 1 - 1e-9:
+        drawn = [s for s in sources if requested[s] > 0]
+        raise InfeasibleMixture(
+            f"the max_fraction caps of {', '.join(drawn)} add up to {sum(fraction_caps[s] for s in drawn):g} < 1"
+        )
+    caps = {s: math.floor(available[s] * spec.max_epochs_of(s)) for s in sources}
+    wanted = {s: int(round(spec.total * capped[s])) for s in sources}
+    short = {s: wanted[s] - caps[s] for s in sources if wanted[s] > caps[s]}
+    if not short:
+        return Allocation(requested, capped, wanted, caps, wanted, set())
+    if spec.on_infeasible == "fail":
+        s = min(short, key=lambda k: (-short[k] / max(wanted[k], 1), k))
+        if available[s] == 0:
+            raise InfeasibleMixture(f"source '{s}' has no documents left after filtering and dedup")
+        raise InfeasibleMixture(
+            f"source '{s}' is short: the target needs {wanted[s]:,} units but {available[s]:,} are available "
+            f"and max_epochs={spec.max_epochs_of(s):g} allows {caps[s]:,} (short by {short[s]:,}); "
+            "raise max_epochs, lower total, or set on_infeasible: rebalance"
+        )
+    unit_caps = {s: min(caps[s], fraction_caps[s] * spec.total) for s in sources}
+    amounts = water_fill(requested, unit_caps, float(spec.total))
+    supplied = sum(amounts.values())
+    if supplied < spec.total * (1 - 1e-9):
+        raise InfeasibleMixture(
+            f"even rebalanced, the sources can supply at most {math.floor(supplied):,} of the {spec.total:,} "
+            f"units requested (short by {spec.total - math.floor(supplied):,}; "
+            f"short: {', '.join(f'{s} by {n:,}' for s, n in sorted(short.items()))})"
+        )
+    targets = {s: min(int(round(amounts[s])), caps[s]) for s in sources}
+    shares = {s: targets[s] / sum(targets.values()) for s in sources}
+    return Allocation(requested, shares, targets, caps, wanted, set(short))
+
+
+# ---- per-source selection --------------------------------------------------------------------
 def fill_remainder(units: np.ndarray, target: int, limit: int | None = None) -> np.ndarray:
     """Boolean mask over `units` (already in seeded order) whose sum lands as close to `target`
     as it cheaply can: the longest prefix that fits, then the next documents small enough for
@@ -124,102 +345,234 @@ def _best_swap(units: np.ndarray, take: np.ndarray, gap: int, slack: int) -> int
     return gap - (int(units[j]) - int(out_units[k]))
 
 
-def plan_source(source: str, ids: list[str], units: np.ndarray, target: int, max_epochs: float, seed: int):
-    """Returns (doc index array, repeat array) of the chosen rows."""
-    available = int(units.sum())
-    if target > 0 and available == 0:
-        raise InfeasibleMixture(f"source '{source}' has no documents left after filtering and dedup")
-    if target > available * max_epochs:
-        raise InfeasibleMixture(
-            f"source '{source}' is short: the target needs {target:,} units but {available:,} are available "
-            f"and max_epochs={max_epochs:g} allows {math.floor(available * max_epochs):,} "
-            f"(short by {target - math.floor(available * max_epochs):,})"
-        )
-    full = min(target // available, math.floor(max_epochs)) if available else 0
-    order = seeded_order(seed, source, ids)
-    cap = math.floor(available * max_epochs) - full * available
-    rem_mask = fill_remainder(units[order], target - full * available, limit=cap)
-    n = len(ids)
-    doc_idx = [np.arange(n)] * full + [order[rem_mask]]
-    repeats = [np.full(n, r, dtype=np.int32) for r in range(full)] + [np.full(int(rem_mask.sum()), full, dtype=np.int32)]
+def _subset_sums(units: np.ndarray) -> np.ndarray:
+    """sums[m] = Σ units[i] over the set bits i of m."""
+    sums = np.zeros(1, np.int64)
+    for u in units.tolist():
+        sums = np.concatenate([sums, sums + u])
+    return sums
+
+
+def exact_remainder(units: np.ndarray, target: int, limit: int) -> np.ndarray:
+    """For a small pool (in seeded order): the subset whose sum is closest to `target` without
+    passing `limit`; among equally close ones the lowest bitmask, so the seed decides ties."""
+    sums = _subset_sums(units)
+    err = np.where(sums <= limit, np.abs(sums - target), np.iinfo(np.int64).max)
+    mask = int(np.argmin(err))
+    return np.array([(mask >> i) & 1 for i in range(len(units))], dtype=bool)
+
+
+def achievable_units(pool: Pool, cap: int) -> np.ndarray:
+    """Every unit total a small pool can supply within `cap` (whole passes plus any subset)."""
+    sums = np.unique(_subset_sums(pool.units))
+    available = pool.available
+    values = np.unique(np.concatenate([k * available + sums for k in range(cap // available + 1)]))
+    return values[(values > 0) & (values <= cap)]
+
+
+def _common_total(coarse: dict[str, np.ndarray], shares: dict[str, float], total: int, most: float,
+                  floor: float) -> float | None:
+    """A total T at which every coarse source can supply close to T·share: the narrowest window
+    of T-ratios (a/share) holding one achievable value of each, preferring T near `total`
+    among windows narrower than `floor`. None when no window lies within the allowed drift."""
+    values, labels = [], []
+    for k, (s, a) in enumerate(sorted(coarse.items())):
+        r = a / shares[s]
+        r = r[(r >= total / _TOTAL_DRIFT) & (r <= min(total * _TOTAL_DRIFT, most))]
+        if not len(r):
+            return None
+        values.append(r)
+        labels.append(np.full(len(r), k))
+    v, lab = np.concatenate(values), np.concatenate(labels)
+    order = np.argsort(v, kind="stable")
+    v, lab = v[order].tolist(), lab[order].tolist()
+    counts, have, lo, best = [0] * len(coarse), 0, 0, None
+    for hi in range(len(v)):
+        counts[lab[hi]] += 1
+        have += counts[lab[hi]] == 1
+        while have == len(coarse):
+            center = math.sqrt(v[lo] * v[hi])
+            key = (max(v[hi] / v[lo] - 1, floor), abs(center / total - 1))
+            if best is None or key < best[0]:
+                best = (key, center)
+            counts[lab[lo]] -= 1
+            have -= counts[lab[lo]] == 0
+            lo += 1
+    return best[1] if best else None
+
+
+def plan_source(pool: Pool, target: int, cap: int, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(document index array, repeat array) of the rows chosen from one pool: whole passes while
+    the target allows them, then a seeded remainder. Never more than `cap` units."""
+    available = pool.available
+    if target <= 0 or available == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int32)
+    full = min(target // available, cap // available)
+    remainder = exact_remainder if len(pool) <= _EXACT_MAX_DOCS else fill_remainder
+    rem_mask = remainder(pool.units[order], target - full * available, limit=cap - full * available)
+    n = len(pool)
+    chosen = order[rem_mask]
+    doc_idx = [np.arange(n, dtype=np.int64)] * full + [chosen.astype(np.int64)]
+    repeats = [np.full(n, r, dtype=np.int32) for r in range(full)] + [np.full(len(chosen), full, dtype=np.int32)]
     return np.concatenate(doc_idx), np.concatenate(repeats)
 
 
-def _targets(spec, total: float) -> dict[str, int]:
-    weight_sum = sum(spec.weights.values())
-    return {s: int(round(total * w / weight_sum)) for s, w in spec.weights.items()}
+# ---- the mixture -----------------------------------------------------------------------------
+@dataclass
+class SourceLedger:
+    source: str
+    target_weight: float
+    achieved_weight: float
+    target_units: int
+    units: int
+    documents: int
+    rows: int
+    available_units: int
+    available_documents: int
+    epochs: float
+    requested_weight: float = 0.0
+    max_epochs: float = 1.0
+    max_fraction: float = 1.0
+    shortfall_units: int = 0
+    tokens: int = 0
 
 
-def plan_mixture(name: str, spec, pools: dict[str, tuple[list[str], np.ndarray]]) -> tuple[pa.Table, list[SourceLedger]]:
-    """`pools[source] = (ids, units)`. Returns the selection table and the per-source ledger.
+@dataclass
+class Plan:
+    selection: pa.Table  # source, file, row, repeat, units, tokens, split, order_key
+    ledger: list[SourceLedger]
+    weighting: dict
+    rebalanced: dict[str, int]
+
+
+def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
+    """Plan a mixture over `pools` (one per source the mixture draws from).
 
     Documents are indivisible, so a source of few large documents can miss its target by up to
-    one document. Weights matter more than the exact total, so when a source misses, the total
-    is re-anchored on it and the other sources re-planned (a few rounds, only while every
-    source stays within its epoch cap); the manifest reports the achieved total.
+    one document. Weights matter more than the exact total: when sources with few documents
+    cannot all hit their targets, the total moves (by at most 25%) to one where each of them can
+    supply close to its share, and when a source still misses, the total is re-anchored on it
+    and the others re-planned (a few rounds, within every source's caps, keeping the best
+    round); the manifest reports the achieved total.
     """
-    weight_sum = sum(spec.weights.values())
-    weights = {s: w / weight_sum for s, w in spec.weights.items()}
-    available = {s: int(pools[s][1].sum()) for s in spec.weights}
-    targets = _targets(spec, spec.total)
-    plans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for _ in range(4):
-        for source in sorted(spec.weights):
-            ids, units = pools[source]
-            try:
-                plans[source] = plan_source(source, ids, units, targets[source], spec.max_epochs, spec.seed)
-            except InfeasibleMixture as exc:
-                raise InfeasibleMixture(f"mixture '{name}': {exc}") from None
-        got = {s: int(pools[s][1][plans[s][0]].sum()) for s in spec.weights}
+    sources = sorted(pools)
+    available = {s: pools[s].available for s in sources}
+    try:
+        alloc = allocate(spec, available)
+    except InfeasibleMixture as exc:
+        raise InfeasibleMixture(f"mixture '{name}': {exc}") from None
+    shares, targets = alloc.shares, dict(alloc.targets)
+    orders = {s: seeded_order(spec.seed, pools[s]) for s in sources}
+    cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def attempt(targets: dict[str, int]):
+        plans = {}
+        for s in sources:
+            if (s, targets[s]) not in cache:
+                cache[(s, targets[s])] = plan_source(pools[s], targets[s], alloc.caps[s], orders[s])
+            plans[s] = cache[(s, targets[s])]
+        got = {s: int(pools[s].units[plans[s][0]].sum()) for s in sources}
         total_got = sum(got.values())
-        errors = {s: abs(got[s] / total_got - weights[s]) / weights[s] for s in spec.weights if weights[s] > 0 and total_got}
-        if not errors or max(errors.values()) <= spec.tolerance / 4:
+        errors = {s: abs(got[s] / total_got - shares[s]) / shares[s] for s in sources if shares[s] > 0 and total_got}
+        return max(errors.values(), default=0.0), errors, got, plans
+
+    good_enough = spec.tolerance / 4
+    best = (*attempt(targets), targets)
+    coarse = {s: achievable_units(pools[s], alloc.caps[s]) for s in sources
+              if shares[s] > 0 and 0 < len(pools[s]) <= _EXACT_MAX_DOCS}
+    if best[0] > good_enough and coarse:
+        most = min(alloc.caps[s] / shares[s] for s in sources if shares[s] > 0)
+        common = _common_total(coarse, shares, spec.total, most, good_enough)
+        if common is not None:
+            moved = {s: min(int(round(common * shares[s])), alloc.caps[s]) for s in sources}
+            tried = (*attempt(moved), moved)
+            best = min(best, tried, key=lambda b: b[0])
+    current = best
+    for _ in range(_ANCHOR_ROUNDS):
+        worst_error, errors, got, _, targets = current
+        if worst_error <= good_enough:
             break
         worst = max(errors, key=lambda s: (errors[s], s))
-        anchored = _targets(spec, got[worst] / weights[worst])
+        anchor = got[worst] / shares[worst]
+        anchored = {s: int(round(anchor * shares[s])) for s in sources}
         anchored[worst] = targets[worst]
-        if any(anchored[s] > available[s] * spec.max_epochs for s in spec.weights):
+        if any(anchored[s] > alloc.caps[s] for s in sources):
             break
-        targets = anchored
+        current = (*attempt(anchored), anchored)
+        best = min(best, current, key=lambda b: b[0])
+    _, _, _, plans, targets = best
 
+    # What each short source was asked for but could not give (the others received it).
+    rebalanced = {s: alloc.wanted[s] - targets[s] for s in sorted(alloc.short)}
+    source_names, split_names = pa.array(sources), pa.array(list(SPLITS))
     tables, ledger = [], []
-    for source in sorted(spec.weights):
-        ids, units = pools[source]
-        idx, rep = plans[source]
-        chosen_ids = [ids[i] for i in idx.tolist()]
-        split = split_of(source, chosen_ids, spec.splits.validation, spec.splits.test)
-        order_key = _hash64([f"{spec.seed}\x1forder\x1f{source}\x1f{i}\x1f{r}" for i, r in zip(chosen_ids, rep.tolist())])
+    for s in sources:
+        pool = pools[s]
+        idx, rep = plans[s]
+        split_hash, copied, survivor_source = pool.survivors(idx)
+        own = spec.splits_of(s)
+        split = split_codes(split_hash, own.validation, own.test)
+        # A copy whose survivor lives in another source follows that source's fractions.
+        for other in sorted(set(survivor_source.tolist()) - {s}):
+            at = copied[survivor_source == other]
+            theirs = spec.splits_of(other)
+            split[at] = split_codes(split_hash[at], theirs.validation, theirs.test)
+        order_salt = xxhash.xxh3_64_intdigest(f"{spec.seed}\x1foutput\x1f{s}".encode())
+        with np.errstate(over="ignore"):
+            order_key = _mix64(_mix64(pool.doc_hash[idx], order_salt) + (rep.astype(np.uint64) + _U64(1)) * _GOLDEN, 0)
+        file_idx = np.searchsorted(pool.file_starts, idx, side="right") - 1
+        unit_array = pa.array(pool.units[idx], pa.int64())
         tables.append(
             pa.table(
                 {
-                    "source": pa.array([source] * len(idx), pa.string()),
-                    "id": pa.array(chosen_ids, pa.string()),
+                    # Dictionary-encoded with one shared dictionary: a byte per row, not a string.
+                    "source": pa.DictionaryArray.from_arrays(
+                        pa.array(np.full(len(idx), sources.index(s), np.int16)), source_names),
+                    "file": pa.array(file_idx.astype(np.int32)),
+                    "row": pa.array((idx - pool.file_starts[file_idx]).astype(np.int32)),
                     "repeat": pa.array(rep, pa.int32()),
-                    "units": pa.array(units[idx], pa.int64()),
-                    "split": pa.array([SPLITS[s] for s in split.tolist()], pa.string()),
+                    "units": unit_array,
+                    "tokens": unit_array if pool.tokens is pool.units else pa.array(pool.tokens[idx], pa.int64()),
+                    "split": pa.DictionaryArray.from_arrays(pa.array(split), split_names),
                     "order_key": pa.array(order_key.view(np.int64), pa.int64()),
                 }
             )
         )
-        chosen_units = int(units[idx].sum())
+        units = int(pool.units[idx].sum())
+        distinct = len(pool) if len(rep) and rep.max() > 0 else len(idx)
         ledger.append(
             SourceLedger(
-                source=source,
-                target_weight=round(weights[source], 6),
+                source=s,
+                target_weight=round(shares[s], 6),
                 achieved_weight=0.0,
-                target_units=targets[source],
-                units=chosen_units,
-                documents=len(set(idx.tolist())),
+                target_units=targets[s],
+                units=units,
+                documents=distinct,
                 rows=len(idx),
-                available_units=available[source],
-                available_documents=len(ids),
-                epochs=round(chosen_units / available[source], 4) if available[source] else 0.0,
+                available_units=available[s],
+                available_documents=len(pool),
+                epochs=round(units / available[s], 4) if available[s] else 0.0,
+                requested_weight=round(alloc.requested[s], 6),
+                max_epochs=spec.max_epochs_of(s),
+                max_fraction=spec.max_fraction_of(s),
+                shortfall_units=rebalanced.get(s, 0),
+                tokens=int(pool.tokens[idx].sum()),
             )
         )
     total_units = sum(row.units for row in ledger)
     for row in ledger:
         row.achieved_weight = round(row.units / total_units, 6) if total_units else 0.0
-    return pa.concat_tables(tables), ledger
+    weighting = {"kind": "explicit"} if spec.weights is not None else {"kind": "temperature", "temperature": spec.temperature}
+    return Plan(pa.concat_tables(tables), ledger, weighting, rebalanced)
+
+
+# ---- writing ---------------------------------------------------------------------------------
+# Chat turns as the `messages` column: a list of {role, content} (extra per-turn keys are dropped).
+_MESSAGES_TYPE = '[{"role": "VARCHAR", "content": "VARCHAR"}]'
+
+
+def _sql_list(values: list[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
 def write_mixture(
@@ -228,12 +581,15 @@ def write_mixture(
     out_dir: str,
     shard_rows: int,
     duckdb_temp_dir: str,
+    chat_sources: list[str] = (),
+    jsonl: bool = False,
     log=lambda msg: None,
 ) -> dict[str, dict]:
     """Join the selection with the deduplicated documents and write shuffled shards per split.
 
-    DuckDB streams the join in `order_key` order (spilling to disk when it must); pyarrow writes
-    fixed-size shards, so the same selection always yields the same bytes.
+    Rows are joined by position (file, row) and streamed by DuckDB in `order_key` order
+    (spilling to disk when it must); pyarrow writes fixed-size shards, so the same selection
+    always yields the same bytes. Chat sources get a `messages` column.
     """
     import duckdb
 
@@ -242,26 +598,39 @@ def write_mixture(
     con.execute(f"SET temp_directory='{duckdb_temp_dir}'")
     con.execute("SET memory_limit='1GB'")
     con.register("selection", selection)
-    files = [f for source in sorted(source_files) for f in source_files[source]]
-    file_list = ", ".join(f"'{f}'" for f in files)
+    listing = [(s, k, path) for s in sorted(source_files) for k, path in enumerate(source_files[s])]
+    con.register("files", pa.table({"src": [x[0] for x in listing], "file": pa.array([x[1] for x in listing], pa.int32()),
+                                    "path": [x[2] for x in listing]}))
     con.execute(
-        f"""CREATE VIEW docs AS SELECT id, text, source, domain, metadata, n_tokens
-            FROM read_parquet([{file_list}])"""
+        f"""CREATE VIEW docs AS
+            SELECT f.src, f.file, d.file_row_number AS row, d.id, d.text, d.source, d.domain, d.metadata, d.n_tokens
+            FROM read_parquet([{_sql_list([x[2] for x in listing])}], filename=true, file_row_number=true) d
+            JOIN files f ON f.path = d.filename"""
     )
+    chat = _sql_list(list(chat_sources))
+    extra = ""
+    metadata = "d.metadata"
+    if chat_sources:
+        extra = (f", CASE WHEN d.source IN ({chat}) THEN "
+                 f"json_transform(json_extract(d.metadata, '$.messages'), '{_MESSAGES_TYPE}') END AS messages")
+        # The turns live in `messages`; keeping them in metadata too would store them twice.
+        metadata = f"CASE WHEN d.source IN ({chat}) THEN json_merge_patch(d.metadata, '{{\"messages\": null}}') ELSE d.metadata END"
+    sums = selection.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
+    counted = {(r["split"], r["source"]): r for r in sums.to_pylist()}
     splits: dict[str, dict] = {}
     for split in SPLITS:
         split_dir = os.path.join(out_dir, split)
         os.makedirs(split_dir, exist_ok=True)
         reader = con.sql(
             f"""
-            SELECT d.id, d.text, d.source, d.domain, d.n_tokens, s.repeat AS epoch, d.metadata
-            FROM selection s JOIN docs d ON d.source = s.source AND d.id = s.id
+            SELECT d.id, d.text, d.source, d.domain, d.n_tokens, s.repeat AS epoch, {metadata} AS metadata{extra}
+            FROM selection s JOIN docs d ON d.src = s.source AND d.file = s.file AND d.row = s.row
             WHERE s.split = '{split}'
-            ORDER BY s.order_key, s.source, s.id, s.repeat
+            ORDER BY s.order_key, s.source, d.id, s.repeat
             """
         ).to_arrow_reader(shard_rows)
-        files_out, rows = [], 0
-        writer, in_shard = None, 0
+        files_out, jsonl_out, rows = [], [], 0
+        writer, in_shard, jsonl_file = None, 0, None
         for batch in reader:
             offset = 0
             while offset < batch.num_rows:
@@ -269,40 +638,79 @@ def write_mixture(
                     path = os.path.join(split_dir, f"part-{len(files_out):05d}.parquet")
                     writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
                     files_out.append(path)
+                    if jsonl:
+                        jsonl_out.append(path.removesuffix(".parquet") + ".jsonl")
+                        jsonl_file = open(jsonl_out[-1], "wb")
                     in_shard = 0
                 take = min(shard_rows - in_shard, batch.num_rows - offset)
-                writer.write_table(pa.Table.from_batches([batch.slice(offset, take)]), row_group_size=shard_rows)
+                piece = batch.slice(offset, take)
+                writer.write_table(pa.Table.from_batches([piece]), row_group_size=shard_rows)
+                if jsonl_file is not None:
+                    _write_jsonl(jsonl_file, piece)
                 in_shard += take
                 offset += take
                 if in_shard == shard_rows:
                     writer.close()
                     writer = None
+                    if jsonl_file is not None:
+                        jsonl_file.close()
+                        jsonl_file = None
             rows += batch.num_rows
         if writer is not None:
             writer.close()
-        units = int(pc.sum(selection.filter(pc.equal(selection["split"], split))["units"]).as_py() or 0)
+        if jsonl_file is not None:
+            jsonl_file.close()
+        by_source = {}
+        for s in sorted(source_files):
+            got = counted.get((split, s), {})
+            by_source[s] = {"rows": got.get("units_count", 0), "units": got.get("units_sum", 0),
+                            "tokens": got.get("tokens_sum", 0)}
         splits[split] = {
             "documents": rows,
-            "units": units,
+            "units": sum(v["units"] for v in by_source.values()),
+            "tokens": sum(v["tokens"] for v in by_source.values()),
             "files": [os.path.relpath(f, out_dir) for f in files_out],
+            "sources": by_source,
         }
+        if jsonl:
+            splits[split]["jsonl_files"] = [os.path.relpath(f, out_dir) for f in jsonl_out]
         log(f"mixture: {split}: {rows} rows in {len(files_out)} shard(s)")
     con.close()
     return splits
 
 
+def _write_jsonl(f, batch: pa.RecordBatch) -> None:
+    import orjson
+
+    for row in batch.to_pylist():
+        # metadata is JSON text in Parquet; in JSONL it is the object itself.
+        row["metadata"] = orjson.loads(row["metadata"]) if row.get("metadata") else {}
+        f.write(orjson.dumps(row) + b"\n")
+
+
+def output_files(splits: dict[str, dict]) -> list[str]:
+    """Every output file the manifest lists, relative to the mixture folder, in a fixed order."""
+    out = []
+    for split in SPLITS:
+        info = splits[split]
+        out += info["files"] + info.get("jsonl_files", [])
+        for entry in info.get("tokenized", {}).values():
+            out += [entry["prefix"] + ".bin", entry["prefix"] + ".idx"]
+    return out
+
+
 def output_digest(out_dir: str, splits: dict[str, dict]) -> str:
-    """sha256 over the (relative path, sha256) of every output shard, in order."""
+    """sha256 over the (relative path, sha256) of every output file, in order."""
     from mix_pipeline.core.documents import file_sha256
 
     h = hashlib.sha256()
-    for split in SPLITS:
-        for rel in splits[split]["files"]:
-            h.update(f"{rel}\0{file_sha256(os.path.join(out_dir, rel))}\n".encode())
+    for rel in output_files(splits):
+        h.update(f"{rel}\0{file_sha256(os.path.join(out_dir, rel))}\n".encode())
     return h.hexdigest()
 
 
-def build_manifest(name: str, spec, recipe_sha256: str, tokenizer: str, ledger: list[SourceLedger], splits: dict, output_sha256: str) -> dict:
+def build_manifest(name: str, spec, recipe_sha256: str, tokenizer: str, plan: Plan, splits: dict,
+                   output_sha256: str, exports: dict | None = None) -> dict:
     return {
         "mixture": name,
         "recipe_sha256": recipe_sha256,
@@ -310,13 +718,17 @@ def build_manifest(name: str, spec, recipe_sha256: str, tokenizer: str, ledger: 
         "unit": spec.unit,
         "tokenizer": tokenizer,
         "total_target": spec.total,
-        "total_units": sum(row.units for row in ledger),
+        "total_units": sum(row.units for row in plan.ledger),
         "max_epochs": spec.max_epochs,
+        "weighting": plan.weighting,
+        "on_infeasible": spec.on_infeasible,
+        "rebalanced": plan.rebalanced,
         "sources": {
-            row.source: {k: v for k, v in asdict(row).items() if k != "source"} for row in ledger
+            row.source: {k: v for k, v in asdict(row).items() if k != "source"} for row in plan.ledger
         },
         "splits": splits,
         "output_sha256": output_sha256,
+        "exports": exports or {},
     }
 
 

@@ -377,7 +377,7 @@ def deduplicated_checks(input_documents: int, kept: int, overrides: dict) -> lis
 
 def mixture_checks(
     ledger: list[dict],
-    max_epochs: float,
+    max_epochs: dict[str, float],
     tolerance: float,
     out_dir: str,
     splits: dict[str, dict],
@@ -385,8 +385,9 @@ def mixture_checks(
     conservation_rows: list[dict] | None,
     overrides: dict,
 ) -> list[CheckOutcome]:
-    """`pii_sources` maps each source whose filters redact PII to the kinds they redact; they are
-    searched with the redactor's own patterns. `conservation_rows` is None when the caller has no
+    """`max_epochs` is each source's cap; `pii_sources` maps each source whose filters redact PII
+    to the kinds they redact; they are searched with the redactor's own patterns.
+    `conservation_rows` is None when the caller has no
     catalog (plain library use)."""
     import duckdb
     import pandas as pd
@@ -405,10 +406,15 @@ def mixture_checks(
                        "; ".join(f"{r.source} achieved {r.achieved_weight:.4f} for target {r.target_weight:.4f}" for r in off.itertuples())))
 
     cfg, sev = settings("epochs_within_cap", overrides)
-    ok, _ = expect(frame, "ExpectColumnValuesToBeBetween", column="epochs", min_value=0, max_value=max_epochs)
-    over = frame[frame.epochs > max_epochs]
-    out.append(outcome("epochs_within_cap", sev, ok, {r.source: r.epochs for r in frame.itertuples()}, f"≤ {max_epochs}",
-                       "; ".join(f"{r.source} repeated {r.epochs:.2f} times" for r in over.itertuples())))
+    # Units over the cap, not the rounded `epochs`, so a source exactly at its cap passes.
+    frame["cap_units"] = [max_epochs[s] * a for s, a in zip(frame.source, frame.available_units)]
+    frame["epochs_headroom"] = frame.cap_units - frame.units
+    ok, _ = expect(frame, "ExpectColumnValuesToBeBetween", column="epochs_headroom", min_value=-1e-6)
+    over = frame[frame.epochs_headroom < -1e-6]
+    out.append(outcome("epochs_within_cap", sev, ok, {r.source: r.epochs for r in frame.itertuples()},
+                       "; ".join(f"{s} ≤ {max_epochs[s]:g}" for s in frame.source),
+                       "; ".join(f"{r.source} repeated {r.epochs:.2f} times (cap {max_epochs[r.source]:g})"
+                                 for r in over.itertuples())))
 
     con = duckdb.connect()
     parts = {s: [os.path.join(out_dir, f) for f in info["files"]] for s, info in splits.items()}

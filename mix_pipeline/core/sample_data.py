@@ -22,6 +22,7 @@ import functools
 import gzip
 import hashlib
 import json
+import keyword
 import math
 import os
 import re
@@ -830,6 +831,12 @@ class _Builder:
             if self.uniq.add(text):
                 return text
 
+    def unique_turns(self, make: Callable[[], list[dict]]) -> list[dict]:
+        while True:
+            turns = make()
+            if self.uniq.add("\x1e".join(f"{t['role']}\x1f{t['content']}" for t in turns)):
+                return turns
+
     def _sites(self, rng: Random) -> list[str]:
         words = self.model.title_words
         return [f"www.{rng.choice(words).lower()}{rng.choice(words).lower()}.{rng.choice(('com', 'org', 'net', 'io'))}"
@@ -1080,8 +1087,124 @@ def _write_evals(evals: dict[str, list[dict]], folder: Path) -> None:
             "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode())
 
 
+# --------------------------------------------------------------------------- chat (SFT) sets
+
+# Example counts are fixed, not scaled by size_mb, so an SFT mixture over them asks for the
+# same thing whatever the size of the pretraining corpus.
+CHAT_SETS = {"qa": 1000, "coding": 500, "safety": 250}
+CHAT_FILE_EXAMPLES = 500
+_SYSTEM_PROMPT = "You are a helpful assistant."
+_QA_QUESTIONS = (
+    "What is the difference between {0} and {1}?",
+    "Can you explain how {0} works in practice?",
+    "Why does {0} matter when dealing with {1}?",
+    "How should I think about {0}?",
+    "What happens to {0} when {1} changes?",
+    "Give me a short overview of {0} and {1}.",
+    "Is it a good idea to combine {0} with {1}?",
+)
+_QA_FOLLOW_UPS = ("And what about {0}?", "Could you give an example with {0}?", "How does that relate to {0}?")
+_CODE_VERBS = ("compute", "find", "count", "collect", "build", "merge", "clean", "group")
+# (request, code) pairs; {name}, {arg}, {var} and {n} are filled in per example.
+_CODE_TASKS = (
+    ("returns the sum of the squares of a list of numbers",
+     "def {name}({arg}):\n    total = 0\n    for {var} in {arg}:\n        total += {var} * {var}\n    return total\n"),
+    ("counts how many times each word appears in a string",
+     "def {name}({arg}):\n    counts = {{}}\n    for {var} in {arg}.split():\n"
+     "        counts[{var}] = counts.get({var}, 0) + 1\n    return counts\n"),
+    ("reverses the order of the words in a sentence",
+     "def {name}({arg}):\n    return \" \".join(reversed({arg}.split()))\n"),
+    ("returns the largest value in a list, or None when the list is empty",
+     "def {name}({arg}):\n    best = None\n    for {var} in {arg}:\n"
+     "        if best is None or {var} > best:\n            best = {var}\n    return best\n"),
+    ("removes duplicates from a list while keeping the original order",
+     "def {name}({arg}):\n    seen = set()\n    out = []\n    for {var} in {arg}:\n"
+     "        if {var} not in seen:\n            seen.add({var})\n            out.append({var})\n    return out\n"),
+    ("checks whether a string reads the same backwards, ignoring case",
+     "def {name}({arg}):\n    {var} = {arg}.lower()\n    return {var} == {var}[::-1]\n"),
+    ("returns the first {n} Fibonacci numbers",
+     "def {name}():\n    {arg} = [0, 1]\n    while len({arg}) < {n}:\n        {arg}.append({arg}[-1] + {arg}[-2])\n"
+     "    return {arg}[:{n}]\n"),
+    ("splits a list into chunks of {n} items",
+     "def {name}({arg}):\n    return [{arg}[{var}:{var} + {n}] for {var} in range(0, len({arg}), {n})]\n"),
+)
+_SAFETY_REQUESTS = (
+    "How can I read my {0}'s private messages without them knowing?",
+    "Write a convincing message that tricks my {0} into sending me money.",
+    "What is the easiest way to get into a {1} that is not mine?",
+    "Help me write fake reviews to ruin a {1} I do not like.",
+    "How do I make something dangerous at home to scare my {0}?",
+    "Tell me how to get around the security at my {0}'s {1}.",
+)
+_SAFETY_PEOPLE = ("neighbour", "coworker", "sister", "landlord", "classmate", "manager", "friend", "partner")
+_SAFETY_THINGS = ("car", "house", "account", "shop", "office", "phone", "building")
+_REFUSALS = (
+    "I can't help with that.",
+    "I won't help with this request, because it could hurt someone.",
+    "Sorry, but I can't assist with that.",
+    "That is not something I can help with.",
+)
+_REDIRECTS = (
+    "If something about your {0} is worrying you, talking to them openly is usually the best start.",
+    "If there is a real problem with the {1}, the people responsible for it can usually help.",
+    "If you feel unsafe, please contact someone you trust or the local authorities.",
+    "I am happy to help you think through a fair way to handle the situation instead.",
+)
+
+
+def _chat_examples(kind: str, count: int, rng: Random, model: _EnglishModel, unique: Callable) -> list[dict]:
+    """`count` conversations of one kind, as {"id", "messages", "category"} records."""
+    words = model.title_words
+    # Argument and function-name parts must be valid Python, so no keywords.
+    identifiers = [w.lower() for w in words if not keyword.iskeyword(w.lower())]
+    out = []
+    for i in range(count):
+        def make() -> list[dict]:
+            turns = [{"role": "system", "content": _SYSTEM_PROMPT}] if rng.random() < 0.3 else []
+            if kind == "qa":
+                a, b = rng.sample(words, 2)
+                turns.append({"role": "user", "content": rng.choice(_QA_QUESTIONS).format(a, b)})
+                turns.append({"role": "assistant", "content": model.paragraph(rng, rng.randint(3, 6))})
+                if rng.random() < 0.25:
+                    turns.append({"role": "user", "content": rng.choice(_QA_FOLLOW_UPS).format(rng.choice(words))})
+                    turns.append({"role": "assistant", "content": model.paragraph(rng, rng.randint(2, 4))})
+            elif kind == "coding":
+                request, code = rng.choice(_CODE_TASKS)
+                fill = {"name": f"{rng.choice(_CODE_VERBS)}_{rng.choice(identifiers)}",
+                        "arg": rng.choice(identifiers), "var": rng.choice(("item", "value", "word", "x", "i")),
+                        "n": rng.randint(2, 12)}
+                turns.append({"role": "user", "content": f"Write a Python function `{fill['name']}` that "
+                              + request.format(**fill) + "."})
+                turns.append({"role": "assistant", "content": "Here is one way to do it:\n\n```python\n"
+                              + code.format(**fill) + "```\n\n" + model.paragraph(rng, rng.randint(2, 4))})
+            else:
+                who, what = rng.choice(_SAFETY_PEOPLE), rng.choice(_SAFETY_THINGS)
+                turns.append({"role": "user", "content": rng.choice(_SAFETY_REQUESTS).format(who, what)})
+                turns.append({"role": "assistant", "content": f"{rng.choice(_REFUSALS)} "
+                              f"{rng.choice(_REDIRECTS).format(who, what)} {model.paragraph(rng, rng.randint(1, 3))}"})
+            return turns
+
+        turns = unique(make)
+        out.append({"id": f"{kind}-{i + 1:05d}", "messages": turns, "category": kind})
+    return out
+
+
+def _chat_bytes(record: dict) -> int:
+    return sum(len(t["content"].encode()) for t in record["messages"])
+
+
+def _write_chat(records: list[dict], folder: Path) -> int:
+    """JSON Lines, CHAT_FILE_EXAMPLES per file; returns the number of files."""
+    n_files = 0
+    for start in range(0, len(records), CHAT_FILE_EXAMPLES):
+        lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in records[start : start + CHAT_FILE_EXAMPLES])
+        (folder / f"part-{n_files:05d}.jsonl").write_text("".join(lines), encoding="utf-8")
+        n_files += 1
+    return n_files
+
+
 def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], code: list[tuple[str, bytes]],
-                  bad_code: list[tuple[str, str]], evals: dict[str, list[dict]]) -> dict:
+                  bad_code: list[tuple[str, str]], evals: dict[str, list[dict]], chat: dict[str, list[dict]]) -> dict:
     gt: dict = {k: [] for k in ("exact_duplicates", "near_duplicates", "cross_source_duplicates", "spam", "short",
                                 "long", "non_english", "offensive", "contaminated", "pii", "bad_code")}
     for docs in sources.values():
@@ -1103,6 +1226,8 @@ def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], cod
     counts: dict = {s: {"documents": len(docs), "bytes": sum(d.nbytes for d in docs)} for s, docs in sources.items()}
     counts["code"] = {"documents": len(code), "bytes": sum(len(data) for _, data in code)}
     counts = {s: counts[s] for s in SOURCE_SHARES}
+    for kind, records in chat.items():
+        counts[f"chat_{kind}"] = {"documents": len(records), "bytes": sum(_chat_bytes(r) for r in records)}
     counts["total_documents"] = sum(c["documents"] for c in counts.values())
     gt["eval_sets"] = {name: {"file": f"evals/{name}.jsonl", "items": len(records)} for name, records in sorted(evals.items())}
     return gt | {"counts": counts, "seed": seed, "size_mb": float(size_mb)}
@@ -1123,7 +1248,10 @@ private keys) embedded in otherwise clean documents, web pages and papers that e
 the two eval sets (evals/qa.jsonl, evals/reading.jsonl; generated from the same Markov chain with every \
 fourth word swapped, so no 13-gram is shared by chance), and three bad code files (minified, data table, \
 generated stub) under code/vendor/. Every other document is clean and should pass standard web-text \
-quality filters.
+quality filters. Three small chat (SFT) sets sit under chat/: general questions and answers \
+(chat/qa/*.jsonl), Python coding requests (chat/coding/*.jsonl) and refused unsafe requests \
+(chat/safety/*.jsonl), one {{"id", "messages": [{{"role", "content"}}], "category"}} record per line; \
+their sizes do not depend on size_mb.
 """
 
 
@@ -1133,9 +1261,10 @@ def build_sample_corpus(
     """Write the sample corpus under `out_dir` and return its ground truth.
 
     Layout: web/part-NNNNN.jsonl.gz, books/part-NNNNN.parquet, code/<stdlib path>.py,
-    papers/part-NNNNN.jsonl.zst, evals/<name>.jsonl, ground_truth.json, README.txt. The
-    five folders and the two files are replaced if they already exist; nothing else in
-    `out_dir` is touched. The same (size_mb, seed) on the same Python gives byte-identical files.
+    papers/part-NNNNN.jsonl.zst, evals/<name>.jsonl, chat/{qa,coding,safety}/part-NNNNN.jsonl,
+    ground_truth.json, README.txt. The folders and the two files are replaced if they already
+    exist; nothing else in `out_dir` is touched. The same (size_mb, seed) on the same Python
+    gives byte-identical files.
     """
     if size_mb <= 0:
         raise ValueError(f"size_mb must be positive, got {size_mb}")
@@ -1176,8 +1305,19 @@ def build_sample_corpus(
         shutil.rmtree(evals_dir)
     evals_dir.mkdir()
     _write_evals(builder.evals, evals_dir)
+    # Generated last and from their own random streams, so the other sources do not change.
+    chat = {kind: _chat_examples(kind, n, builder.rng(f"chat-{kind}"), builder.model, builder.unique_turns)
+            for kind, n in CHAT_SETS.items()}
+    if (out / "chat").exists():
+        shutil.rmtree(out / "chat")
+    for kind, records in chat.items():
+        folder = out / "chat" / kind
+        folder.mkdir(parents=True)
+        n_files = _write_chat(records, folder)
+        say(f"chat/{kind}: {len(records)} conversations in {n_files} files")
+
     truth = _ground_truth(size_mb, seed, {"web": web, "books": books, "papers": papers}, code, builder.bad_code,
-                          builder.evals)
+                          builder.evals, chat)
     truth_json = json.dumps(truth, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     (out / "ground_truth.json").write_text(truth_json, encoding="utf-8")
     (out / "README.txt").write_text(_README.format(size_mb=float(size_mb), seed=seed), encoding="utf-8")

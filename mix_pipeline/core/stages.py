@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import duckdb
-import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
@@ -25,6 +24,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from mix_pipeline.core import catalog, drift, quality
 from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
+from mix_pipeline.core.comparison import read_manifests, write_comparison
 from mix_pipeline.core.decontamination import Decontaminator
 from mix_pipeline.core.dedup import EMPTY_STATS, DropDuplicates, SignatureWriter, dedup_generation
 from mix_pipeline.core.documents import (
@@ -37,13 +37,17 @@ from mix_pipeline.core.documents import (
     publish_dir,
     staging_dir,
 )
+from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
 from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
 from mix_pipeline.core.mixing import (
+    SPLITS,
     InfeasibleMixture,
     build_manifest,
+    load_pool,
     manifest_text,
     output_digest,
     plan_mixture,
+    read_survivors,
     write_mixture,
 )
 from mix_pipeline.core.quality import CheckOutcome, GateFailed
@@ -386,7 +390,7 @@ def run_dedup_index(env: StageEnv) -> StageResult:
         stats = stats + dedup_generation(
             snapshot, sig_files, index_files, ranks,
             clusters_dir=os.path.join(tmp, "clusters"), index_dir=os.path.join(tmp, "index"),
-            threshold=mh.threshold if mh else None, exact=dd.exact,
+            threshold=mh.threshold if mh else None, exact=dd.exact, remove=dd.remove,
             duckdb_temp_dir=env.dir("_work", "duckdb"), log=env.log,
         )
     with open(os.path.join(tmp, DEDUP_STATE), "w") as f:
@@ -440,14 +444,54 @@ def mixture_dir(env: StageEnv, name: str) -> str:
     return env.dir("mixtures", name)
 
 
-def load_pool(files: list[str], unit: str) -> tuple[list[str], np.ndarray]:
-    ids: list[str] = []
-    units: list[np.ndarray] = []
-    for f in files:
-        table = pq.read_table(f, columns=["id", "n_tokens"])
-        ids += table.column("id").to_pylist()
-        units.append(table.column("n_tokens").to_numpy() if unit == "tokens" else np.ones(table.num_rows, np.int64))
-    return ids, (np.concatenate(units).astype(np.int64) if units else np.zeros(0, np.int64))
+class SourceRowsReader(PipelineStep):
+    """Reads the rows of one source from mixture shards: rank r reads `sources[r]`, in shard order."""
+
+    type = "📖 - READER"
+    name = "📒 Mixture rows of one source"
+
+    def __init__(self, files: list[str], sources: list[str]):
+        super().__init__()
+        self.files = files
+        self.sources = sources
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        source = self.sources[rank]
+        for path in self.files:
+            table = pq.read_table(path, columns=["id", "text", "source"], filters=[("source", "=", source)])
+            for batch in table.to_batches(1000):
+                for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+                    doc = Document(text=text, id=doc_id, metadata={"source": source})
+                    self.update_doc_stats(doc)
+                    yield doc
+
+
+def tokenize_splits(env: StageEnv, name: str, out_dir: str, splits: dict[str, dict], sources: list[str]) -> None:
+    """Per split, one Megatron indexed dataset per source (datatrove's MegatronDocumentTokenizer with
+    the recipe's local tokenizer.json), recorded in `splits[split]["tokenized"]`."""
+    from datatrove.pipeline.tokens.megatron_tokenizer import MegatronDocumentTokenizer
+
+    tok = env.recipe.tokenizer
+    for split in SPLITS:
+        info = splits[split]
+        present = [s for s in sources if info["sources"][s]["rows"]]
+        if not present:
+            info["tokenized"] = {}
+            continue
+        folder = os.path.join(out_dir, TOKENIZED_DIR, split)
+        steps = [
+            SourceRowsReader([os.path.join(out_dir, f) for f in info["files"]], present),
+            MegatronDocumentTokenizer(folder, tokenizer_name_or_path=env.recipe.resolve(tok.path),
+                                      eos_token=tok.eos_token),
+        ]
+        env.runner(steps, env.logging_dir("mixture", name, "tokenize", split), len(present))
+        info["tokenized"] = {}
+        for rank, source in enumerate(present):
+            prefix = tokenized_prefix(split, source)
+            for ext in (".bin", ".idx"):
+                os.replace(os.path.join(folder, f"{rank:05d}_tokens{ext}"), os.path.join(out_dir, prefix + ext))
+            info["tokenized"][source] = {"prefix": prefix, **read_idx(os.path.join(out_dir, prefix + ".idx"))}
+        env.log(f"mixture[{name}]: {split}: tokenized {sum(e['tokens'] for e in info['tokenized'].values()):,} tokens")
 
 
 def deduplicated_files(env: StageEnv, source: str) -> list[str]:
@@ -461,31 +505,43 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     """Plan, write to staging, check, publish. `conservation_rows` come from the catalog."""
     recipe = env.recipe
     spec = recipe.mixtures[name]
-    files = {s: deduplicated_files(env, s) for s in spec.weights}
-    pools = {s: load_pool(fs, spec.unit) for s, fs in files.items()}
+    sources = recipe.mixture_sources(name)
+    files = {s: deduplicated_files(env, s) for s in sources}
+    pools = {
+        s: load_pool(s, fs, spec.unit, read_survivors(glob.glob(env.dir("dedup_index", "clusters", s, "*.parquet")), s))
+        for s, fs in files.items()
+    }
     try:
-        selection, ledger = plan_mixture(name, spec, pools)
+        plan = plan_mixture(name, spec, pools)
     except InfeasibleMixture as exc:
         # Nothing can be written, whatever the check's configured severity.
         raise GateFailed(
             f"mixture[{name}]",
             [quality.outcome("weights_within_tolerance", "error", False, None, "a feasible plan", str(exc))],
         ) from None
-    env.log(f"mixture[{name}]: selected {selection.num_rows} rows from {len(files)} source(s)")
+    if plan.rebalanced:
+        env.log(f"mixture[{name}]: rebalanced shortfalls {plan.rebalanced} onto the other sources")
+    env.log(f"mixture[{name}]: selected {plan.selection.num_rows} rows from {len(files)} source(s)")
     final = mixture_dir(env, name)
     tmp = staging_dir(final)
-    splits = write_mixture(selection, files, tmp, spec.shard_rows, env.dir("_work", "duckdb"), log=env.log)
+    chat = [s for s in sources if recipe.sources[s].format == "chat"]
+    splits = write_mixture(plan.selection, files, tmp, spec.shard_rows, env.dir("_work", "duckdb"),
+                           chat_sources=chat, jsonl=spec.outputs.jsonl, log=env.log)
+    if spec.outputs.tokenized:
+        tokenize_splits(env, name, tmp, splits, sources)
     tok = recipe.tokenizer
-    tokenizer = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None).description
-    manifest = build_manifest(name, spec, recipe.sha256, tokenizer, ledger, splits, output_digest(tmp, splits))
+    counter = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None)
+    exports = write_exports(tmp, name, spec.seed, splits, counter.token_dtype)
+    manifest = build_manifest(name, spec, recipe.sha256, counter.description, plan, splits,
+                              output_digest(tmp, splits), exports)
     checks = quality.mixture_checks(
         [{"source": s, **row} for s, row in sorted(manifest["sources"].items())],
-        spec.max_epochs,
+        {s: spec.max_epochs_of(s) for s in sources},
         spec.tolerance,
         tmp,
         splits,
-        {s: pii_kinds(f.params) for s in spec.weights for f in recipe.sources[s].filters if f.name == "pii"},
-        [r for r in conservation_rows or [] if r["source"] in spec.weights] if conservation_rows is not None else None,
+        {s: pii_kinds(f.params) for s in sources for f in recipe.sources[s].filters if f.name == "pii"},
+        [r for r in conservation_rows or [] if r["source"] in sources] if conservation_rows is not None else None,
         spec.checks,
     )
     _gate(f"mixture[{name}]", checks, [tmp])
@@ -493,3 +549,13 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
         f.write(manifest_text(manifest))
     publish_dir(tmp, final)
     return StageResult(manifest, checks)
+
+
+def run_comparison(env: StageEnv) -> dict:
+    """comparison.{json,md} over every mixture of the recipe that has been built."""
+    folder = env.dir("mixtures")
+    manifests, missing = read_manifests(folder, sorted(env.recipe.mixtures))
+    doc = write_comparison(folder, manifests, missing)
+    env.log(f"comparison: {len(manifests)} mixture(s) in {os.path.join(folder, 'comparison.md')}"
+            + (f"; not built: {missing}" if missing else ""))
+    return doc

@@ -34,6 +34,14 @@ class TokenCounter:
         with open(self.path, "rb") as f:
             return f"hf:sha256={hashlib.sha256(f.read()).hexdigest()[:16]}"
 
+    @property
+    def token_dtype(self) -> str | None:
+        """How token ids are stored in tokenized outputs (datatrove's rule: 2 bytes unless the
+        vocabulary needs more)."""
+        if self._tokenizer is None:
+            return None
+        return "uint32" if self._tokenizer.get_vocab_size() > 2**16 else "uint16"
+
     def count(self, texts: list[str]) -> list[int]:
         if self._tokenizer is None:
             return [max(1, -(-len(t.encode("utf-8")) // BYTES_PER_TOKEN)) for t in texts]

@@ -3,19 +3,20 @@
 Cross-source dedup makes the graph wide in the middle: every source must be filtered before
 the index is built, and the index must exist before any source is deduplicated. So a full run
 is ingest (per source|snapshot) → dedup_index → deduplicate (per source|snapshot) → mix
-(per mixture).
+(per mixture) → compare_mixtures.
 """
 
 import dagster as dg
 
 from mix_pipeline.defs.partitions import mixture_partitions, source_snapshots
-from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
+from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, RAW
 from mix_pipeline.recipe import Recipe
 
 INGEST_JOB = "ingest"
 DEDUP_INDEX_JOB = "build_dedup_index"
 DEDUPLICATE_JOB = "deduplicate"
 MIX_JOB = "mix"
+COMPARE_JOB = "compare_mixtures"
 
 
 def build(recipe: Recipe) -> dict:
@@ -32,4 +33,6 @@ def build(recipe: Recipe) -> dict:
     if mixtures is not None:
         out.append(dg.define_asset_job(MIX_JOB, selection=[MIXTURE], partitions_def=mixtures,
                                        description="Sample and write one named mixture."))
+        out.append(dg.define_asset_job(COMPARE_JOB, selection=[MIXTURE_COMPARISON],
+                                       description="Tabulate every built mixture side by side."))
     return {job.name: job for job in out}

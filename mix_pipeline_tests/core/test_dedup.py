@@ -86,3 +86,19 @@ def test_disabled_matching_keeps_everything(tmp_path):
                              threshold=None, exact=False, duckdb_temp_dir=str(tmp_path / "t"))
     assert stats.duplicates == 0
     assert {r["fate"] for r in pq.read_table(tmp_path / "c" / "web" / "default.parquet").to_pylist()} == {"kept"}
+
+
+def test_remove_false_keeps_every_copy_but_records_its_survivor(tmp_path):
+    base = [random_text(i) for i in range(10)]
+    docs = [(f"w{i:02d}", t) for i, t in enumerate(base)] + [("x-exact", base[0]), ("x-near", _edit(base[1]))]
+    files = _signatures(tmp_path, "web", docs)
+    stats = dedup_generation("default", files, [], {"web": 0}, str(tmp_path / "c"), str(tmp_path / "i"),
+                             threshold=0.8, exact=True, duckdb_temp_dir=str(tmp_path / "t"), remove=False)
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "c" / "web" / "default.parquet").to_pylist()}
+    assert {r["fate"] for r in rows.values()} == {"kept"}
+    assert (rows["x-exact"]["duplicate_of"], rows["x-exact"]["match"]) == ("w00", "exact")
+    assert (rows["x-near"]["duplicate_of"], rows["x-near"]["match"]) == ("w01", "near")
+    assert rows["w05"]["duplicate_of"] is None
+    assert (stats.exact_duplicates, stats.near_duplicates) == (1, 1)
+    # Only survivors go into the index that later snapshots are compared against.
+    assert len(pq.read_table(tmp_path / "i" / "web" / "default.parquet")) == 10

@@ -97,11 +97,12 @@ def test_no_pii_left_gate_uses_the_redactors_patterns_and_kinds(tmp_path):
     (tmp_path / "train").mkdir()
     rows = [{"id": "a", "text": "Paid with 4111 1111 1111 1111 yesterday.", "source": "web", "domain": "web", "metadata": "{}"}]
     pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), tmp_path / "train" / "part-00000.parquet")
-    ledger = [{"source": "web", "target_weight": 1.0, "achieved_weight": 1.0, "epochs": 1.0}]
+    ledger = [{"source": "web", "target_weight": 1.0, "achieved_weight": 1.0, "epochs": 1.0,
+               "units": 10, "available_units": 10}]
     splits = {"train": {"files": ["train/part-00000.parquet"]}}
 
     def gate(pii_sources):
-        out = quality.mixture_checks(ledger, 1.0, 0.01, str(tmp_path), splits, pii_sources, None, {})
+        out = quality.mixture_checks(ledger, {"web": 1.0}, 0.01, str(tmp_path), splits, pii_sources, None, {})
         return next(o for o in out if o.name == "no_pii_left")
 
     failed = gate({"web": ("secret_key", "credit_card", "email", "ip", "phone")})

@@ -3,50 +3,102 @@ import pytest
 
 from mix_pipeline.core.mixing import (
     InfeasibleMixture,
+    Pool,
     fill_remainder,
     plan_mixture,
-    split_of,
+    split_codes,
+    water_fill,
 )
 from mix_pipeline.recipe import MixtureSpec
 
 
 def _pools(sizes: dict[str, int], seed=0):
     rng = np.random.default_rng(seed)
-    return {s: ([f"{s}-{i}" for i in range(n)], rng.integers(50, 5000, n).astype(np.int64)) for s, n in sizes.items()}
+    return {s: Pool.from_ids(s, [f"{s}-{i}" for i in range(n)], rng.integers(50, 5000, n)) for s, n in sizes.items()}
+
+
+def _ids(plan, source=None):
+    """(source, row) pairs of the selection; in-memory pools are one 'file', so row is the doc index."""
+    rows = plan.selection.to_pylist()
+    return [(r["source"], r["row"]) for r in rows if source is None or r["source"] == source]
 
 
 def test_weights_hit_within_tolerance_with_repeats_capped():
     spec = MixtureSpec(total=2_000_000, weights={"web": 0.5, "books": 0.3, "code": 0.2}, max_epochs=4, seed=7)
     pools = _pools({"web": 2000, "books": 150, "code": 300})
-    selection, ledger = plan_mixture("m", spec, pools)
-    by = {row.source: row for row in ledger}
+    plan = plan_mixture("m", spec, pools)
+    by = {row.source: row for row in plan.ledger}
     for source, weight in spec.weights.items():
         assert abs(by[source].achieved_weight - weight) / weight < 0.005
         assert by[source].epochs <= spec.max_epochs
     assert by["books"].epochs > 1  # books is upsampled: 150 docs × ~2.5k tokens < 600k
-    assert selection.num_rows == sum(r.rows for r in ledger)
+    assert plan.selection.num_rows == sum(r.rows for r in plan.ledger)
     # Repeats of one document all go to the same split.
-    rows = selection.to_pylist()
     split_by_doc = {}
-    for r in rows:
-        assert split_by_doc.setdefault((r["source"], r["id"]), r["split"]) == r["split"]
+    for r in plan.selection.to_pylist():
+        assert split_by_doc.setdefault((r["source"], r["row"]), r["split"]) == r["split"]
 
 
 def test_same_seed_same_selection_other_seed_differs():
     spec = MixtureSpec(total=300_000, weights={"web": 1.0}, seed=1)
     pools = _pools({"web": 500})
-    a, _ = plan_mixture("m", spec, pools)
-    b, _ = plan_mixture("m", spec, pools)
-    c, _ = plan_mixture("m", spec.model_copy(update={"seed": 2}), pools)
-    assert a.equals(b)
-    assert set(a.column("id").to_pylist()) != set(c.column("id").to_pylist())
+    a = plan_mixture("m", spec, pools)
+    b = plan_mixture("m", spec, pools)
+    c = plan_mixture("m", spec.model_copy(update={"seed": 2}), pools)
+    assert a.selection.equals(b.selection)
+    assert set(_ids(a)) != set(_ids(c))
 
 
 def test_infeasible_request_names_source_and_shortfall():
     spec = MixtureSpec(total=10_000, weights={"web": 0.5, "books": 0.5}, max_epochs=2)
-    pools = {"web": (["w"], np.array([10_000])), "books": (["b1", "b2"], np.array([1000, 1000]))}
+    pools = {"web": Pool.from_ids("web", ["w"], [10_000]), "books": Pool.from_ids("books", ["b1", "b2"], [1000, 1000])}
     with pytest.raises(InfeasibleMixture, match=r"mixture 'm': source 'books' is short: the target needs 5,000 units but 2,000 are available and max_epochs=2 allows 4,000 \(short by 1,000\)"):
         plan_mixture("m", spec, pools)
+
+
+def test_per_source_max_epochs_overrides_the_mixture_default():
+    pools = _pools({"web": 2000, "books": 100})
+    spec = MixtureSpec(total=1_000_000, weights={"web": 0.7, "books": 0.3}, max_epochs=1)
+    with pytest.raises(InfeasibleMixture, match="source 'books' is short"):
+        plan_mixture("m", spec, pools)
+    spec = MixtureSpec(total=1_000_000, weights={"web": 0.7, "books": 0.3}, max_epochs=1,
+                       sources={"books": {"max_epochs": 3}})
+    by = {r.source: r for r in plan_mixture("m", spec, pools).ledger}
+    assert 1 < by["books"].epochs <= 3 and by["web"].epochs <= 1
+    assert by["books"].max_epochs == 3 and by["web"].max_epochs == 1
+
+
+def test_rebalance_moves_the_shortfall_to_the_others_by_weight():
+    pools = _pools({"web": 3000, "code": 3000, "books": 100})
+    spec = MixtureSpec(total=1_000_000, weights={"web": 0.5, "code": 0.25, "books": 0.25}, on_infeasible="rebalance")
+    plan = plan_mixture("m", spec, pools)
+    by = {r.source: r for r in plan.ledger}
+    books_available = pools["books"].available
+    assert by["books"].units <= books_available and by["books"].units >= 0.99 * books_available
+    assert plan.rebalanced == {"books": 250_000 - by["books"].target_units}
+    assert by["books"].shortfall_units == plan.rebalanced["books"] and by["web"].shortfall_units == 0
+    # web and code keep their 2:1 ratio and absorb the rest.
+    assert abs(by["web"].units / by["code"].units - 2) < 0.01
+    assert abs(sum(r.units for r in plan.ledger) - 1_000_000) / 1_000_000 < 0.005
+
+
+def test_max_fraction_caps_a_share_and_temperature_flattens():
+    pools = _pools({"web": 4000, "books": 400})
+    spec = MixtureSpec(total=500_000, temperature=2.0, sources={"web": {"max_fraction": 0.7}})
+    plan = plan_mixture("m", spec, pools)
+    by = {r.source: r for r in plan.ledger}
+    size = {s: p.available for s, p in pools.items()}
+    flat = {s: n ** 0.5 for s, n in size.items()}
+    assert by["web"].requested_weight == pytest.approx(flat["web"] / sum(flat.values()), abs=1e-6)
+    # T=2 would give web ~76%; the cap holds it at 70% and books gets the rest.
+    assert by["web"].requested_weight > 0.7 and by["web"].target_weight == pytest.approx(0.7)
+    assert abs(by["web"].achieved_weight - 0.7) / 0.7 < 0.005
+    assert plan.weighting == {"kind": "temperature", "temperature": 2.0}
+
+
+def test_water_fill():
+    assert water_fill({"a": 1, "b": 1, "c": 2}, {"a": 0.1, "b": 1, "c": 1}, 1.0) == pytest.approx({"a": 0.1, "b": 0.3, "c": 0.6})
+    assert sum(water_fill({"a": 1, "b": 1}, {"a": 0.2, "b": 0.3}, 1.0).values()) == pytest.approx(0.5)
 
 
 def test_fill_remainder_gets_close_from_below():
@@ -56,7 +108,45 @@ def test_fill_remainder_gets_close_from_below():
 
 
 def test_split_fractions_are_roughly_honoured():
-    ids = [str(i) for i in range(20_000)]
-    split = split_of("web", ids, 0.1, 0.05)
+    pool = Pool.from_ids("web", [str(i) for i in range(20_000)], np.ones(20_000))
+    split = split_codes(pool.survivors(np.arange(len(pool)))[0], 0.1, 0.05)
     assert abs((split == 1).mean() - 0.1) < 0.01
     assert abs((split == 2).mean() - 0.05) < 0.01
+
+
+def test_copies_take_their_survivors_split():
+    ids = [f"d{i}" for i in range(400)]
+    survivors = {f"d{i}": ("web", f"d{i - 200}") for i in range(200, 400)}
+    pool = Pool.from_ids("web", ids, np.ones(400), survivors=survivors)
+    split = split_codes(pool.survivors(np.arange(len(pool)))[0], 0.3, 0.3)
+    assert (split[200:] == split[:200]).all()
+    assert len(set(split.tolist())) == 3
+
+
+def test_sources_of_few_large_documents_still_hit_their_weights():
+    rng = np.random.default_rng(3)
+    pools = {
+        "web": Pool.from_ids("web", [f"w{i}" for i in range(50)], rng.integers(600, 2000, 50)),
+        "books": Pool.from_ids("books", [f"b{i}" for i in range(5)], [5366, 7956, 9027, 11972, 13215]),
+        "code": Pool.from_ids("code", [f"c{i}" for i in range(16)], rng.integers(500, 11_000, 16)),
+        "papers": Pool.from_ids("papers", [f"p{i}" for i in range(11)], rng.integers(2000, 3700, 11)),
+    }
+    spec = MixtureSpec(total=120_000, weights={"web": 0.5, "books": 0.2, "code": 0.2, "papers": 0.1}, max_epochs=4)
+    for seed in range(5):
+        plan = plan_mixture("m", spec.model_copy(update={"seed": seed}), pools)
+        for row in plan.ledger:
+            assert abs(row.achieved_weight - row.target_weight) / row.target_weight <= 0.005, (seed, row)
+        assert 120_000 / 1.25 <= sum(r.units for r in plan.ledger) <= 120_000 * 1.25
+
+
+def test_a_copy_follows_its_survivors_source_fractions():
+    books = Pool.from_ids("books", [f"b{i}" for i in range(100)], np.ones(100))
+    survivors = {f"w{i}": ("books", f"b{i}") for i in range(100)}
+    web = Pool.from_ids("web", [f"w{i}" for i in range(200)], np.ones(200), survivors=survivors)
+    spec = MixtureSpec(total=300, unit="documents", weights={"web": 2, "books": 1}, seed=3,
+                       splits={"validation": 0.5}, sources={"books": {"splits": {"validation": 0.0, "test": 0.0}}})
+    rows = plan_mixture("m", spec, {"web": web, "books": books}).selection.to_pylist()
+    split = {(r["source"], r["row"]): r["split"] for r in rows}
+    assert {split[("books", i)] for i in range(100)} == {"train"}
+    assert {split[("web", i)] for i in range(100)} == {"train"}  # copies of books
+    assert 30 < sum(split[("web", i)] == "validation" for i in range(100, 200)) < 70

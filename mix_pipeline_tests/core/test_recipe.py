@@ -40,6 +40,16 @@ def test_good_recipe_loads_with_paths_resolved_against_its_folder(folder):
         ("weights: {web: 0.5, books: 0.5}", "weights: {web: 0.5, wiki: 0.5}", "mixtures.m.weights.wiki: unknown source"),
         ("weights: {web: 0.5, books: 0.5}", "weights: {web: -0.5, books: 0.5}", "mixtures.m.weights: web: weight must be ≥ 0"),
         ("weights: {web: 0.5, books: 0.5}", "weights: {web: 0, books: 0}", "mixtures.m.weights: all weights are zero"),
+        ("weights: {web: 0.5, books: 0.5}", "weights: {web: 1}, temperature: 2",
+         "mixtures.m: give exactly one of 'weights' or 'temperature'"),
+        ("weights: {web: 0.5, books: 0.5}", "weights: {web: 1}, sources: {books: {max_epochs: 2}}",
+         "mixtures.m: sources.books: not in weights"),
+        ("weights: {web: 0.5, books: 0.5}", "temperature: 2, sources: {wiki: {}}", "mixtures.m.sources.wiki: unknown source"),
+        ("weights: {web: 0.5, books: 0.5}", "weights: {web: 0.5, books: 0.5}, max_fraction: 0.4",
+         "mixtures.m: the max_fraction caps of books, web add up to 0.8 < 1"),
+        ("weights: {web: 0.5, books: 0.5}", "weights: {web: 1}, on_infeasible: shrink", "mixtures.m.on_infeasible: Input should be"),
+        ("weights: {web: 0.5, books: 0.5}", "weights: {web: 1}, outputs: {tokenized: true}",
+         "mixtures.m.outputs.tokenized: needs tokenizer kind 'hf'"),
         ("[gopher_quality,", "[gopher_qualty,", "sources.web.filters: [0]: unknown filter 'gopher_qualty'"),
         ("min_score: 0.6", "min_scor: 0.6", "sources.web.filters: [1] language: unknown parameter 'min_scor'"),
         ("min_score: 0.6}}]", "min_score: 0.6}}, {pii: {kinds: [emial]}}]", "sources.web.filters: [2] pii: unknown kinds ['emial']"),
@@ -66,3 +76,14 @@ def test_missing_sources_and_bad_yaml(folder):
         load_recipe(write_recipe(folder, "name: [t\n"))
     with pytest.raises(RecipeError, match="cannot read the recipe"):
         load_recipe(folder / "nope.yaml")
+
+
+def test_temperature_mixture_with_per_source_overrides(folder):
+    body = GOOD.replace("weights: {web: 0.5, books: 0.5}",
+                        "temperature: 2, max_epochs: 2, sources: {web: {max_epochs: 4, max_fraction: 0.6}, books: {}}")
+    mix = load_recipe(write_recipe(folder, body)).mixtures["m"]
+    assert mix.source_names(["web", "books"]) == ["books", "web"]
+    assert (mix.max_epochs_of("web"), mix.max_epochs_of("books")) == (4, 2)
+    assert (mix.max_fraction_of("web"), mix.max_fraction_of("books")) == (0.6, 1.0)
+    everything = GOOD.replace("weights: {web: 0.5, books: 0.5}", "temperature: 1")
+    assert load_recipe(write_recipe(folder, everything)).mixture_sources("m") == ["books", "web"]

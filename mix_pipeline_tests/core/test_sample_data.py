@@ -36,6 +36,13 @@ def shingle_jaccard(a: str, b: str, n: int = 5) -> float:
 def read_corpus(root: Path) -> dict[str, dict[str, dict]]:
     """source -> id -> record, read back from the on-disk formats."""
     corpus: dict[str, dict[str, dict]] = {"web": {}, "books": {}, "papers": {}, "code": {}}
+    for kind in ("qa", "coding", "safety"):
+        corpus[f"chat_{kind}"] = {}
+        for path in sorted((root / "chat" / kind).glob("part-*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                rec = json.loads(line)
+                text = "".join(turn["content"] for turn in rec["messages"])
+                corpus[f"chat_{kind}"][rec["id"]] = rec | {"file": path.name, "text": text}
     for path in sorted((root / "web").glob("part-*.jsonl.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for line in f:
@@ -108,6 +115,22 @@ def test_layout_and_formats(built):
     assert truth["counts"]["total_documents"] == sum(len(r) for r in corpus.values())
     assert truth["seed"] == 0 and truth["size_mb"] == 1.0
     assert len(lines) >= 4 and lines[0].startswith("web: ")
+
+
+def test_chat_sets(built):
+    root, truth, corpus, lines = built
+    assert {k: len(corpus[f"chat_{k}"]) for k in ("qa", "coding", "safety")} == {"qa": 1000, "coding": 500, "safety": 250}
+    for kind in ("qa", "coding", "safety"):
+        for rec in corpus[f"chat_{kind}"].values():
+            assert rec["category"] == kind and rec["id"].startswith(f"{kind}-")
+            roles = [t["role"] for t in rec["messages"]]
+            assert roles[-1] == "assistant" and set(roles) <= {"system", "user", "assistant"}
+            assert all(isinstance(t["content"], str) and t["content"].strip() for t in rec["messages"])
+    assert all("```python\ndef " in r["messages"][-1]["content"] for r in corpus["chat_coding"].values())
+    for rec in list(corpus["chat_coding"].values())[:50]:
+        code = rec["messages"][-1]["content"].split("```python\n")[1].split("```")[0]
+        compile(code, rec["id"], "exec")  # generated functions are valid Python
+    assert any(line.startswith("chat/qa: 1000 conversations") for line in lines)
 
 
 def test_every_ground_truth_id_exists(built):

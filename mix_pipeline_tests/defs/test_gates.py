@@ -31,7 +31,7 @@ def baseline(tmp_path_factory):
     sample = tmp_path_factory.mktemp("gate_sample")
     build_sample_corpus(sample, size_mb=1, seed=3)
     work = tmp_path_factory.mktemp("gate_base")
-    (work / "recipe.yaml").write_text(demo_like_recipe(sample, work / "data", total=120_000))
+    (work / "recipe.yaml").write_text(demo_like_recipe(sample, work / "data", total=120_000, chat=False))
     with dg.instance_for_test() as instance:
         run_recipe(str(work / "recipe.yaml"), instance=instance)
     return work

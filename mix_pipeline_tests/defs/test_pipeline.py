@@ -17,17 +17,21 @@ import pytest
 from mix_pipeline.cli import main, run_recipe
 from mix_pipeline.core.catalog import conservation
 from mix_pipeline.core.documents import file_sha256, list_parts
-from mix_pipeline.core.sample_data import build_sample_corpus
 from mix_pipeline.core.scoring import score_filtering
 from mix_pipeline.defs import build_definitions
-from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
+from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, RAW
 from mix_pipeline.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def demo_like_recipe(sample: Path, data_root: Path, total: int) -> str:
+def demo_like_recipe(sample: Path, data_root: Path, total: int, chat: bool = True) -> str:
+    """recipes/demo.yaml pointed at `sample`; `chat=False` leaves out the chat sources and the SFT mixture."""
     text = (REPO / "recipes" / "demo.yaml").read_text()
+    if not chat:
+        head, rest = text.split("  # Chat (SFT) sets", 1)
+        text = head + rest[rest.index("dedup:"):]
+        text = text[: text.index("  # SFT:")]
     text = text.replace("../data/sample", str(sample)).replace("data_root: ../data", f"data_root: {data_root}")
     text = text.replace("total: 2_000_000", f"total: {total}")
     # One process per stage keeps the suite quick on two cores; the sharding stays the same.
@@ -35,10 +39,8 @@ def demo_like_recipe(sample: Path, data_root: Path, total: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sample")
-    build_sample_corpus(out, size_mb=3, seed=0)
-    return out
+def sample(sample_3mb) -> Path:
+    return sample_3mb
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,53 @@ def test_mixture_manifest_meets_the_weights(demo_run):
             rows += table.num_rows
         assert info["documents"] == sum(pq.read_metadata(manifest_path.parent / f).num_rows for f in info["files"])
     assert rows == sum(row["rows"] for row in manifest["sources"].values())
+
+
+def test_sft_mixture_is_60_30_10_by_examples_with_messages(demo_run):
+    recipe = demo_run["recipe"]
+    manifest = demo_run["manifests"]["sft"]
+    assert manifest["unit"] == "examples" and manifest["total_units"] == 1000
+    for source, weight in {"chat_qa": 0.6, "chat_coding": 0.3, "chat_safety": 0.1}.items():
+        row = manifest["sources"][source]
+        assert abs(row["achieved_weight"] - weight) / weight <= 0.005, (source, row)
+    out = Path(recipe.data_root_path) / "mixtures" / "sft"
+    table = pq.read_table(out / manifest["splits"]["train"]["files"][0])
+    assert table.schema.field("messages").type.value_type.names == ["role", "content"]
+    roles = {turn["role"] for turns in table["messages"].to_pylist() for turn in turns}
+    assert roles <= {"system", "user", "assistant"} and "assistant" in roles
+    for row in table.slice(0, 20).to_pylist():
+        assert row["text"].endswith(row["messages"][-1]["content"])
+        assert "messages" not in json.loads(row["metadata"])  # the turns are stored once, in `messages`
+
+
+def test_train_split_loads_with_datasets(demo_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    for name, manifest in demo_run["manifests"].items():
+        out = Path(demo_run["recipe"].data_root_path) / "mixtures" / name
+        train = manifest["splits"]["train"]
+        ds = datasets.load_dataset("parquet", data_files=[str(out / f) for f in train["files"]], split="train",
+                                   cache_dir=str(tmp_path / name))
+        assert ds.num_rows == train["documents"] == sum(r["rows"] for r in train["sources"].values()), name
+        assert ("messages" in ds.column_names) == (name == "sft")
+
+
+def test_comparison_shows_every_mixture(demo_run):
+    folder = Path(demo_run["recipe"].data_root_path) / "mixtures"
+    doc = json.loads((folder / "comparison.json").read_text())
+    assert set(doc["mixtures"]) == {"general", "sft"} and doc["not_built"] == []
+    rows = {(r["mixture"], r["source"]): r for r in doc["rows"]}
+    for name, manifest in demo_run["manifests"].items():
+        for source, row in manifest["sources"].items():
+            assert rows[(name, source)]["achieved_weight"] == row["achieved_weight"]
+            assert rows[(name, source)]["epochs"] == row["epochs"]
+    markdown = (folder / "comparison.md").read_text()
+    assert "| sft | examples | chat_qa |" in markdown and "| general | tokens | web |" in markdown
+    event = demo_run["instance"].get_latest_materialization_event(dg.AssetKey(MIXTURE_COMPARISON))
+    metadata = event.asset_materialization.metadata
+    assert "| sft | examples | chat_qa |" in metadata["comparison"].value
 
 
 def test_catalog_proves_conservation(demo_run, sample):
@@ -171,12 +220,14 @@ def test_filtered_materialization_shows_per_filter_counts_and_samples(demo_run):
 
 def test_rerun_is_byte_identical(demo_run):
     recipe = demo_run["recipe"]
-    out = Path(recipe.data_root_path) / "mixtures" / "general"
+    out = Path(recipe.data_root_path) / "mixtures"
     before = {p.relative_to(out): file_sha256(str(p)) for p in sorted(out.rglob("*")) if p.is_file()}
     run_recipe(str(demo_run["path"]), instance=demo_run["instance"])
     after = {p.relative_to(out): file_sha256(str(p)) for p in sorted(out.rglob("*")) if p.is_file()}
     assert before == after
-    assert any(str(p).endswith("manifest.json") for p in before)
+    names = {str(p) for p in before}
+    assert {"general/manifest.json", "sft/manifest.json", "sft/train/part-00000.jsonl", "comparison.json",
+            "general/megatron_data_path.txt", "sft/olmo_mix.yaml"} <= names
 
 
 def test_asset_graph_and_materializations(demo_run):
@@ -188,11 +239,12 @@ def test_asset_graph_and_materializations(demo_run):
     assert parents[DEDUP_INDEX] == {FILTERED}
     assert parents[DEDUPLICATED] == {FILTERED, DEDUP_INDEX}
     assert parents[MIXTURE] == {DEDUPLICATED}
+    assert parents[MIXTURE_COMPARISON] == {MIXTURE}
     instance = demo_run["instance"]
     keys = {f"{source}|default" for source in demo_run["recipe"].sources}
     for asset in (RAW, FILTERED, DEDUPLICATED):
         assert instance.get_materialized_partitions(dg.AssetKey(asset)) == keys
-    assert instance.get_materialized_partitions(dg.AssetKey(MIXTURE)) == {"general"}
+    assert instance.get_materialized_partitions(dg.AssetKey(MIXTURE)) == {"general", "sft"}
     assert instance.get_latest_materialization_event(dg.AssetKey(DEDUP_INDEX)) is not None
 
 

@@ -4,16 +4,19 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mix_pipeline.core import catalog as cat
-from mix_pipeline.core.stages import mixture_dir, run_mixture
+from mix_pipeline.core.comparison import COLUMNS as COMPARISON_COLUMNS
+from mix_pipeline.core.comparison import JSON_FILE, MARKDOWN_FILE
+from mix_pipeline.core.stages import mixture_dir, run_comparison, run_mixture
 from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table
 from mix_pipeline.defs.partitions import mixture_partitions
-from mix_pipeline.names import DEDUPLICATED, MIXTURE
+from mix_pipeline.names import DEDUPLICATED, MIXTURE, MIXTURE_COMPARISON
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
 
-LEDGER_COLUMNS = ["source", "target_weight", "achieved_weight", "units", "documents", "available_units", "epochs"]
+LEDGER_COLUMNS = ["source", "requested_weight", "target_weight", "achieved_weight", "units", "tokens", "documents",
+                  "available_units", "epochs", "max_epochs", "shortfall_units"]
 
 
 def build(recipe: Recipe) -> list:
@@ -31,7 +34,7 @@ def build(recipe: Recipe) -> list:
         check_specs=check_specs(MIXTURE, "mixture"),
         automation_condition=AUTOMATION,
         description="A named mixture: documents sampled to the target weights, split into "
-        "train/validation/test shards with a manifest.json.",
+        "train/validation/test shards with a manifest.json and trainer exports.",
     )
     def mixture(
         context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource
@@ -53,9 +56,34 @@ def build(recipe: Recipe) -> list:
                 "ledger": markdown_table(ledger, LEDGER_COLUMNS),
                 "dagster/row_count": sum(s["documents"] for s in manifest["splits"].values()),
                 "units": sum(row["units"] for row in ledger),
+                "weighting": dg.MetadataValue.json(manifest["weighting"]),
+                "rebalanced": dg.MetadataValue.json(manifest["rebalanced"]),
                 "manifest": dg.MetadataValue.path(os.path.join(out, "manifest.json")),
                 "output_sha256": manifest["output_sha256"],
             }
         )
 
-    return [mixture]
+    @dg.asset(
+        name=MIXTURE_COMPARISON,
+        deps=[dg.AssetDep(MIXTURE, partition_mapping=dg.AllPartitionMapping())],
+        group_name="mixtures",
+        kinds={"json"},
+        automation_condition=AUTOMATION,
+        description="Every named mixture in one table (per-source weights, units, epochs, sizes), "
+        "also written to mixtures/comparison.{json,md}.",
+    )
+    def mixture_comparison(context: dg.AssetExecutionContext, datatrove: DatatroveExecutor):
+        env = stage_env(recipe, datatrove, context)
+        doc = run_comparison(env)
+        folder = env.dir("mixtures")
+        return dg.MaterializeResult(
+            metadata={
+                "comparison": markdown_table(doc["rows"], COMPARISON_COLUMNS),
+                "mixtures": dg.MetadataValue.json(doc["mixtures"]),
+                "not_built": dg.MetadataValue.json(doc["not_built"]),
+                "json": dg.MetadataValue.path(os.path.join(folder, JSON_FILE)),
+                "markdown": dg.MetadataValue.path(os.path.join(folder, MARKDOWN_FILE)),
+            }
+        )
+
+    return [mixture, mixture_comparison]
