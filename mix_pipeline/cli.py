@@ -176,18 +176,26 @@ def _cmd_backfill(args) -> int:
     return 0
 
 
-def _cmd_report(args) -> int:
+def _open_catalog(recipe_path: str):
+    """(recipe, read-only catalog connection), or (recipe, None) after saying what to run first."""
     import duckdb
 
-    from mix_pipeline.core.catalog import conservation
     from mix_pipeline.defs import catalog_path
 
-    recipe = load_recipe(args.recipe, check_paths=False)
+    recipe = load_recipe(recipe_path, check_paths=False)
     path = catalog_path(recipe)
     if not os.path.exists(path):
-        print(f"no catalog at {path}: run `mix-pipeline run --recipe {args.recipe}` first", file=sys.stderr)
+        print(f"no catalog at {path}: run `mix-pipeline run --recipe {recipe_path}` first", file=sys.stderr)
+        return recipe, None
+    return recipe, duckdb.connect(path, read_only=True)
+
+
+def _cmd_report(args) -> int:
+    from mix_pipeline.core.catalog import conservation
+
+    _, con = _open_catalog(args.recipe)
+    if con is None:
         return 1
-    con = duckdb.connect(path, read_only=True)
     print("document fates per source (records = kept + dropped + duplicate + quarantined):")
     for row in conservation(con):
         print(
@@ -201,19 +209,13 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_score(args) -> int:
-    import duckdb
-
     from mix_pipeline.core.scoring import score_filtering
-    from mix_pipeline.defs import catalog_path
 
-    recipe = load_recipe(args.recipe, check_paths=False)
-    path = catalog_path(recipe)
-    if not os.path.exists(path):
-        print(f"no catalog at {path}: run `mix-pipeline run --recipe {args.recipe}` first", file=sys.stderr)
+    recipe, con = _open_catalog(args.recipe)
+    if con is None:
         return 1
     with open(args.truth) as f:
         truth = json.load(f)
-    con = duckdb.connect(path, read_only=True)
     print(json.dumps(score_filtering(con, recipe, truth), indent=2, sort_keys=True))
     con.close()
     return 0
