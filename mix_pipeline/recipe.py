@@ -306,6 +306,8 @@ class ExperimentSpec(_Strict):
     objective: dict[str, float] = Field(default_factory=dict)
     # Weight vectors the regressor scores when searching for the recommendation.
     search_samples: int = Field(20_000, ge=100, le=1_000_000)
+    # The recommendation is the mean of this many best-predicted feasible samples.
+    recommend_top: int = Field(100, ge=1)
     # Floor inside the regressor's log(weight + floor) features: keeps predictions finite at 0.
     log_floor: float = Field(0.02, gt=0.0)
     proxy: ProxySpec = Field(default_factory=ProxySpec)
@@ -586,6 +588,10 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
                     f"({names[eval_set_name(f)]} and {f}); drops are attributed by file name"
                 )
             names[eval_set_name(f)] = f
+    for exp_name, exp in recipe.experiments.items():
+        for set_name, p in exp.eval_sets.items():
+            if not os.path.isfile(recipe.resolve(p)):
+                raise RecipeError(f"{origin}: experiments.{exp_name}.eval_sets.{set_name}: no such file {recipe.resolve(p)}")
     if recipe.tokenizer.kind == "hf":
         tok = recipe.resolve(recipe.tokenizer.path or "")
         if not os.path.isfile(tok):

@@ -233,6 +233,22 @@ def draw_weights(rng, alpha: np.ndarray, n: int, explore: float) -> np.ndarray:
     return out
 
 
+def nearest_distance(points: np.ndarray, candidates: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """L1 distance from each point to its nearest candidate (in chunks: bounded memory)."""
+    out = np.empty(len(points))
+    for start in range(0, len(points), 4096):
+        d = np.abs(points[start:start + 4096, None, :] - candidates[None, :, :]).sum(axis=2)
+        if exclude_self:
+            d[d == 0] = np.inf
+        out[start:start + 4096] = d.min(axis=1)
+    return out
+
+
+def trust_radius(candidates: np.ndarray) -> float:
+    """The median distance from a candidate to its nearest other candidate."""
+    return float(np.median(nearest_distance(candidates, candidates, exclude_self=True)))
+
+
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     def ranks(v):
         order = np.argsort(v, kind="stable")
@@ -355,7 +371,19 @@ def run_lab(env, experiment: str, log=None) -> dict:
         raise InfeasibleMixture(f"lab[{experiment}]: no sampled weight vector fits max_epochs at total {prior_spec.total:,}")
     predicted = features(samples, exp.log_floor) @ coef @ np.array([objective[d] for d in domains])
     predicted[~feasible] = np.inf
-    best = samples[int(np.argmin(predicted))]
+    # Trust region: only vectors about as close to some candidate as candidates are to each
+    # other; further out the fit extrapolates, and log features extrapolate wildly near 0.
+    radius = trust_radius(x)
+    near = nearest_distance(samples, x) <= radius
+    predicted[~near] = np.inf
+    usable = int(np.isfinite(predicted).sum())
+    if not usable:
+        raise InfeasibleMixture(f"lab[{experiment}]: no feasible weight vector lies near the candidates; "
+                                "raise candidates or max_epochs")
+    # The mean of the best few, not the single argmin: the argmin sits wherever the fit errs
+    # lowest. The feasible set is convex (linear caps), so the mean of feasible vectors is feasible.
+    top = np.argsort(predicted, kind="stable")[: min(exp.recommend_top, usable)]
+    best = samples[top].mean(axis=0)
     rec_weights = _rounded({s: float(v) for s, v in zip(sources, best)})
     recommended = Candidate(experiment + RECOMMENDED_SUFFIX, "recommended", rec_weights)
     recommended.predicted = float((features(np.array([rec_weights[s] for s in sources]), exp.log_floor) @ coef
@@ -379,6 +407,8 @@ def run_lab(env, experiment: str, log=None) -> dict:
         "spearman_loo": spearman,
         "spearman_loo_per_domain": spearman_domain,
         "feasible_samples": int(feasible.sum()),
+        "trusted_samples": usable,
+        "trust_radius_l1": round(radius, 4),
         "searched_samples": int(len(samples)),
         "coefficients": {d: dict(zip(["intercept"] + [f"log_w_{s}" for s in sources], coef[:, j].round(6).tolist()))
                          for j, d in enumerate(domains)},
@@ -388,7 +418,7 @@ def run_lab(env, experiment: str, log=None) -> dict:
     }
     out = lab_dir(env.root, experiment)
     os.makedirs(out, exist_ok=True)
-    _write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=2, sort_keys=True, default=_nan_none) + "\n")
+    _write_atomic(os.path.join(out, "results.json"), json.dumps(_finite(results), indent=2, sort_keys=True, allow_nan=False) + "\n")
     _write_atomic(os.path.join(out, "recommended.yaml"), recommended_yaml(results))
     _write_atomic(os.path.join(out, "report.html"), report_html(results))
     log(f"lab[{experiment}]: recommended {rec_weights}; observed objective {recommended.objective:.4f} "
@@ -458,8 +488,15 @@ def _candidate_row(c: Candidate) -> dict:
             "units": c.units}
 
 
-def _nan_none(value):
-    return None
+def _finite(value):
+    """NaN (a Spearman over too few candidates) as null: results.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _write_atomic(path: str, text: str) -> None:
