@@ -176,7 +176,6 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
     from mix_pipeline.core.stages import StageEnv, run_mixture
     from mix_pipeline.defs import build_definitions, catalog_path
     from mix_pipeline.defs.jobs import LAB_JOB
-    from mix_pipeline.recipe import parse_recipe
 
     recipe = load_recipe(recipe_path)
     if experiment not in recipe.experiments:
@@ -194,9 +193,9 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
         if name in recipe.mixtures and recipe.mixtures[name] != spec:
             raise RecipeError(f"mixtures.{name}: the recipe already defines it with other settings; "
                               f"rename or remove it, or build it with `mix-pipeline run --mixture {name}`")
-        data = recipe.model_dump(mode="json")
-        data["mixtures"] = {**data["mixtures"], name: spec.model_dump(mode="json")}
-        with_rec = parse_recipe(data, recipe.base_dir, recipe.sha256, origin=recipe_path)
+        # The block was validated as a MixtureSpec; it is the prior's settings (sources, caps)
+        # with new weights, so the recipe's cross-checks hold for it as they did for the prior.
+        with_rec = recipe.model_copy(update={"mixtures": {**recipe.mixtures, name: spec}})
         rows = None
         if os.path.exists(catalog_path(recipe)):
             con = duckdb.connect(catalog_path(recipe), read_only=True)
@@ -209,7 +208,7 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
 
 
 def print_lab(results: dict, folder: str) -> None:
-    sources, domains = results["sources"], results["domains"]
+    sources = results["sources"]
     print(f"\nlab '{results['experiment']}' (prior {results['prior']}): loss in nats/word on held-out sets, "
           f"objective weights {results['objective_weights']}")
     print("  " + f"{'candidate':<20}" + "".join(f"{'w_' + s:>10}" for s in sources)
@@ -218,7 +217,8 @@ def print_lab(results: dict, folder: str) -> None:
         pred = "" if c["predicted"] is None else f"{c['predicted']:.4f}"
         print("  " + f"{c['name']:<20}" + "".join(f"{c['achieved'].get(s, 0):>10.4f}" for s in sources)
               + f"{c['objective']:>11.4f}{pred:>11}")
-    print(f"  leave-one-out Spearman (predicted vs observed objective): {results['spearman_loo']:.3f}")
+    rho = results["spearman_loo"]
+    print(f"  leave-one-out Spearman (predicted vs observed objective): {'n/a' if rho is None else f'{rho:.3f}'}")
     print(f"  recommended vs uniform: {results['improvement_vs_uniform']:+.4f}, vs prior: "
           f"{results['improvement_vs_prior']:+.4f} (observed; positive = lower loss)")
     print(f"  report: {os.path.join(folder, 'report.html')}\n  mixture block: {os.path.join(folder, 'recommended.yaml')}")

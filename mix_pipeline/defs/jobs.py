@@ -17,7 +17,7 @@ DEDUP_INDEX_JOB = "build_dedup_index"
 DEDUPLICATE_JOB = "deduplicate"
 MIX_JOB = "mix"
 COMPARE_JOB = "compare_mixtures"
-LAB_JOB = "mixture_lab"
+LAB_JOB = "run_mixture_lab"  # not "mixture_lab": a job may not share its name with an asset
 
 
 def build(recipe: Recipe) -> dict:

@@ -11,6 +11,7 @@ import yaml
 
 from mix_pipeline.cli import main, run_lab_experiment
 from mix_pipeline.defs import build_definitions
+from mix_pipeline.defs.jobs import LAB_JOB
 from mix_pipeline.names import MIXTURE_LAB
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.conftest import write_recipe
@@ -46,7 +47,7 @@ def test_lab_asset_and_materialized_recommendation(tmp_path):
     path = _setup(tmp_path)
     recipe = load_recipe(path)
     defs = build_definitions(recipe)
-    assert defs.resolve_job_def("mixture_lab") is not None
+    assert defs.resolve_job_def(LAB_JOB) is not None
     with dg.instance_for_test() as instance:
         results = run_lab_experiment(str(path), "small", materialize=True, instance=instance)
         event = instance.get_latest_materialization_event(dg.AssetKey(MIXTURE_LAB))
