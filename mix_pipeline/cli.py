@@ -1,4 +1,4 @@
-"""`mix-pipeline`: validate a recipe, build sample data, run a recipe, report on a run, score its filters.
+"""`mix-pipeline`: validate a recipe, build sample data, run a recipe, report on a run, score its filters, run a mixture lab.
 
 `run` executes the same Dagster jobs the UI shows, against the Dagster instance in
 DAGSTER_HOME (default ./.dagster_home, the folder `make ui` uses), so CLI runs appear in the UI.
@@ -164,6 +164,71 @@ def print_ledger(recipe_path: str, names: list[str] | None = None) -> None:
         print(f"  output: {os.path.dirname(path)}")
 
 
+def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = False, instance=None) -> dict:
+    """Run one mixture-lab experiment as the `mixture_lab` asset (so it shows in the UI); with
+    `materialize`, build its recommendation as mixture `<experiment>_recommended` through the
+    normal mixture stage (plan, write, gate, publish). The pipeline must have run first: the lab
+    reads the deduplicated shards."""
+    import duckdb
+
+    from mix_pipeline.core.catalog import conservation
+    from mix_pipeline.core.lab import lab_dir, recommended_spec
+    from mix_pipeline.core.stages import StageEnv, run_mixture
+    from mix_pipeline.defs import build_definitions, catalog_path
+    from mix_pipeline.defs.jobs import LAB_JOB
+
+    recipe = load_recipe(recipe_path)
+    if experiment not in recipe.experiments:
+        raise RecipeError(f"--experiment: recipe has no experiment '{experiment}' "
+                          f"(experiments: {', '.join(recipe.experiments) or 'none'})")
+    defs = build_definitions(recipe)
+    instance = instance or dagster_instance()
+    _execute(defs, LAB_JOB, instance, experiment, f"mixture_lab [{experiment}]")
+    out = lab_dir(recipe.data_root_path, experiment)
+    with open(os.path.join(out, "results.json")) as f:
+        results = json.load(f)
+    print_lab(results, out)
+    if materialize:
+        name, spec = recommended_spec(results)
+        if name in recipe.mixtures and recipe.mixtures[name] != spec:
+            raise RecipeError(f"mixtures.{name}: the recipe already defines it with other settings; "
+                              f"rename or remove it, or build it with `mix-pipeline run --mixture {name}`")
+        # The block was validated as a MixtureSpec; it is the prior's settings (sources, caps)
+        # with new weights, so the recipe's cross-checks hold for it as they did for the prior.
+        with_rec = recipe.model_copy(update={"mixtures": {**recipe.mixtures, name: spec}})
+        rows = None
+        if os.path.exists(catalog_path(recipe)):
+            con = duckdb.connect(catalog_path(recipe), read_only=True)
+            rows = conservation(con)
+            con.close()
+        print(f"==> mixture [{name}] (the lab's recommendation)", flush=True)
+        run_mixture(StageEnv(with_rec), name, conservation_rows=rows)
+        print_ledger(recipe_path, [name])
+    return results
+
+
+def print_lab(results: dict, folder: str) -> None:
+    sources = results["sources"]
+    print(f"\nlab '{results['experiment']}' (prior {results['prior']}): loss in nats/word on held-out sets, "
+          f"objective weights {results['objective_weights']}")
+    print("  " + f"{'candidate':<20}" + "".join(f"{'w_' + s:>10}" for s in sources)
+          + f"{'objective':>11}{'predicted':>11}")
+    for c in results["candidates"] + [results["recommended"]]:
+        pred = "" if c["predicted"] is None else f"{c['predicted']:.4f}"
+        print("  " + f"{c['name']:<20}" + "".join(f"{c['achieved'].get(s, 0):>10.4f}" for s in sources)
+              + f"{c['objective']:>11.4f}{pred:>11}")
+    rho = results["spearman_loo"]
+    print(f"  leave-one-out Spearman (predicted vs observed objective): {'n/a' if rho is None else f'{rho:.3f}'}")
+    print(f"  recommended vs uniform: {results['improvement_vs_uniform']:+.4f}, vs prior: "
+          f"{results['improvement_vs_prior']:+.4f} (observed; positive = lower loss)")
+    print(f"  report: {os.path.join(folder, 'report.html')}\n  mixture block: {os.path.join(folder, 'recommended.yaml')}")
+
+
+def _cmd_lab(args) -> int:
+    run_lab_experiment(args.recipe, args.experiment, materialize=args.materialize)
+    return 0
+
+
 def _cmd_run(args) -> int:
     run_recipe(args.recipe, args.mixture, full=args.full)
     print_ledger(args.recipe, [args.mixture] if args.mixture else None)
@@ -250,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", required=True)
     p.add_argument("--truth", required=True, help="the sample corpus's ground_truth.json")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("lab", help="run a mixture-lab experiment and recommend a mixture (after `run`)")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--materialize", action="store_true",
+                   help="also build the recommendation as mixture <experiment>_recommended")
+    p.set_defaults(func=_cmd_lab)
 
     p = sub.add_parser("report", help="print conservation and mixture ledgers from the catalog")
     p.add_argument("--recipe", required=True)

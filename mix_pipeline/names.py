@@ -9,6 +9,10 @@ DEDUP_INDEX = "dedup_index"
 DEDUPLICATED = "deduplicated_documents"
 MIXTURE = "mixture"
 MIXTURE_COMPARISON = "mixture_comparison"
+MIXTURE_LAB = "mixture_lab"
+# The lab writes under data_root/lab/<experiment>/; its recommendation becomes this mixture.
+LAB_DIR = "lab"
+RECOMMENDED_SUFFIX = "_recommended"
 
 # Folder names under data_root for each stage's documents.
 STAGE_DIRS = {RAW: "raw", FILTERED: "filtered", DEDUPLICATED: "deduplicated"}

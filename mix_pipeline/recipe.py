@@ -269,6 +269,61 @@ class MixtureSpec(_Strict):
         return self._override(source).splits or self.splits
 
 
+class ProxySpec(_Strict):
+    """The lab's proxy language model: an interpolated absolute-discounting word bigram model
+    over a hashed (capped) vocabulary."""
+
+    # Words are hashed into this many ids; collisions merge rare words (a capped vocabulary).
+    vocab_buckets: int = Field(65_536, ge=256, le=2**20)
+    # Absolute discount subtracted from every seen bigram count (Kneser–Ney's usual 0.75).
+    discount: float = Field(0.75, gt=0.0, lt=1.0)
+    # Add-k smoothing of the unigram distribution the bigrams back off to.
+    unigram_k: float = Field(0.1, gt=0.0)
+
+
+class ExperimentSpec(_Strict):
+    """One mixture-lab experiment: proxy-train candidate mixtures, fit weights → loss, recommend."""
+
+    # The named mixture whose weights (and unit, max_epochs) the candidates are drawn around.
+    prior: str
+    # Dirichlet draws around the prior (the recipe's own mixtures and uniform are added to them).
+    candidates: int = Field(12, ge=1, le=256)
+    # Dirichlet concentration: α = concentration × n_sources × prior weights (higher = closer).
+    concentration: float = Field(4.0, gt=0.0)
+    # Share of the draws (candidates and search samples) taken uniformly over the whole simplex
+    # instead of around the prior, so the regressor interpolates rather than extrapolates.
+    explore: float = Field(0.5, ge=0.0, le=1.0)
+    # Units (in the prior's unit) of each small candidate mixture.
+    total: int = Field(gt=0)
+    # Deterministic hash slice of each source's deduplicated documents held out for scoring.
+    holdout: float = Field(0.1, gt=0.0, lt=1.0)
+    # At most this many held-out documents per source are scored (the first in hash order).
+    holdout_max_documents: int = Field(500, ge=1)
+    # Extra held-out sets: name → JSON-lines file with a `text` field (scored like a source's).
+    eval_sets: dict[str, str] = Field(default_factory=dict)
+    # Per-domain weights of the objective (domains: source names and eval-set names);
+    # omitted domains weigh 0; empty = every domain weighs 1.
+    objective: dict[str, float] = Field(default_factory=dict)
+    # Weight vectors the regressor scores when searching for the recommendation.
+    search_samples: int = Field(20_000, ge=100, le=1_000_000)
+    # The recommendation is the mean of this many best-predicted feasible samples.
+    recommend_top: int = Field(100, ge=1)
+    # Floor inside the regressor's log(weight + floor) features: keeps predictions finite at 0.
+    log_floor: float = Field(0.02, gt=0.0)
+    proxy: ProxySpec = Field(default_factory=ProxySpec)
+    seed: int = 0
+
+    @field_validator("objective")
+    @classmethod
+    def _objective_sane(cls, objective: dict[str, float]) -> dict[str, float]:
+        for domain, w in objective.items():
+            if w < 0:
+                raise ValueError(f"{domain}: objective weight must be ≥ 0 (got {w})")
+        if objective and sum(objective.values()) <= 0:
+            raise ValueError("all objective weights are zero")
+        return objective
+
+
 class ScheduleSpec(_Strict):
     # When to look for new and changed input (cron, in `timezone`).
     cron: str
@@ -312,6 +367,8 @@ class Recipe(_Strict):
     mixtures: dict[str, MixtureSpec] = Field(default_factory=dict)
     schedule: ScheduleSpec | None = None
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    # Mixture-lab experiments (see core/lab.py); one `mixture_lab` partition each.
+    experiments: dict[str, ExperimentSpec] = Field(default_factory=dict)
 
     # Set by load_recipe, not by the YAML.
     base_dir: str = Field("", exclude=True)
@@ -353,6 +410,23 @@ class Recipe(_Strict):
                 raise ValueError(
                     f"mixtures.{mix_name}.outputs.tokenized: needs tokenizer kind 'hf' with a local tokenizer.json"
                 )
+        for exp_name, exp in self.experiments.items():
+            where = f"experiments.{exp_name}"
+            if not SOURCE_NAME_PATTERN.fullmatch(exp_name):
+                raise ValueError(f"{where}: experiment names use lower-case letters, digits and '_' only")
+            if exp.prior not in self.mixtures:
+                raise ValueError(f"{where}.prior: unknown mixture '{exp.prior}' (mixtures: {', '.join(self.mixtures) or 'none'})")
+            sources = self.mixture_sources(exp.prior)
+            if len(sources) < 2:
+                raise ValueError(f"{where}.prior: mixture '{exp.prior}' draws from one source; there is nothing to mix")
+            for name in exp.eval_sets:
+                if not SOURCE_NAME_PATTERN.fullmatch(name) or name in sources:
+                    raise ValueError(f"{where}.eval_sets.{name}: eval-set names use lower-case letters, digits "
+                                     "and '_' and must differ from the source names")
+            domains = set(sources) | set(exp.eval_sets)
+            for domain in exp.objective:
+                if domain not in domains:
+                    raise ValueError(f"{where}.objective.{domain}: unknown domain (domains: {', '.join(sorted(domains))})")
         return self
 
     def mixture_sources(self, name: str) -> list[str]:
@@ -514,6 +588,10 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
                     f"({names[eval_set_name(f)]} and {f}); drops are attributed by file name"
                 )
             names[eval_set_name(f)] = f
+    for exp_name, exp in recipe.experiments.items():
+        for set_name, p in exp.eval_sets.items():
+            if not os.path.isfile(recipe.resolve(p)):
+                raise RecipeError(f"{origin}: experiments.{exp_name}.eval_sets.{set_name}: no such file {recipe.resolve(p)}")
     if recipe.tokenizer.kind == "hf":
         tok = recipe.resolve(recipe.tokenizer.path or "")
         if not os.path.isfile(tok):

@@ -11,6 +11,7 @@ from mix_pipeline.defs import jobs
 from mix_pipeline.defs.dedup import assets as dedup_assets
 from mix_pipeline.defs.filtered import assets as filtered_assets
 from mix_pipeline.defs.filtered import sensors as filtered_sensors
+from mix_pipeline.defs.lab import assets as lab_assets
 from mix_pipeline.defs.mixture import assets as mixture_assets
 from mix_pipeline.defs.raw import assets as raw_assets
 from mix_pipeline.defs.raw import sensors as raw_sensors
@@ -26,6 +27,7 @@ def catalog_path(recipe: Recipe) -> str:
 
 def build_definitions(recipe: Recipe) -> dg.Definitions:
     assets = raw_assets.build(recipe) + filtered_assets.build(recipe) + dedup_assets.build(recipe) + mixture_assets.build(recipe)
+    assets += lab_assets.build(recipe)
     all_jobs = jobs.build(recipe)
     snapshot_sensors, schedules = raw_sensors.build(recipe)
     return dg.Definitions(

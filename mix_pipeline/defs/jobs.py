@@ -8,8 +8,8 @@ is ingest (per source|snapshot) → dedup_index → deduplicate (per source|snap
 
 import dagster as dg
 
-from mix_pipeline.defs.partitions import mixture_partitions, source_snapshots
-from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, RAW
+from mix_pipeline.defs.partitions import experiment_partitions, mixture_partitions, source_snapshots
+from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, MIXTURE_LAB, RAW
 from mix_pipeline.recipe import Recipe
 
 INGEST_JOB = "ingest"
@@ -17,6 +17,7 @@ DEDUP_INDEX_JOB = "build_dedup_index"
 DEDUPLICATE_JOB = "deduplicate"
 MIX_JOB = "mix"
 COMPARE_JOB = "compare_mixtures"
+LAB_JOB = "run_mixture_lab"  # not "mixture_lab": a job may not share its name with an asset
 
 
 def build(recipe: Recipe) -> dict:
@@ -35,4 +36,8 @@ def build(recipe: Recipe) -> dict:
                                        description="Sample and write one named mixture."))
         out.append(dg.define_asset_job(COMPARE_JOB, selection=[MIXTURE_COMPARISON],
                                        description="Tabulate every built mixture side by side."))
+    experiments = experiment_partitions(recipe)
+    if experiments is not None:
+        out.append(dg.define_asset_job(LAB_JOB, selection=[MIXTURE_LAB], partitions_def=experiments,
+                                       description="Run one mixture-lab experiment and recommend a mixture."))
     return {job.name: job for job in out}

@@ -3,7 +3,8 @@
 Documents are partitioned by source × snapshot as one dynamic dimension with keys
 "<source>|<snapshot>" (e.g. "web|2024-05-06", "books|default"): only combinations that exist
 on disk appear, the snapshot sensor adds new ones as drops land, and a source's partitions
-are the keys that start with "<source>|". Mixtures are static: one partition per named mixture.
+are the keys that start with "<source>|". Mixtures are static: one partition per named mixture;
+so are mixture-lab experiments.
 """
 
 import re
@@ -22,6 +23,10 @@ def source_snapshots(recipe: Recipe) -> dg.DynamicPartitionsDefinition:
 
 def mixture_partitions(recipe: Recipe) -> dg.StaticPartitionsDefinition | None:
     return dg.StaticPartitionsDefinition(sorted(recipe.mixtures)) if recipe.mixtures else None
+
+
+def experiment_partitions(recipe: Recipe) -> dg.StaticPartitionsDefinition | None:
+    return dg.StaticPartitionsDefinition(sorted(recipe.experiments)) if recipe.experiments else None
 
 
 def discovered_keys(recipe: Recipe) -> list[str]:

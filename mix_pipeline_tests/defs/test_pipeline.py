@@ -19,7 +19,7 @@ from mix_pipeline.core.catalog import conservation
 from mix_pipeline.core.documents import file_sha256, list_parts
 from mix_pipeline.core.scoring import score_filtering
 from mix_pipeline.defs import build_definitions
-from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, RAW
+from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, MIXTURE_LAB, RAW
 from mix_pipeline.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -240,6 +240,7 @@ def test_asset_graph_and_materializations(demo_run):
     assert parents[DEDUPLICATED] == {FILTERED, DEDUP_INDEX}
     assert parents[MIXTURE] == {DEDUPLICATED}
     assert parents[MIXTURE_COMPARISON] == {MIXTURE}
+    assert parents[MIXTURE_LAB] == {DEDUPLICATED}  # the demo recipe declares an experiment
     instance = demo_run["instance"]
     keys = {f"{source}|default" for source in demo_run["recipe"].sources}
     for asset in (RAW, FILTERED, DEDUPLICATED):

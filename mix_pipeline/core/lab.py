@@ -1,0 +1,619 @@
+"""The mixture lab: rank candidate mixtures with a cheap proxy model and recommend one.
+
+An experiment draws candidate weight vectors (Dirichlet around a named mixture's weights, plus
+the recipe's own mixtures over the same sources and uniform), selects each candidate's
+documents with the normal planner (`plan_mixture` over `load_pool` pools) from the
+deduplicated corpus minus a held-out slice, trains a smoothed word-bigram model on each, and
+scores it on per-domain held-out sets. A ridge regression from log-weights to each domain's
+loss then scores many more weight vectors; the best one that the full-size mixture can supply
+within its `max_epochs` is recommended, and is itself trained and scored, so the report shows
+its observed loss next to the prediction.
+
+Texts stream from the shards a record batch at a time; only hashed-bigram counts and the
+held-out word ids (capped per domain) are kept. Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.parquet as pq
+import xxhash
+import yaml
+
+from mix_pipeline.core.mixing import (
+    InfeasibleMixture,
+    Pool,
+    _mix64,
+    load_pool,
+    plan_mixture,
+    read_survivors,
+    requested_weights,
+)
+from mix_pipeline.names import LAB_DIR, RECOMMENDED_SUFFIX
+
+_HOLDOUT_SALT = xxhash.xxh3_64_intdigest(b"mix_pipeline/lab-holdout")
+_WORD = re.compile(r"\w+|[^\w\s]")
+# Counts are merged (np.unique) once this many bigram entries are buffered: bounds memory.
+_FLUSH_ENTRIES = 2_000_000
+# Word → id cache entries kept before the cache is cleared (ids are a pure function of the word).
+_CACHE_WORDS = 1_000_000
+_READ_BATCH_ROWS = 1_024
+_RIDGE = 1e-3
+
+
+# ---- the proxy model -------------------------------------------------------------------------
+class WordHasher:
+    """Lower-cased words and punctuation → ids in [1, buckets]; 0 is the document boundary."""
+
+    def __init__(self, buckets: int):
+        self.buckets = buckets
+        self._cache: dict[str, int] = {}
+
+    def ids(self, text: str) -> np.ndarray:
+        cache, out = self._cache, []
+        for word in _WORD.findall(text.lower()):
+            i = cache.get(word)
+            if i is None:
+                if len(cache) >= _CACHE_WORDS:
+                    cache.clear()
+                i = cache[word] = xxhash.xxh3_64_intdigest(word.encode("utf-8")) % self.buckets + 1
+            out.append(i)
+        return np.array([0] + out, dtype=np.int64)
+
+
+class BigramCounts:
+    """Bigram counts (hashed keys a·V+b) accumulated from documents, each with a multiplicity."""
+
+    def __init__(self, size: int):
+        self.size = size  # vocabulary size including the boundary id
+        self.keys = np.zeros(0, np.int64)
+        self.counts = np.zeros(0, np.int64)
+        self._buffer: list[tuple[np.ndarray, np.ndarray]] = []
+        self._buffered = 0
+
+    def add(self, ids: np.ndarray, times: int) -> None:
+        if len(ids) < 2 or times <= 0:
+            return
+        keys = ids[:-1] * self.size + ids[1:]
+        self._buffer.append((keys, np.full(len(keys), times, np.int64)))
+        self._buffered += len(keys)
+        if self._buffered >= _FLUSH_ENTRIES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        keys = np.concatenate([self.keys] + [k for k, _ in self._buffer])
+        counts = np.concatenate([self.counts] + [c for _, c in self._buffer])
+        self.keys, inverse = np.unique(keys, return_inverse=True)
+        self.counts = np.bincount(inverse, weights=counts).astype(np.int64)
+        self._buffer, self._buffered = [], 0
+
+    def model(self, discount: float, unigram_k: float) -> BigramModel:
+        self._flush()
+        return BigramModel(self.keys, self.counts, self.size, discount, unigram_k)
+
+
+@dataclass
+class BigramModel:
+    """Interpolated absolute discounting: p(b|a) = max(c(a,b) − d, 0)/c(a) + d·N1+(a)/c(a)·p1(b),
+    with p1 the add-k unigram distribution over the whole (hashed) vocabulary; p1 alone when a
+    was never seen."""
+
+    keys: np.ndarray
+    counts: np.ndarray
+    size: int
+    discount: float
+    unigram_k: float
+
+    def __post_init__(self):
+        a, b = self.keys // self.size, self.keys % self.size
+        self.context = np.bincount(a, weights=self.counts, minlength=self.size)
+        self.types = np.bincount(a, minlength=self.size).astype(np.float64)
+        unigram = np.bincount(b, weights=self.counts, minlength=self.size)
+        self.unigram = (unigram + self.unigram_k) / (unigram.sum() + self.unigram_k * self.size)
+
+    def loss(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Mean negative log-likelihood (nats per word) of the bigrams (a[i], b[i])."""
+        if len(a) == 0:
+            return float("nan")
+        key = a * self.size + b
+        c_ab = np.zeros(len(key), np.int64)
+        if len(self.keys):
+            pos = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
+            hit = self.keys[pos] == key
+            c_ab[hit] = self.counts[pos[hit]]
+        c_a, p1 = self.context[a], self.unigram[b]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(c_a > 0, (np.maximum(c_ab - self.discount, 0) + self.discount * self.types[a] * p1) / c_a, p1)
+        return float(-np.log(p).mean())
+
+
+# ---- pools, held-out slices and streaming -----------------------------------------------------
+@dataclass
+class SourceData:
+    """A source's full pool, the training sub-pool (held-out slice removed) and the held-out picks."""
+
+    source: str
+    files: list[str]
+    pool: Pool
+    train: Pool
+    train_index: np.ndarray  # train-pool position → full-pool position
+    holdout_index: np.ndarray  # full-pool positions of the scored held-out documents
+
+
+def holdout_mask(pool: Pool, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out mask, hash) keyed on each document's cluster survivor, so a held-out
+    document's near copies (kept when dedup does not remove them) are held out with it."""
+    key, _, _ = pool.survivors(np.arange(len(pool)))
+    h = _mix64(key, _HOLDOUT_SALT)
+    return h.astype(np.float64) / 2.0**64 < fraction, h
+
+
+def prepare_source(source: str, files: list[str], unit: str, survivors, fraction: float, max_docs: int) -> SourceData:
+    pool = load_pool(source, files, unit, survivors)
+    held, h = holdout_mask(pool, fraction)
+    keep = np.flatnonzero(~held)
+    held_idx = np.flatnonzero(held)
+    held_idx = np.sort(held_idx[np.argsort(h[held_idx], kind="stable")][:max_docs])
+    train = Pool(source=source, units=pool.units[keep], tokens=pool.tokens[keep], doc_hash=pool.doc_hash[keep],
+                 file_starts=np.array([0, len(keep)], dtype=np.int64))
+    return SourceData(source, files, pool, train, keep, held_idx)
+
+
+def stream_texts(files: list[str], wanted: np.ndarray):
+    """(full-pool position, text) of the sorted positions `wanted`, reading a record batch at a time."""
+    at, offset = 0, 0
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        n = parquet.metadata.num_rows
+        if at >= len(wanted):
+            return
+        if wanted[at] >= offset + n:
+            offset += n
+            continue
+        for batch in parquet.iter_batches(batch_size=_READ_BATCH_ROWS, columns=["text"]):
+            end = offset + batch.num_rows
+            stop = int(np.searchsorted(wanted, end))
+            if stop > at:
+                column = batch.column(0)
+                for pos in wanted[at:stop].tolist():
+                    yield pos, column[pos - offset].as_py() or ""
+                at = stop
+            offset = end
+
+
+# ---- candidates ------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    name: str
+    kind: str  # prior | mixture | uniform | dirichlet | recommended
+    weights: dict[str, float]  # requested
+    achieved: dict[str, float] = field(default_factory=dict)
+    losses: dict[str, float] = field(default_factory=dict)
+    objective: float = float("nan")
+    predicted: float = float("nan")  # leave-one-out prediction (fit without this candidate)
+    units: int = 0
+
+
+def candidate_spec(prior_spec, weights: dict[str, float], total: int):
+    """The prior mixture's spec at the lab's size with these weights: same unit, seed and
+    max_epochs; no splits (the held-out slice is taken before planning) and rebalancing instead
+    of failing, so every candidate gets built and is described by its achieved weights."""
+    from mix_pipeline.recipe import MixtureSourceSpec, SplitsSpec
+
+    sources = {s: MixtureSourceSpec(max_epochs=prior_spec.max_epochs_of(s)) for s in weights}
+    return prior_spec.model_copy(update={
+        "weights": dict(weights), "temperature": None, "total": total, "sources": sources,
+        "splits": SplitsSpec(), "on_infeasible": "rebalance", "max_fraction": 1.0,
+    })
+
+
+def dirichlet_alpha(prior: dict[str, float], sources: list[str], concentration: float) -> np.ndarray:
+    n = len(sources)
+    # A floor keeps sources the prior leaves out (weight 0) explorable.
+    p = np.array([max(prior[s], 0.01 / n) for s in sources])
+    return concentration * n * p / p.sum()
+
+
+def draw_weights(rng, alpha: np.ndarray, n: int, explore: float) -> np.ndarray:
+    """n weight vectors: round(n·explore) flat Dirichlet(1) draws over the simplex, interleaved
+    with Dirichlet(alpha) draws around the prior."""
+    flat = np.zeros(n, dtype=bool)
+    flat[np.round(np.arange(1, n + 1) * explore) != np.round(np.arange(n) * explore)] = True
+    out = rng.dirichlet(alpha, size=n)
+    out[flat] = rng.dirichlet(np.ones(len(alpha)), size=int(flat.sum()))
+    return out
+
+
+def nearest_distance(points: np.ndarray, candidates: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+    """L1 distance from each point to its nearest candidate (in chunks: bounded memory)."""
+    out = np.empty(len(points))
+    for start in range(0, len(points), 4096):
+        d = np.abs(points[start:start + 4096, None, :] - candidates[None, :, :]).sum(axis=2)
+        if exclude_self:
+            d[d == 0] = np.inf
+        out[start:start + 4096] = d.min(axis=1)
+    return out
+
+
+def trust_radius(candidates: np.ndarray) -> float:
+    """The median distance from a candidate to its nearest other candidate."""
+    return float(np.median(nearest_distance(candidates, candidates, exclude_self=True)))
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    def ranks(v):
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=np.float64)
+        for value in np.unique(v):  # ties share their mean rank
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return float("nan")
+    rx, ry = ranks(x[ok]), ranks(y[ok])
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def features(w: np.ndarray, floor: float) -> np.ndarray:
+    """[1, log(w_s + floor) …, w_s … (all but the last, which the others determine)]: diminishing
+    returns in each source's share, plus a linear term that lets sources stand in for each other."""
+    w = np.atleast_2d(w)
+    return np.hstack([np.ones((len(w), 1)), np.log(w + floor), w[:, :-1]])
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    penalty = _RIDGE * np.eye(x.shape[1])
+    penalty[0, 0] = 0.0  # the intercept is not shrunk
+    return np.linalg.solve(x.T @ x + penalty, x.T @ y)
+
+
+# ---- the experiment --------------------------------------------------------------------------
+def lab_dir(root: str, experiment: str) -> str:
+    return os.path.join(root, LAB_DIR, experiment)
+
+
+def run_lab(env, experiment: str, log=None) -> dict:
+    """Run one experiment of `env.recipe`; write results.json, report.html and recommended.yaml
+    under data_root/lab/<experiment>/ and return the results."""
+    import glob
+
+    from mix_pipeline.core.stages import deduplicated_files
+
+    log = log or env.log
+    recipe = env.recipe
+    exp = recipe.experiments[experiment]
+    prior_spec = recipe.mixtures[exp.prior]
+    sources = recipe.mixture_sources(exp.prior)
+    data: dict[str, SourceData] = {}
+    for s in sources:
+        files = deduplicated_files(env, s)
+        if not files:
+            raise InfeasibleMixture(f"lab[{experiment}]: source '{s}' has no deduplicated shards; run the pipeline first")
+        survivors = read_survivors(glob.glob(env.dir("dedup_index", "clusters", s, "*.parquet")), s)
+        data[s] = prepare_source(s, files, prior_spec.unit, survivors, exp.holdout, exp.holdout_max_documents)
+    hasher = WordHasher(exp.proxy.vocab_buckets)
+    size = exp.proxy.vocab_buckets + 1
+
+    # Held-out sets: word ids only, capped per domain.
+    heldout: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for s, d in data.items():
+        heldout[s] = _bigram_arrays(hasher.ids(text) for _, text in stream_texts(d.files, d.holdout_index))
+    for name, path in sorted(exp.eval_sets.items()):
+        heldout[name] = _bigram_arrays(hasher.ids(t) for t in _eval_texts(recipe.resolve(path), exp.holdout_max_documents))
+    domains = sorted(heldout)
+    empty = [d for d in domains if len(heldout[d][0]) == 0]
+    if empty:
+        raise InfeasibleMixture(f"lab[{experiment}]: no held-out text for {', '.join(empty)} (raise holdout)")
+    objective = {d: float(exp.objective.get(d, 0.0)) if exp.objective else 1.0 for d in domains}
+    norm = sum(objective.values())
+    objective = {d: w / norm for d, w in objective.items()}
+
+    # Candidates: the prior, the recipe's other mixtures over these sources, uniform, Dirichlet draws.
+    available = {s: data[s].pool.available for s in sources}
+    prior = requested_weights(prior_spec, available)
+    candidates = [Candidate(exp.prior, "prior", prior)]
+    for name in sorted(recipe.mixtures):
+        other = recipe.mixtures[name]
+        if name != exp.prior and other.unit == prior_spec.unit and set(recipe.mixture_sources(name)) <= set(sources):
+            own = requested_weights(other, {s: available[s] for s in recipe.mixture_sources(name)})
+            candidates.append(Candidate(name, "mixture", {s: own.get(s, 0.0) for s in sources}))
+    candidates.append(Candidate("uniform", "uniform", {s: 1.0 / len(sources) for s in sources}))
+    rng_draw, rng_search = (np.random.default_rng(s) for s in np.random.SeedSequence(exp.seed).spawn(2))
+    alpha = dirichlet_alpha(prior, sources, exp.concentration)
+    for k, w in enumerate(draw_weights(rng_draw, alpha, exp.candidates, exp.explore)):
+        candidates.append(Candidate(f"draw_{k:03d}", "dirichlet", {s: float(x) for s, x in zip(sources, w)}))
+
+    n_features = features(np.ones(len(sources)) / len(sources), exp.log_floor).shape[1]
+    if len(candidates) < n_features + 1:
+        raise InfeasibleMixture(
+            f"lab[{experiment}]: {len(candidates)} candidates cannot fit {n_features} regression coefficients "
+            f"per domain; set experiments.{experiment}.candidates to at least {exp.candidates + n_features + 1 - len(candidates)}")
+    _evaluate(candidates, data, prior_spec, exp, hasher, size, heldout, objective, log)
+    x = np.array([[c.achieved[s] for s in sources] for c in candidates])
+    y = np.array([[c.losses[d] for d in domains] for c in candidates])
+    obj = y @ np.array([objective[d] for d in domains])
+    # Leave-one-out: each candidate is predicted by a fit that never saw it.
+    feats = features(x, exp.log_floor)
+    loo = np.full(len(candidates), np.nan)
+    loo_domain = np.full(y.shape, np.nan)
+    if len(candidates) >= 3:
+        for i in range(len(candidates)):
+            rest = np.arange(len(candidates)) != i
+            coef = fit_ridge(feats[rest], y[rest])
+            loo_domain[i] = feats[i] @ coef
+            loo[i] = loo_domain[i] @ np.array([objective[d] for d in domains])
+    for c, p in zip(candidates, loo):
+        c.predicted = float(p)
+    coef = fit_ridge(feats, y)
+    spearman = _spearman(loo, obj)
+    spearman_domain = {d: _spearman(loo_domain[:, j], y[:, j]) for j, d in enumerate(domains)}
+
+    # Search: drawn like the candidates (the region the fit has seen), plus the candidates themselves.
+    samples = np.vstack([draw_weights(rng_search, alpha, exp.search_samples, exp.explore), x])
+    caps_full = np.array([math.floor(available[s] * prior_spec.max_epochs_of(s)) for s in sources])
+    caps_lab = np.array([math.floor(data[s].train.available * prior_spec.max_epochs_of(s)) for s in sources])
+    feasible = np.all(samples * prior_spec.total <= caps_full, axis=1) & np.all(samples * exp.total <= caps_lab, axis=1)
+    if not feasible.any():
+        raise InfeasibleMixture(f"lab[{experiment}]: no sampled weight vector fits max_epochs at total {prior_spec.total:,}")
+    predicted = features(samples, exp.log_floor) @ coef @ np.array([objective[d] for d in domains])
+    predicted[~feasible] = np.inf
+    # Trust region: only vectors about as close to some candidate as candidates are to each
+    # other; further out the fit extrapolates, and log features extrapolate wildly near 0.
+    radius = trust_radius(x)
+    near = nearest_distance(samples, x) <= radius
+    predicted[~near] = np.inf
+    usable = int(np.isfinite(predicted).sum())
+    if not usable:
+        raise InfeasibleMixture(f"lab[{experiment}]: no feasible weight vector lies near the candidates; "
+                                "raise candidates or max_epochs")
+    # The mean of the best few, not the single argmin: the argmin sits wherever the fit errs
+    # lowest. The feasible set is convex (linear caps), so the mean of feasible vectors is feasible.
+    top = np.argsort(predicted, kind="stable")[: min(exp.recommend_top, usable)]
+    best = samples[top].mean(axis=0)
+    rec_weights = _rounded({s: float(v) for s, v in zip(sources, best)})
+    recommended = Candidate(experiment + RECOMMENDED_SUFFIX, "recommended", rec_weights)
+    recommended.predicted = float((features(np.array([rec_weights[s] for s in sources]), exp.log_floor) @ coef
+                                   @ np.array([objective[d] for d in domains]))[0])
+    _evaluate([recommended], data, prior_spec, exp, hasher, size, heldout, objective, log)
+
+    uniform = next(c for c in candidates if c.kind == "uniform")
+    prior_c = candidates[0]
+    results = {
+        "experiment": experiment,
+        "prior": exp.prior,
+        "unit": prior_spec.unit,
+        "lab_total": exp.total,
+        "sources": sources,
+        "domains": domains,
+        "objective_weights": objective,
+        "heldout_words": {d: int(len(heldout[d][0])) for d in domains},
+        "proxy": {"kind": "word bigram, interpolated absolute discounting", **exp.proxy.model_dump()},
+        "candidates": [_candidate_row(c) for c in candidates],
+        "recommended": _candidate_row(recommended),
+        "spearman_loo": spearman,
+        "spearman_loo_per_domain": spearman_domain,
+        "feasible_samples": int(feasible.sum()),
+        "trusted_samples": usable,
+        "trust_radius_l1": round(radius, 4),
+        "searched_samples": int(len(samples)),
+        "coefficients": {d: dict(zip(["intercept"] + [f"log_w_{s}" for s in sources], coef[:, j].round(6).tolist()))
+                         for j, d in enumerate(domains)},
+        "improvement_vs_uniform": uniform.objective - recommended.objective,
+        "improvement_vs_prior": prior_c.objective - recommended.objective,
+        "recommended_mixture": recommended_block(experiment, prior_spec, rec_weights),
+    }
+    out = lab_dir(env.root, experiment)
+    os.makedirs(out, exist_ok=True)
+    _write_atomic(os.path.join(out, "results.json"), json.dumps(_finite(results), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    _write_atomic(os.path.join(out, "recommended.yaml"), recommended_yaml(results))
+    _write_atomic(os.path.join(out, "report.html"), report_html(results))
+    log(f"lab[{experiment}]: recommended {rec_weights}; observed objective {recommended.objective:.4f} "
+        f"(uniform {uniform.objective:.4f}, prior {prior_c.objective:.4f}); LOO Spearman {spearman:.3f}")
+    return results
+
+
+def _evaluate(candidates, data, prior_spec, exp, hasher, size, heldout, objective, log) -> None:
+    """Plan every candidate, train its proxy in one streaming pass per source, score it."""
+    mult: dict[str, list[np.ndarray]] = {s: [] for s in data}
+    for c in candidates:
+        spec = candidate_spec(prior_spec, c.weights, exp.total)
+        plan = plan_mixture(c.name, spec, {s: d.train for s, d in data.items()})
+        for row in plan.ledger:
+            c.achieved[row.source] = row.achieved_weight
+        c.units = sum(row.units for row in plan.ledger)
+        src = plan.selection.column("source").to_pylist()
+        rows = plan.selection.column("row").to_numpy()
+        src = np.array(src, dtype=object)
+        for s, d in data.items():
+            times = np.bincount(rows[src == s], minlength=len(d.train)) if len(rows) else np.zeros(len(d.train), np.int64)
+            mult[s].append(times)
+    counts = [BigramCounts(size) for _ in candidates]
+    for s, d in data.items():
+        times = np.vstack(mult[s])  # candidates × train documents
+        used = np.flatnonzero(times.any(axis=0))
+        for pos, text in stream_texts(d.files, d.train_index[used]):
+            ids = hasher.ids(text)
+            k = int(np.searchsorted(d.train_index, pos))
+            for j in np.flatnonzero(times[:, k]).tolist():
+                counts[j].add(ids, int(times[j, k]))
+        log(f"lab: trained on {len(used):,} document(s) of {s} for {len(candidates)} candidate(s)")
+    for c, bigrams in zip(candidates, counts):
+        model = bigrams.model(exp.proxy.discount, exp.proxy.unigram_k)
+        c.losses = {dom: model.loss(*heldout[dom]) for dom in sorted(heldout)}
+        c.objective = sum(objective[dom] * c.losses[dom] for dom in c.losses)
+
+
+def _bigram_arrays(id_arrays) -> tuple[np.ndarray, np.ndarray]:
+    a, b = [], []
+    for ids in id_arrays:
+        a.append(ids[:-1])
+        b.append(ids[1:])
+    if not a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(a), np.concatenate(b)
+
+
+def _eval_texts(path: str, limit: int):
+    with open(path, encoding="utf-8") as f:
+        n = 0
+        for line in f:
+            if line.strip() and n < limit:
+                n += 1
+                yield str(json.loads(line).get("text") or "")
+
+
+def _rounded(weights: dict[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    return {s: round(w / total, 4) for s, w in weights.items()}
+
+
+def _candidate_row(c: Candidate) -> dict:
+    return {"name": c.name, "kind": c.kind, "weights": {s: round(w, 4) for s, w in c.weights.items()},
+            "achieved": c.achieved, "losses": {d: round(v, 5) for d, v in c.losses.items()},
+            "objective": round(c.objective, 5), "predicted": None if math.isnan(c.predicted) else round(c.predicted, 5),
+            "units": c.units}
+
+
+def _finite(value):
+    """NaN (a Spearman over too few candidates) as null: results.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---- the recommendation as a mixture ---------------------------------------------------------
+def recommended_block(experiment: str, prior_spec, weights: dict[str, float]) -> dict:
+    """The prior mixture with the recommended weights, as recipe YAML data (only non-default keys)."""
+    spec = prior_spec.model_copy(update={"weights": dict(weights), "temperature": None})
+    return {experiment + RECOMMENDED_SUFFIX: spec.model_dump(mode="json", exclude_defaults=True)}
+
+
+def recommended_yaml(results: dict) -> str:
+    head = (f"# Recommended by the mixture lab, experiment '{results['experiment']}' (prior: {results['prior']}).\n"
+            "# Paste under `mixtures:` in the recipe, or build it with "
+            "`mix-pipeline lab --recipe R --experiment E --materialize`.\n")
+    return head + yaml.safe_dump(results["recommended_mixture"], sort_keys=True)
+
+
+def recommended_spec(results: dict):
+    from mix_pipeline.recipe import MixtureSpec
+
+    (name, block), = results["recommended_mixture"].items()
+    return name, MixtureSpec.model_validate(block)
+
+
+# ---- the report --------------------------------------------------------------------------------
+def candidate_rows(results: dict) -> list[dict]:
+    """One flat row per candidate (and the recommendation): weights, per-domain loss, objective."""
+    rows = []
+    for c in results["candidates"] + [results["recommended"]]:
+        row = {"candidate": c["name"], "kind": c["kind"]}
+        row |= {f"w_{s}": c["achieved"].get(s) for s in results["sources"]}
+        row |= {f"loss_{d}": c["losses"].get(d) for d in results["domains"]}
+        row |= {"objective": c["objective"], "predicted": c["predicted"]}
+        rows.append(row)
+    return rows
+
+
+def weight_rows(results: dict) -> list[dict]:
+    """Recommended weights next to the hand-written ones (the recipe's mixtures among the candidates)."""
+    named = [c for c in results["candidates"] if c["kind"] in ("prior", "mixture", "uniform")] + [results["recommended"]]
+    return [{"source": s, **{c["name"]: c["weights"].get(s) for c in named}} for s in results["sources"]]
+
+
+def _html_table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    cols = list(rows[0])
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return "" if v is None else str(v)
+
+
+def _svg_scatter(results: dict) -> str:
+    pts = [(c["predicted"], c["objective"], c["name"]) for c in results["candidates"] + [results["recommended"]]
+           if c["predicted"] is not None]
+    if len(pts) < 2:
+        return "<p>(too few candidates to plot)</p>"
+    lo = min(min(p, o) for p, o, _ in pts)
+    hi = max(max(p, o) for p, o, _ in pts)
+    pad = (hi - lo) * 0.05 or 0.01
+    lo, hi = lo - pad, hi + pad
+    size, margin = 360, 40
+
+    def xy(p, o):
+        return (margin + (p - lo) / (hi - lo) * (size - 2 * margin), size - margin - (o - lo) / (hi - lo) * (size - 2 * margin))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" font-size="10">',
+             f'<line x1="{margin}" y1="{size - margin}" x2="{size - margin}" y2="{margin}" stroke="#bbb"/>',
+             f'<text x="{size / 2}" y="{size - 8}" text-anchor="middle">predicted objective (leave-one-out)</text>',
+             f'<text x="12" y="{size / 2}" transform="rotate(-90 12 {size / 2})" text-anchor="middle">observed objective</text>',
+             f'<text x="{margin}" y="{size - margin + 12}">{lo:.3f}</text>',
+             f'<text x="{size - margin}" y="{size - margin + 12}" text-anchor="end">{hi:.3f}</text>']
+    for p, o, name in pts:
+        x, y = xy(p, o)
+        colour = "#d62728" if name == results["recommended"]["name"] else "#1f77b4"
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"><title>{html.escape(name)}: '
+                     f'predicted {p:.4f}, observed {o:.4f}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def report_html(results: dict) -> str:
+    rec = results["recommended"]
+    spearman = results["spearman_loo"]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Mixture lab: {html.escape(results['experiment'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
+<h1>Mixture lab: {html.escape(results['experiment'])}</h1>
+<p>Prior mixture <b>{html.escape(results['prior'])}</b>; {len(results['candidates'])} candidates of
+{results['lab_total']:,} {html.escape(results['unit'])} each, proxy: {html.escape(results['proxy']['kind'])}.
+Losses are nats per word on each domain's held-out set (lower is better); the objective weighs them by
+{html.escape(json.dumps(results['objective_weights']))}.</p>
+<p><b>Recommended</b> ({html.escape(rec['name'])}): observed objective {rec['objective']:.4f}, predicted
+{_cell(rec['predicted'])}; {results['improvement_vs_uniform']:+.4f} better than uniform,
+{results['improvement_vs_prior']:+.4f} better than the prior (positive = better).
+Leave-one-out Spearman (predicted vs observed objective): {_cell(spearman)}.</p>
+<h2>Recommended weights next to the hand-written ones</h2>{_html_table(weight_rows(results))}
+<h2>Loss per candidate</h2>
+<p>w_* are the achieved weights of each small mixture; <i>predicted</i> comes from a fit that left that
+candidate out (for the recommendation: the fit on every candidate).</p>{_html_table(candidate_rows(results))}
+<h2>Predicted vs observed</h2>{_svg_scatter(results)}
+<h2>Per-domain leave-one-out Spearman</h2>{_html_table([{'domain': d, 'spearman': v} for d, v in results['spearman_loo_per_domain'].items()])}
+<h2>Recommended mixture block</h2><pre>{html.escape(recommended_yaml(results))}</pre>
+</body></html>
+"""

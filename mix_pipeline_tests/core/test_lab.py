@@ -1,0 +1,177 @@
+"""The mixture lab on a corpus built so the answer is known: one source's language is disjoint
+from the others', so only its own documents teach the proxy its held-out set."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from mix_pipeline.core.documents import DEDUPLICATED_SCHEMA
+from mix_pipeline.core.lab import BigramCounts, WordHasher, recommended_spec, run_lab, stream_texts
+from mix_pipeline.core.stages import StageEnv
+from mix_pipeline.recipe import RecipeError, parse_recipe
+
+
+def _language(rng, prefix: str, words: int = 1000):
+    """A random Markov chain over `words` made-up words (each with a few likely successors)."""
+    vocab = [f"{prefix}{i}" for i in range(words)]
+    successors = rng.integers(0, words, size=(words, 4))
+    return vocab, successors
+
+
+def _documents(rng, language, n: int, length: int = 60) -> list[str]:
+    vocab, successors = language
+    docs = []
+    for _ in range(n):
+        w = int(rng.integers(len(vocab)))
+        out = []
+        for _ in range(length):
+            out.append(vocab[w])
+            w = int(successors[w, rng.integers(4)]) if rng.random() < 0.9 else int(rng.integers(len(vocab)))
+        docs.append(" ".join(out))
+    return docs
+
+
+def _write_source(root, source: str, texts: list[str], shards: int = 2) -> None:
+    folder = root / "deduplicated" / source / "default"
+    folder.mkdir(parents=True)
+    for k in range(shards):
+        part = texts[k::shards]
+        ids = [f"{source}-{k}-{i}" for i in range(len(part))]
+        table = pa.table({
+            "id": ids, "text": part, "source": [source] * len(part), "domain": [source] * len(part),
+            "metadata": ["{}"] * len(part), "n_tokens": [max(1, len(t.encode()) // 4) for t in part],
+        }, schema=DEDUPLICATED_SCHEMA)
+        pq.write_table(table, folder / f"part-{k:05d}.parquet")
+
+
+@pytest.fixture(scope="module")
+def lab_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    rng = np.random.default_rng(7)
+    common, alien = _language(rng, "w"), _language(rng, "zq")
+    # news and forum speak one language; alien another, with no word in common.
+    _write_source(root / "data", "news", _documents(rng, common, 300))
+    _write_source(root / "data", "forum", _documents(rng, common, 300))
+    _write_source(root / "data", "alien", _documents(rng, alien, 300))
+    return root
+
+
+def _recipe(root, **experiment):
+    exp = {"prior": "base", "candidates": 10, "total": 30_000, "holdout": 0.1, "search_samples": 5000,
+           "concentration": 3.0, "seed": 3} | experiment
+    data = {
+        "name": "lab_test",
+        "data_root": str(root / "data"),
+        "sources": {s: {"path": f"{s}/*.jsonl"} for s in ("news", "forum", "alien")},
+        "mixtures": {"base": {"total": 60_000, "weights": {"news": 0.45, "forum": 0.45, "alien": 0.1},
+                              "max_epochs": 3, "seed": 5}},
+        "experiments": {"lab": exp},
+    }
+    return parse_recipe(data, str(root))
+
+
+@pytest.fixture(scope="module")
+def lab_results(lab_corpus):
+    recipe = _recipe(lab_corpus)
+    return recipe, run_lab(StageEnv(recipe, log=lambda m: None), "lab")
+
+
+def test_recommendation_raises_the_disjoint_domain_and_beats_uniform(lab_results):
+    _, results = lab_results
+    rec = results["recommended"]
+    prior = next(c for c in results["candidates"] if c["kind"] == "prior")
+    uniform = next(c for c in results["candidates"] if c["kind"] == "uniform")
+    assert rec["weights"]["alien"] > prior["weights"]["alien"] + 0.1
+    assert rec["weights"]["alien"] > uniform["weights"]["alien"]
+    # Observed (the recommendation is trained and scored after it is chosen), not predicted.
+    assert rec["objective"] < uniform["objective"] - 0.02, (rec["objective"], uniform["objective"])
+    assert results["improvement_vs_uniform"] == pytest.approx(uniform["objective"] - rec["objective"], abs=1e-4)
+    assert rec["losses"]["alien"] < prior["losses"]["alien"]
+    assert results["spearman_loo"] >= 0.8
+
+
+def test_lab_writes_report_results_and_a_pasteable_mixture(lab_results, lab_corpus):
+    recipe, results = lab_results
+    out = lab_corpus / "data" / "lab" / "lab"
+    assert json.loads((out / "results.json").read_text())["recommended"]["weights"] == results["recommended"]["weights"]
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "lab_recommended" in page and "Leave-one-out Spearman" in page
+    block = yaml.safe_load((out / "recommended.yaml").read_text())
+    # Pasted under `mixtures:`, it is a valid mixture with the prior's settings and the new weights.
+    data = {"name": "x", "sources": {s: {"path": "p"} for s in recipe.sources},
+            "mixtures": {**{k: v.model_dump(exclude_defaults=True) for k, v in recipe.mixtures.items()}, **block}}
+    pasted = parse_recipe(data, str(lab_corpus)).mixtures["lab_recommended"]
+    name, spec = recommended_spec(results)
+    assert name == "lab_recommended" and pasted == spec
+    assert spec.weights == results["recommended"]["weights"]
+    assert spec.total == 60_000 and spec.max_epochs == 3 and spec.seed == 5
+
+
+def test_lab_is_deterministic(lab_corpus, lab_results):
+    _, first = lab_results
+    again = run_lab(StageEnv(_recipe(lab_corpus), log=lambda m: None), "lab")
+    assert again["recommended"] == first["recommended"]
+    assert again["candidates"] == first["candidates"]
+
+
+def test_held_out_documents_never_train(lab_corpus, lab_results):
+    from mix_pipeline.core.lab import prepare_source
+
+    recipe, _ = lab_results
+    files = sorted(str(p) for p in (lab_corpus / "data" / "deduplicated" / "news" / "default").glob("part-*"))
+    data = prepare_source("news", files, "tokens", None, 0.1, 500)
+    assert len(data.holdout_index) and not set(data.holdout_index) & set(data.train_index)
+    assert len(data.holdout_index) + len(data.train_index) == len(data.pool)
+    assert 10 <= len(data.holdout_index) <= 60  # ~10% of 300
+    # Streaming reads back exactly the positions asked for, across shard boundaries.
+    wanted = np.array([0, 1, 149, 150, 299])
+    texts = dict(stream_texts(files, wanted))
+    rows = pq.read_table(files[0]).column("text").to_pylist() + pq.read_table(files[1]).column("text").to_pylist()
+    assert sorted(texts) == wanted.tolist() and all(texts[i] == rows[i] for i in wanted.tolist())
+
+
+def test_bigram_model_is_a_distribution_and_prefers_its_training_text():
+    hasher = WordHasher(64)
+    counts = BigramCounts(65)
+    train = hasher.ids("the cat sat on the mat . the cat ran")
+    counts.add(train, 2)
+    model = counts.model(0.75, 0.1)
+    # p(·|a) sums to one over the vocabulary for a seen and an unseen context.
+    for a in (int(hasher.ids("the")[1]), 0, 63):
+        b = np.arange(65)
+        p = np.exp(-np.array([model.loss(np.array([a]), np.array([x])) for x in b]))
+        assert p.sum() == pytest.approx(1.0, abs=1e-9)
+    seen = model.loss(train[:-1], train[1:])
+    unseen = hasher.ids("zebra quartz violin xylophone")
+    assert seen < model.loss(unseen[:-1], unseen[1:])
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"prior": "nope"}, "experiments.lab.prior: unknown mixture 'nope'"),
+    ({"objective": {"mars": 1}}, "experiments.lab.objective.mars: unknown domain"),
+    ({"bogus": 1}, "experiments.lab.bogus: unknown key"),
+    ({"eval_sets": {"news": "x.jsonl"}}, "experiments.lab.eval_sets.news"),
+    ({"proxy": {"discount": 1.5}}, "experiments.lab.proxy.discount"),
+])
+def test_experiment_keys_are_validated(tmp_path, experiment, message):
+    with pytest.raises(RecipeError, match=message.replace(".", r"\.")):
+        _recipe(tmp_path, **experiment)
+
+
+def test_eval_sets_are_scored_as_domains(lab_corpus, tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "alien_eval.jsonl"
+    alien_like = _documents(rng, _language(np.random.default_rng(7), "w"), 5)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in alien_like))
+    recipe = _recipe(lab_corpus, candidates=6, search_samples=500, eval_sets={"extra": str(path)},
+                     objective={"extra": 1.0})
+    out = run_lab(StageEnv(recipe, log=lambda m: None), "lab")
+    assert "extra" in out["domains"] and out["objective_weights"] == {"alien": 0.0, "extra": 1.0, "forum": 0.0, "news": 0.0}
+    assert os.path.exists(lab_corpus / "data" / "lab" / "lab" / "report.html")
