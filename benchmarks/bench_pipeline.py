@@ -158,18 +158,90 @@ def dagster_step_seconds(instance) -> dict[str, float]:
     return totals
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_s(sid: int | None = None) -> float:
+    """CPU seconds used so far by the whole process tree of this session: each live process's
+    own user + system time plus that of the children it has reaped (cutime/cstime). A pool
+    worker reaped by datatrove's forkserver is counted through the forkserver, so the
+    difference of two readings is the CPU the whole tree spent in between (10 ms ticks)."""
+    sid = os.getsid(0) if sid is None else sid
+    ticks = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 14 and int(fields[3]) == sid:
+            ticks += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / CLK_TCK
+
+
+class StageClock:
+    """Wall and whole-tree CPU seconds per stage, summed over calls (partitions)."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def wrap(self, name: str, fn):
+        def timed(*args, **kwargs):
+            wall0, cpu0 = time.monotonic(), session_cpu_s()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.wall[name] = self.wall.get(name, 0.0) + time.monotonic() - wall0
+                self.cpu[name] = self.cpu.get(name, 0.0) + session_cpu_s() - cpu0
+
+        return timed
+
+
+# Our stage functions as the Dagster assets call them: (asset module, function name, stage label).
+OUR_STAGE_FUNCTIONS = [
+    ("mix_pipeline.defs.raw.assets", "run_raw", "raw_documents"),
+    ("mix_pipeline.defs.filtered.assets", "run_filtered", "filtered_documents"),
+    ("mix_pipeline.defs.dedup.assets", "run_dedup_index", "dedup_index"),
+    ("mix_pipeline.defs.dedup.assets", "run_deduplicated", "deduplicated_documents"),
+    ("mix_pipeline.defs.mixture.assets", "run_mixture", "mixture"),
+    ("mix_pipeline.defs.mixture.assets", "run_comparison", "mixture_comparison"),
+]
+# Our near-dup work: signatures + clustering (dedup_index) and applying the verdicts (deduplicated).
+OUR_NEARDUP_STAGES = ("dedup_index", "deduplicated_documents")
+# datatrove's four MinHash stages.
+DT_NEARDUP_STAGES = ("minhash_signature", "minhash_buckets", "minhash_cluster", "minhash_filter")
+
+
 def run_ours(work: Path, corpus: Path, workers: int, size_mb: float) -> dict:
+    """Runs the recipe through Dagster; each stage function the assets call is timed (wall and
+    whole-tree CPU), so what is left of the run's wall time is orchestration: Dagster's run
+    and event bookkeeping, the catalog writes and checks around the stages, the CLI."""
+    import importlib
+
     import dagster as dg
 
     from mix_pipeline.cli import run_recipe
 
+    clock = StageClock()
+    for module_name, fn_name, label in OUR_STAGE_FUNCTIONS:
+        module = importlib.import_module(module_name)
+        setattr(module, fn_name, clock.wrap(label, getattr(module, fn_name)))
     recipe = write_recipe(work / "recipe.yaml", corpus, work / "data", workers, size_mb)
     with dg.instance_for_test() as instance:
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), session_cpu_s()
         run_recipe(str(recipe), instance=instance)
-        pipeline_s = time.monotonic() - started
-        stages = dagster_step_seconds(instance)
-    return {"pipeline_s": pipeline_s, "stages": stages}
+        pipeline_s, pipeline_cpu_s = time.monotonic() - started, session_cpu_s() - cpu0
+        steps = dagster_step_seconds(instance)
+    return {
+        "pipeline_s": pipeline_s,
+        "pipeline_cpu_s": pipeline_cpu_s,
+        "stages": clock.wall,
+        "stage_cpu_s": clock.cpu,
+        "dagster_steps": steps,
+    }
 
 
 # ----------------------------------------------------------------------- variant: datatrove
@@ -227,9 +299,10 @@ def run_datatrove(work: Path, corpus: Path, workers: int) -> dict:
     from datatrove.utils.hashing import HashConfig
 
     stages: dict[str, float] = {}
+    stage_cpu: dict[str, float] = {}
 
     def execute(name: str, pipeline: list, tasks: int) -> None:
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), session_cpu_s()
         LocalPipelineExecutor(
             pipeline=pipeline,
             tasks=tasks,
@@ -238,11 +311,12 @@ def run_datatrove(work: Path, corpus: Path, workers: int) -> dict:
             skip_completed=False,
         ).run()
         stages[name] = time.monotonic() - started
+        stage_cpu[name] = session_cpu_s() - cpu0
 
     def writer(folder: str) -> ParquetWriter:
         return ParquetWriter(str(work / folder), adapter=document_row, compression="zstd")
 
-    started = time.monotonic()
+    started, cpu0 = time.monotonic(), session_cpu_s()
     for source in SOURCES:
         steps = [datatrove_reader(corpus, source)] + [datatrove_filter(n, p) for n, p in FILTERS[source]]
         execute(f"filter[{source}]", steps + [writer(f"filtered/{source}")], TASKS)
@@ -286,7 +360,12 @@ def run_datatrove(work: Path, corpus: Path, workers: int) -> dict:
         ],
         TASKS,
     )
-    return {"pipeline_s": time.monotonic() - started, "stages": stages}
+    return {
+        "pipeline_s": time.monotonic() - started,
+        "pipeline_cpu_s": session_cpu_s() - cpu0,
+        "stages": stages,
+        "stage_cpu_s": stage_cpu,
+    }
 
 
 def child_main(args) -> int:
@@ -491,13 +570,32 @@ def planted_pairs(truth: dict, sources) -> list[tuple[Key, Key]]:
     return pairs
 
 
-def score_dedup(pairs: list[tuple[Key, Key]], indexed: set[Key], survivors: set[Key], removed: set[Key]) -> dict:
+def planted_near_pairs(truth: dict, sources) -> list[tuple[Key, Key]]:
+    """Planted near-duplicate pairs only: `near_duplicates` and the cross-source ones of kind near."""
+    pairs = []
+    for kind in ("near_duplicates", "cross_source_duplicates"):
+        for p in truth.get(kind, []):
+            if kind == "cross_source_duplicates" and p.get("kind") != "near":
+                continue
+            if p["source"] in sources and p["of_source"] in sources:
+                pairs.append(((p["source"], p["id"]), (p["of_source"], p["of_id"])))
+    return pairs
+
+
+def score_dedup(
+    pairs: list[tuple[Key, Key]],
+    indexed: set[Key],
+    survivors: set[Key],
+    removed: set[Key],
+    planted: set[Key] | None = None,
+) -> dict:
     """Recall over planted pairs whose both documents reached dedup (a pair a filter already
     broke up says nothing about dedup); a pair counts as found unless both survive.
     Precision: the share of removed documents that belong to some planted pair."""
     scored = [(a, b) for a, b in pairs if a in indexed and b in indexed]
     found = sum(1 for a, b in scored if not (a in survivors and b in survivors))
-    planted = {doc for pair in pairs for doc in pair}
+    if planted is None:
+        planted = {doc for pair in pairs for doc in pair}
     recall = found / len(scored) if scored else math.nan
     precision = len(removed & planted) / len(removed) if removed else math.nan
     if math.isnan(precision) or math.isnan(recall):
@@ -540,30 +638,33 @@ def ours_cluster_files(data_root: Path) -> list[Path]:
     return files
 
 
-def ours_dedup_sets(data_root: Path) -> tuple[set[Key], set[Key], set[Key]]:
-    """(documents indexed for dedup, survivors, documents marked duplicate) of our run."""
+def ours_dedup_sets(data_root: Path) -> tuple[set[Key], set[Key], set[Key], set[Key]]:
+    """(documents indexed for dedup, survivors, documents marked duplicate, of those the ones
+    matched as near duplicates) of our run."""
     import pyarrow.parquet as pq
 
     rows = [
-        r for f in ours_cluster_files(data_root) for r in pq.read_table(f, columns=["source", "id", "fate"]).to_pylist()
+        r
+        for f in ours_cluster_files(data_root)
+        for r in pq.read_table(f, columns=["source", "id", "fate", "match"]).to_pylist()
     ]
     indexed = {(r["source"], r["id"]) for r in rows}
     removed = {(r["source"], r["id"]) for r in rows if r["fate"] == "duplicate"}
+    removed_near = {(r["source"], r["id"]) for r in rows if r["fate"] == "duplicate" and r["match"] == "near"}
     survivors = set()
     for source in SOURCES:
         survivors |= _keys(sorted((data_root / "deduplicated" / source / "default").glob("part-*.parquet")), source)
-    return indexed, survivors, removed
+    return indexed, survivors, removed, removed_near
 
 
-def datatrove_dedup_sets(work: Path) -> tuple[set[Key], set[Key], set[Key]]:
+def datatrove_dedup_sets(work: Path) -> tuple[set[Key], set[Key], set[Key], set[Key]]:
+    """As ours_dedup_sets; datatrove only does MinHash, so everything it removes is "near"."""
+
     def parquet(folder: Path) -> list[Path]:
         return sorted(folder.rglob("*.parquet"))
 
-    return (
-        _keys(parquet(work / "filtered")),
-        _keys(parquet(work / "deduplicated")),
-        _keys(parquet(work / "dedup_removed")),
-    )
+    removed = _keys(parquet(work / "dedup_removed"))
+    return _keys(parquet(work / "filtered")), _keys(parquet(work / "deduplicated")), removed, removed
 
 
 def per_source(keys: set[Key]) -> dict[str, int]:
@@ -633,14 +734,66 @@ def fmt_num(value: float, digits: int) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def last_line(size_mb: float, ours: dict, dt: dict) -> str:
-    return (
-        f"bench size_mb={size_label(size_mb)} overall_ratio={fmt_num(ours['wall_s'] / dt['wall_s'], 2)} "
-        f"ours_wall_s={ours['wall_s']:.1f} datatrove_wall_s={dt['wall_s']:.1f} "
-        f"ours_peak_rss_mb={ours['peak_rss_mb']:.0f} datatrove_peak_rss_mb={dt['peak_rss_mb']:.0f} "
-        f"dedup_recall={fmt_num(ours['dedup_recall'], 2)} dedup_precision={fmt_num(ours['dedup_precision'], 2)} "
-        f"dedup_f1={fmt_num(ours['dedup_f1'], 2)}"
-    )
+def neardup_numbers(stage_cpu: dict, stage_wall: dict, stages: tuple[str, ...]) -> dict:
+    return {
+        "cpu_s": sum(stage_cpu.get(k, 0.0) for k in stages),
+        "wall_s": sum(stage_wall.get(k, 0.0) for k in stages),
+    }
+
+
+def summary(rows: dict, results: dict, measurements: dict, near: dict, scale: dict | None) -> dict:
+    """The headline numbers (the last line's fields, in order)."""
+    ours_nd = neardup_numbers(results["ours"]["stage_cpu_s"], results["ours"]["stages"], OUR_NEARDUP_STAGES)
+    dt_nd = neardup_numbers(results["datatrove"]["stage_cpu_s"], results["datatrove"]["stages"], DT_NEARDUP_STAGES)
+    ours_wall = measurements["ours"].wall_s
+    in_stages = sum(results["ours"]["stages"].values())
+    in_stages_cpu = sum(results["ours"]["stage_cpu_s"].values())
+
+    def ratio(a, b):
+        return a / b if b else math.nan
+
+    return {
+        "neardup_speedup": ratio(dt_nd["cpu_s"], ours_nd["cpu_s"]),  # per core: CPU seconds
+        "f1": near["ours"]["f1"],
+        "precision": near["ours"]["precision"],
+        "overall_ratio": ratio(ours_wall, measurements["datatrove"].wall_s),
+        "rss_ratio": scale["rss_ratio"] if scale else math.nan,
+        "peak_rss_mb": rows["ours"]["peak_rss_mb"],
+        "neardup_wall_speedup": ratio(dt_nd["wall_s"], ours_nd["wall_s"]),
+        "ours_neardup_cpu_s": ours_nd["cpu_s"],
+        "datatrove_neardup_cpu_s": dt_nd["cpu_s"],
+        "ours_neardup_wall_s": ours_nd["wall_s"],
+        "datatrove_neardup_wall_s": dt_nd["wall_s"],
+        "recall": near["ours"]["recall"],
+        "datatrove_f1": near["datatrove"]["f1"],
+        "cpu_ratio": ratio(measurements["ours"].cpu_s, measurements["datatrove"].cpu_s),
+        # Time outside stage work: Dagster + CLI around the stage functions, and interpreter
+        # start + imports + instance setup before/after run_recipe.
+        "orchestration_s": results["ours"]["pipeline_s"] - in_stages,
+        "orchestration_cpu_s": results["ours"]["pipeline_cpu_s"] - in_stages_cpu,
+        "startup_s": ours_wall - results["ours"]["pipeline_s"],
+        "ours_wall_s": ours_wall,
+        "datatrove_wall_s": measurements["datatrove"].wall_s,
+        "ours_cpu_s": measurements["ours"].cpu_s,
+        "datatrove_cpu_s": measurements["datatrove"].cpu_s,
+        "datatrove_peak_rss_mb": rows["datatrove"]["peak_rss_mb"],
+        "small_peak_rss_mb": scale["small_peak_rss_mb"] if scale else math.nan,
+    }
+
+
+LAST_LINE_DIGITS = {"neardup_speedup": 1, "f1": 2, "precision": 2, "overall_ratio": 2, "rss_ratio": 2, "peak_rss_mb": 0}
+
+
+def last_line(size_mb: float, numbers: dict) -> str:
+    """`neardup_speedup=… f1=… precision=… overall_ratio=… rss_ratio=… peak_rss_mb=…` then
+    more key=value fields (seconds with one decimal, ratios with two)."""
+    head = [f"{k}={fmt_num(numbers[k], d)}" for k, d in LAST_LINE_DIGITS.items()]
+    tail = [
+        f"{k}={fmt_num(v, 1 if k.endswith('_s') or k.endswith('_mb') else 2)}"
+        for k, v in numbers.items()
+        if k not in LAST_LINE_DIGITS
+    ]
+    return " ".join(head + tail + [f"size_mb={size_label(size_mb)}"])
 
 
 def json_safe(value):
@@ -650,6 +803,31 @@ def json_safe(value):
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     return value
+
+
+def print_neardup(results: dict, numbers: dict) -> None:
+    print("\nnear-dup work, CPU seconds of the whole process tree (wall seconds):")
+    for variant, stages in (("ours", OUR_NEARDUP_STAGES), ("datatrove", DT_NEARDUP_STAGES)):
+        cpu, wall = results[variant]["stage_cpu_s"], results[variant]["stages"]
+        parts = ", ".join(f"{k} {cpu.get(k, 0):.1f} ({wall.get(k, 0):.1f})" for k in stages)
+        print(f"  {variant:<10} {sum(cpu.get(k, 0) for k in stages):>6.1f} cpu_s: {parts}")
+    print(
+        f"  speedup (datatrove / ours): {fmt_num(numbers['neardup_speedup'], 1)}x per core (CPU), "
+        f"{fmt_num(numbers['neardup_wall_speedup'], 1)}x wall"
+    )
+    print(
+        f"ours outside stage work: {numbers['orchestration_s']:.1f}s wall / {numbers['orchestration_cpu_s']:.1f}s CPU "
+        f"in Dagster + CLI around the stages, {numbers['startup_s']:.1f}s interpreter start, imports and instance"
+    )
+
+
+def run_scale(args, out: Path, log_dir: Path) -> tuple[Measurement, float]:
+    """Ours alone at size_mb / scale, for the memory-growth ratio."""
+    small = argparse.Namespace(**vars(args))
+    small.size_mb = args.size_mb / args.scale
+    corpus, _ = ensure_corpus(out, small.size_mb)
+    m, _ = run_variant("ours", small, corpus, out / f"run-{size_label(small.size_mb)}mb", log_dir)
+    return m, small.size_mb
 
 
 def main(args) -> int:
@@ -667,23 +845,41 @@ def main(args) -> int:
     measurements, results = {}, {}
     for variant in ("ours", "datatrove"):
         measurements[variant], results[variant] = run_variant(variant, args, corpus, run_dir, log_dir)
+    scale = None
+    if args.scale > 1:
+        small_m, small_mb = run_scale(args, out, log_dir)
+        scale = {
+            "small_size_mb": small_mb,
+            "small_peak_rss_mb": small_m.peak_rss_mb,
+            "small_wall_s": small_m.wall_s,
+            "rss_ratio": measurements["ours"].peak_rss_mb / small_m.peak_rss_mb,
+        }
 
     pairs = planted_pairs(truth, SOURCES)
+    near_pairs = planted_near_pairs(truth, SOURCES)
     dedup_sets = {
         "ours": ours_dedup_sets(run_dir / "ours" / "data"),
         "datatrove": datatrove_dedup_sets(run_dir / "datatrove"),
     }
-    dedup = {v: score_dedup(pairs, *sets) for v, sets in dedup_sets.items()}
+    dedup = {v: score_dedup(pairs, *sets[:3]) for v, sets in dedup_sets.items()}
+    # Near duplicates only: recall over planted near pairs; precision over what was removed as
+    # near, where removing a document of any planted pair is right (an exact copy whose cluster
+    # survivor is a near match is reported as `near`).
+    planted_docs = {doc for pair in pairs for doc in pair}
+    near = {v: score_dedup(near_pairs, sets[0], sets[1], sets[3], planted_docs) for v, sets in dedup_sets.items()}
     rows = {v: variant_row(measurements[v], text_mb, docs, dedup[v]) for v in measurements}
     ratio = ratio_row(rows["ours"], rows["datatrove"])
+    numbers = summary(rows, results, measurements, near, scale)
 
     print(
         f"\nbench_pipeline: {label} MB corpus; sources {', '.join(SOURCES)}: {text_mb:.1f} MB text, {docs:,} docs; "
-        f"tasks={TASKS} workers={args.workers}; {os.cpu_count()} CPUs\n"
+        f"tasks={TASKS} workers={args.workers}; {os.cpu_count()} CPUs; load average before/after "
+        f"{args.load_before} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
     )
     print_table(rows, ratio)
     for variant in ("ours", "datatrove"):
         print_stages(variant, measurements[variant].wall_s, results[variant])
+    print_neardup(results, numbers)
     filtered = {v: per_source(sets[0]) for v, sets in dedup_sets.items()}
     same = filtered["ours"] == filtered["datatrove"]
     print(
@@ -691,10 +887,18 @@ def main(args) -> int:
         f"{'' if same else '  <-- DIFFERENT: the variants did not filter identically'}"
     )
     for v in ("ours", "datatrove"):
-        d = dedup[v]
+        d, n = dedup[v], near[v]
         print(
             f"dedup {v}: removed {d['removed']} ({d['removed_planted']} planted); "
-            f"found {d['pairs_found']} of {d['pairs_scored']} planted pairs that reached dedup"
+            f"found {d['pairs_found']} of {d['pairs_scored']} planted pairs that reached dedup; "
+            f"near only: removed {n['removed']} ({n['removed_planted']} planted), found {n['pairs_found']} of "
+            f"{n['pairs_scored']} planted near pairs: recall {fmt_num(n['recall'], 3)} precision "
+            f"{fmt_num(n['precision'], 3)} f1 {fmt_num(n['f1'], 3)}"
+        )
+    if scale:
+        print(
+            f"memory growth: ours peak tree PSS {scale['small_peak_rss_mb']:.0f} MiB at {size_label(scale['small_size_mb'])} MB, "
+            f"{rows['ours']['peak_rss_mb']:.0f} MiB at {label} MB: rss_ratio {scale['rss_ratio']:.2f}"
         )
     for m_name, m in measurements.items():
         if m.lingering:
@@ -706,22 +910,28 @@ def main(args) -> int:
         "workers": args.workers,
         "tasks": TASKS,
         "cpus": os.cpu_count(),
+        "load_average_before": args.load_before,
         "sources": list(SOURCES),
         "input_text_mb": text_mb,
         "input_documents": docs,
+        "summary": numbers,
         "variants": rows,
         "ratio_ours_over_datatrove": ratio,
         "measurements": {v: asdict(m) for v, m in measurements.items()},
         "stages": {v: results[v]["stages"] for v in results},
+        "stage_cpu_s": {v: results[v]["stage_cpu_s"] for v in results},
+        "dagster_steps": results["ours"].get("dagster_steps"),
         "pipeline_s": {v: results[v]["pipeline_s"] for v in results},
         "dedup": dedup,
+        "near_dedup": near,
+        "scale": scale,
         "filtered_documents": filtered,
         "notes": NOTES,
     }
     report_path = out / f"bench-{label}mb.json"
     report_path.write_text(json.dumps(json_safe(report), indent=2) + "\n")
     print(f"json: {report_path}")
-    print(last_line(args.size_mb, rows["ours"], rows["datatrove"]))
+    print(last_line(args.size_mb, numbers))
     return 0
 
 
@@ -734,12 +944,20 @@ def parse_args(argv=None):
     parser.add_argument(
         "--stall-timeout", type=float, default=300.0, help="kill a variant that uses no CPU for this long (default 300)"
     )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=5.0,
+        help="also run ours at size-mb / scale and report rss_ratio = peak(size) / peak(size/scale); "
+        "1 skips it (default 5)",
+    )
     # Internal: how the parent starts a variant's child process.
     parser.add_argument("--variant", choices=["ours", "datatrove"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     if args.size_mb <= 0 or args.workers < 1:
         parser.error("--size-mb must be > 0 and --workers ≥ 1")
     return args

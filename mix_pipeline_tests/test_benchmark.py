@@ -76,14 +76,48 @@ def test_score_dedup(bench):
     assert math.isnan(bench.score_dedup(pairs, indexed, survivors, set())["precision"])
 
 
+def test_planted_near_pairs_are_near_only(bench):
+    truth = {
+        "exact_duplicates": [{"source": "web", "id": "w1", "of_source": "books", "of_id": "b1"}],
+        "near_duplicates": [{"source": "papers", "id": "p1", "of_source": "papers", "of_id": "p2"}],
+        "cross_source_duplicates": [
+            {"source": "web", "id": "w2", "of_source": "papers", "of_id": "p3", "kind": "near"},
+            {"source": "web", "id": "w3", "of_source": "books", "of_id": "b2", "kind": "exact"},
+        ],
+    }
+    assert bench.planted_near_pairs(truth, bench.SOURCES) == [
+        (("papers", "p1"), ("papers", "p2")),
+        (("web", "w2"), ("papers", "p3")),
+    ]
+
+
 def test_last_line_shape(bench):
-    row = {"wall_s": 41.2, "peak_rss_mb": 850.4, "dedup_recall": 0.97, "dedup_precision": 0.99, "dedup_f1": 0.98}
-    line = bench.last_line(20.0, row, {"wall_s": 44.3, "peak_rss_mb": 1100.0})
+    numbers = {
+        "neardup_speedup": 12.34,
+        "f1": 0.971,
+        "precision": 0.99,
+        "overall_ratio": 0.923,
+        "rss_ratio": 1.04,
+        "peak_rss_mb": 850.4,
+        "ours_neardup_cpu_s": 2.04,
+        "cpu_ratio": 0.8,
+    }
+    line = bench.last_line(20.0, numbers)
     assert line == (
-        "bench size_mb=20 overall_ratio=0.93 ours_wall_s=41.2 datatrove_wall_s=44.3 ours_peak_rss_mb=850 "
-        "datatrove_peak_rss_mb=1100 dedup_recall=0.97 dedup_precision=0.99 dedup_f1=0.98"
+        "neardup_speedup=12.3 f1=0.97 precision=0.99 overall_ratio=0.92 rss_ratio=1.04 peak_rss_mb=850 "
+        "ours_neardup_cpu_s=2.0 cpu_ratio=0.80 size_mb=20"
     )
-    assert re.fullmatch(r"bench( \w+=[\d.]+)+", line)
+    assert re.fullmatch(r"\w+=[\d.]+( \w+=([\d.]+|nan))*", line)
+
+
+def test_session_cpu_counts_reaped_children(bench):
+    """A child's CPU is still counted once it has exited and been reaped (cutime)."""
+    before = bench.session_cpu_s()
+    subprocess.run(
+        [sys.executable, "-c", "import time; t = time.process_time()\nwhile time.process_time() - t < 1: pass"],
+        check=True,
+    )
+    assert bench.session_cpu_s() - before >= 0.9
 
 
 def test_session_processes_sees_this_process(bench):
