@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-DEFAULT_WORD_LIST = "offensive_words_en.txt"  # in mix_pipeline/data/
+DEFAULT_WORD_LIST = "offensive_words_en.txt"  # in mix_pipeline/wordlists/
 _LETTERS = re.compile(r"[^\W\d_]+")
 
 
@@ -27,4 +27,4 @@ def read_word_list(text: str) -> list[tuple[str, ...]]:
 
 
 def default_word_list() -> str:
-    return resources.files("mix_pipeline").joinpath("data", DEFAULT_WORD_LIST).read_text(encoding="utf-8")
+    return resources.files("mix_pipeline").joinpath("wordlists", DEFAULT_WORD_LIST).read_text(encoding="utf-8")
