@@ -629,10 +629,8 @@ def _keys(files, source=None) -> set[Key]:
 
 
 def ours_cluster_files(data_root: Path) -> list[Path]:
-    """Our dedup fate tables: one `clusters.parquet`, or (newer layout) one file per source
-    and snapshot under `clusters/`. Both carry source, id and fate columns."""
-    single = data_root / "dedup_index" / "clusters.parquet"
-    files = [single] if single.exists() else sorted((data_root / "dedup_index" / "clusters").glob("*/*.parquet"))
+    """Our dedup fate tables: one file per source and snapshot under `dedup_index/clusters/`."""
+    files = sorted((data_root / "dedup_index" / "clusters").glob("*/*.parquet"))
     if not files:
         raise FileNotFoundError(f"no dedup cluster table under {data_root / 'dedup_index'}")
     return files

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from mix_pipeline.core.documents import sql_file_list
 from mix_pipeline.names import (
     DECONTAMINATION,
     FATE_DROPPED,
@@ -72,10 +73,6 @@ SCHEMA = [
 ]
 
 
-def _files(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-
-
 def ensure_schema(con) -> None:
     for statement in SCHEMA:
         con.execute(statement)
@@ -110,16 +107,16 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
             "DELETE FROM document_fates WHERE stage = 'raw' AND source = ? AND snapshot = ?", [source, snapshot]
         )
         con.execute("DELETE FROM source_inputs WHERE source = ? AND snapshot = ?", [source, snapshot])
-        documents = con.execute(f"SELECT count(*) FROM read_parquet({_files(raw_files)})").fetchall()[0][0] if raw_files else 0
+        documents = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(raw_files)})").fetchall()[0][0] if raw_files else 0
         quarantined = 0
         if quarantine_files:
             con.execute(
                 f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason)
                     SELECT source, ?, id, 'raw', '{FATE_QUARANTINED}', json_extract_string(metadata, '$.reason')
-                    FROM read_parquet({_files(quarantine_files)})""",
+                    FROM read_parquet({sql_file_list(quarantine_files)})""",
                 [snapshot],
             )
-            quarantined = con.execute(f"SELECT count(*) FROM read_parquet({_files(quarantine_files)})").fetchall()[0][0]
+            quarantined = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(quarantine_files)})").fetchall()[0][0]
         con.execute(
             "INSERT INTO source_inputs VALUES (?, ?, ?, ?, ?)",
             [source, snapshot, documents + quarantined, documents, quarantined],
@@ -139,7 +136,7 @@ def filter_counts(con, files: list[str]) -> list[dict]:
                        FROM docs WHERE json_extract(metadata, '$.{key}') IS NOT NULL) GROUP BY e.key"""
 
     rows = con.execute(
-        f"""WITH docs AS (SELECT metadata FROM read_parquet({_files(files)}))
+        f"""WITH docs AS (SELECT metadata FROM read_parquet({sql_file_list(files)}))
             SELECT 'language', json_extract_string(metadata, '$.{META_LANGUAGE}') AS kind, count(*), NULL
             FROM docs WHERE kind IS NOT NULL GROUP BY kind
             UNION ALL {per_key("pii", META_PII)}
@@ -173,10 +170,10 @@ def record_filtered(con, source: str, snapshot: str, kept_files: list[str],
                     SELECT ?, ?, id, 'filtered', '{FATE_DROPPED}',
                            ? || ':' || coalesce(json_extract_string(metadata, '$.{META_FILTER_REASON}'), 'dropped'),
                            json_extract_string(metadata, '$.{META_FILTER_VALUE}')
-                    FROM read_parquet({_files(files)})""",
+                    FROM read_parquet({sql_file_list(files)})""",
                 [source, snapshot, filter_name],
             )
-            counts[filter_name] = con.execute(f"SELECT count(*) FROM read_parquet({_files(files)})").fetchall()[0][0]
+            counts[filter_name] = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(files)})").fetchall()[0][0]
         all_files = kept_files + [f for files in dropped_files.values() for f in files]
         for r in filter_counts(con, all_files):
             con.execute("INSERT INTO filter_counts VALUES (?, ?, ?, ?, ?, ?)",
@@ -193,7 +190,7 @@ def dropped_samples(con, dropped_files: dict[str, list[str]], per_filter: int = 
         rows = con.execute(
             f"""SELECT id, json_extract_string(metadata, '$.{META_FILTER_REASON}'),
                        json_extract_string(metadata, '$.{META_FILTER_VALUE}'), text
-                FROM read_parquet({_files(files)}) ORDER BY id LIMIT {int(per_filter)}"""
+                FROM read_parquet({sql_file_list(files)}) ORDER BY id LIMIT {int(per_filter)}"""
         ).fetchall()
         out += [{"filter": filter_name, "id": i, "reason": r, "detail": d, "text": t} for i, r, d, t in rows]
     return out
@@ -239,7 +236,7 @@ def record_dedup(con, cluster_files: list[str]) -> None:
             con.execute(
                 f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, duplicate_of_source, duplicate_of)
                     SELECT source, snapshot, id, 'dedup', fate, match, duplicate_of_source, duplicate_of
-                    FROM read_parquet({_files(cluster_files)})"""
+                    FROM read_parquet({sql_file_list(cluster_files)})"""
             )
 
 

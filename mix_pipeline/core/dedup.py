@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from mix_pipeline.core.documents import sql_file_list
 from mix_pipeline.names import FATE_DUPLICATE, FATE_KEPT
 
 SIGNATURE_SCHEMA_FIELDS = [
@@ -170,10 +171,6 @@ class _UnionFind:
                 self.parent[ra] = rb
 
 
-def _files(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-
-
 def _verified(con, pairs_sql: str, left: str, right: str, threshold: float):
     """Yield (a, b) pairs from `pairs_sql` whose signatures agree on ≥ threshold of positions."""
     reader = con.sql(
@@ -225,14 +222,14 @@ def dedup_generation(
         f"""CREATE TABLE new AS
             SELECT (row_number() OVER (ORDER BY r.rank, s.source, s.id) - 1)::BIGINT AS node,
                    s.source, s.id, s.content_hash, s.signature, s.bands
-            FROM read_parquet({_files(signature_files)}) s JOIN ranks r USING (source)"""
+            FROM read_parquet({sql_file_list(signature_files)}) s JOIN ranks r USING (source)"""
     )
     if index_files:
         con.execute(
             f"""CREATE TABLE old AS
                 SELECT (row_number() OVER (ORDER BY i.snapshot, r.rank, i.source, i.id) - 1)::BIGINT AS node,
                        i.source, i.snapshot, i.id, i.content_hash, i.signature, i.bands
-                FROM read_parquet({_files(index_files)}) i JOIN ranks r USING (source)"""
+                FROM read_parquet({sql_file_list(index_files)}) i JOIN ranks r USING (source)"""
         )
     else:
         con.execute("CREATE TABLE old AS SELECT * FROM (SELECT 0::BIGINT AS node, ''::VARCHAR AS source, "

@@ -108,6 +108,11 @@ def publish_dir(staged: str, final_dir: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def sql_file_list(paths: list[str]) -> str:
+    """A DuckDB list literal of file paths (quotes escaped), for read_parquet([...])."""
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -18,14 +18,14 @@ DISTRIBUTIONS = ("length", "language", "fates")
 def profile(kept_parts: list[str], input_documents: int, drops: dict[str, int]) -> dict:
     import duckdb
 
-    from mix_pipeline.core.quality import _files
+    from mix_pipeline.core.documents import sql_file_list
 
     length: dict[str, float] = {}
     language: dict[str, float] = {}
     tokens = kept = 0
     if kept_parts:
         con = duckdb.connect()
-        docs = f"read_parquet({_files(kept_parts)})"
+        docs = f"read_parquet({sql_file_list(kept_parts)})"
         length = {
             str(b): float(n)
             for b, n in con.sql(

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mix_pipeline.core.documents import sql_file_list
 from mix_pipeline.names import DECONTAMINATION, FILTER_NAMES, META_FILTER_REASON, META_FILTER_VALUE, META_LANGUAGE
 
 SEVERITIES = ("error", "warn")
@@ -205,10 +206,6 @@ def _num(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _files(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-
-
 def _examples(con, sql: str) -> list[dict]:
     return [{"id": str(i), "snippet": snippet(t)} for i, t in con.execute(sql).fetchall()]
 
@@ -219,7 +216,7 @@ def _sample(con, parts: list[str], columns: str = "*"):
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in ("id", "text", "source", "domain", "metadata")})
     return con.sql(
-        f"SELECT {columns} FROM read_parquet({_files(parts)}) USING SAMPLE reservoir({SAMPLE_ROWS} ROWS) REPEATABLE (17)"
+        f"SELECT {columns} FROM read_parquet({sql_file_list(parts)}) USING SAMPLE reservoir({SAMPLE_ROWS} ROWS) REPEATABLE (17)"
     ).df()
 
 
@@ -228,7 +225,7 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
     import duckdb
 
     con = duckdb.connect()
-    docs = f"read_parquet({_files(parts)})" if parts else None
+    docs = f"read_parquet({sql_file_list(parts)})" if parts else None
     out = []
     sample = _sample(con, parts)
 
@@ -269,11 +266,11 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
                        [{"id": str(r.id), "snippet": f"{len(r.text or '')} chars: {snippet(r.text)}"} for r in bad_rows.itertuples()]))
 
     cfg, sev = settings("raw_quarantine_rate", overrides)
-    q = con.sql(f"SELECT count(*) FROM read_parquet({_files(quarantine_parts)})").fetchall()[0][0] if quarantine_parts else 0
+    q = con.sql(f"SELECT count(*) FROM read_parquet({sql_file_list(quarantine_parts)})").fetchall()[0][0] if quarantine_parts else 0
     examples = []
     if q:
         examples = [{"id": str(i), "snippet": f"{json_reason}: {snippet(t)}"} for i, t, json_reason in con.execute(
-            f"SELECT id, text, json_extract_string(metadata, '$.reason') FROM read_parquet({_files(quarantine_parts)}) ORDER BY id LIMIT {EXAMPLES}"
+            f"SELECT id, text, json_extract_string(metadata, '$.reason') FROM read_parquet({sql_file_list(quarantine_parts)}) ORDER BY id LIMIT {EXAMPLES}"
         ).fetchall()]
     out.append(band("raw_quarantine_rate", sev, q / (n + q) if n + q else 0.0, None, cfg["max_rate"],
                     f"quarantined share of {n + q} records", examples))
@@ -306,13 +303,13 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
         if files:
             examples += _examples(con, f"SELECT id, concat_ws(' ', json_extract_string(metadata, '$.{META_FILTER_REASON}'), "
                                        f"json_extract_string(metadata, '$.{META_FILTER_VALUE}')) || ': ' || text "
-                                       f"FROM read_parquet({_files(files)}) ORDER BY id LIMIT 2")
+                                       f"FROM read_parquet({sql_file_list(files)}) ORDER BY id LIMIT 2")
     out.append(outcome("filter_drop_rate", sev, ok, {r["filter"]: round(r["drop_rate"], 4) for r in rows},
                        "; ".join(f"{r['filter']} in [{r['low']}, {r['high']}]" for r in rows) or "no filters",
                        "; ".join(f"{r.filter} dropped {r.drop_rate:.1%} (band [{r.low}, {r.high}])" for r in bad.itertuples()),
                        examples))
 
-    kept = con.sql(f"SELECT count(*) FROM read_parquet({_files(kept_parts)})").fetchall()[0][0] if kept_parts else 0
+    kept = con.sql(f"SELECT count(*) FROM read_parquet({sql_file_list(kept_parts)})").fetchall()[0][0] if kept_parts else 0
     cfg, sev = settings("kept_volume", overrides)
     fraction = kept / input_documents if input_documents else 0.0
     vol = band("kept_volume", sev, fraction, cfg["min_fraction"], None, f"kept share ({kept} of {input_documents} documents)")
@@ -327,7 +324,7 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
         allowed = ", ".join(f"'{l}'" for l in languages)
         share = con.sql(
             f"SELECT avg(CASE WHEN json_extract_string(metadata, '$.{META_LANGUAGE}') IN ({allowed}) THEN 1 ELSE 0 END) "
-            f"FROM read_parquet({_files(kept_parts)})"
+            f"FROM read_parquet({sql_file_list(kept_parts)})"
         ).fetchall()[0][0] or 0.0
         out.append(band("language_share", sev, float(share), cfg["min_share"], None, f"share of kept documents in {languages}"))
     con.close()
@@ -354,7 +351,7 @@ def dedup_index_checks(cluster_files: list[str], overrides: dict) -> list[CheckO
     cfg, sev = settings("max_cluster_size", overrides)
     if not cluster_files:
         return [band("max_cluster_size", sev, 0, None, cfg["max_size"], "largest duplicate cluster")]
-    clusters = f"read_parquet({_files(cluster_files)})"
+    clusters = f"read_parquet({sql_file_list(cluster_files)})"
     largest = con.sql(f"SELECT coalesce(max(cluster_size), 0) FROM {clusters}").fetchall()[0][0]
     examples = []
     if largest > cfg["max_size"]:
@@ -419,7 +416,7 @@ def mixture_checks(
     con = duckdb.connect()
     parts = {s: [os.path.join(out_dir, f) for f in info["files"]] for s, info in splits.items()}
     union = " UNION ALL ".join(
-        f"SELECT DISTINCT source, id, '{s}' AS split FROM read_parquet({_files(files)})" for s, files in parts.items() if files
+        f"SELECT DISTINCT source, id, '{s}' AS split FROM read_parquet({sql_file_list(files)})" for s, files in parts.items() if files
     )
     leaked = []
     if union:
@@ -439,7 +436,7 @@ def mixture_checks(
         sources = ", ".join(f"'{s}'" for s in pii_sources)
         found: list[dict] = []
         reader = con.sql(
-            f"SELECT DISTINCT source, id, text FROM read_parquet({_files(files)}) WHERE source IN ({sources})"
+            f"SELECT DISTINCT source, id, text FROM read_parquet({sql_file_list(files)}) WHERE source IN ({sources})"
         ).to_arrow_reader(2000)
         for batch in reader:
             for source, doc_id, text in zip(*(batch.column(c).to_pylist() for c in ("source", "id", "text"))):

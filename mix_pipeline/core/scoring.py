@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import os
 
-from mix_pipeline.core.documents import list_parts, partition_dir
+from mix_pipeline.core.documents import list_parts, partition_dir, sql_file_list
 from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FATE_DROPPED, FATE_QUARANTINED
 from mix_pipeline.recipe import Recipe
 
 
 def _rate(hit: int, total: int) -> float | None:
     return round(hit / total, 4) if total else None
-
-
-def _files(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
 def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SNAPSHOT) -> dict:
@@ -95,7 +91,7 @@ def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SN
             files += [p for d in sorted(os.listdir(dropped_root)) for p in list_parts(os.path.join(dropped_root, d))]
         if ids and files:
             for i, text in con.execute(
-                f"SELECT id, text FROM read_parquet({_files(files)}) WHERE list_contains(?, id)", [ids]
+                f"SELECT id, text FROM read_parquet({sql_file_list(files)}) WHERE list_contains(?, id)", [ids]
             ).fetchall():
                 texts[(source, i)] = text
     counted = {(s, k): m for s, k, m in con.execute("SELECT source, kind, matches FROM pii_counts").fetchall()}
