@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict
 
 from mix_pipeline.core.documents import sql_file_list
+from mix_pipeline.core.faults import crash_point
 from mix_pipeline.names import (
     DECONTAMINATION,
     FATE_DROPPED,
@@ -88,6 +89,8 @@ class _Transaction:
         return self.con
 
     def __exit__(self, exc_type, *_):
+        if not exc_type:
+            crash_point("catalog.commit")
         self.con.execute("ROLLBACK" if exc_type else "COMMIT")
 
 

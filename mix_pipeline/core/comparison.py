@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from mix_pipeline.core.documents import write_text_atomic
+
 COLUMNS = ["mixture", "unit", "source", "requested_weight", "target_weight", "achieved_weight", "units",
            "tokens", "documents", "rows", "epochs", "max_epochs"]
 JSON_FILE = "comparison.json"
@@ -57,13 +59,11 @@ def write_comparison(mixtures_dir: str, manifests: dict[str, dict], missing: lis
     rows = comparison_rows(manifests)
     doc = {"mixtures": mixture_summaries(manifests), "rows": rows, "not_built": sorted(missing)}
     os.makedirs(mixtures_dir, exist_ok=True)
-    with open(os.path.join(mixtures_dir, JSON_FILE), "w") as f:
-        f.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(os.path.join(mixtures_dir, JSON_FILE), json.dumps(doc, indent=2, sort_keys=True) + "\n")
     text = "# Mixtures compared\n\n" + markdown(rows)
     if missing:
         text += f"\nNot built yet: {', '.join(sorted(missing))}\n"
-    with open(os.path.join(mixtures_dir, MARKDOWN_FILE), "w") as f:
-        f.write(text)
+    write_text_atomic(os.path.join(mixtures_dir, MARKDOWN_FILE), text)
     return doc
 
 

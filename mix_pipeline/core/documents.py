@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -9,6 +11,8 @@ import shutil
 import uuid
 
 import pyarrow as pa
+
+from mix_pipeline.core.faults import crash_point
 
 # Every stage writes the same columns, so any stage's shards can be read with the same code
 # (and loaded by `datasets`). `metadata` is JSON text: its keys vary by source.
@@ -29,6 +33,7 @@ _COLUMN_KEYS = ("source", "domain", "n_tokens")
 
 def document_row(document) -> dict:
     """A datatrove Document as a row of DOCUMENT_SCHEMA (or DEDUPLICATED_SCHEMA)."""
+    crash_point("write.document")
     meta = dict(document.metadata)
     row = {"id": str(document.id), "text": document.text}
     for key in _COLUMN_KEYS:
@@ -64,12 +69,47 @@ def list_parts(folder: str) -> list[str]:
 
 
 def staging_dir(final_dir: str) -> str:
-    """A fresh sibling folder to write into before publishing; readers never look at it."""
+    """A fresh sibling folder to write into before publishing; readers never look at it.
+
+    Leftovers of an earlier run that was killed (see `recover`) are cleared first.
+    """
     parent, name = os.path.split(final_dir.rstrip("/"))
     os.makedirs(parent, exist_ok=True)
-    path = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    recover(final_dir)
+    path = os.path.join(parent, f".{name}{_TMP}{uuid.uuid4().hex[:12]}")
     os.makedirs(path)
     return path
+
+
+_TMP, _OLD = ".tmp-", ".old-"
+
+
+def recover(final_dir: str) -> list[str]:
+    """Undo what a killed run left beside `final_dir`; returns the leftovers removed.
+
+    A run killed mid-stage leaves a hidden staging folder; one killed inside the fallback
+    publication (no atomic exchange) can leave `final_dir` missing and the previous version
+    moved aside, which is put back so readers see the last complete version.
+    """
+    parent, name = os.path.split(final_dir.rstrip("/"))
+    if not os.path.isdir(parent):
+        return []
+    tmp_prefix, old_prefix = f".{name}{_TMP}", f".{name}{_OLD}"
+    leftovers = sorted(e for e in os.listdir(parent) if e.startswith((tmp_prefix, old_prefix)))
+    olds = [e for e in leftovers if e.startswith(old_prefix)]
+    if olds and not os.path.lexists(final_dir):
+        os.replace(os.path.join(parent, olds[-1]), final_dir)
+        leftovers.remove(olds[-1])
+    for entry in leftovers:
+        _remove(os.path.join(parent, entry))
+    return leftovers
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
 
 
 def normalise_shard_names(folder: str) -> list[str]:
@@ -91,21 +131,64 @@ def normalise_shard_names(folder: str) -> list[str]:
     return out
 
 
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            _renameat2 = fn
+        except (AttributeError, OSError):
+            _renameat2 = False
+    if _renameat2 is False:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # filesystem or kernel without it
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+_renameat2 = None
+
+
 def publish_dir(staged: str, final_dir: str) -> None:
     """Replace `final_dir` with `staged` as a whole.
 
-    The old folder is moved aside first and removed only after the new one is in place, so a
-    crash leaves either the old or the new complete folder at `final_dir` (plus a hidden leftover).
+    Where the filesystem can swap two folders atomically, readers see the old version or the new
+    one, never neither. Elsewhere the old folder is moved aside first and removed only after the
+    new one is in place; a kill between the two renames is undone by `recover` on the next run.
     """
     final_dir = final_dir.rstrip("/")
+    crash_point("publish.staged")
+    parent, name = os.path.split(final_dir)
+    if os.path.exists(final_dir) and _exchange(staged, final_dir):
+        # `staged` now holds the previous version.
+        crash_point("publish.swapped")
+        shutil.rmtree(staged, ignore_errors=True)
+        return
     old = None
     if os.path.exists(final_dir):
-        parent, name = os.path.split(final_dir)
-        old = os.path.join(parent, f".{name}.old-{uuid.uuid4().hex[:12]}")
+        old = os.path.join(parent, f".{name}{_OLD}{uuid.uuid4().hex[:12]}")
         os.replace(final_dir, old)
+        crash_point("publish.moved_aside")
     os.replace(staged, final_dir)
+    crash_point("publish.swapped")
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a whole file under a hidden temporary name, then rename it over `path`."""
+    recover(path)
+    parent, name = os.path.split(path)
+    tmp = os.path.join(parent, f".{name}{_TMP}{uuid.uuid4().hex[:12]}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def sql_file_list(paths: list[str]) -> str:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import xxhash
 import yaml
 
+from mix_pipeline.core.documents import write_text_atomic
 from mix_pipeline.core.mixing import (
     InfeasibleMixture,
     Pool,
@@ -418,9 +419,9 @@ def run_lab(env, experiment: str, log=None) -> dict:
     }
     out = lab_dir(env.root, experiment)
     os.makedirs(out, exist_ok=True)
-    _write_atomic(os.path.join(out, "results.json"), json.dumps(_finite(results), indent=2, sort_keys=True, allow_nan=False) + "\n")
-    _write_atomic(os.path.join(out, "recommended.yaml"), recommended_yaml(results))
-    _write_atomic(os.path.join(out, "report.html"), report_html(results))
+    write_text_atomic(os.path.join(out, "results.json"), json.dumps(_finite(results), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_text_atomic(os.path.join(out, "recommended.yaml"), recommended_yaml(results))
+    write_text_atomic(os.path.join(out, "report.html"), report_html(results))
     log(f"lab[{experiment}]: recommended {rec_weights}; observed objective {recommended.objective:.4f} "
         f"(uniform {uniform.objective:.4f}, prior {prior_c.objective:.4f}); LOO Spearman {spearman:.3f}")
     return results
@@ -497,13 +498,6 @@ def _finite(value):
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---- the recommendation as a mixture ---------------------------------------------------------

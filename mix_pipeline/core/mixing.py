@@ -35,6 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from mix_pipeline.core.faults import crash_point
+
 SPLITS = ("train", "validation", "test")
 # How many gap-filling picks to try after the prefix; each is one vectorised scan.
 _MAX_FILL_STEPS = 10_000
@@ -645,6 +647,7 @@ def write_mixture(
                 take = min(shard_rows - in_shard, batch.num_rows - offset)
                 piece = batch.slice(offset, take)
                 writer.write_table(pa.Table.from_batches([piece]), row_group_size=shard_rows)
+                crash_point("mixture.rows")
                 if jsonl_file is not None:
                     _write_jsonl(jsonl_file, piece)
                 in_shard += take

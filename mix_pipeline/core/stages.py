@@ -37,6 +37,7 @@ from mix_pipeline.core.documents import (
     publish_dir,
     staging_dir,
 )
+from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
 from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
 from mix_pipeline.core.mixing import (
@@ -393,6 +394,7 @@ def run_dedup_index(env: StageEnv) -> StageResult:
             threshold=mh.threshold if mh else None, exact=dd.exact, remove=dd.remove,
             duckdb_temp_dir=env.dir("_work", "duckdb"), log=env.log,
         )
+        crash_point("dedup.generation")
     with open(os.path.join(tmp, DEDUP_STATE), "w") as f:
         json.dump({"config": config, "generations": current}, f, indent=2, sort_keys=True)
     checks = quality.dedup_index_checks(sorted(glob.glob(os.path.join(tmp, "clusters", "*", "*.parquet"))), dd.checks)
@@ -545,6 +547,7 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
         spec.checks,
     )
     _gate(f"mixture[{name}]", checks, [tmp])
+    crash_point("mixture.manifest")
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         f.write(manifest_text(manifest))
     publish_dir(tmp, final)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+# What a partition was built from (see core.lineage); raw, filtered and deduplicated record it
+# so a rerun can tell finished partitions from stale or interrupted ones.
+INPUT_FINGERPRINT = "input_fingerprint"
+
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> dg.MetadataValue:
     if not rows:

@@ -9,17 +9,14 @@ from mix_pipeline.core.lineage import file_fingerprint
 from mix_pipeline.core.stages import cluster_files, clusters_file, run_dedup_index, run_deduplicated
 from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
-from mix_pipeline.defs.metadata import markdown_table, numbers
+from mix_pipeline.defs.metadata import INPUT_FINGERPRINT, markdown_table, numbers
 from mix_pipeline.defs.partitions import parse, source_snapshots
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
 
-# What a deduplicated partition was built from: its filtered shards, its dedup verdicts, the tokenizer.
-INPUT_FINGERPRINT = "input_fingerprint"
-
-
 def deduplicated_input_fingerprint(recipe: Recipe, root: str, source: str, snapshot: str, clusters: str) -> str:
+    """What a deduplicated partition is built from: its filtered shards, its dedup verdicts, the tokenizer."""
     filtered = list_parts(partition_dir(root, "filtered", source, snapshot))
     return file_fingerprint(filtered + [clusters], extra=recipe.tokenizer.model_dump())
 

@@ -3,11 +3,12 @@ from dagster_duckdb import DuckDBResource
 
 from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.documents import partition_dir
+from mix_pipeline.core.lineage import input_fingerprint
 from mix_pipeline.core.quality import snippet
 from mix_pipeline.core.stages import dropped_files, kept_files, run_filtered
 from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
-from mix_pipeline.defs.metadata import markdown_table, numbers
+from mix_pipeline.defs.metadata import INPUT_FINGERPRINT, markdown_table, numbers
 from mix_pipeline.defs.partitions import parse, source_snapshots
 from mix_pipeline.names import FILTERED, RAW
 from mix_pipeline.recipe import Recipe
@@ -36,6 +37,7 @@ def build(recipe: Recipe) -> list:
     def filtered_documents(context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource):
         source, snapshot = parse(recipe, context.partition_key)
         env = stage_env(recipe, datatrove, context)
+        fingerprint = input_fingerprint(recipe, source, snapshot)
         with catalog_connection(catalog) as con:
             cat.ensure_schema(con)
             profiles = cat.profiles(con, source)
@@ -72,6 +74,7 @@ def build(recipe: Recipe) -> list:
                 DRIFT_SCORE: dg.MetadataValue.float(float(drift.observed or 0.0)),
                 DRIFT_EXCEEDED: dg.MetadataValue.bool(not drift.passed),
                 "drift_history": markdown_table(history, ["snapshot", "documents", "tokens", "drift_score", "chart"]),
+                INPUT_FINGERPRINT: fingerprint,
             },
         )
 

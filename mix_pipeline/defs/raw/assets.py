@@ -7,15 +7,11 @@ from mix_pipeline.core.lineage import input_fingerprint
 from mix_pipeline.core.stages import run_raw
 from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
-from mix_pipeline.defs.metadata import markdown_table, numbers
+from mix_pipeline.defs.metadata import INPUT_FINGERPRINT, markdown_table, numbers
 from mix_pipeline.defs.partitions import parse, source_snapshots
 from mix_pipeline.names import RAW
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
-
-# Metadata key under which raw materializations record what they read (see core.lineage).
-INPUT_FINGERPRINT = "input_fingerprint"
-
 
 def build(recipe: Recipe) -> list:
     @dg.asset(

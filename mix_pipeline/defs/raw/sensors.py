@@ -7,9 +7,9 @@ import dagster as dg
 
 from mix_pipeline.core.lineage import input_fingerprint
 from mix_pipeline.defs.jobs import INGEST_JOB
+from mix_pipeline.defs.metadata import INPUT_FINGERPRINT
 from mix_pipeline.defs.partitions import discovered_keys, parse, source_snapshots
-from mix_pipeline.defs.raw.assets import INPUT_FINGERPRINT
-from mix_pipeline.names import RAW
+from mix_pipeline.names import FILTERED, RAW
 from mix_pipeline.recipe import Recipe
 
 
@@ -26,11 +26,12 @@ def recorded_fingerprint(instance: dg.DagsterInstance, asset: str, key: str) -> 
 
 def stale_keys(instance: dg.DagsterInstance, recipe: Recipe, keys: list[str]) -> dict[str, str]:
     """Partitions never built, or whose inputs or recipe entry changed since they were, with
-    their current input fingerprint."""
+    their current input fingerprint. A partition counts as built only when both raw and filtered
+    recorded the current fingerprint: an ingest run killed between the two is redone."""
     out = {}
     for key in keys:
         fingerprint = input_fingerprint(recipe, *parse(recipe, key))
-        if recorded_fingerprint(instance, RAW, key) != fingerprint:
+        if any(recorded_fingerprint(instance, asset, key) != fingerprint for asset in (RAW, FILTERED)):
             out[key] = fingerprint
     return out
 
