@@ -37,8 +37,8 @@ from mix_pipeline.core.documents import (
     publish_dir,
     staging_dir,
 )
-from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
+from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
 from mix_pipeline.core.mixing import (
     SPLITS,

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 import os
 import random
 import signal
-import multiprocessing
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor

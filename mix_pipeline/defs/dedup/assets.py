@@ -15,6 +15,7 @@ from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
 
+
 def deduplicated_input_fingerprint(recipe: Recipe, root: str, source: str, snapshot: str, clusters: str) -> str:
     """What a deduplicated partition is built from: its filtered shards, its dedup verdicts, the tokenizer."""
     filtered = list_parts(partition_dir(root, "filtered", source, snapshot))

@@ -13,6 +13,7 @@ from mix_pipeline.names import RAW
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
 
+
 def build(recipe: Recipe) -> list:
     @dg.asset(
         name=RAW,
