@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 
@@ -53,6 +54,42 @@ class RunFailed(RuntimeError):
     pass
 
 
+# Tags on every run the CLI starts, so a later CLI can tell its own runs that were killed.
+HOST_TAG, PID_TAG = "mix_pipeline/host", "mix_pipeline/pid"
+
+
+def _run_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance) -> list[str]:
+    """Mark failed the runs a killed CLI on this host left as started: without it, a run killed
+    mid-way (SIGKILL, OOM, a lost node) would show as running in the UI for ever."""
+    import dagster as dg
+
+    host = socket.gethostname()
+    orphaned = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={HOST_TAG: host})):
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and not _alive(pid):
+            instance.report_run_failed(run, message=f"the mix-pipeline process (pid {pid}) ended without finishing this run")
+            orphaned.append(run.run_id)
+    if orphaned:
+        print(f"marked {len(orphaned)} run(s) of a killed earlier process as failed: "
+              f"{', '.join(r[:8] for r in orphaned)}", flush=True)
+    return orphaned
+
+
 def _execute(defs, job_name: str, instance, partition_key: str | None, label: str) -> None:
     started = time.monotonic()
     print(f"==> {label}", flush=True)
@@ -60,6 +97,7 @@ def _execute(defs, job_name: str, instance, partition_key: str | None, label: st
         instance=instance,
         partition_key=partition_key,
         raise_on_error=False,
+        tags=_run_tags(),
         run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("MIX_PIPELINE_LOG_LEVEL", "INFO")}}}},
     )
     evaluations = result.get_asset_check_evaluations()
@@ -110,6 +148,7 @@ def run_recipe(
             raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
     defs = build_definitions(recipe)
     instance = instance or dagster_instance()
+    fail_orphaned_runs(instance)
     new = register(instance, recipe)
     if new:
         print(f"registered {len(new)} new partition(s): {', '.join(new)}")
@@ -183,6 +222,7 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
                           f"(experiments: {', '.join(recipe.experiments) or 'none'})")
     defs = build_definitions(recipe)
     instance = instance or dagster_instance()
+    fail_orphaned_runs(instance)
     _execute(defs, LAB_JOB, instance, experiment, f"mixture_lab [{experiment}]")
     out = lab_dir(recipe.data_root_path, experiment)
     with open(os.path.join(out, "results.json")) as f:
