@@ -45,11 +45,11 @@ executor: {{kind: local, tasks: 2, workers: 1}}
 sources:
   web:
     path: "{inputs}/web/{{snapshot}}/*.jsonl.gz"
-    filters: [{{language: {{languages: [en]}}}}, gopher_repetition]
+    filters: [{{language: {{languages: [en]}}}}]
   books:
     path: "{inputs}/books/*.parquet"
     format: parquet
-    filters: [gopher_repetition]
+    filters: []
 dedup: {{priority: [books, web]}}
 mixtures:
   general:
