@@ -21,6 +21,7 @@ from mix_pipeline.core import quality
 from mix_pipeline.core.decontamination import eval_set_name
 from mix_pipeline.core.filters import check_params as check_filter_params
 from mix_pipeline.core.filters import path_params
+from mix_pipeline.core.readers import DEFAULT_MAX_DOCUMENT_BYTES
 from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTER_NAMES, PROSE_FILTERS, SNAPSHOT_PLACEHOLDER, SOURCE_NAME_PATTERN
 
 
@@ -29,7 +30,8 @@ class RecipeError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused everywhere: `weights: {web: .nan}` would otherwise pass `≥ 0`.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_overrides(value: Any, stages: tuple[str, ...]) -> Any:
@@ -69,6 +71,9 @@ class SourceSpec(_Strict):
     text_field: str = "text"
     id_field: str = "id"
     domain: str | None = None
+    # Larger records (a JSON line, a Parquet text value, a text file) are quarantined unread
+    # (`document_too_large`), so one runaway record cannot exhaust memory.
+    max_document_bytes: int = Field(DEFAULT_MAX_DOCUMENT_BYTES, ge=1)
     filters: list[FilterSpec] = Field(default_factory=list)
     # Overrides of the raw/filtered/deduplicated quality gates for this source.
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
