@@ -226,6 +226,8 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
         raise RecipeError(
             f"source '{source}': path '{spec.path}' matches no file{where} (resolved to {recipe.resolve(spec.path)})"
         )
+    for f in files:  # a symlink that appeared since the recipe was validated
+        recipe.check_inside(f"sources.{source}.path", f, f"source '{source}'")
     raw_final = partition_dir(env.root, "raw", source, snapshot)
     quarantine_final = partition_dir(env.root, "quarantine", source, snapshot)
     raw_tmp, quarantine_tmp = staging_dir(raw_final), staging_dir(quarantine_final)
