@@ -267,7 +267,7 @@ class SourceReader(PipelineStep):
             try:
                 for raw, size in _bounded_lines(f, self.max_document_bytes):
                     line_no += 1
-                    if not raw.strip():
+                    if size <= self.max_document_bytes and not raw.strip():
                         continue
                     records += 1
                     try:
