@@ -255,3 +255,20 @@ def test_a_source_with_no_documents_is_refused_and_the_good_output_kept(tmp_path
         assert f"raw_text_not_empty: no documents: all 2 record(s) were quarantined {reasons}" in message
         assert "\n" not in message
         assert _hashes(tmp_path / "data") == good
+
+
+# ---- truncated zstd ------------------------------------------------------------------------------------
+def test_truncated_zstd_is_reported(tmp_path):
+    import zstandard
+
+    data = b"".join(json.dumps({"id": str(i), "text": f"document {i} " * 40}).encode() + b"\n" for i in range(400))
+    zc = zstandard.ZstdCompressor()
+    whole = zc.compress(data[: len(data) // 2]) + zc.compress(data[len(data) // 2:])  # two frames
+    (tmp_path / "whole.jsonl.zst").write_bytes(whole)
+    (tmp_path / "cut.jsonl.zst").write_bytes(whole[: len(whole) * 3 // 4])
+    reader = _reader(tmp_path)
+    assert [ok for ok, _ in reader.read_file(str(tmp_path / "whole.jsonl.zst"))] == [True] * 400
+    out = list(reader.read_file(str(tmp_path / "cut.jsonl.zst")))
+    assert all(ok for ok, _ in out[:-1]) and 200 < len(out) < 400
+    assert not out[-1][0] and out[-1][1].metadata["reason"] == "truncated_file"
+    assert out[-1][1].metadata["detail"] == "EOFError: zstd stream ended inside a frame"
