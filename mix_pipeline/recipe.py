@@ -21,6 +21,7 @@ from mix_pipeline.core import quality
 from mix_pipeline.core.decontamination import eval_set_name
 from mix_pipeline.core.filters import check_params as check_filter_params
 from mix_pipeline.core.filters import path_params
+from mix_pipeline.core.readers import DEFAULT_MAX_DOCUMENT_BYTES
 from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTER_NAMES, PROSE_FILTERS, SNAPSHOT_PLACEHOLDER, SOURCE_NAME_PATTERN
 
 
@@ -29,7 +30,8 @@ class RecipeError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused everywhere: `weights: {web: .nan}` would otherwise pass `≥ 0`.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_overrides(value: Any, stages: tuple[str, ...]) -> Any:
@@ -69,6 +71,9 @@ class SourceSpec(_Strict):
     text_field: str = "text"
     id_field: str = "id"
     domain: str | None = None
+    # Larger records (a JSON line, a Parquet text value, a text file) are quarantined unread
+    # (`document_too_large`), so one runaway record cannot exhaust memory.
+    max_document_bytes: int = Field(DEFAULT_MAX_DOCUMENT_BYTES, ge=1)
     filters: list[FilterSpec] = Field(default_factory=list)
     # Overrides of the raw/filtered/deduplicated quality gates for this source.
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -358,6 +363,9 @@ class ExecutorSpec(_Strict):
 class Recipe(_Strict):
     name: str
     data_root: str = "./data"
+    # Folders (relative to the recipe or absolute) that paths may lead into besides the recipe's
+    # own folder. Every path the recipe names must resolve (after `..` and symlinks) inside one.
+    allowed_roots: list[str] = Field(default_factory=list)
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     sources: dict[str, SourceSpec]
@@ -441,6 +449,55 @@ class Recipe(_Strict):
     @property
     def data_root_path(self) -> str:
         return self.resolve(self.data_root)
+
+    def _roots(self) -> list[str]:
+        return [os.path.realpath(self.base_dir)] + [
+            r if "://" in r else os.path.realpath(self.resolve(r)) for r in self.allowed_roots
+        ]
+
+    def outside_roots(self, path: str) -> str | None:
+        """None when `path` (or, for a glob, the folder before its first wildcard) resolves inside
+        the recipe's folder or an allowed root; else what it resolves to."""
+        resolved = self.resolve(path)
+        if "://" in resolved:
+            inside = any("://" in r and resolved.startswith(r.rstrip("/") + "/") for r in self.allowed_roots)
+            return None if inside else resolved
+        parts = []
+        for part in Path(resolved).parts:
+            if any(ch in part for ch in "*?[") or SNAPSHOT_PLACEHOLDER in part:
+                break
+            parts.append(part)
+        real = os.path.realpath(os.path.join(*parts)) if parts else os.path.realpath(".")
+        if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self._roots() if "://" not in r):
+            return None
+        return real
+
+    def check_inside(self, key: str, path: str, origin: str = "recipe") -> None:
+        """Raise RecipeError when `path` (the value of `key`) leads outside the allowed folders."""
+        try:
+            real = self.outside_roots(path)
+        except (ValueError, OSError) as exc:  # e.g. a NUL byte in the path
+            raise RecipeError(f"{origin}: {key}: {path!r} is not a usable path ({exc})") from None
+        if real is not None:
+            raise RecipeError(
+                f"{origin}: {key}: '{path}' resolves to {real}, outside the recipe's folder "
+                f"{os.path.realpath(self.base_dir)} (list the folder under allowed_roots to allow it)"
+            )
+
+    def path_keys(self) -> list[tuple[str, str]]:
+        """(key, path) of every path the recipe names: where it reads and where it writes."""
+        keys = [("data_root", self.data_root)]
+        for name, spec in self.sources.items():
+            keys.append((f"sources.{name}.path", spec.path))
+            for i, f in enumerate(spec.filters):
+                keys += [(f"sources.{name}.filters[{i}].{f.name}.{key}", p) for key, p in path_params(f.name, f.params)]
+        if self.decontamination is not None:
+            keys += [(f"decontamination.eval_sets[{i}]", p) for i, p in enumerate(self.decontamination.eval_sets)]
+        for exp_name, exp in self.experiments.items():
+            keys += [(f"experiments.{exp_name}.eval_sets.{n}", p) for n, p in exp.eval_sets.items()]
+        if self.tokenizer.path:
+            keys.append(("tokenizer.path", self.tokenizer.path))
+        return keys
 
     def _pattern(self, source: str, snapshot: str) -> str:
         path = self.sources[source].path
@@ -533,7 +590,10 @@ def parse_recipe(data: Any, base_dir: str, sha256: str = "", origin: str = "reci
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise RecipeError(f"{origin}: {_format_error(first)}{more}") from None
-    return recipe.model_copy(update={"base_dir": base_dir, "sha256": sha256})
+    recipe = recipe.model_copy(update={"base_dir": base_dir, "sha256": sha256})
+    for key, path in recipe.path_keys():
+        recipe.check_inside(key, path, origin)
+    return recipe
 
 
 def load_recipe(path: str | os.PathLike, check_paths: bool = True) -> Recipe:
@@ -563,6 +623,9 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
                 f"{origin}: sources.{name}.path: '{spec.path}' matches no file "
                 f"(resolved to {recipe.resolve(spec.path)})"
             )
+        # A symlink inside the folder, or a `..` after a wildcard, can still lead out.
+        for f in files:
+            recipe.check_inside(f"sources.{name}.path", f, origin)
         unreadable = [f for f in files if not os.access(f, os.R_OK)]
         if unreadable:
             raise RecipeError(
@@ -580,6 +643,8 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
                 raise RecipeError(
                     f"{origin}: decontamination.eval_sets[{i}]: '{pattern}' matches no file (resolved to {recipe.resolve(pattern)})"
                 )
+        for f in recipe.eval_set_files():
+            recipe.check_inside("decontamination.eval_sets", f, origin)
         names: dict[str, str] = {}
         for f in recipe.eval_set_files():
             if eval_set_name(f) in names:

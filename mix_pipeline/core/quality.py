@@ -241,8 +241,19 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
     empty_sql = f"FROM {docs} WHERE text IS NULL OR trim(text) = ''" if docs else None
     empty = con.sql(f"SELECT count(*) {empty_sql}").fetchall()[0][0] if docs else 0
     share = 1.0 - empty / n if n else 0.0
-    out.append(band("raw_text_not_empty", sev, share, cfg["mostly"], None, f"share of {n} documents with text",
-                    _examples(con, f"SELECT id, text {empty_sql} LIMIT {EXAMPLES}") if empty else []))
+    if n == 0:
+        # A source with nothing readable (every file empty, or every record quarantined): say so.
+        reasons = con.sql(
+            f"""SELECT json_extract_string(metadata, '$.reason') AS r, count(*) FROM read_parquet({sql_file_list(quarantine_parts)})
+                GROUP BY r ORDER BY count(*) DESC, r"""
+        ).fetchall() if quarantine_parts else []
+        total = sum(c for _, c in reasons)
+        detail = f"all {total} record(s) were quarantined ({', '.join(f'{r}: {c}' for r, c in reasons)})" if total else "no records"
+        out.append(outcome("raw_text_not_empty", sev, False, 0.0, f"≥ {cfg['mostly']} of the documents",
+                           f"no documents: {detail}"))
+    else:
+        out.append(band("raw_text_not_empty", sev, share, cfg["mostly"], None, f"share of {n} documents with text",
+                        _examples(con, f"SELECT id, text {empty_sql} LIMIT {EXAMPLES}") if empty else []))
 
     cfg, sev = settings("raw_unique_ids", overrides)
     dup_ids = con.sql(f"SELECT count(*) - count(DISTINCT id) FROM {docs}").fetchall()[0][0] if docs else 0

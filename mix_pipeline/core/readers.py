@@ -7,6 +7,7 @@ every readable record as a Document and turns every unreadable one into a quaran
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -27,8 +28,21 @@ EMPTY_FILE = "empty_file"
 TRUNCATED_FILE = "truncated_file"
 UNREADABLE_FILE = "unreadable_file"
 MISSING_TEXT_COLUMN = "missing_text_column"
+TEXT_COLUMN_NOT_STRING = "text_column_not_string"
+BINARY_FILE = "binary_file"
+DOCUMENT_TOO_LARGE = "document_too_large"
+BAD_ID = "bad_id"
+# Set by the raw stage's post-pass (core.stages), not by the reader: a later record reusing an id.
+DUPLICATE_ID = "duplicate_id"
 
 SNIPPET_CHARS = 500
+# A file whose first SNIFF_BYTES (after decompression) hold a NUL byte is binary (git's rule):
+# one quarantine record for the file, not one per "line" of noise.
+SNIFF_BYTES = 8192
+# The default of a source's `max_document_bytes`: larger records are quarantined unread.
+DEFAULT_MAX_DOCUMENT_BYTES = 10_000_000
+# Oversized lines are skipped in chunks of this size, so memory stays bounded by the limit.
+_SKIP_CHUNK = 1 << 20
 
 
 class Quarantined(Exception):
@@ -55,11 +69,98 @@ def _open_binary(path: str):
     if kind == "zstd":
         import io
 
+        # Buffering gives readline; the raw reader notices a stream cut inside a frame.
+        return io.BufferedReader(_ZstdRaw(path), buffer_size=1 << 16)
+    return open(path, "rb")
+
+
+class _ZstdRaw(io.RawIOBase):
+    """A zstd file as a raw byte stream (frame after frame). zstandard's own reader returns a
+    clean end of file when the stream stops inside a frame, which would pass a cut file off as a
+    complete one; this raises EOFError instead, as gzip does."""
+
+    def __init__(self, path: str):
         import zstandard
 
-        # zstandard's reader has no readline; buffering gives line iteration.
-        return io.BufferedReader(zstandard.open(path, "rb"))
-    return open(path, "rb")
+        self._file = open(path, "rb")
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._in_frame = False  # the current frame has consumed input and not ended
+        self._out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._frame.eof:
+                self._frame = self._dctx.decompressobj()
+            out.append(self._frame.decompress(data))
+            data = self._frame.unused_data if self._frame.eof else b""
+        self._in_frame = not self._frame.eof
+        return b"".join(out)
+
+    def readinto(self, buffer) -> int:
+        while not self._out:
+            chunk = self._file.read(1 << 16)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd stream ended inside a frame")
+                return 0
+            self._out = self._decompress(chunk)
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _bounded_lines(f, limit: int) -> Iterator[tuple[bytes, int]]:
+    """(line, size without its newline) per line of a binary stream. A line longer than `limit`
+    comes back as its first limit + 1 bytes with its full size: the rest is read past in chunks,
+    never held, so a 100 MB line costs `limit` bytes of memory, not 100 MB."""
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        if raw.endswith(b"\n"):
+            yield raw, len(raw) - 1
+            continue
+        size = len(raw)
+        if size > limit:
+            while True:
+                chunk = f.readline(_SKIP_CHUNK)
+                size += len(chunk)
+                if chunk.endswith(b"\n"):
+                    size -= 1
+                    break
+                if not chunk:
+                    break
+        yield raw, size
+
+
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    """What reading a cut or corrupt compressed stream raises (zstandard has its own error type)."""
+    import zstandard
+
+    return (EOFError, OSError, ValueError, zstandard.ZstdError)
+
+
+def _is_binary(path: str) -> bool:
+    """A NUL byte in the first SNIFF_BYTES of the (decompressed) file. JSON text never holds a raw
+    NUL (it would be escaped), so such a file is an image, an archive, UTF-16 text or the like."""
+    try:
+        with _open_binary(path) as f:
+            head = f.read(SNIFF_BYTES)
+    except PermissionError:
+        raise
+    except Exception:  # a truncated stream: reading it line by line reports that
+        return False
+    return b"\x00" in head
 
 
 def render_messages(messages) -> str:
@@ -95,6 +196,7 @@ class SourceReader(PipelineStep):
         id_field: str,
         quarantine_writer,
         parquet_batch_size: int = 1000,
+        max_document_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
     ):
         super().__init__()
         self.files = files
@@ -106,6 +208,7 @@ class SourceReader(PipelineStep):
         self.id_field = id_field
         self.quarantine_writer = quarantine_writer
         self.parquet_batch_size = parquet_batch_size
+        self.max_document_bytes = max_document_bytes
 
     # ---- record → Document ----------------------------------------------------------
     def _document(self, record: dict, rel: str, line: int) -> Document:
@@ -122,6 +225,8 @@ class SourceReader(PipelineStep):
         if not text.strip():
             raise Quarantined(EMPTY_TEXT)
         doc_id = record.get(self.id_field)
+        if isinstance(doc_id, (dict, list, bytes)):
+            raise Quarantined(BAD_ID, f"'{self.id_field}' is {type(doc_id).__name__}, not a string or number")
         doc_id = f"{rel}:{line}" if doc_id is None or doc_id == "" else str(doc_id)
         metadata = {k: v for k, v in record.items() if k not in (self.text_field, self.id_field)}
         metadata.update(source=self.source, domain=self.domain, file=rel, line=line)
@@ -145,16 +250,29 @@ class SourceReader(PipelineStep):
         )
 
     # ---- formats: each yields Document | quarantine Document (flagged) -------------------
+    def _too_large(self, size: int) -> str:
+        return f"{size:,} bytes > max_document_bytes {self.max_document_bytes:,}"
+
     def _jsonl(self, path: str, rel: str) -> Iterator[tuple[bool, Document]]:
         import orjson
 
-        line_no = 0
-        try:
-            with _open_binary(path) as f:
-                for line_no, raw in enumerate(f, start=1):
-                    if not raw.strip():
+        # Opening is outside the try below: a file we may not open is `unreadable_file` (read_file),
+        # not a truncated stream.
+        f = _open_binary(path)
+        with f:
+            if _is_binary(path):
+                yield False, self._quarantine(rel, 0, BINARY_FILE, f"a NUL byte in the first {SNIFF_BYTES} bytes")
+                return
+            line_no = records = 0
+            try:
+                for raw, size in _bounded_lines(f, self.max_document_bytes):
+                    line_no += 1
+                    if size <= self.max_document_bytes and not raw.strip():
                         continue
+                    records += 1
                     try:
+                        if size > self.max_document_bytes:
+                            raise Quarantined(DOCUMENT_TOO_LARGE, self._too_large(size))
                         try:
                             raw.decode("utf-8")
                         except UnicodeDecodeError as exc:
@@ -168,31 +286,65 @@ class SourceReader(PipelineStep):
                         yield True, self._document(record, rel, line_no)
                     except Quarantined as q:
                         yield False, self._quarantine(rel, line_no, q.reason, q.detail, raw)
-        except (EOFError, OSError, ValueError) as exc:
-            # A truncated gzip/zstd stream: what was read stands, the rest is one quarantine record.
-            yield False, self._quarantine(rel, line_no + 1, TRUNCATED_FILE, f"{type(exc).__name__}: {exc}")
-            return
-        if line_no == 0:
-            yield False, self._quarantine(rel, 0, EMPTY_FILE, "the file holds no records")
+            except _stream_errors() as exc:
+                # A truncated gzip/zstd stream: what was read stands, the rest is one quarantine record.
+                yield False, self._quarantine(rel, line_no + 1, TRUNCATED_FILE, f"{type(exc).__name__}: {exc}")
+                return
+            if records == 0:
+                yield False, self._quarantine(rel, 0, EMPTY_FILE, "the file holds no records")
 
     def _parquet(self, path: str, rel: str) -> Iterator[tuple[bool, Document]]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        with open(path, "rb"):
+            pass  # may we read it at all? (PermissionError → unreadable_file, in read_file)
         try:
             pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
         except Exception as exc:  # pyarrow raises several types for a bad footer
             yield False, self._quarantine(rel, 0, UNREADABLE_FILE, f"{type(exc).__name__}: {exc}")
             return
-        if self.fmt != "chat" and self.text_field not in pf.schema_arrow.names:
-            yield False, self._quarantine(
-                rel, 0, MISSING_TEXT_COLUMN, f"no column '{self.text_field}' (columns: {pf.schema_arrow.names})"
-            )
-            return
+        sized = False  # whether the text column's byte lengths can be checked before conversion
+        if self.fmt != "chat":
+            if self.text_field not in schema.names:
+                yield False, self._quarantine(
+                    rel, 0, MISSING_TEXT_COLUMN, f"no column '{self.text_field}' (columns: {schema.names})"
+                )
+                return
+            kind = schema.field(self.text_field).type
+            if pa.types.is_dictionary(kind):
+                kind = kind.value_type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+                # A different schema (e.g. text stored as numbers or bytes): the file, not each row.
+                yield False, self._quarantine(
+                    rel, 0, TEXT_COLUMN_NOT_STRING,
+                    f"column '{self.text_field}' is {kind}, not string ({pf.metadata.num_rows} rows)",
+                )
+                return
+            sized = not pa.types.is_null(kind)
         row = 0
         try:
             for batch in pf.iter_batches(batch_size=self.parquet_batch_size):
-                for record in batch.to_pylist():
+                big: dict[int, tuple[int, str]] = {}
+                if sized:
+                    column = batch.column(self.text_field)
+                    lengths = pc.binary_length(column.cast(pa.large_string()) if pa.types.is_dictionary(column.type) else column)
+                    over = [i for i, n in enumerate(lengths.to_pylist()) if n is not None and n > self.max_document_bytes]
+                    if over:
+                        # Oversized texts never become Python strings: quarantined from a snippet.
+                        heads = pc.utf8_slice_codeunits(column.take(over).cast(pa.large_string()), 0, SNIPPET_CHARS)
+                        big = {i: (lengths[i].as_py(), head) for i, head in zip(over, heads.to_pylist())}
+                        batch = batch.filter(pa.array([i not in big for i in range(batch.num_rows)]))
+                records = iter(batch.to_pylist())
+                for i in range(batch.num_rows + len(big)):
                     row += 1
+                    if i in big:
+                        size, head = big[i]
+                        yield False, self._quarantine(rel, row, DOCUMENT_TOO_LARGE, self._too_large(size), head)
+                        continue
+                    record = next(records)
                     try:
                         yield True, self._document(record, rel, row)
                     except Quarantined as q:
@@ -205,10 +357,16 @@ class SourceReader(PipelineStep):
 
     def _text(self, path: str, rel: str) -> Iterator[tuple[bool, Document]]:
         with open(path, "rb") as f:
-            raw = f.read()
+            size = os.fstat(f.fileno()).st_size
+            raw = f.read(self.max_document_bytes + 1)
         try:
+            if len(raw) > self.max_document_bytes:
+                raw = raw[: SNIPPET_CHARS * 4]
+                raise Quarantined(DOCUMENT_TOO_LARGE, self._too_large(max(size, self.max_document_bytes + 1)))
+            if b"\x00" in raw[:SNIFF_BYTES]:
+                raise Quarantined(BINARY_FILE, f"a NUL byte in the first {SNIFF_BYTES} bytes")
             if b"\x00" in raw:
-                raise Quarantined(NUL_BYTES, "binary file")
+                raise Quarantined(NUL_BYTES)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -232,8 +390,9 @@ class SourceReader(PipelineStep):
                 yield from self._parquet(path, rel)
             else:
                 yield from self._jsonl(path, rel)
-        except PermissionError as exc:
-            yield False, self._quarantine(rel, 0, UNREADABLE_FILE, str(exc))
+        except OSError as exc:
+            # Raised before the file yielded anything: no permission, gone since it was listed, a folder.
+            yield False, self._quarantine(rel, 0, UNREADABLE_FILE, f"{type(exc).__name__}: {exc.strerror or exc}")
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import duckdb
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
@@ -29,12 +30,15 @@ from mix_pipeline.core.decontamination import Decontaminator
 from mix_pipeline.core.dedup import EMPTY_STATS, DropDuplicates, SignatureWriter, dedup_generation
 from mix_pipeline.core.documents import (
     DEDUPLICATED_SCHEMA,
+    DOCUMENT_SCHEMA,
+    document_row,
     file_sha256,
     list_parts,
     normalise_shard_names,
     parquet_writer,
     partition_dir,
     publish_dir,
+    sql_file_list,
     staging_dir,
 )
 from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
@@ -148,6 +152,73 @@ def _rows(files: list[str]) -> int:
 
 
 # ---- raw ---------------------------------------------------------------------------------
+def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_part: int, files: list[str], root: str,
+                             source: str, domain: str, duckdb_temp_dir: str | None = None) -> int:
+    """Keep the first record of every id within a partition, quarantine the later ones (`duplicate_id`).
+
+    First means input order: the source's (sorted) file list, then the line or row within a file,
+    whichever task read it. The later records are removed from the staged shards they are in
+    (rewritten in place, streaming) and written as one more quarantine shard, ordered the same way,
+    so the partition stays deterministic and byte-identical across reruns and worker counts.
+    Returns how many were quarantined; 0 (the usual case) costs one count over the ids.
+    """
+    if not raw_parts:
+        return 0
+    from mix_pipeline.core.readers import DUPLICATE_ID, SNIPPET_CHARS
+
+    parts = sql_file_list(raw_parts)
+    # Spills (if any) go under data_root, not DuckDB's default ./.tmp in the working directory.
+    with duckdb.connect(config={"temp_directory": duckdb_temp_dir} if duckdb_temp_dir else {}) as con:
+        if not con.execute(f"SELECT count(*) - count(DISTINCT id) FROM read_parquet({parts})").fetchone()[0]:
+            return 0
+        con.execute("CREATE TEMP TABLE file_order (file VARCHAR, pos BIGINT)")
+        con.executemany("INSERT INTO file_order VALUES (?, ?)", [[os.path.relpath(f, root), i] for i, f in enumerate(files)])
+        later = con.execute(
+            f"""WITH docs AS (
+                    SELECT id, text, metadata, filename AS shard, file_row_number AS shard_row
+                    FROM read_parquet({parts}, filename = true, file_row_number = true)),
+                dup AS (SELECT id FROM docs GROUP BY id HAVING count(*) > 1),
+                d AS (SELECT docs.*, json_extract_string(metadata, '$.file') AS file,
+                             CAST(json_extract(metadata, '$.line') AS BIGINT) AS line
+                      FROM docs SEMI JOIN dup USING (id))
+                SELECT id, shard, shard_row, file, line, left(text, {SNIPPET_CHARS}) AS snippet,
+                       first_value(file) OVER w AS first_file, first_value(line) OVER w AS first_line,
+                       row_number() OVER w AS k
+                FROM d JOIN file_order USING (file)
+                WINDOW w AS (PARTITION BY id ORDER BY pos, line, shard, shard_row)
+                QUALIFY k > 1
+                ORDER BY pos, line, shard, shard_row"""
+        ).fetchall()
+    by_shard: dict[str, set[int]] = {}
+    rows = []
+    for doc_id, shard, shard_row, file, line, snippet, first_file, first_line, _ in later:
+        by_shard.setdefault(shard, set()).add(shard_row)
+        shown = doc_id if len(doc_id) <= 200 else doc_id[:200] + "…"
+        rows.append(document_row(Document(text=snippet, id=f"{file}:{line}", metadata={
+            "source": source, "domain": domain, "file": file, "line": line, "reason": DUPLICATE_ID,
+            "detail": f"id '{shown}' first seen at {first_file}:{first_line}",
+        })))
+    for shard, drop in sorted(by_shard.items()):
+        _drop_rows(shard, drop)
+    pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA),
+                   os.path.join(quarantine_dir, f"part-{next_part:05d}.parquet"), compression="zstd")
+    return len(rows)
+
+
+def _drop_rows(path: str, drop: set[int]) -> None:
+    """Rewrite one Parquet shard without the rows at `drop` (0-based), one batch at a time."""
+    source = pq.ParquetFile(path)
+    tmp = path + ".rewrite"
+    offset = 0
+    with pq.ParquetWriter(tmp, source.schema_arrow, compression="zstd") as out:
+        for batch in source.iter_batches(batch_size=1000):
+            keep = [offset + i not in drop for i in range(batch.num_rows)]
+            offset += batch.num_rows
+            out.write_batch(batch.filter(pa.array(keep)))
+    source.close()
+    os.replace(tmp, path)
+
+
 def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe, spec = env.recipe, env.recipe.sources[source]
     files = recipe.source_files(source, snapshot)
@@ -156,6 +227,8 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
         raise RecipeError(
             f"source '{source}': path '{spec.path}' matches no file{where} (resolved to {recipe.resolve(spec.path)})"
         )
+    for f in files:  # a symlink that appeared since the recipe was validated
+        recipe.check_inside(f"sources.{source}.path", f, f"source '{source}'")
     raw_final = partition_dir(env.root, "raw", source, snapshot)
     quarantine_final = partition_dir(env.root, "quarantine", source, snapshot)
     raw_tmp, quarantine_tmp = staging_dir(raw_final), staging_dir(quarantine_final)
@@ -169,11 +242,18 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
         text_field=spec.text_field,
         id_field=spec.id_field,
         quarantine_writer=parquet_writer(quarantine_tmp),
+        max_document_bytes=spec.max_document_bytes,
     )
     env.runner([reader, parquet_writer(raw_tmp)], env.logging_dir("raw", source, snapshot), env.tasks_for(len(files)))
     raw_parts = normalise_shard_names(raw_tmp)
     quarantine_parts = normalise_shard_names(quarantine_tmp)
-    stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(quarantine_parts)}
+    duplicates = quarantine_duplicate_ids(raw_parts, quarantine_tmp, len(quarantine_parts), files, reader.root,
+                                          source, recipe.domain_of(source), env.dir("_work", "duckdb"))
+    if duplicates:
+        quarantine_parts = list_parts(quarantine_tmp)
+        env.log(f"raw[{source}|{snapshot}]: {duplicates} record(s) reuse an earlier record's id: quarantined as duplicate_id")
+    stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(quarantine_parts),
+             "duplicate_ids": duplicates}
     stats["records"] = stats["documents"] + stats["quarantined"]
     env.log(f"raw[{source}|{snapshot}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
     checks = quality.raw_checks(raw_parts, quarantine_parts, spec.checks)

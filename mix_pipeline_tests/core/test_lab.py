@@ -63,12 +63,13 @@ def lab_corpus(tmp_path_factory):
     return root
 
 
-def _recipe(root, **experiment):
+def _recipe(root, allowed_roots=(), **experiment):
     exp = {"prior": "base", "candidates": 10, "total": 30_000, "holdout": 0.1, "search_samples": 5000,
            "concentration": 3.0, "seed": 3} | experiment
     data = {
         "name": "lab_test",
         "data_root": str(root / "data"),
+        "allowed_roots": [str(r) for r in allowed_roots],
         "sources": {s: {"path": f"{s}/*.jsonl"} for s in ("news", "forum", "alien")},
         "mixtures": {"base": {"total": 60_000, "weights": {"news": 0.45, "forum": 0.45, "alien": 0.1},
                               "max_epochs": 3, "seed": 5}},
@@ -170,7 +171,7 @@ def test_eval_sets_are_scored_as_domains(lab_corpus, tmp_path):
     path = tmp_path / "alien_eval.jsonl"
     alien_like = _documents(rng, _language(np.random.default_rng(7), "w"), 5)
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in alien_like))
-    recipe = _recipe(lab_corpus, candidates=6, search_samples=500, eval_sets={"extra": str(path)},
+    recipe = _recipe(lab_corpus, allowed_roots=[tmp_path], candidates=6, search_samples=500, eval_sets={"extra": str(path)},
                      objective={"extra": 1.0})
     out = run_lab(StageEnv(recipe, log=lambda m: None), "lab")
     assert "extra" in out["domains"] and out["objective_weights"] == {"alien": 0.0, "extra": 1.0, "forum": 0.0, "news": 0.0}

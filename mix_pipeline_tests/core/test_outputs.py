@@ -42,6 +42,7 @@ def built(sample_3mb, tmp_path_factory):
     (work / "recipe.yaml").write_text(textwrap.dedent(f"""
         name: outputs
         data_root: data
+        allowed_roots: ["{sample_3mb}"]
         tokenizer: {{kind: hf, path: tokenizer.json, eos_token: "{EOS}"}}
         executor: {{kind: local, tasks: 2, workers: 1}}
         sources:
@@ -200,7 +201,9 @@ def test_an_eos_token_outside_the_vocabulary_is_a_recipe_error(built, tmp_path):
 
     text = (Path(built["recipe"].base_dir) / "recipe.yaml").read_text()
     bad = tmp_path / "recipe.yaml"
-    bad.write_text(text.replace("tokenizer.json", str(Path(built["recipe"].base_dir) / "tokenizer.json"))
-                   .replace(f'eos_token: "{EOS}"', 'eos_token: "<eos>"'))
+    base = Path(built["recipe"].base_dir)
+    bad.write_text(text.replace("tokenizer.json", str(base / "tokenizer.json"))
+                   .replace(f'eos_token: "{EOS}"', 'eos_token: "<eos>"')
+                   .replace("allowed_roots: [", f'allowed_roots: ["{base}", '))
     with pytest.raises(RecipeError, match="tokenizer.eos_token: '<eos>' is not in the vocabulary"):
         load_recipe(bad)

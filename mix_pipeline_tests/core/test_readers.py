@@ -85,7 +85,7 @@ def test_text_directory_and_parquet_inputs(tmp_path):
     code_docs = _read(tmp_path / "data" / "raw" / "code" / "default")
     assert [d["id"] for d in code_docs] == ["pkg/mod.py"]
     code_q = {json.loads(q["metadata"])["reason"] for q in _read(tmp_path / "data" / "quarantine" / "code" / "default")}
-    assert code_q == {"nul_bytes", "invalid_utf8"}
+    assert code_q == {"binary_file", "invalid_utf8"}
     papers = _read(tmp_path / "data" / "raw" / "papers" / "default")
     assert [d["id"] for d in papers] == ["p1"]
     paper_q = {(q["id"], json.loads(q["metadata"])["reason"]) for q in _read(tmp_path / "data" / "quarantine" / "papers" / "default")}

@@ -87,3 +87,69 @@ def test_temperature_mixture_with_per_source_overrides(folder):
     assert (mix.max_fraction_of("web"), mix.max_fraction_of("books")) == (0.6, 1.0)
     everything = GOOD.replace("weights: {web: 0.5, books: 0.5}", "temperature: 1")
     assert load_recipe(write_recipe(folder, everything)).mixture_sources("m") == ["books", "web"]
+
+
+# ---- paths outside the recipe's folder (bad-input catalogue) -----------------------------------
+@pytest.mark.parametrize(
+    "old, new, key",
+    [
+        ("data_root: ./data", "data_root: ../elsewhere", "data_root"),
+        ("data_root: ./data", "data_root: /tmp", "data_root"),
+        ('path: "web/*.jsonl"', 'path: "../outside/*.jsonl"', "sources.web.path"),
+        ('path: "web/*.jsonl"', 'path: "web/../../outside/*.jsonl"', "sources.web.path"),
+        ("name: t\n", "name: t\ndecontamination: {eval_sets: [../evals/*.jsonl]}\n", "decontamination.eval_sets[0]"),
+        ("name: t\n", "name: t\ntokenizer: {kind: hf, path: /etc/tokenizer.json}\n", "tokenizer.path"),
+        ("min_score: 0.6}}]", "min_score: 0.6}}, {safety: {word_lists: [../words.txt]}}]",
+         "sources.web.filters[2].safety.word_lists"),
+    ],
+)
+def test_paths_leading_outside_the_recipe_folder_are_refused(folder, old, new, key):
+    assert old in GOOD
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe(folder, GOOD.replace(old, new)), check_paths=False)
+    message = str(err.value)
+    assert f": {key}: '" in message and "outside the recipe's folder" in message and "allowed_roots" in message
+    assert "\n" not in message
+
+
+def test_symlinks_out_of_the_folder_are_refused_and_allowed_roots_let_paths_out(tmp_path):
+    outside, home = tmp_path / "outside", tmp_path / "project"
+    write_jsonl(outside / "a.jsonl", [{"id": "1", "text": "hello"}])
+    write_jsonl(home / "web" / "a.jsonl", [{"id": "1", "text": "hello"}])
+    (home / "web" / "sneaky.jsonl").symlink_to(outside / "a.jsonl")
+    body = 'name: t\nsources:\n  web: {path: "web/*.jsonl"}\n'
+    with pytest.raises(RecipeError, match=r"sources.web.path: '.*sneaky.jsonl' resolves to .*outside/a.jsonl, outside"):
+        load_recipe(write_recipe(home, body))
+    (home / "web" / "sneaky.jsonl").unlink()
+    (home / "linked").symlink_to(outside)  # a folder symlink: its prefix resolves outside
+    with pytest.raises(RecipeError, match="sources.books.path: 'linked/\\*.jsonl' resolves to"):
+        load_recipe(write_recipe(home, body + '  books: {path: "linked/*.jsonl"}\n'))
+    allowed = load_recipe(write_recipe(home, "allowed_roots: [../outside]\n" + body
+                                       + '  books: {path: "linked/*.jsonl"}\n  more: {path: "../outside/*.jsonl"}\n'))
+    assert allowed.source_files("more") == [str(outside / "a.jsonl")]
+    with pytest.raises(RecipeError, match="allowed_rots: unknown key"):
+        load_recipe(write_recipe(home, "allowed_rots: [../outside]\n" + body))
+
+
+# ---- weights and types (bad-input catalogue) ---------------------------------------------------------
+def test_weights_not_summing_to_one_are_normalised_and_non_finite_numbers_refused(folder):
+    from mix_pipeline.core.mixing import allocate, requested_weights
+
+    # Weights are relative: {web: 3, books: 1} is a 75/25 mixture, documented as "normalised".
+    relative = load_recipe(write_recipe(folder, GOOD.replace("weights: {web: 0.5, books: 0.5}", "weights: {web: 3, books: 1}")))
+    spec = relative.mixtures["m"]
+    assert spec.weights == {"web": 3, "books": 1}
+    assert requested_weights(spec, {"web": 5000, "books": 5000}) == {"web": 0.75, "books": 0.25}
+    assert allocate(spec, {"web": 5000, "books": 5000}).targets == {"web": 750, "books": 250}
+    for bad, expected in [
+        ("weights: {web: .nan, books: 0.5}", "mixtures.m.weights.web: Input should be a finite number"),
+        ("weights: {web: .inf, books: 0.5}", "mixtures.m.weights.web: Input should be a finite number"),
+        ("weights: {web: 0.5, books: 0.5}, max_epochs: .inf", "mixtures.m.max_epochs: Input should be a finite number"),
+        ("weights: {web: 0.5, books: 0.5}, total: lots", "mixtures.m.total: Input should be a valid integer"),
+        ("weights: {web: 0.5, books: 0.5}, seed: [1]", "mixtures.m.seed: Input should be a valid integer"),
+        ("weights: {web: half, books: 0.5}", "mixtures.m.weights.web: Input should be a valid number"),
+        ("weights: [web, books]", "mixtures.m.weights: Input should be a valid dictionary"),
+    ]:
+        with pytest.raises(RecipeError) as err:
+            load_recipe(write_recipe(folder, GOOD.replace("weights: {web: 0.5, books: 0.5}", bad)))
+        assert expected in str(err.value), (bad, str(err.value))

@@ -33,6 +33,7 @@ def demo_like_recipe(sample: Path, data_root: Path, total: int, chat: bool = Tru
         text = head + rest[rest.index("dedup:"):]
         text = text[: text.index("  # SFT:")]
     text = text.replace("../data/sample", str(sample)).replace("data_root: ../data", f"data_root: {data_root}")
+    text = text.replace("allowed_roots: [../data]", f"allowed_roots: [{sample}]")
     text = text.replace("total: 2_000_000", f"total: {total}")
     # One process per stage keeps the suite quick on two cores; the sharding stays the same.
     return text.replace("executor: {kind: local, tasks: 2}", "executor: {kind: local, tasks: 2, workers: 1}")

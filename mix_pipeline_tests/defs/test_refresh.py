@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPE = """
 name: refresh
 data_root: {root}
+allowed_roots: [{books}]
 executor: {{kind: local, tasks: 2, workers: 1}}
 schedule: {{cron: "0 3 * * 1"}}
 sources:
