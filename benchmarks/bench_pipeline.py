@@ -110,6 +110,7 @@ def write_recipe(path: Path, corpus: Path, data_root: Path, workers: int, size_m
     recipe = {
         "name": "bench",
         "data_root": str(data_root),
+        "allowed_roots": [str(corpus)],
         "tokenizer": {"kind": "estimate"},
         "executor": {"kind": "local", "tasks": TASKS, "workers": workers},
         "sources": {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import errno
 import hashlib
@@ -202,3 +204,28 @@ def file_sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# Where in-memory DuckDB connections spill: a stage points it under its data_root/_work, so no
+# query of a stage writes outside data_root (DuckDB's own default is ./.tmp in the working folder).
+_SCRATCH = contextvars.ContextVar("duckdb_scratch", default=None)
+
+
+@contextlib.contextmanager
+def duckdb_scratch(folder: str):
+    token = _SCRATCH.set(folder)
+    try:
+        yield
+    finally:
+        _SCRATCH.reset(token)
+
+
+def scratch_connection():
+    """An in-memory DuckDB connection that spills into the current stage's scratch folder."""
+    import duckdb
+
+    folder = _SCRATCH.get()
+    if folder is None:
+        return duckdb.connect()
+    os.makedirs(folder, exist_ok=True)
+    return duckdb.connect(config={"temp_directory": folder})

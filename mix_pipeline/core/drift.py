@@ -16,15 +16,13 @@ DISTRIBUTIONS = ("length", "language", "fates")
 
 
 def profile(kept_parts: list[str], input_documents: int, drops: dict[str, int]) -> dict:
-    import duckdb
-
-    from mix_pipeline.core.documents import sql_file_list
+    from mix_pipeline.core.documents import scratch_connection, sql_file_list
 
     length: dict[str, float] = {}
     language: dict[str, float] = {}
     tokens = kept = 0
     if kept_parts:
-        con = duckdb.connect()
+        con = scratch_connection()
         docs = f"read_parquet({sql_file_list(kept_parts)})"
         length = {
             str(b): float(n)

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from mix_pipeline.core.documents import sql_file_list
+from mix_pipeline.core.documents import scratch_connection, sql_file_list
 from mix_pipeline.names import DECONTAMINATION, FILTER_NAMES, META_FILTER_REASON, META_FILTER_VALUE, META_LANGUAGE
 
 SEVERITIES = ("error", "warn")
@@ -222,9 +222,7 @@ def _sample(con, parts: list[str], columns: str = "*"):
 
 # ---- per stage -----------------------------------------------------------------------------
 def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -> list[CheckOutcome]:
-    import duckdb
-
-    con = duckdb.connect()
+    con = scratch_connection()
     docs = f"read_parquet({sql_file_list(parts)})" if parts else None
     out = []
     sample = _sample(con, parts)
@@ -293,10 +291,9 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
                     dropped_parts: dict[str, list[str]], languages: list[str] | None, overrides: dict) -> list[CheckOutcome]:
     """`drops` is [(filter, documents dropped)] in pipeline order; each rate is over the documents
     that reached that filter."""
-    import duckdb
     import pandas as pd
 
-    con = duckdb.connect()
+    con = scratch_connection()
     out = []
     cfg, sev = settings("filter_drop_rate", overrides)
     rows, reaching = [], input_documents
@@ -356,9 +353,7 @@ def drift_check(current: dict, refs: dict[str, tuple[str, dict]], overrides: dic
 
 
 def dedup_index_checks(cluster_files: list[str], overrides: dict) -> list[CheckOutcome]:
-    import duckdb
-
-    con = duckdb.connect()
+    con = scratch_connection()
     cfg, sev = settings("max_cluster_size", overrides)
     if not cluster_files:
         return [band("max_cluster_size", sev, 0, None, cfg["max_size"], "largest duplicate cluster")]
@@ -397,7 +392,6 @@ def mixture_checks(
     to the kinds they redact; they are searched with the redactor's own patterns.
     `conservation_rows` is None when the caller has no
     catalog (plain library use)."""
-    import duckdb
     import pandas as pd
 
     from mix_pipeline.core.filters import find_pii
@@ -424,7 +418,7 @@ def mixture_checks(
                        "; ".join(f"{r.source} repeated {r.epochs:.2f} times (cap {max_epochs[r.source]:g})"
                                  for r in over.itertuples())))
 
-    con = duckdb.connect()
+    con = scratch_connection()
     parts = {s: [os.path.join(out_dir, f) for f in info["files"]] for s, info in splits.items()}
     union = " UNION ALL ".join(
         f"SELECT DISTINCT source, id, '{s}' AS split FROM read_parquet({sql_file_list(files)})" for s, files in parts.items() if files

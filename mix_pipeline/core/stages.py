@@ -8,6 +8,7 @@ show. Nothing here imports Dagster.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -32,12 +33,14 @@ from mix_pipeline.core.documents import (
     DEDUPLICATED_SCHEMA,
     DOCUMENT_SCHEMA,
     document_row,
+    duckdb_scratch,
     file_sha256,
     list_parts,
     normalise_shard_names,
     parquet_writer,
     partition_dir,
     publish_dir,
+    scratch_connection,
     sql_file_list,
     staging_dir,
 )
@@ -147,6 +150,17 @@ class ShardReader(PipelineStep):
                     yield doc
 
 
+def _scratch_in_data_root(stage: Callable) -> Callable:
+    """Run a stage with DuckDB's spill folder under its data_root (see documents.duckdb_scratch)."""
+
+    @functools.wraps(stage)
+    def run(env: StageEnv, *args, **kwargs):
+        with duckdb_scratch(env.dir("_work", "duckdb")):
+            return stage(env, *args, **kwargs)
+
+    return run
+
+
 def _rows(files: list[str]) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
@@ -219,6 +233,7 @@ def _drop_rows(path: str, drop: set[int]) -> None:
     os.replace(tmp, path)
 
 
+@_scratch_in_data_root
 def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe, spec = env.recipe, env.recipe.sources[source]
     files = recipe.source_files(source, snapshot)
@@ -289,6 +304,7 @@ def _filter_count_stats(rows: list[dict]) -> dict[str, float]:
     return stats
 
 
+@_scratch_in_data_root
 def run_filtered(
     env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT, profiles: dict[str, dict] | None = None
 ) -> StageResult:
@@ -321,7 +337,7 @@ def run_filtered(
         dropped[name] = _rows(dropped_parts[name])
     stats = {"input_documents": _rows(inputs), "documents": _rows(kept), "dropped": sum(dropped.values())}
     stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
-    with duckdb.connect() as con:
+    with scratch_connection() as con:
         stats.update(_filter_count_stats(catalog.filter_counts(con, kept + [p for ps in dropped_parts.values() for p in ps])))
     env.log(f"filtered[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
     language = next((f for f in spec.filters if f.name == "language"), None)
@@ -398,6 +414,7 @@ def _link_tree(src: str, dst: str) -> None:
         os.link(src, dst)
 
 
+@_scratch_in_data_root
 def run_dedup_index(env: StageEnv) -> StageResult:
     """Incremental dedup: generations (snapshots) in order, each against what earlier ones kept.
 
@@ -489,6 +506,7 @@ class StaleDedupIndex(RuntimeError):
     pass
 
 
+@_scratch_in_data_root
 def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe = env.recipe
     inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
@@ -583,6 +601,7 @@ def deduplicated_files(env: StageEnv, source: str) -> list[str]:
     return [p for snap in snapshots for p in list_parts(os.path.join(folder, snap))]
 
 
+@_scratch_in_data_root
 def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None = None) -> StageResult:
     """Plan, write to staging, check, publish. `conservation_rows` come from the catalog."""
     recipe = env.recipe

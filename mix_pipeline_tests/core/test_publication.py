@@ -103,3 +103,16 @@ def test_a_kill_during_publication_leaves_one_complete_version(tmp_path, point, 
     recover(str(final))
     assert _tree(final) == {"data": "new" if point == "publish.swapped" else "old"}
     assert os.listdir(tmp_path) == ["default"]
+
+
+def test_stage_queries_spill_under_the_data_root(tmp_path):
+    """In-memory DuckDB connections of a stage spill into data_root/_work, not DuckDB's default
+    ./.tmp in whatever folder the process happens to run from."""
+    from mix_pipeline.core.documents import duckdb_scratch, scratch_connection
+
+    scratch = tmp_path / "data" / "_work" / "duckdb"
+    with duckdb_scratch(str(scratch)):
+        with scratch_connection() as con:
+            assert con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0] == str(scratch)
+    with scratch_connection() as con:
+        assert con.sql("SELECT current_setting('temp_directory')").fetchall()[0][0] != str(scratch)

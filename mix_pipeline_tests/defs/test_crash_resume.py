@@ -41,6 +41,7 @@ SCENARIOS = int(os.environ.get("MIX_PIPELINE_FAULT_SCENARIOS", "24"))
 RECIPE = """
 name: crash
 data_root: data
+allowed_roots: ["{inputs}"]
 executor: {{kind: local, tasks: 2, workers: 1}}
 sources:
   web:
