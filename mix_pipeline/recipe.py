@@ -525,10 +525,14 @@ class Recipe(_Strict):
 
     def source_files(self, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> list[str]:
         """The input files of one snapshot of a source, sorted; directories expand to every file below them."""
+        def unlistable(err: OSError) -> None:
+            # os.walk would skip the folder silently, and every file under it would go uncounted.
+            raise RecipeError(f"source '{source}': cannot list folder {err.filename}: {err.strerror}")
+
         files: set[str] = set()
         for match in glob.glob(self._pattern(source, snapshot), recursive=True):
             if os.path.isdir(match):
-                for root, dirs, names in os.walk(match):
+                for root, dirs, names in os.walk(match, onerror=unlistable):
                     dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                     files.update(os.path.join(root, n) for n in names if not n.startswith("."))
             else:

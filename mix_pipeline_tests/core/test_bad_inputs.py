@@ -191,7 +191,7 @@ def test_parquet_files_with_other_schemas(tmp_path):
 NOBODY = 65534
 
 
-def _read_as_unprivileged(recipe_path: str, data_root: str) -> dict:
+def _read_as_unprivileged(recipe_path: str, data_root: str, source: str = "web") -> dict:
     """In a fresh process: warm up every lazy import as root, then drop to `nobody` (when root;
     chmod does not stop root) and validate the recipe, then run the raw stage with paths unchecked."""
     warm = os.path.join(data_root, "warmup")
@@ -207,7 +207,10 @@ def _read_as_unprivileged(recipe_path: str, data_root: str) -> dict:
     except RecipeError as exc:
         out["refused"] = str(exc)
     env = StageEnv(load_recipe(recipe_path, check_paths=False), runner=local_runner(1), log=lambda m: None)
-    out["stats"] = run_raw(env, "web").stats
+    try:
+        out["stats"] = run_raw(env, source).stats
+    except RecipeError as exc:
+        out["run_refused"] = str(exc)
     return out
 
 
@@ -231,6 +234,30 @@ def test_an_unreadable_file_is_refused_at_validation_and_quarantined_at_run_time
         assert out["stats"]["documents"] == 1 and out["stats"]["quarantined"] == 1
         assert _quarantine(folder, "web") == [("secret.jsonl:0", "unreadable_file", "PermissionError: Permission denied")]
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_an_unreadable_folder_in_a_text_source_is_refused_naming_it():
+    folder = Path(tempfile.mkdtemp(prefix="mix_unreadable_"))
+    try:
+        (folder / "code" / "open").mkdir(parents=True)
+        (folder / "code" / "locked").mkdir()
+        (folder / "code" / "open" / "a.py").write_text("print('a')\n")
+        (folder / "code" / "locked" / "b.py").write_text("print('b')\n")
+        recipe = write_recipe(folder, "name: t\nsources:\n  code: {path: code, format: text}\n")
+        (folder / "data").mkdir()
+        for path in [folder, folder / "code", folder / "code" / "open", folder / "data"]:
+            path.chmod(0o777)
+        (folder / "code" / "open" / "a.py").chmod(0o644)
+        (folder / "code" / "locked").chmod(0o000)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            out = pool.apply(_read_as_unprivileged, (str(recipe), str(folder / "data"), "code"))
+        assert out["uid"] != 0
+        message = f"source 'code': cannot list folder {folder / 'code' / 'locked'}: Permission denied"
+        assert message in out["refused"] and out["run_refused"] == message
+        assert not (folder / "data" / "raw").exists()
+    finally:
+        (folder / "code" / "locked").chmod(0o755)
         shutil.rmtree(folder, ignore_errors=True)
 
 
