@@ -58,18 +58,62 @@ def content_hash(text: str) -> int:
 
 
 def shingles(text: str, ngram: int) -> list[str]:
+    """Lower-cased word n-grams joined by one space; a text of at most `ngram` words is one shingle."""
     words = _WORD.findall(text.lower())
     if len(words) <= ngram:
         return [" ".join(words)]
-    return [" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
+    # zip over shifted views builds each n-gram without a slice per position.
+    return list(map(" ".join, zip(*[words[i:] for i in range(ngram)])))
 
 
 def band_hashes(signature: np.ndarray, bands: int) -> np.ndarray:
-    rows = signature.astype(np.uint64).reshape(bands, -1)
-    mult = np.resize(_FOLD, rows.shape[1])
+    return band_matrix(np.asarray(signature).reshape(1, -1), bands)[0]
+
+
+def band_matrix(signatures: np.ndarray, bands: int) -> np.ndarray:
+    """LSH band hashes of a (documents × num_perm) signature matrix: each band's rows folded into
+    one int64 (wrapping arithmetic), the same values `band_hashes` gives one signature at a time."""
+    n, num_perm = signatures.shape
+    rows = signatures.astype(np.uint64).reshape(n, bands, num_perm // bands)
+    mult = np.resize(_FOLD, rows.shape[2])
     with np.errstate(over="ignore"):
-        folded = (rows * mult).sum(axis=1, dtype=np.uint64)
+        folded = (rows * mult).sum(axis=2, dtype=np.uint64)
     return folded.view(np.int64)
+
+
+def signature_schema(num_perm: int, bands: int) -> pa.Schema:
+    return pa.schema(
+        SIGNATURE_SCHEMA_FIELDS
+        + [("signature", pa.list_(pa.uint32(), num_perm)), ("bands", pa.list_(pa.int64(), bands))]
+    )
+
+
+def signature_batch(
+    source: str, ids: list[str], texts: list[str], num_perm: int, bands: int, ngram: int, seed: int
+) -> pa.Table:
+    """Signature rows (SIGNATURE schema) for a batch of documents.
+
+    One call into rensa hashes the whole batch (`digest_matrix_from_token_sets`, the same digests
+    as `RMinHash.update` + `digest` one document at a time); band hashes are folded for the whole
+    matrix at once, so per document only the shingles and the content hash are built in Python.
+    """
+    from rensa import RMinHash
+
+    n = len(texts)
+    matrix = RMinHash.digest_matrix_from_token_sets([shingles(t, ngram) for t in texts], num_perm, seed)
+    sig = np.array(matrix.to_rows(), dtype=np.uint32).reshape(n, num_perm)
+    folded = band_matrix(sig, bands)
+    return pa.table(
+        {
+            "source": pa.array([source] * n, pa.string()),
+            "id": pa.array(ids, pa.string()),
+            "content_hash": pa.array([content_hash(t) for t in texts], pa.int64()),
+            "n_chars": pa.array([len(t) for t in texts], pa.int64()),
+            "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), num_perm),
+            "bands": pa.FixedSizeListArray.from_arrays(pa.array(folded.reshape(-1), pa.int64()), bands),
+        },
+        schema=signature_schema(num_perm, bands),
+    )
 
 
 class SignatureWriter(PipelineStep):
@@ -78,7 +122,7 @@ class SignatureWriter(PipelineStep):
     type = "🫂 - DEDUP"
     name = "✍️ MinHash signatures (rensa)"
 
-    def __init__(self, output_folder: str, source: str, num_perm: int, bands: int, ngram: int, seed: int, batch_rows: int = 5000):
+    def __init__(self, output_folder: str, source: str, num_perm: int, bands: int, ngram: int, seed: int, batch_rows: int = 2000):
         super().__init__()
         self.output_folder = output_folder
         self.source = source
@@ -89,42 +133,79 @@ class SignatureWriter(PipelineStep):
         self.batch_rows = batch_rows
 
     def schema(self) -> pa.Schema:
-        return pa.schema(
-            SIGNATURE_SCHEMA_FIELDS
-            + [("signature", pa.list_(pa.uint32(), self.num_perm)), ("bands", pa.list_(pa.int64(), self.bands))]
-        )
+        return signature_schema(self.num_perm, self.bands)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from rensa import RMinHash
-
         os.makedirs(self.output_folder, exist_ok=True)
-        schema = self.schema()
         path = os.path.join(self.output_folder, f"{rank:05d}.parquet")
-        columns: dict[str, list] = {name: [] for name in schema.names}
-        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        ids: list[str] = []
+        texts: list[str] = []
+        with pq.ParquetWriter(path, self.schema(), compression="zstd") as writer:
             def flush():
-                if columns["id"]:
-                    writer.write_table(pa.table(columns, schema=schema))
-                    for v in columns.values():
-                        v.clear()
+                if ids:
+                    with self.track_time("batch"):
+                        writer.write_table(signature_batch(self.source, ids, texts, self.num_perm, self.bands,
+                                                           self.ngram, self.seed))
+                    self.stat_update("signatures", value=len(ids))
+                    ids.clear()
+                    texts.clear()
 
             for doc in data:
-                with self.track_time():
-                    mh = RMinHash(num_perm=self.num_perm, seed=self.seed)
-                    mh.update(shingles(doc.text, self.ngram))
-                    sig = np.asarray(mh.digest(), dtype=np.uint32)
-                    columns["source"].append(self.source)
-                    columns["id"].append(str(doc.id))
-                    columns["content_hash"].append(content_hash(doc.text))
-                    columns["n_chars"].append(len(doc.text))
-                    columns["signature"].append(sig)
-                    columns["bands"].append(band_hashes(sig, self.bands))
-                self.stat_update("signatures")
-                if len(columns["id"]) >= self.batch_rows:
+                ids.append(str(doc.id))
+                texts.append(doc.text)
+                if len(ids) >= self.batch_rows:
                     flush()
             flush()
         return
         yield  # a generator that yields nothing: this step ends the pipeline
+
+
+class ShardSignatures(PipelineStep):
+    """Reader and signature writer in one step, over our own Parquet shards of several sources.
+
+    `shards` lists (source, path); rank r of N takes shards r, r+N, ... and writes, per source it
+    read, `<output_folders[source]>/<rank>.parquet` with one signature row per document (the rows
+    `SignatureWriter` writes). It reads only the `id` and `text` columns, batch by batch, and never
+    builds a datatrove Document, so one launch can cover every source of a generation and memory
+    stays at one batch whatever the shard size. Which rank hashed a document changes no verdict:
+    `dedup_generation` orders documents by (source rank, source, id).
+    """
+
+    type = "🫂 - DEDUP"
+    name = "✍️ MinHash signatures of shards (rensa)"
+
+    def __init__(self, shards: list[tuple[str, str]], output_folders: dict[str, str], num_perm: int, bands: int,
+                 ngram: int, seed: int, batch_rows: int = 2000):
+        super().__init__()
+        self.shards = [tuple(s) for s in shards]
+        self.output_folders = dict(output_folders)
+        self.num_perm = num_perm
+        self.bands = bands
+        self.ngram = ngram
+        self.seed = seed
+        self.batch_rows = batch_rows
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        schema = signature_schema(self.num_perm, self.bands)
+        writers: dict[str, pq.ParquetWriter] = {}
+        try:
+            for source, path in self.shards[rank::world_size]:
+                if source not in writers:
+                    folder = self.output_folders[source]
+                    os.makedirs(folder, exist_ok=True)
+                    writers[source] = pq.ParquetWriter(os.path.join(folder, f"{rank:05d}.parquet"), schema,
+                                                       compression="zstd")
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_rows, columns=["id", "text"]):
+                    with self.track_time("batch"):
+                        table = signature_batch(source, batch.column("id").to_pylist(), batch.column("text").to_pylist(),
+                                                self.num_perm, self.bands, self.ngram, self.seed)
+                        writers[source].write_table(table)
+                    self.stat_update("signatures", value=batch.num_rows)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        return
+        yield  # a generator that yields nothing: this step is the whole pipeline
 
 
 @dataclass
