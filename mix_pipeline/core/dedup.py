@@ -47,6 +47,9 @@ CLUSTER_SCHEMA = pa.schema(
     ]
 )
 _WORD = re.compile(r"\w+")
+# Shingles handed to rensa per call: about 8 MB of Python strings, whatever the batch's documents.
+SHINGLES_PER_CALL = 100_000
+DUCKDB_MEMORY_LIMIT = "1GB"
 # Odd 64-bit multipliers to fold a band's rows into one hash (wrapping arithmetic is intended).
 _FOLD = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64)
 
@@ -100,8 +103,24 @@ def signature_batch(
     from rensa import RMinHash
 
     n = len(texts)
-    matrix = RMinHash.digest_matrix_from_token_sets([shingles(t, ngram) for t in texts], num_perm, seed)
-    sig = np.array(matrix.to_rows(), dtype=np.uint32).reshape(n, num_perm)
+    rows: list[list[int]] = []
+    chunk: list[list[str]] = []
+    pending = 0
+
+    def digest() -> None:
+        nonlocal pending
+        if chunk:
+            rows.extend(RMinHash.digest_matrix_from_token_sets(chunk, num_perm, seed).to_rows())
+            chunk.clear()
+            pending = 0
+
+    for text in texts:
+        chunk.append(shingles(text, ngram))
+        pending += len(chunk[-1])
+        if pending >= SHINGLES_PER_CALL:  # bounds the Python strings alive at once
+            digest()
+    digest()
+    sig = np.array(rows, dtype=np.uint32).reshape(n, num_perm)
     folded = band_matrix(sig, bands)
     return pa.table(
         {
@@ -175,7 +194,7 @@ class ShardSignatures(PipelineStep):
     name = "✍️ MinHash signatures of shards (rensa)"
 
     def __init__(self, shards: list[tuple[str, str]], output_folders: dict[str, str], num_perm: int, bands: int,
-                 ngram: int, seed: int, batch_rows: int = 2000):
+                 ngram: int, seed: int, batch_rows: int = 512):
         super().__init__()
         self.shards = [tuple(s) for s in shards]
         self.output_folders = dict(output_folders)
@@ -243,6 +262,15 @@ class _UnionFind:
             parent[x], x = root, parent[x]
         return int(root)
 
+    def roots(self) -> np.ndarray:
+        """Every node's root, by pointer jumping over the whole parent array (no per-node loop)."""
+        parent = self.parent.copy()
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                return parent
+            parent = grand
+
     def union(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
@@ -297,6 +325,8 @@ def dedup_generation(
     os.makedirs(duckdb_temp_dir, exist_ok=True)
     con = duckdb.connect()
     con.execute(f"SET temp_directory='{duckdb_temp_dir}'")
+    # Bounded whatever the corpus: past this DuckDB spills to temp_directory (as mixing does).
+    con.execute(f"SET memory_limit='{DUCKDB_MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order=false")
     con.register("ranks", pa.table({"source": list(source_rank), "rank": list(source_rank.values())}))
     con.execute(
@@ -361,7 +391,7 @@ def dedup_generation(
             attach(a, b)
             verified += 1
 
-    roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+    roots = uf.roots()
     # A group matching the index is a duplicate of the earliest indexed match of any member.
     group_old = np.full(n, -1, dtype=np.int64)
     for node in np.flatnonzero(old_match >= 0).tolist():

@@ -18,7 +18,7 @@ import pytest
 from datatrove.data import Document
 from rensa import RMinHash
 
-from mix_pipeline.core import stages
+from mix_pipeline.core import dedup, stages
 from mix_pipeline.core.dedup import DropDuplicates, SignatureWriter, content_hash, dedup_generation, signature_batch
 from mix_pipeline.core.documents import DEDUPLICATED_SCHEMA, file_sha256, list_parts, normalise_shard_names, parquet_writer, partition_dir
 from mix_pipeline.core.stages import (
@@ -53,7 +53,9 @@ def reference_row(text: str, num_perm: int = 128, bands: int = 32, ngram: int = 
     return sig.tolist(), folded.tolist()
 
 
-def test_batch_signatures_are_the_per_document_ones():
+@pytest.mark.parametrize("shingles_per_call", [100_000, 50])
+def test_batch_signatures_are_the_per_document_ones(shingles_per_call, monkeypatch):
+    monkeypatch.setattr(dedup, "SHINGLES_PER_CALL", shingles_per_call)
     texts = [
         "", "one", "Just four words here", "exactly five words are here", "Six words, with punctuation: yes!",
         "Ünïcödé wörds — ß and 東京 too, mixed_with under_scores 42 times 42",
@@ -247,3 +249,17 @@ def test_signature_writer_on_documents_writes_the_batched_rows(tmp_path):
     assert [tuple(r) for r in zip(table.column("signature").to_pylist(), table.column("bands").to_pylist())] == [
         reference_row(d.text) for d in docs
     ]
+
+
+def test_union_find_roots_are_each_nodes_smallest_member():
+    rng = np.random.default_rng(3)
+    uf = dedup._UnionFind(500)
+    for a, b in rng.integers(0, 500, size=(300, 2)).tolist():
+        uf.union(a, b)
+    roots = uf.roots()
+    assert roots.tolist() == [uf.find(i) for i in range(500)]
+    groups: dict[int, list[int]] = {}
+    for node, root in enumerate(roots.tolist()):
+        groups.setdefault(root, []).append(node)
+    assert all(root == min(members) for root, members in groups.items())
+    assert len(groups) < 500
