@@ -1,8 +1,10 @@
 """Exact and MinHash near-duplicate detection across all sources.
 
 Two halves:
-- `SignatureWriter`, a datatrove step, streams documents and writes one small row per document
-  (content hash, MinHash signature, LSH band hashes). Signatures come from `rensa` (compiled).
+- `ShardSignatures`, a datatrove step, reads our Parquet shards (every source of a generation in
+  one launch) and writes one small row per document (content hash, MinHash signature, LSH band
+  hashes); `SignatureWriter` does the same for a stream of Documents. Signatures come from `rensa`
+  (compiled), one call per batch of documents.
 - `dedup_generation` joins those rows in DuckDB, one generation (snapshot) at a time, against
   an index of what earlier generations kept: documents sharing a content hash or an LSH band
   become candidate pairs; band candidates are verified against the full signatures; a
@@ -449,7 +451,8 @@ def _write(table: pa.Table, path: str) -> None:
 
 
 class DropDuplicates(PipelineStep):
-    """Passes only documents the partition's cluster file marks `kept`."""
+    """Passes only documents the partition's cluster file marks `kept` (for datatrove pipelines over
+    Documents; `deduplicated_documents` applies the same verdicts with `stages.write_deduplicated`)."""
 
     type = "🫂 - DEDUP"
     name = "🧹 Drop duplicates"
