@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -406,8 +405,10 @@ def dedup_generation(
     con.register("verdicts", pa.table({
         "node": np.arange(n, dtype=np.int64), "root": roots, "old": winner_old, "size": cluster_size,
     }))
-    table = con.sql(
-        f"""SELECT d.source, '{snapshot}' AS snapshot, d.id,
+    # Fates and keepers stay in DuckDB (which spills past memory_limit) and stream to one file per
+    # source: nothing here holds a whole generation in Python.
+    con.execute(
+        f"""CREATE TABLE fates AS SELECT d.source, '{snapshot}' AS snapshot, d.id,
                CASE WHEN (v.old < 0 AND v.root = d.node) OR NOT {remove} THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
                CASE WHEN v.old >= 0 THEN o.source WHEN v.root <> d.node THEN w.source END AS duplicate_of_source,
                CASE WHEN v.old >= 0 THEN o.snapshot WHEN v.root <> d.node THEN '{snapshot}' END AS duplicate_of_snapshot,
@@ -416,24 +417,25 @@ def dedup_generation(
                     WHEN coalesce(o.content_hash, w.content_hash) = d.content_hash THEN 'exact' ELSE 'near' END AS match,
                v.size AS cluster_size
             FROM new d JOIN verdicts v ON v.node = d.node JOIN new w ON w.node = v.root
-            LEFT JOIN old o ON o.node = v.old
-            ORDER BY d.source, d.id"""
-    ).to_arrow_table().cast(CLUSTER_SCHEMA)
-    keepers = con.sql(
-        f"""SELECT d.source, '{snapshot}' AS snapshot, d.id, d.content_hash, d.signature, d.bands
-            FROM new d JOIN verdicts v ON v.node = d.node
-            WHERE v.old < 0 AND v.root = d.node ORDER BY d.source, d.id"""
-    ).to_arrow_table()
+            LEFT JOIN old o ON o.node = v.old"""
+    )
+    keepers = f"""SELECT d.source, '{snapshot}' AS snapshot, d.id, d.content_hash, d.signature, d.bands
+                  FROM new d JOIN verdicts v ON v.node = d.node WHERE v.old < 0 AND v.root = d.node"""
+    for (source,) in con.sql("SELECT DISTINCT source FROM new ORDER BY source").fetchall():
+        quoted = "'" + source.replace("'", "''") + "'"
+        _write_query(con, f"SELECT * FROM fates WHERE source = {quoted} ORDER BY id",
+                     os.path.join(clusters_dir, source, f"{snapshot}.parquet"), CLUSTER_SCHEMA)
+        _write_query(con, f"SELECT * FROM ({keepers}) WHERE source = {quoted} ORDER BY id",
+                     os.path.join(index_dir, source, f"{snapshot}.parquet"))
+    duplicates, exact_duplicates, near_duplicates = con.sql(
+        "SELECT count(match), count(*) FILTER (WHERE match = 'exact'), count(*) FILTER (WHERE match = 'near') FROM fates"
+    ).fetchall()[0]
     con.close()
-    for source in sorted(set(table.column("source").to_pylist())):
-        _write(table.filter(pc.equal(table["source"], source)), os.path.join(clusters_dir, source, f"{snapshot}.parquet"))
-        _write(keepers.filter(pc.equal(keepers["source"], source)), os.path.join(index_dir, source, f"{snapshot}.parquet"))
-    matches = table.column("match").to_pylist()
     stats = ClusterStats(
         documents=n,
-        duplicates=sum(m is not None for m in matches),
-        exact_duplicates=matches.count("exact"),
-        near_duplicates=matches.count("near"),
+        duplicates=int(duplicates),
+        exact_duplicates=int(exact_duplicates),
+        near_duplicates=int(near_duplicates),
         candidate_pairs=int(candidates),
         verified_pairs=int(verified),
         clusters=int(((sizes > 1) | (group_old >= 0))[np.unique(roots)].sum()) if n else 0,
@@ -445,9 +447,29 @@ def dedup_generation(
     return stats
 
 
-def _write(table: pa.Table, path: str) -> None:
+# Rows per Parquet row group of cluster and index files. Row groups are cut at fixed row counts
+# (not at DuckDB's batch boundaries, which can vary between runs), so reruns write the same bytes.
+ROW_GROUP_ROWS = 100_000
+
+
+def _write_query(con, sql: str, path: str, schema: pa.Schema | None = None) -> None:
+    """Stream a query's rows into one Parquet file, ROW_GROUP_ROWS rows per row group."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    pq.write_table(table, path, compression="zstd")
+    reader = con.sql(sql).to_arrow_reader(ROW_GROUP_ROWS)
+    schema = schema or reader.schema
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in reader:
+            pending.append(batch.cast(schema) if batch.schema != schema else batch)
+            rows += batch.num_rows
+            while rows >= ROW_GROUP_ROWS:
+                table = pa.Table.from_batches(pending, schema)
+                writer.write_table(table.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                rest = table.slice(ROW_GROUP_ROWS)
+                pending, rows = rest.to_batches(), rest.num_rows
+        if rows:
+            writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_ROWS)
 
 
 class DropDuplicates(PipelineStep):

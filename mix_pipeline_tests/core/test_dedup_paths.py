@@ -263,3 +263,31 @@ def test_union_find_roots_are_each_nodes_smallest_member():
         groups.setdefault(root, []).append(node)
     assert all(root == min(members) for root, members in groups.items())
     assert len(groups) < 500
+
+
+def test_cluster_and_index_files_stream_in_fixed_row_groups(tmp_path, monkeypatch):
+    """Outputs stream from DuckDB in row groups of ROW_GROUP_ROWS rows, so reruns write the same bytes."""
+    rng = np.random.default_rng(0)
+    base = [" ".join(f"w{x}" for x in rng.integers(0, 5000, 200)) for _ in range(40)]
+    docs = [(f"d{i:02d}", t) for i, t in enumerate(base)] + [(f"x{i:02d}", t + " tail") for i, t in enumerate(base[:9])]
+    files = []
+    for source in ("web", "books"):
+        out = tmp_path / "sigs" / source
+        step = SignatureWriter(str(out), source=source, num_perm=128, bands=32, ngram=5, seed=1)
+        list(step.run(iter(Document(text=t, id=i, metadata={}) for i, t in docs)))
+        files += sorted(str(p) for p in out.glob("*.parquet"))
+    monkeypatch.setattr(dedup, "ROW_GROUP_ROWS", 7)
+    trees = []
+    for run in ("a", "b"):
+        dedup_generation("default", files, [], {"books": 0, "web": 1}, str(tmp_path / run / "clusters"),
+                         str(tmp_path / run / "index"), threshold=0.8, exact=True, duckdb_temp_dir=str(tmp_path / "t"))
+        trees.append(_tree(str(tmp_path / run)))
+    assert trees[0] == trees[1] and len(trees[0]) == 4
+    clusters = pq.ParquetFile(tmp_path / "a" / "clusters" / "web" / "default.parquet")
+    sizes = [clusters.metadata.row_group(g).num_rows for g in range(clusters.metadata.num_row_groups)]
+    assert sizes == [7] * 7 and sum(sizes) == len(docs)
+    table = clusters.read()
+    assert table.column("id").to_pylist() == sorted(i for i, _ in docs)  # ordered by id across row groups
+    assert set(table.column("fate").to_pylist()) == {"duplicate"}  # books outranks every web copy
+    index = pq.read_table(tmp_path / "a" / "index" / "books" / "default.parquet")
+    assert index.num_rows == len(base)  # the near copies ("x..") are duplicates of their originals
