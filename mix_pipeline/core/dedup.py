@@ -1,8 +1,10 @@
 """Exact and MinHash near-duplicate detection across all sources.
 
 Two halves:
-- `SignatureWriter`, a datatrove step, streams documents and writes one small row per document
-  (content hash, MinHash signature, LSH band hashes). Signatures come from `rensa` (compiled).
+- `ShardSignatures`, a datatrove step, reads our Parquet shards (every source of a generation in
+  one launch) and writes one small row per document (content hash, MinHash signature, LSH band
+  hashes); `SignatureWriter` does the same for a stream of Documents. Signatures come from `rensa`
+  (compiled), one call per batch of documents.
 - `dedup_generation` joins those rows in DuckDB, one generation (snapshot) at a time, against
   an index of what earlier generations kept: documents sharing a content hash or an LSH band
   become candidate pairs; band candidates are verified against the full signatures; a
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -47,6 +48,9 @@ CLUSTER_SCHEMA = pa.schema(
     ]
 )
 _WORD = re.compile(r"\w+")
+# Shingles handed to rensa per call: about 8 MB of Python strings, whatever the batch's documents.
+SHINGLES_PER_CALL = 100_000
+DUCKDB_MEMORY_LIMIT = "1GB"
 # Odd 64-bit multipliers to fold a band's rows into one hash (wrapping arithmetic is intended).
 _FOLD = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64)
 
@@ -58,18 +62,78 @@ def content_hash(text: str) -> int:
 
 
 def shingles(text: str, ngram: int) -> list[str]:
+    """Lower-cased word n-grams joined by one space; a text of at most `ngram` words is one shingle."""
     words = _WORD.findall(text.lower())
     if len(words) <= ngram:
         return [" ".join(words)]
-    return [" ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
+    # zip over shifted views builds each n-gram without a slice per position.
+    return list(map(" ".join, zip(*[words[i:] for i in range(ngram)])))
 
 
 def band_hashes(signature: np.ndarray, bands: int) -> np.ndarray:
-    rows = signature.astype(np.uint64).reshape(bands, -1)
-    mult = np.resize(_FOLD, rows.shape[1])
+    return band_matrix(np.asarray(signature).reshape(1, -1), bands)[0]
+
+
+def band_matrix(signatures: np.ndarray, bands: int) -> np.ndarray:
+    """LSH band hashes of a (documents × num_perm) signature matrix: each band's rows folded into
+    one int64 (wrapping arithmetic), the same values `band_hashes` gives one signature at a time."""
+    n, num_perm = signatures.shape
+    rows = signatures.astype(np.uint64).reshape(n, bands, num_perm // bands)
+    mult = np.resize(_FOLD, rows.shape[2])
     with np.errstate(over="ignore"):
-        folded = (rows * mult).sum(axis=1, dtype=np.uint64)
+        folded = (rows * mult).sum(axis=2, dtype=np.uint64)
     return folded.view(np.int64)
+
+
+def signature_schema(num_perm: int, bands: int) -> pa.Schema:
+    return pa.schema(
+        SIGNATURE_SCHEMA_FIELDS
+        + [("signature", pa.list_(pa.uint32(), num_perm)), ("bands", pa.list_(pa.int64(), bands))]
+    )
+
+
+def signature_batch(
+    source: str, ids: list[str], texts: list[str], num_perm: int, bands: int, ngram: int, seed: int
+) -> pa.Table:
+    """Signature rows (SIGNATURE schema) for a batch of documents.
+
+    One call into rensa hashes the whole batch (`digest_matrix_from_token_sets`, the same digests
+    as `RMinHash.update` + `digest` one document at a time); band hashes are folded for the whole
+    matrix at once, so per document only the shingles and the content hash are built in Python.
+    """
+    from rensa import RMinHash
+
+    n = len(texts)
+    rows: list[list[int]] = []
+    chunk: list[list[str]] = []
+    pending = 0
+
+    def digest() -> None:
+        nonlocal pending
+        if chunk:
+            rows.extend(RMinHash.digest_matrix_from_token_sets(chunk, num_perm, seed).to_rows())
+            chunk.clear()
+            pending = 0
+
+    for text in texts:
+        chunk.append(shingles(text, ngram))
+        pending += len(chunk[-1])
+        if pending >= SHINGLES_PER_CALL:  # bounds the Python strings alive at once
+            digest()
+    digest()
+    sig = np.array(rows, dtype=np.uint32).reshape(n, num_perm)
+    folded = band_matrix(sig, bands)
+    return pa.table(
+        {
+            "source": pa.array([source] * n, pa.string()),
+            "id": pa.array(ids, pa.string()),
+            "content_hash": pa.array([content_hash(t) for t in texts], pa.int64()),
+            "n_chars": pa.array([len(t) for t in texts], pa.int64()),
+            "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), num_perm),
+            "bands": pa.FixedSizeListArray.from_arrays(pa.array(folded.reshape(-1), pa.int64()), bands),
+        },
+        schema=signature_schema(num_perm, bands),
+    )
 
 
 class SignatureWriter(PipelineStep):
@@ -78,7 +142,7 @@ class SignatureWriter(PipelineStep):
     type = "🫂 - DEDUP"
     name = "✍️ MinHash signatures (rensa)"
 
-    def __init__(self, output_folder: str, source: str, num_perm: int, bands: int, ngram: int, seed: int, batch_rows: int = 5000):
+    def __init__(self, output_folder: str, source: str, num_perm: int, bands: int, ngram: int, seed: int, batch_rows: int = 2000):
         super().__init__()
         self.output_folder = output_folder
         self.source = source
@@ -89,42 +153,79 @@ class SignatureWriter(PipelineStep):
         self.batch_rows = batch_rows
 
     def schema(self) -> pa.Schema:
-        return pa.schema(
-            SIGNATURE_SCHEMA_FIELDS
-            + [("signature", pa.list_(pa.uint32(), self.num_perm)), ("bands", pa.list_(pa.int64(), self.bands))]
-        )
+        return signature_schema(self.num_perm, self.bands)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        from rensa import RMinHash
-
         os.makedirs(self.output_folder, exist_ok=True)
-        schema = self.schema()
         path = os.path.join(self.output_folder, f"{rank:05d}.parquet")
-        columns: dict[str, list] = {name: [] for name in schema.names}
-        with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        ids: list[str] = []
+        texts: list[str] = []
+        with pq.ParquetWriter(path, self.schema(), compression="zstd") as writer:
             def flush():
-                if columns["id"]:
-                    writer.write_table(pa.table(columns, schema=schema))
-                    for v in columns.values():
-                        v.clear()
+                if ids:
+                    with self.track_time("batch"):
+                        writer.write_table(signature_batch(self.source, ids, texts, self.num_perm, self.bands,
+                                                           self.ngram, self.seed))
+                    self.stat_update("signatures", value=len(ids))
+                    ids.clear()
+                    texts.clear()
 
             for doc in data:
-                with self.track_time():
-                    mh = RMinHash(num_perm=self.num_perm, seed=self.seed)
-                    mh.update(shingles(doc.text, self.ngram))
-                    sig = np.asarray(mh.digest(), dtype=np.uint32)
-                    columns["source"].append(self.source)
-                    columns["id"].append(str(doc.id))
-                    columns["content_hash"].append(content_hash(doc.text))
-                    columns["n_chars"].append(len(doc.text))
-                    columns["signature"].append(sig)
-                    columns["bands"].append(band_hashes(sig, self.bands))
-                self.stat_update("signatures")
-                if len(columns["id"]) >= self.batch_rows:
+                ids.append(str(doc.id))
+                texts.append(doc.text)
+                if len(ids) >= self.batch_rows:
                     flush()
             flush()
         return
         yield  # a generator that yields nothing: this step ends the pipeline
+
+
+class ShardSignatures(PipelineStep):
+    """Reader and signature writer in one step, over our own Parquet shards of several sources.
+
+    `shards` lists (source, path); rank r of N takes shards r, r+N, ... and writes, per source it
+    read, `<output_folders[source]>/<rank>.parquet` with one signature row per document (the rows
+    `SignatureWriter` writes). It reads only the `id` and `text` columns, batch by batch, and never
+    builds a datatrove Document, so one launch can cover every source of a generation and memory
+    stays at one batch whatever the shard size. Which rank hashed a document changes no verdict:
+    `dedup_generation` orders documents by (source rank, source, id).
+    """
+
+    type = "🫂 - DEDUP"
+    name = "✍️ MinHash signatures of shards (rensa)"
+
+    def __init__(self, shards: list[tuple[str, str]], output_folders: dict[str, str], num_perm: int, bands: int,
+                 ngram: int, seed: int, batch_rows: int = 512):
+        super().__init__()
+        self.shards = [tuple(s) for s in shards]
+        self.output_folders = dict(output_folders)
+        self.num_perm = num_perm
+        self.bands = bands
+        self.ngram = ngram
+        self.seed = seed
+        self.batch_rows = batch_rows
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        schema = signature_schema(self.num_perm, self.bands)
+        writers: dict[str, pq.ParquetWriter] = {}
+        try:
+            for source, path in self.shards[rank::world_size]:
+                if source not in writers:
+                    folder = self.output_folders[source]
+                    os.makedirs(folder, exist_ok=True)
+                    writers[source] = pq.ParquetWriter(os.path.join(folder, f"{rank:05d}.parquet"), schema,
+                                                       compression="zstd")
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_rows, columns=["id", "text"]):
+                    with self.track_time("batch"):
+                        table = signature_batch(source, batch.column("id").to_pylist(), batch.column("text").to_pylist(),
+                                                self.num_perm, self.bands, self.ngram, self.seed)
+                        writers[source].write_table(table)
+                    self.stat_update("signatures", value=batch.num_rows)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        return
+        yield  # a generator that yields nothing: this step is the whole pipeline
 
 
 @dataclass
@@ -161,6 +262,15 @@ class _UnionFind:
         while parent[x] != root:
             parent[x], x = root, parent[x]
         return int(root)
+
+    def roots(self) -> np.ndarray:
+        """Every node's root, by pointer jumping over the whole parent array (no per-node loop)."""
+        parent = self.parent.copy()
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                return parent
+            parent = grand
 
     def union(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
@@ -216,6 +326,8 @@ def dedup_generation(
     os.makedirs(duckdb_temp_dir, exist_ok=True)
     con = duckdb.connect()
     con.execute(f"SET temp_directory='{duckdb_temp_dir}'")
+    # Bounded whatever the corpus: past this DuckDB spills to temp_directory (as mixing does).
+    con.execute(f"SET memory_limit='{DUCKDB_MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order=false")
     con.register("ranks", pa.table({"source": list(source_rank), "rank": list(source_rank.values())}))
     con.execute(
@@ -280,7 +392,7 @@ def dedup_generation(
             attach(a, b)
             verified += 1
 
-    roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+    roots = uf.roots()
     # A group matching the index is a duplicate of the earliest indexed match of any member.
     group_old = np.full(n, -1, dtype=np.int64)
     for node in np.flatnonzero(old_match >= 0).tolist():
@@ -293,8 +405,10 @@ def dedup_generation(
     con.register("verdicts", pa.table({
         "node": np.arange(n, dtype=np.int64), "root": roots, "old": winner_old, "size": cluster_size,
     }))
-    table = con.sql(
-        f"""SELECT d.source, '{snapshot}' AS snapshot, d.id,
+    # Fates and keepers stay in DuckDB (which spills past memory_limit) and stream to one file per
+    # source: nothing here holds a whole generation in Python.
+    con.execute(
+        f"""CREATE TABLE fates AS SELECT d.source, '{snapshot}' AS snapshot, d.id,
                CASE WHEN (v.old < 0 AND v.root = d.node) OR NOT {remove} THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
                CASE WHEN v.old >= 0 THEN o.source WHEN v.root <> d.node THEN w.source END AS duplicate_of_source,
                CASE WHEN v.old >= 0 THEN o.snapshot WHEN v.root <> d.node THEN '{snapshot}' END AS duplicate_of_snapshot,
@@ -303,24 +417,25 @@ def dedup_generation(
                     WHEN coalesce(o.content_hash, w.content_hash) = d.content_hash THEN 'exact' ELSE 'near' END AS match,
                v.size AS cluster_size
             FROM new d JOIN verdicts v ON v.node = d.node JOIN new w ON w.node = v.root
-            LEFT JOIN old o ON o.node = v.old
-            ORDER BY d.source, d.id"""
-    ).to_arrow_table().cast(CLUSTER_SCHEMA)
-    keepers = con.sql(
-        f"""SELECT d.source, '{snapshot}' AS snapshot, d.id, d.content_hash, d.signature, d.bands
-            FROM new d JOIN verdicts v ON v.node = d.node
-            WHERE v.old < 0 AND v.root = d.node ORDER BY d.source, d.id"""
-    ).to_arrow_table()
+            LEFT JOIN old o ON o.node = v.old"""
+    )
+    keepers = f"""SELECT d.source, '{snapshot}' AS snapshot, d.id, d.content_hash, d.signature, d.bands
+                  FROM new d JOIN verdicts v ON v.node = d.node WHERE v.old < 0 AND v.root = d.node"""
+    for (source,) in con.sql("SELECT DISTINCT source FROM new ORDER BY source").fetchall():
+        quoted = "'" + source.replace("'", "''") + "'"
+        _write_query(con, f"SELECT * FROM fates WHERE source = {quoted} ORDER BY id",
+                     os.path.join(clusters_dir, source, f"{snapshot}.parquet"), CLUSTER_SCHEMA)
+        _write_query(con, f"SELECT * FROM ({keepers}) WHERE source = {quoted} ORDER BY id",
+                     os.path.join(index_dir, source, f"{snapshot}.parquet"))
+    duplicates, exact_duplicates, near_duplicates = con.sql(
+        "SELECT count(match), count(*) FILTER (WHERE match = 'exact'), count(*) FILTER (WHERE match = 'near') FROM fates"
+    ).fetchall()[0]
     con.close()
-    for source in sorted(set(table.column("source").to_pylist())):
-        _write(table.filter(pc.equal(table["source"], source)), os.path.join(clusters_dir, source, f"{snapshot}.parquet"))
-        _write(keepers.filter(pc.equal(keepers["source"], source)), os.path.join(index_dir, source, f"{snapshot}.parquet"))
-    matches = table.column("match").to_pylist()
     stats = ClusterStats(
         documents=n,
-        duplicates=sum(m is not None for m in matches),
-        exact_duplicates=matches.count("exact"),
-        near_duplicates=matches.count("near"),
+        duplicates=int(duplicates),
+        exact_duplicates=int(exact_duplicates),
+        near_duplicates=int(near_duplicates),
         candidate_pairs=int(candidates),
         verified_pairs=int(verified),
         clusters=int(((sizes > 1) | (group_old >= 0))[np.unique(roots)].sum()) if n else 0,
@@ -332,13 +447,34 @@ def dedup_generation(
     return stats
 
 
-def _write(table: pa.Table, path: str) -> None:
+# Rows per Parquet row group of cluster and index files. Row groups are cut at fixed row counts
+# (not at DuckDB's batch boundaries, which can vary between runs), so reruns write the same bytes.
+ROW_GROUP_ROWS = 100_000
+
+
+def _write_query(con, sql: str, path: str, schema: pa.Schema | None = None) -> None:
+    """Stream a query's rows into one Parquet file, ROW_GROUP_ROWS rows per row group."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    pq.write_table(table, path, compression="zstd")
+    reader = con.sql(sql).to_arrow_reader(ROW_GROUP_ROWS)
+    schema = schema or reader.schema
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in reader:
+            pending.append(batch.cast(schema) if batch.schema != schema else batch)
+            rows += batch.num_rows
+            while rows >= ROW_GROUP_ROWS:
+                table = pa.Table.from_batches(pending, schema)
+                writer.write_table(table.slice(0, ROW_GROUP_ROWS), row_group_size=ROW_GROUP_ROWS)
+                rest = table.slice(ROW_GROUP_ROWS)
+                pending, rows = rest.to_batches(), rest.num_rows
+        if rows:
+            writer.write_table(pa.Table.from_batches(pending, schema), row_group_size=ROW_GROUP_ROWS)
 
 
 class DropDuplicates(PipelineStep):
-    """Passes only documents the partition's cluster file marks `kept`."""
+    """Passes only documents the partition's cluster file marks `kept` (for datatrove pipelines over
+    Documents; `deduplicated_documents` applies the same verdicts with `stages.write_deduplicated`)."""
 
     type = "🫂 - DEDUP"
     name = "🧹 Drop duplicates"

@@ -28,7 +28,7 @@ from mix_pipeline.core import catalog, drift, quality
 from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
 from mix_pipeline.core.comparison import read_manifests, write_comparison
 from mix_pipeline.core.decontamination import Decontaminator
-from mix_pipeline.core.dedup import EMPTY_STATS, DropDuplicates, SignatureWriter, dedup_generation
+from mix_pipeline.core.dedup import EMPTY_STATS, ShardSignatures, dedup_generation
 from mix_pipeline.core.documents import (
     DEDUPLICATED_SCHEMA,
     DOCUMENT_SCHEMA,
@@ -60,8 +60,8 @@ from mix_pipeline.core.mixing import (
 )
 from mix_pipeline.core.quality import CheckOutcome, GateFailed
 from mix_pipeline.core.readers import SourceReader
-from mix_pipeline.core.tokens import CountTokens, TokenCounter
-from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT
+from mix_pipeline.core.tokens import TokenCounter
+from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FATE_DUPLICATE
 from mix_pipeline.recipe import Recipe, RecipeError
 
 # (pipeline, logging_dir, tasks) → None
@@ -414,6 +414,33 @@ def _link_tree(src: str, dst: str) -> None:
         os.link(src, dst)
 
 
+# Uncompressed text bytes one signature task should hash before another task (another worker
+# process) pays off: a pool worker costs about a CPU-second to start (process spawn, imports),
+# hashing costs about 0.06 CPU-seconds per MB, so tasks much smaller than this are mostly
+# start-up. Below it a generation runs as one task, which LocalPipelineExecutor runs in-process.
+SIGNATURE_TASK_TEXT_BYTES = 128 * 2**20
+
+
+def text_bytes(files: list[str]) -> int:
+    """Uncompressed size of the `text` column of Parquet shards, from their footers."""
+    total = 0
+    for path in files:
+        meta = pq.read_metadata(path)
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                if group.column(c).path_in_schema == "text":
+                    total += group.column(c).total_uncompressed_size
+    return total
+
+
+def signature_tasks(env: StageEnv, files: list[str]) -> int:
+    """Tasks for hashing `files`: one per SIGNATURE_TASK_TEXT_BYTES of text, at most the recipe's
+    tasks and one per shard. The count only spreads work: verdicts do not depend on it."""
+    wanted = -(-text_bytes(files) // SIGNATURE_TASK_TEXT_BYTES)
+    return max(1, min(env.tasks_for(len(files)), wanted))
+
+
 @_scratch_in_data_root
 def run_dedup_index(env: StageEnv) -> StageResult:
     """Incremental dedup: generations (snapshots) in order, each against what earlier ones kept.
@@ -466,20 +493,27 @@ def run_dedup_index(env: StageEnv) -> StageResult:
     stats = EMPTY_STATS
     for gen in current[reuse:]:
         snapshot = gen["snapshot"]
-        sig_files: list[str] = []
+        outputs: dict[str, str] = {}
+        shards: list[tuple[str, str]] = []
         for source, fingerprint in gen["partitions"]:
             out = os.path.join(tmp, "signatures", source, snapshot)
-            inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
+            outputs[source] = out
             if (source, snapshot, fingerprint) in known_signatures:
                 _link_tree(os.path.join(final, "signatures", source, snapshot), out)
-            elif inputs:
-                writer = SignatureWriter(
-                    out, source=source, num_perm=mh.num_perm if mh else 16, bands=mh.bands if mh else 1,
-                    ngram=mh.ngram if mh else 5, seed=mh.seed if mh else 1,
-                )
-                env.log(f"dedup_index: signatures of {source}|{snapshot} ({len(inputs)} shard(s))")
-                env.runner([ShardReader(inputs), writer], env.logging_dir("dedup_index", source, snapshot),
-                           env.tasks_for(len(inputs)))
+            else:
+                shards += [(source, p) for p in list_parts(partition_dir(env.root, "filtered", source, snapshot))]
+        if shards:
+            # One launch for every source of the generation; see signature_tasks for how many tasks.
+            tasks = signature_tasks(env, [p for _, p in shards])
+            env.log(f"dedup_index: signatures of {len(shards)} shard(s) of {snapshot} "
+                    f"({', '.join(sorted({s for s, _ in shards}))}) in {tasks} task(s)")
+            step = ShardSignatures(
+                shards, {s: outputs[s] for s, _ in shards}, num_perm=mh.num_perm if mh else 16,
+                bands=mh.bands if mh else 1, ngram=mh.ngram if mh else 5, seed=mh.seed if mh else 1,
+            )
+            env.runner([step], env.logging_dir("dedup_index", snapshot), tasks)
+        sig_files: list[str] = []
+        for out in outputs.values():
             if os.path.isdir(out):
                 sig_files += sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet"))
         if not sig_files:
@@ -506,6 +540,58 @@ class StaleDedupIndex(RuntimeError):
     pass
 
 
+# A deduplicated shard is closed and the next one started once it reaches this size (as
+# datatrove's ParquetWriter does with the same max_file_size in parquet_writer).
+DEDUPLICATED_MAX_FILE_BYTES = 256 * 2**20
+
+
+def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: int, counter: TokenCounter,
+                       max_file_bytes: int = DEDUPLICATED_MAX_FILE_BYTES, batch_rows: int = 1000) -> None:
+    """Filtered shards less the documents `clusters` marks duplicate, with `n_tokens`, in one pass.
+
+    The layout is the one datatrove's pipeline (ShardReader → DropDuplicates → CountTokens →
+    parquet_writer with `tasks` tasks) writes: output r holds inputs r, r+N, ... in order, named
+    `<file>_<rank>.parquet` as its writer names them, and normalise_shard_names orders them the
+    same way; rows, columns and token counts are the same too. It runs in this process, batch by
+    batch, with no Document per row: this is a filter and a copy, cheaper than a worker pool's
+    start-up. Nothing depends on the worker count.
+    """
+    import pyarrow as pa
+
+    duplicates = set(
+        pq.read_table(clusters, columns=["id"], filters=[("fate", "=", FATE_DUPLICATE)]).column("id").to_pylist()
+    )
+    names = [f.name for f in DOCUMENT_SCHEMA]
+    for rank in range(tasks):
+        file_id, sink, writer = 0, None, None
+        try:
+            for path in inputs[rank::tasks]:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=names):
+                    if duplicates:
+                        batch = batch.filter(pa.array([i not in duplicates for i in batch.column("id").to_pylist()]))
+                    if not batch.num_rows:
+                        continue
+                    columns = [batch.column(n) for n in names]
+                    # ShardReader reads a missing metadata as {}, which the writer stores as "{}".
+                    columns[names.index("metadata")] = pc.fill_null(batch.column("metadata"), "{}")
+                    table = pa.Table.from_arrays(columns + [counter.count_array(batch.column("text"))],
+                                                 schema=DEDUPLICATED_SCHEMA)
+                    if writer is None:
+                        sink = open(os.path.join(out_dir, f"{file_id:03d}_{rank:05d}.parquet"), "wb")
+                        writer = pq.ParquetWriter(sink, DEDUPLICATED_SCHEMA, compression="zstd")
+                    writer.write_table(table)
+                    crash_point("deduplicated.batch")
+                    if sink.tell() >= max_file_bytes:
+                        writer.close()
+                        sink.close()
+                        file_id, sink, writer = file_id + 1, None, None
+        finally:
+            if writer is not None:
+                writer.close()
+            if sink is not None:
+                sink.close()
+
+
 @_scratch_in_data_root
 def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe = env.recipe
@@ -521,13 +607,8 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     tmp = staging_dir(final)
     tok = recipe.tokenizer
     if inputs:
-        steps = [
-            ShardReader(inputs),
-            DropDuplicates(clusters),
-            CountTokens(tok.kind, recipe.resolve(tok.path) if tok.path else None),
-            parquet_writer(tmp, schema=DEDUPLICATED_SCHEMA),
-        ]
-        env.runner(steps, env.logging_dir("deduplicated", source, snapshot), env.tasks_for(len(inputs)))
+        counter = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None)
+        write_deduplicated(inputs, clusters, tmp, env.tasks_for(len(inputs)), counter)
     parts = normalise_shard_names(tmp)
     tokens = sum(int(pc.sum(pq.read_table(p, columns=["n_tokens"])["n_tokens"]).as_py() or 0) for p in parts)
     stats = {"input_documents": _rows(inputs), "documents": _rows(parts), "tokens": tokens}

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
@@ -46,6 +49,13 @@ class TokenCounter:
         if self._tokenizer is None:
             return [max(1, -(-len(t.encode("utf-8")) // BYTES_PER_TOKEN)) for t in texts]
         return [len(enc.ids) for enc in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def count_array(self, texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """`count` over an Arrow string column, as int64; the estimate never leaves Arrow/numpy."""
+        if self._tokenizer is None:
+            n = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
+            return pa.array(np.maximum(1, -(-n // BYTES_PER_TOKEN)), pa.int64())
+        return pa.array(self.count(texts.to_pylist()), pa.int64())
 
 
 class CountTokens(PipelineStep):

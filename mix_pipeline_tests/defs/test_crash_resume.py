@@ -4,7 +4,8 @@ still balanced.
 
 The crash points (core.faults) sit where a kill does the most harm: mid-shard while documents
 are written, just before and just after a folder is swapped into place, before a catalog
-transaction commits, between dedup generations, mid-mixture and before its manifest. A clean
+transaction commits, between dedup generations, mid-way through dropping duplicates,
+mid-mixture and before its manifest. A clean
 run traces every point it passes; a seeded draw picks which occurrences to kill at, spread over
 all points. Each scenario is a fresh data root and Dagster home: a run killed at the chosen
 point, then the same command again.
@@ -200,7 +201,7 @@ def draw_scenarios(points: list[str], n: int, seed: int) -> list[tuple[str, int]
 def test_the_clean_run_passes_every_crash_point(clean_run):
     counts = Counter(clean_run["points"])
     assert set(counts) == {"write.document", "publish.staged", "publish.swapped", "catalog.commit",
-                           "dedup.generation", "mixture.rows", "mixture.manifest"}, counts
+                           "dedup.generation", "deduplicated.batch", "mixture.rows", "mixture.manifest"}, counts
     assert counts["dedup.generation"] == 3  # one per generation: default (books), 2026-01, 2026-02
     assert clean_run["hashes"]["mixtures/general/manifest.json"]
     assert all(r["balanced"] for r in clean_run["conservation"]), clean_run["conservation"]
