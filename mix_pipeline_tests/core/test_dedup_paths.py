@@ -88,6 +88,7 @@ def ingested(sample_3mb, tmp_path_factory):
     (work / "recipe.yaml").write_text(textwrap.dedent(f"""
         name: dedup_paths
         data_root: data
+        allowed_roots: ["{sample_3mb}"]
         tokenizer: {{kind: estimate}}
         executor: {{kind: local, tasks: 2, workers: 1}}
         sources:
