@@ -12,6 +12,7 @@ Filters that drop a document stamp what they measured (`filter_value`) next to d
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -44,6 +45,15 @@ def _drop(doc: Document, reason: str, **value) -> tuple[bool, str]:
 
 
 # ---- language ----------------------------------------------------------------------------
+@functools.cache
+def language_identifier():
+    """py3langid's model, loaded once per process (a forkserver that loads it hands it to every
+    worker it forks; see core.worker_preload)."""
+    from py3langid.langid import _load_identifier
+
+    return _load_identifier(norm_probs=True)
+
+
 class LanguageIdFilter(BaseFilter):
     """Keeps documents whose most likely language is listed, with probability ≥ `min_score`."""
 
@@ -57,9 +67,7 @@ class LanguageIdFilter(BaseFilter):
 
     def _identify(self, text: str) -> tuple[str, float]:
         if self._identifier is None:
-            from py3langid.langid import _load_identifier
-
-            self._identifier = _load_identifier(norm_probs=True)
+            self._identifier = language_identifier()
         # The first 10k characters decide: enough for a stable answer, bounded cost on huge docs.
         lang, prob = self._identifier.classify(text[:10_000])
         return lang, float(prob)
