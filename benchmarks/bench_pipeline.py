@@ -44,7 +44,8 @@ SOURCES = {
     "books": ("books/*.parquet", "parquet"),
     "papers": ("papers/*.jsonl.zst", "jsonl"),
 }
-# Filters per source, in order, exactly as recipes/demo.yaml lists them: (name, params).
+# Filters per source, in order, as recipes/demo.yaml lists them except web's `safety` (left out
+# of both variants, see README): (name, params).
 FILTERS = {
     "web": [
         ("language", {"languages": ["en"]}),

@@ -68,6 +68,21 @@ from mix_pipeline.recipe import Recipe, RecipeError
 PipelineRunner = Callable[[list, str, int], None]
 
 
+# What every worker of ours needs: imported (and warmed) once in datatrove's forkserver, which
+# forks each pool worker with it already loaded instead of every worker of every stage importing
+# datatrove, pyarrow, DuckDB, spaCy and loading the language-ID model again.
+WORKER_PRELOAD = ("__main__", "mix_pipeline.core.worker_preload")
+
+
+def preload_workers() -> None:
+    """Ask datatrove's forkserver (`multiprocess`, start method "forkserver") to preload
+    WORKER_PRELOAD. Takes effect when the forkserver starts, i.e. before this process's first
+    pool; later calls change nothing. `__main__` stays first, as multiprocessing's default."""
+    import multiprocess
+
+    multiprocess.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+
+
 def local_runner(workers: int | None = None) -> PipelineRunner:
     """datatrove's LocalPipelineExecutor; `workers` processes (default: all cores)."""
 
@@ -75,6 +90,8 @@ def local_runner(workers: int | None = None) -> PipelineRunner:
         from datatrove.executor import LocalPipelineExecutor
 
         n_workers = max(1, min(workers or os.cpu_count() or 1, tasks))
+        if n_workers > 1:
+            preload_workers()
         LocalPipelineExecutor(
             pipeline=pipeline,
             tasks=tasks,

@@ -1,0 +1,17 @@
+"""Imported once by datatrove's forkserver (see core.stages.WORKER_PRELOAD), so that the pool
+workers it forks start with what every stage's pipeline needs already loaded.
+
+Without it each worker of each stage (raw, filtered, dedup index, deduplicated: 12 pools of 2
+on the demo's three text sources) imports datatrove, pyarrow, DuckDB and our stages again,
+and each filtered worker also imports spaCy and loads the py3langid model. Nothing here
+changes what a worker computes: the same modules and the same model, loaded earlier.
+"""
+
+import spacy  # noqa: F401  (datatrove's word tokenizer imports it on first use)
+import spacy.lang.en  # noqa: F401
+from datatrove.pipeline import filters as _datatrove_filters  # noqa: F401
+
+from mix_pipeline.core import stages as _stages  # noqa: F401
+from mix_pipeline.core.filters import language_identifier
+
+language_identifier()
