@@ -25,6 +25,16 @@ from mix_pipeline.core.readers import DEFAULT_MAX_DOCUMENT_BYTES
 from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTER_NAMES, PROSE_FILTERS, SNAPSHOT_PLACEHOLDER, SOURCE_NAME_PATTERN
 
 
+def _glob_base(pattern: str) -> str:
+    """The part of a path pattern before its first wildcard or `{snapshot}` component."""
+    head = []
+    for part in Path(pattern).parts:
+        if any(ch in part for ch in "*?[") or SNAPSHOT_PLACEHOLDER in part:
+            break
+        head.append(part)
+    return os.path.join(*head) if head else "."
+
+
 class RecipeError(ValueError):
     """A recipe problem, phrased as one line that names the offending key."""
 
@@ -462,12 +472,7 @@ class Recipe(_Strict):
         if "://" in resolved:
             inside = any("://" in r and resolved.startswith(r.rstrip("/") + "/") for r in self.allowed_roots)
             return None if inside else resolved
-        parts = []
-        for part in Path(resolved).parts:
-            if any(ch in part for ch in "*?[") or SNAPSHOT_PLACEHOLDER in part:
-                break
-            parts.append(part)
-        real = os.path.realpath(os.path.join(*parts)) if parts else os.path.realpath(".")
+        real = os.path.realpath(_glob_base(resolved))
         if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self._roots() if "://" not in r):
             return None
         return real
@@ -553,13 +558,7 @@ class Recipe(_Strict):
         pattern = self._pattern(source, snapshot)
         if os.path.isdir(pattern):
             return pattern
-        # The folder part before the first glob character.
-        head = []
-        for part in Path(pattern).parts:
-            if any(ch in part for ch in "*?["):
-                break
-            head.append(part)
-        root = os.path.join(*head) if head else "."
+        root = _glob_base(pattern)
         return root if os.path.isdir(root) else os.path.dirname(root)
 
     def domain_of(self, source: str) -> str:

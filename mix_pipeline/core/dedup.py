@@ -70,13 +70,9 @@ def shingles(text: str, ngram: int) -> list[str]:
     return list(map(" ".join, zip(*[words[i:] for i in range(ngram)])))
 
 
-def band_hashes(signature: np.ndarray, bands: int) -> np.ndarray:
-    return band_matrix(np.asarray(signature).reshape(1, -1), bands)[0]
-
-
 def band_matrix(signatures: np.ndarray, bands: int) -> np.ndarray:
     """LSH band hashes of a (documents × num_perm) signature matrix: each band's rows folded into
-    one int64 (wrapping arithmetic), the same values `band_hashes` gives one signature at a time."""
+    one int64 (wrapping arithmetic)."""
     n, num_perm = signatures.shape
     rows = signatures.astype(np.uint64).reshape(n, bands, num_perm // bands)
     mult = np.resize(_FOLD, rows.shape[2])

@@ -67,8 +67,6 @@ def _open_binary(path: str):
 
         return gzip.open(path, "rb")
     if kind == "zstd":
-        import io
-
         # Buffering gives readline; the raw reader notices a stream cut inside a frame.
         return io.BufferedReader(_ZstdRaw(path), buffer_size=1 << 16)
     return open(path, "rb")

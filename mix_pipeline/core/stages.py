@@ -17,7 +17,6 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -184,7 +183,7 @@ def _rows(files: list[str]) -> int:
 
 # ---- raw ---------------------------------------------------------------------------------
 def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_part: int, files: list[str], root: str,
-                             source: str, domain: str, duckdb_temp_dir: str | None = None) -> int:
+                             source: str, domain: str) -> int:
     """Keep the first record of every id within a partition, quarantine the later ones (`duplicate_id`).
 
     First means input order: the source's (sorted) file list, then the line or row within a file,
@@ -198,8 +197,7 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
     from mix_pipeline.core.readers import DUPLICATE_ID, SNIPPET_CHARS
 
     parts = sql_file_list(raw_parts)
-    # Spills (if any) go under data_root, not DuckDB's default ./.tmp in the working directory.
-    with duckdb.connect(config={"temp_directory": duckdb_temp_dir} if duckdb_temp_dir else {}) as con:
+    with scratch_connection() as con:
         if not con.execute(f"SELECT count(*) - count(DISTINCT id) FROM read_parquet({parts})").fetchone()[0]:
             return 0
         con.execute("CREATE TEMP TABLE file_order (file VARCHAR, pos BIGINT)")
@@ -280,7 +278,7 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     raw_parts = normalise_shard_names(raw_tmp)
     quarantine_parts = normalise_shard_names(quarantine_tmp)
     duplicates = quarantine_duplicate_ids(raw_parts, quarantine_tmp, len(quarantine_parts), files, reader.root,
-                                          source, recipe.domain_of(source), env.dir("_work", "duckdb"))
+                                          source, recipe.domain_of(source))
     if duplicates:
         quarantine_parts = list_parts(quarantine_tmp)
         env.log(f"raw[{source}|{snapshot}]: {duplicates} record(s) reuse an earlier record's id: quarantined as duplicate_id")
@@ -573,8 +571,6 @@ def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: in
     batch, with no Document per row: this is a filter and a copy, cheaper than a worker pool's
     start-up. Nothing depends on the worker count.
     """
-    import pyarrow as pa
-
     duplicates = set(
         pq.read_table(clusters, columns=["id"], filters=[("fate", "=", FATE_DUPLICATE)]).column("id").to_pylist()
     )
