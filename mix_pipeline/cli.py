@@ -1,7 +1,8 @@
 """`mix-pipeline`: validate a recipe, build sample data, run a recipe, report on a run, score its filters, run a mixture lab.
 
-`run` executes the same Dagster jobs the UI shows, against the Dagster instance in
-DAGSTER_HOME (default ./.dagster_home, the folder `make ui` uses), so CLI runs appear in the UI.
+`run` follows the planner the daemon follows (defs/plan.py) and executes the same Dagster jobs
+against the instance in DAGSTER_HOME (default ./.dagster_home, the folder `make ui` uses), so CLI
+runs appear in the UI. This module parses arguments and prints; the work happens elsewhere.
 """
 
 from __future__ import annotations
@@ -9,18 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
-import time
 
 from mix_pipeline.recipe import RecipeError, load_recipe
-
-DEFAULT_DAGSTER_HOME = ".dagster_home"
 
 
 def _cmd_validate(args) -> int:
     recipe = load_recipe(args.recipe)
-    files = sum(len(recipe.source_files(s)) for s in recipe.sources)
+    files = sum(len(recipe.source_files(s, snap)) for s in recipe.sources for snap in recipe.snapshots(s))
     print(
         f"ok: recipe '{recipe.name}': {len(recipe.sources)} source(s) over {files} file(s), "
         f"{len(recipe.mixtures)} mixture(s); data_root {recipe.data_root_path}"
@@ -36,87 +33,6 @@ def _cmd_sample_data(args) -> int:
     return 0
 
 
-def dagster_instance():
-    """The persistent instance in DAGSTER_HOME, created on first use."""
-    import dagster as dg
-
-    home = os.environ.setdefault("DAGSTER_HOME", os.path.abspath(DEFAULT_DAGSTER_HOME))
-    os.makedirs(home, exist_ok=True)
-    config = os.path.join(home, "dagster.yaml")
-    if not os.path.exists(config):
-        # Offline by default: no usage statistics leave the machine.
-        with open(config, "w") as f:
-            f.write("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.get()
-
-
-class RunFailed(RuntimeError):
-    pass
-
-
-# Tags on every run the CLI starts, so a later CLI can tell its own runs that were killed.
-HOST_TAG, PID_TAG = "mix_pipeline/host", "mix_pipeline/pid"
-
-
-def _run_tags() -> dict[str, str]:
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_orphaned_runs(instance) -> list[str]:
-    """Mark failed the runs a killed CLI on this host left as started: without it, a run killed
-    mid-way (SIGKILL, OOM, a lost node) would show as running in the UI for ever."""
-    import dagster as dg
-
-    host = socket.gethostname()
-    orphaned = []
-    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={HOST_TAG: host})):
-        pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and not _alive(pid):
-            instance.report_run_failed(run, message=f"the mix-pipeline process (pid {pid}) ended without finishing this run")
-            orphaned.append(run.run_id)
-    if orphaned:
-        print(f"marked {len(orphaned)} run(s) of a killed earlier process as failed: "
-              f"{', '.join(r[:8] for r in orphaned)}", flush=True)
-    return orphaned
-
-
-def _execute(defs, job_name: str, instance, partition_key: str | None, label: str) -> None:
-    started = time.monotonic()
-    print(f"==> {label}", flush=True)
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        instance=instance,
-        partition_key=partition_key,
-        raise_on_error=False,
-        tags=_run_tags(),
-        run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("MIX_PIPELINE_LOG_LEVEL", "INFO")}}}},
-    )
-    evaluations = result.get_asset_check_evaluations()
-    failed = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]
-    warned = [e for e in evaluations if not e.passed and e.severity.value != "ERROR"]
-    for e in failed + warned:
-        level = "FAILED" if e in failed else "warning"
-        print(f"    check {level}: {e.asset_key.to_user_string()}.{e.asset_check_key.name}: {e.description}", flush=True)
-    if not result.success or failed:
-        reasons = []
-        for event in result.all_events:
-            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                reasons.append(event.step_failure_data.error.message.strip().splitlines()[-1])
-        raise RunFailed(f"{label} failed (run {result.run_id}): " + "; ".join(reasons or ["see the run in the UI"]))
-    passed = len(evaluations) - len(warned)
-    print(f"    done in {time.monotonic() - started:.1f}s, checks: {passed} passed, {len(warned)} warned "
-          f"(run {result.run_id[:8]})", flush=True)
-
-
 def run_recipe(
     recipe_path: str,
     mixture: str | None = None,
@@ -124,21 +40,13 @@ def run_recipe(
     full: bool = False,
     backfill_sources: list[str] | None = None,
 ) -> dict[str, dict]:
-    """Materialize what a recipe declares; returns the manifest of each mixture built.
+    """Build everything stale in a recipe (see defs/plan.py); returns the manifest of each mixture.
 
-    Incremental by default: a source|snapshot partition is ingested only when it is new or its
-    input files or recipe entry changed since its last materialization; `backfill_sources`
-    forces every snapshot of those sources, `full` forces everything. The dedup index reuses
-    unchanged snapshots itself, and a deduplicated partition is rebuilt only when its filtered
-    input or its dedup verdicts changed. Mixtures are always rebuilt (cheap, and deterministic).
+    Incremental: a source|snapshot partition is ingested only when it is new or its input files or
+    recipe entry changed; `backfill_sources` forces every snapshot of those sources, `full` every
+    partition; the later stages follow what changed, in the order the daemon would run them.
     """
-    from mix_pipeline.core.stages import StageEnv, clusters_file
-    from mix_pipeline.defs import build_definitions
-    from mix_pipeline.defs.dedup.assets import deduplicated_input_fingerprint
-    from mix_pipeline.defs.jobs import COMPARE_JOB, DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB
-    from mix_pipeline.defs.partitions import discovered_keys, register
-    from mix_pipeline.defs.raw.sensors import recorded_fingerprint, stale_keys
-    from mix_pipeline.names import DEDUPLICATED, split_partition_key
+    from mix_pipeline.defs.runner import dagster_instance, run_pipeline
 
     recipe = load_recipe(recipe_path)
     if mixture is not None and mixture not in recipe.mixtures:
@@ -146,33 +54,13 @@ def run_recipe(
     for source in backfill_sources or []:
         if source not in recipe.sources:
             raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
-    defs = build_definitions(recipe)
-    instance = instance or dagster_instance()
-    fail_orphaned_runs(instance)
-    new = register(instance, recipe)
-    if new:
-        print(f"registered {len(new)} new partition(s): {', '.join(new)}")
-    keys = discovered_keys(recipe)
-    forced = {k for k in keys if full or split_partition_key(k)[0] in (backfill_sources or [])}
-    ingest = sorted(forced | set(stale_keys(instance, recipe, [k for k in keys if k not in forced])), key=keys.index)
-    print(f"ingest: {len(ingest)} of {len(keys)} partition(s) to (re)build, the rest are unchanged", flush=True)
-    for key in ingest:
-        _execute(defs, INGEST_JOB, instance, key, f"ingest [{key}]: raw_documents → filtered_documents")
-    _execute(defs, DEDUP_INDEX_JOB, instance, None, "dedup_index (all sources, snapshot by snapshot)")
-    env = StageEnv(recipe)
-    for key in keys:
-        source, snapshot = split_partition_key(key)
-        fingerprint = deduplicated_input_fingerprint(recipe, env.root, source, snapshot, clusters_file(env, source, snapshot))
-        if full or recorded_fingerprint(instance, DEDUPLICATED, key) != fingerprint:
-            _execute(defs, DEDUPLICATE_JOB, instance, key, f"deduplicate [{key}]")
+    run_pipeline(recipe, instance or dagster_instance(), mixture=mixture, force_sources=backfill_sources, full=full)
     manifests = {}
     for name in sorted(recipe.mixtures):
-        if mixture is None or name == mixture:
-            _execute(defs, MIX_JOB, instance, name, f"mixture [{name}]")
-            with open(os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")) as f:
+        path = os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")
+        if (mixture is None or name == mixture) and os.path.exists(path):
+            with open(path) as f:
                 manifests[name] = json.load(f)
-    if manifests:
-        _execute(defs, COMPARE_JOB, instance, None, "mixture_comparison (all mixtures)")
     return manifests
 
 
@@ -215,6 +103,7 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
     from mix_pipeline.core.stages import StageEnv, run_mixture
     from mix_pipeline.defs import build_definitions, catalog_path
     from mix_pipeline.defs.jobs import LAB_JOB
+    from mix_pipeline.defs.runner import dagster_instance, execute, fail_orphaned_runs
 
     recipe = load_recipe(recipe_path)
     if experiment not in recipe.experiments:
@@ -223,7 +112,7 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
     defs = build_definitions(recipe)
     instance = instance or dagster_instance()
     fail_orphaned_runs(instance)
-    _execute(defs, LAB_JOB, instance, experiment, f"mixture_lab [{experiment}]")
+    execute(defs, LAB_JOB, instance, experiment, f"mixture_lab [{experiment}]")
     out = lab_dir(recipe.data_root_path, experiment)
     with open(os.path.join(out, "results.json")) as f:
         results = json.load(f)
@@ -376,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RunFailed as exc:
+    except RuntimeError as exc:
+        from mix_pipeline.defs.runner import RunFailed  # Dagster is loaded by then
+
+        if not isinstance(exc, RunFailed):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

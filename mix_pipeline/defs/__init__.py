@@ -7,14 +7,12 @@ import os
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from mix_pipeline.defs import jobs
+from mix_pipeline.defs import jobs, sensors
 from mix_pipeline.defs.dedup import assets as dedup_assets
 from mix_pipeline.defs.filtered import assets as filtered_assets
-from mix_pipeline.defs.filtered import sensors as filtered_sensors
 from mix_pipeline.defs.lab import assets as lab_assets
 from mix_pipeline.defs.mixture import assets as mixture_assets
 from mix_pipeline.defs.raw import assets as raw_assets
-from mix_pipeline.defs.raw import sensors as raw_sensors
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor
 
@@ -29,11 +27,11 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
     assets = raw_assets.build(recipe) + filtered_assets.build(recipe) + dedup_assets.build(recipe) + mixture_assets.build(recipe)
     assets += lab_assets.build(recipe)
     all_jobs = jobs.build(recipe)
-    snapshot_sensors, schedules = raw_sensors.build(recipe)
+    all_sensors, schedules = sensors.build(recipe, all_jobs)
     return dg.Definitions(
         assets=assets,
         jobs=list(all_jobs.values()),
-        sensors=snapshot_sensors + filtered_sensors.build(recipe, all_jobs),
+        sensors=all_sensors,
         schedules=schedules,
         resources={
             "datatrove": DatatroveExecutor(kind=recipe.executor.kind, workers=recipe.executor.workers),

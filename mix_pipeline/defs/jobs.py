@@ -6,6 +6,8 @@ is ingest (per source|snapshot) → dedup_index → deduplicate (per source|snap
 (per mixture) → compare_mixtures.
 """
 
+import functools
+
 import dagster as dg
 
 from mix_pipeline.defs.partitions import experiment_partitions, mixture_partitions, source_snapshots
@@ -22,22 +24,25 @@ LAB_JOB = "run_mixture_lab"  # not "mixture_lab": a job may not share its name w
 
 def build(recipe: Recipe) -> dict:
     sources = source_snapshots(recipe)
+    # Each stage parallelises inside itself (datatrove workers); a step subprocess per run would
+    # only add a Python start-up to every run the daemon launches.
+    define_asset_job = functools.partial(dg.define_asset_job, executor_def=dg.in_process_executor)
     out = [
-        dg.define_asset_job(INGEST_JOB, selection=[RAW, FILTERED], partitions_def=sources,
+        define_asset_job(INGEST_JOB, selection=[RAW, FILTERED], partitions_def=sources,
                             description="Read and filter one snapshot of a source."),
-        dg.define_asset_job(DEDUP_INDEX_JOB, selection=[DEDUP_INDEX],
+        define_asset_job(DEDUP_INDEX_JOB, selection=[DEDUP_INDEX],
                             description="Cluster duplicates across every filtered source."),
-        dg.define_asset_job(DEDUPLICATE_JOB, selection=[DEDUPLICATED], partitions_def=sources,
+        define_asset_job(DEDUPLICATE_JOB, selection=[DEDUPLICATED], partitions_def=sources,
                             description="Drop one snapshot's duplicates and count its tokens."),
     ]
     mixtures = mixture_partitions(recipe)
     if mixtures is not None:
-        out.append(dg.define_asset_job(MIX_JOB, selection=[MIXTURE], partitions_def=mixtures,
+        out.append(define_asset_job(MIX_JOB, selection=[MIXTURE], partitions_def=mixtures,
                                        description="Sample and write one named mixture."))
-        out.append(dg.define_asset_job(COMPARE_JOB, selection=[MIXTURE_COMPARISON],
+        out.append(define_asset_job(COMPARE_JOB, selection=[MIXTURE_COMPARISON],
                                        description="Tabulate every built mixture side by side."))
     experiments = experiment_partitions(recipe)
     if experiments is not None:
-        out.append(dg.define_asset_job(LAB_JOB, selection=[MIXTURE_LAB], partitions_def=experiments,
+        out.append(define_asset_job(LAB_JOB, selection=[MIXTURE_LAB], partitions_def=experiments,
                                        description="Run one mixture-lab experiment and recommend a mixture."))
     return {job.name: job for job in out}

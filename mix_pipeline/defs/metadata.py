@@ -7,6 +7,9 @@ import dagster as dg
 # What a partition was built from (see core.lineage); raw, filtered and deduplicated record it
 # so a rerun can tell finished partitions from stale or interrupted ones.
 INPUT_FINGERPRINT = "input_fingerprint"
+# What the filtered stage records of its drift check; the planner and the drift sensor read them.
+DRIFT_SCORE = "drift_score"
+DRIFT_EXCEEDED = "drift_exceeded"
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> dg.MetadataValue:

@@ -3,7 +3,6 @@ drift, and concurrent partition runs, all against a temporary Dagster instance."
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -17,11 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from mix_pipeline.cli import run_recipe
-from mix_pipeline.core.sample_data import build_sample_corpus
 from mix_pipeline.defs import build_definitions
-from mix_pipeline.defs.filtered.sensors import drift_requests
-from mix_pipeline.names import DEDUP_INDEX, FILTERED, RAW
+from mix_pipeline.defs.plan import next_wave
+from mix_pipeline.defs.sensors import drift_backfill_requests
+from mix_pipeline.names import DEDUP_INDEX, FILTERED, MIXTURE, RAW
 from mix_pipeline.recipe import load_recipe
+from mix_pipeline_tests.helpers import snapshot_corpus, write_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,50 +45,14 @@ mixtures:
 """
 
 
-def _edit(text: str) -> str:
-    words = text.split(" ")
-    return " ".join("changed" if i % 70 == 9 else w for i, w in enumerate(words))
-
-
-def _write(folder: Path, records: list[dict]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps(r) + "\n" for r in records).encode()
-    (folder / "part-0.jsonl.gz").write_bytes(gzip.compress(data, mtime=0))
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """Web in three weekly snapshots with duplicates planted across them, plus books."""
-    sample = tmp_path_factory.mktemp("refresh_sample")
-    truth = build_sample_corpus(sample, size_mb=1.2, seed=5)
-    planted = {p["id"] for k in ("exact_duplicates", "near_duplicates", "non_english", "spam", "short", "long",
-                                 "cross_source_duplicates") for p in truth[k]}
-    web = []
-    for f in sorted((sample / "web").glob("*.jsonl.gz")):
-        web += [r for r in map(json.loads, gzip.decompress(f.read_bytes()).splitlines()) if r["id"] not in planted]
-    non_english = {p["id"] for p in truth["non_english"]}
-    foreign = []
-    for f in sorted((sample / "web").glob("*.jsonl.gz")):
-        foreign += [r for r in map(json.loads, gzip.decompress(f.read_bytes()).splitlines()) if r["id"] in non_english]
-    fresh, web = web[-22:], web[:-22]  # held back for the shifted drop, so it is not all duplicates
-    third = len(web) // 3
-    s1, s2, s3 = web[:third], web[third:2 * third], web[2 * third:]
-    # Cross-snapshot duplicates: exact and near copies of earlier snapshots under new ids.
-    s2 = s2 + [{"id": f"s2-exact-{r['id']}", "text": r["text"]} for r in s1[:4]]
-    s2 = s2 + [{"id": f"s2-near-{r['id']}", "text": _edit(r["text"])} for r in s1[4:8]]
-    s3 = s3 + [{"id": f"s3-exact-{r['id']}", "text": r["text"]} for r in s2[:3]]
-    s3 = s3 + [{"id": f"s3-near-{r['id']}", "text": _edit(r["text"])} for r in s1[8:11]]
-    # A shifted drop: close to half in other languages. It passes the gates (the language filter
-    # drops under 60%) but its fates distribution moves far from the earlier weeks'.
-    shifted = fresh + [{"id": f"fx-{i}-{r['id']}", "text": r["text"] + f" {i}"} for i in range(3) for r in foreign]
-    assert 0.35 < (len(shifted) - 22) / len(shifted) < 0.55
-    return {"sample": sample, "snapshots": {"2024-01-01": s1, "2024-01-08": s2, "2024-01-15": s3},
-            "shifted": shifted}
+    return snapshot_corpus(tmp_path_factory.mktemp("refresh_sample"))
 
 
 def make_root(tmp: Path, corpus, snapshots: list[str]) -> Path:
     for snap in snapshots:
-        _write(tmp / "web" / snap, corpus["snapshots"][snap])
+        write_snapshot(tmp / "web" / snap, corpus["snapshots"][snap])
     (tmp / "recipe.yaml").write_text(RECIPE.format(root=tmp / "data", web=tmp / "web", books=corpus["sample"] / "books"))
     return tmp / "recipe.yaml"
 
@@ -137,14 +101,16 @@ def test_rerun_with_nothing_new_ingests_nothing(incremental, capsys):
 def test_sensor_registers_a_new_snapshot_and_requests_its_run(incremental, corpus):
     recipe_path, instance, tmp = incremental["path"], incremental["instance"], incremental["tmp"]
     defs = build_definitions(load_recipe(recipe_path))
-    sensor = defs.resolve_sensor_def("new_snapshots")
+    sensor = defs.resolve_sensor_def("pipeline")
     result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
-    assert not result.run_requests  # everything on disk is registered already
-    _write(tmp / "web" / "2024-01-22", corpus["snapshots"]["2024-01-15"][:20])
+    assert isinstance(result, dg.SkipReason)  # everything on disk is registered and built already
+    assert "up to date" in result.skip_message
+    write_snapshot(tmp / "web" / "2024-01-22", corpus["snapshots"]["2024-01-15"][:20])
     result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
-    assert [r.partition_key for r in result.run_requests] == ["web|2024-01-22"]
-    assert list(result.dynamic_partitions_requests[0].partition_keys) == ["web|2024-01-22"]
+    assert [(r.job_name, r.partition_key) for r in result] == [("ingest", "web|2024-01-22")]
+    assert "web|2024-01-22" in instance.get_dynamic_partitions("refresh__source_snapshots")
     shutil.rmtree(tmp / "web" / "2024-01-22")
+    instance.delete_dynamic_partition("refresh__source_snapshots", "web|2024-01-22")
 
 
 def test_schedule_requests_only_partitions_whose_input_changed(incremental, corpus):
@@ -154,7 +120,7 @@ def test_schedule_requests_only_partitions_whose_input_changed(incremental, corp
     assert schedule.cron_schedule == "0 3 * * 1"
     context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def())
     assert isinstance(schedule.evaluate_tick(context).skip_message, str)
-    _write(tmp / "web" / "2024-01-08", corpus["snapshots"]["2024-01-08"] + [{"id": "late", "text": "A late addition."}])
+    write_snapshot(tmp / "web" / "2024-01-08", corpus["snapshots"]["2024-01-08"] + [{"id": "late", "text": "A late addition."}])
     requests = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def())).run_requests
     assert [r.partition_key for r in requests] == ["web|2024-01-08"]
     make_root(tmp, corpus, ["2024-01-08"])  # restore
@@ -185,7 +151,7 @@ def test_backfill_after_a_threshold_change_replaces_one_source(incremental):
     recipe_path.write_text(text)
 
 
-def test_a_shifted_snapshot_raises_drift_and_requests_a_remix(incremental, corpus):
+def test_a_shifted_snapshot_raises_drift_and_the_mixture_follows(incremental, corpus):
     recipe_path, instance, tmp = incremental["path"], incremental["instance"], incremental["tmp"]
     recipe = load_recipe(recipe_path)
     latest = instance.fetch_materializations(dg.AssetKey(FILTERED), limit=1).records[0].storage_id
@@ -194,36 +160,50 @@ def test_a_shifted_snapshot_raises_drift_and_requests_a_remix(incremental, corpu
         record = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(FILTERED), asset_partitions=[key]), limit=1).records[0]
         assert record.asset_materialization.metadata["drift_exceeded"].value is False
-    _write(tmp / "web" / "2024-01-29", corpus["shifted"])
+    mixed_before = instance.fetch_materializations(dg.AssetKey(MIXTURE), limit=1).records[0].storage_id
+    write_snapshot(tmp / "web" / "2024-01-29", corpus["shifted"])
     run_recipe(str(recipe_path), instance=instance)
     record = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(FILTERED), asset_partitions=["web|2024-01-29"]), limit=1).records[0]
     meta = record.asset_materialization.metadata
     assert meta["drift_exceeded"].value is True and meta["drift_score"].value > 0.1
     assert "2024-01-29" in meta["drift_history"].value
+    # The drift check's evaluation is on the partition it ran for, with a numeric observed value.
     evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey(FILTERED), "drift")])
-    assert evaluation
-    requests, cursor = drift_requests(recipe, instance, latest)
-    assert [(r.job_name, r.partition_key) for r in requests] == [("mix", "general")]
-    assert drift_requests(recipe, instance, cursor)[0] == []
+    entry = next(iter(evaluation.values())).event
+    assert entry.dagster_event.event_specific_data.partition == "web|2024-01-29"
+    assert entry.dagster_event.event_specific_data.metadata["observed"].value > 0.1
+    # The mixture was re-mixed after dedup took the drifted snapshot in (drift.remix defaults to true).
+    mixed = instance.fetch_materializations(dg.AssetKey(MIXTURE), limit=1).records[0].storage_id
+    deduplicated = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("deduplicated_documents"), asset_partitions=["web|2024-01-29"]), limit=1).records[0]
+    assert mixed > deduplicated.storage_id > record.storage_id and mixed > mixed_before
+    assert next_wave(instance, recipe) == ([], [])
+    # Without drift.backfill nothing more is requested.
+    assert drift_backfill_requests(recipe, instance, latest)[0] == []
+    # With drift.remix false, the planner holds the mixture after a drifted snapshot (the daemon's
+    # path) and an explicit run accepts it; with drift.backfill the other snapshots are re-ingested.
+    holding = recipe.model_copy(update={"drift": recipe.drift.model_copy(update={"remix": False, "backfill": True})})
+    requests, _ = drift_backfill_requests(holding, instance, latest)
+    assert sorted(r.partition_key for r in requests) == ["web|2024-01-01", "web|2024-01-08", "web|2024-01-15"]
     shutil.rmtree(tmp / "web" / "2024-01-29")
 
 
 RUN_ONE = """
 import sys
 import dagster as dg
-from mix_pipeline.cli import _execute
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.jobs import INGEST_JOB
+from mix_pipeline.defs.runner import execute
 from mix_pipeline.recipe import load_recipe
-_execute(build_definitions(load_recipe(sys.argv[1])), INGEST_JOB, dg.DagsterInstance.get(), sys.argv[2], sys.argv[2])
+execute(build_definitions(load_recipe(sys.argv[1])), INGEST_JOB, dg.DagsterInstance.get(), sys.argv[2], sys.argv[2])
 """
 
 
 def test_four_partition_runs_in_parallel_leave_a_consistent_catalog(corpus, tmp_path):
     for snap in ("2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22"):
-        _write(tmp_path / "web" / snap, corpus["snapshots"][snap] if snap in corpus["snapshots"]
+        write_snapshot(tmp_path / "web" / snap, corpus["snapshots"][snap] if snap in corpus["snapshots"]
                else corpus["snapshots"]["2024-01-15"][:30])
     (tmp_path / "recipe.yaml").write_text(RECIPE.format(root=tmp_path / "data", web=tmp_path / "web",
                                                         books=corpus["sample"] / "books"))

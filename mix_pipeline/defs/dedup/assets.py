@@ -7,7 +7,7 @@ from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.documents import list_parts, partition_dir
 from mix_pipeline.core.lineage import file_fingerprint
 from mix_pipeline.core.stages import cluster_files, clusters_file, run_dedup_index, run_deduplicated
-from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
+from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import INPUT_FINGERPRINT, markdown_table, numbers
 from mix_pipeline.defs.partitions import parse, source_snapshots
@@ -32,7 +32,6 @@ def build(recipe: Recipe) -> list:
         kinds={"datatrove", "duckdb"},
         pool=CATALOG_POOL,
         check_specs=check_specs(DEDUP_INDEX, "dedup_index"),
-        automation_condition=AUTOMATION,
         description="Exact and MinHash near-duplicate clusters across all sources, built snapshot by "
         "snapshot against an index of what earlier snapshots kept; unchanged snapshots are reused.",
     )
@@ -67,8 +66,7 @@ def build(recipe: Recipe) -> list:
         group_name="dedup",
         kinds={"datatrove", "parquet"},
         pool=CATALOG_POOL,
-        check_specs=check_specs(DEDUPLICATED, "deduplicated"),
-        automation_condition=AUTOMATION,
+        check_specs=check_specs(DEDUPLICATED, "deduplicated", partitions),
         description="A snapshot's filtered documents less the duplicates the index marked, with token counts.",
     )
     def deduplicated_documents(

@@ -6,17 +6,14 @@ from mix_pipeline.core.documents import partition_dir
 from mix_pipeline.core.lineage import input_fingerprint
 from mix_pipeline.core.quality import snippet
 from mix_pipeline.core.stages import dropped_files, kept_files, run_filtered
-from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
+from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
-from mix_pipeline.defs.metadata import INPUT_FINGERPRINT, markdown_table, numbers
+from mix_pipeline.defs.metadata import DRIFT_EXCEEDED, DRIFT_SCORE, INPUT_FINGERPRINT, markdown_table, numbers
 from mix_pipeline.defs.partitions import parse, source_snapshots
 from mix_pipeline.names import FILTERED, RAW
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
 
-# Metadata keys the drift sensor reads.
-DRIFT_SCORE = "drift_score"
-DRIFT_EXCEEDED = "drift_exceeded"
 SAMPLES_PER_FILTER = 3
 
 
@@ -28,10 +25,9 @@ def build(recipe: Recipe) -> list:
         group_name="documents",
         kinds={"datatrove", "parquet"},
         pool=CATALOG_POOL,
-        check_specs=check_specs(FILTERED, "filtered"),
-        automation_condition=AUTOMATION,
+        check_specs=check_specs(FILTERED, "filtered", source_snapshots(recipe)),
         description="A snapshot's documents after decontamination and the recipe's filters; dropped documents "
-        "are kept under dropped/<source>/<snapshot>/<filter>/ with the reason and measured value. Profiles the "
+        "are kept under `dropped/<source>/<snapshot>/<filter>/` with the reason and measured value. Profiles the "
         "snapshot for drift.",
     )
     def filtered_documents(context: dg.AssetExecutionContext, datatrove: DatatroveExecutor, catalog: DuckDBResource):

@@ -23,7 +23,7 @@ def build(recipe: Recipe) -> list:
         group_name="mixtures",
         kinds={"html", "json"},
         description="A mixture-lab experiment: candidate mixtures proxy-trained and scored on held-out "
-        "sets, a weights→loss fit, and a recommended mixture (lab/<experiment>/report.html).",
+        "sets, a weights→loss fit, and a recommended mixture (`lab/<experiment>/report.html`).",
     )
     def mixture_lab(context: dg.AssetExecutionContext, datatrove: DatatroveExecutor):
         name = context.partition_key

@@ -7,7 +7,7 @@ from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.comparison import COLUMNS as COMPARISON_COLUMNS
 from mix_pipeline.core.comparison import JSON_FILE, MARKDOWN_FILE
 from mix_pipeline.core.stages import mixture_dir, run_comparison, run_mixture
-from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
+from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import markdown_table
 from mix_pipeline.defs.partitions import mixture_partitions
@@ -31,8 +31,7 @@ def build(recipe: Recipe) -> list:
         group_name="mixtures",
         kinds={"parquet"},
         pool=CATALOG_POOL,
-        check_specs=check_specs(MIXTURE, "mixture"),
-        automation_condition=AUTOMATION,
+        check_specs=check_specs(MIXTURE, "mixture", partitions),
         description="A named mixture: documents sampled to the target weights, split into "
         "train/validation/test shards with a manifest.json and trainer exports.",
     )
@@ -68,7 +67,6 @@ def build(recipe: Recipe) -> list:
         deps=[dg.AssetDep(MIXTURE, partition_mapping=dg.AllPartitionMapping())],
         group_name="mixtures",
         kinds={"json"},
-        automation_condition=AUTOMATION,
         description="Every named mixture in one table (per-source weights, units, epochs, sizes), "
         "also written to mixtures/comparison.{json,md}.",
     )

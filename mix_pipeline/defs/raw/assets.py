@@ -21,7 +21,7 @@ def build(recipe: Recipe) -> list:
         group_name="documents",
         kinds={"datatrove", "parquet"},
         pool=CATALOG_POOL,
-        check_specs=check_specs(RAW, "raw"),
+        check_specs=check_specs(RAW, "raw", source_snapshots(recipe)),
         description="One snapshot of a source's input files normalised to id, text, source, domain, "
         "metadata; unreadable records quarantined with a reason.",
     )

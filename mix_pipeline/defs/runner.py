@@ -1,0 +1,158 @@
+"""Running the planner's waves from a process (the CLI, the lab): the attended path.
+
+`run_pipeline` takes the data root's run lock, waits for runs the daemon started, registers new
+partitions, then asks the planner (defs/plan.py) for the next wave and executes each of its steps
+as the same Dagster job the daemon would launch, in this process, against the persistent instance
+(so the runs show in the UI), until nothing is stale.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import dagster as dg
+
+from mix_pipeline.core.locks import data_root_lock
+from mix_pipeline.defs import build_definitions
+from mix_pipeline.defs.jobs import INGEST_JOB
+from mix_pipeline.defs.partitions import discovered_keys, register
+from mix_pipeline.defs.plan import PLANNED_TAG, next_wave, runs_in_flight
+from mix_pipeline.names import split_partition_key
+from mix_pipeline.recipe import Recipe
+
+DEFAULT_DAGSTER_HOME = ".dagster_home"
+# Tags on every run a process starts, so a later one can tell the runs of a killed process.
+HOST_TAG, PID_TAG = "mix_pipeline/host", "mix_pipeline/pid"
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def dagster_instance() -> dg.DagsterInstance:
+    """The persistent instance in DAGSTER_HOME, created on first use."""
+    home = os.environ.setdefault("DAGSTER_HOME", os.path.abspath(DEFAULT_DAGSTER_HOME))
+    os.makedirs(home, exist_ok=True)
+    config = os.path.join(home, "dagster.yaml")
+    if not os.path.exists(config):
+        # Offline by default: no usage statistics leave the machine.
+        with open(config, "w") as f:
+            f.write("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the runs a killed process on this host left as started: without it, a run killed
+    mid-way (SIGKILL, OOM, a lost node) would show as running in the UI for ever."""
+    host = socket.gethostname()
+    orphaned = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={HOST_TAG: host})):
+        pid = int(run.tags.get(PID_TAG, "0"))
+        if pid and not _alive(pid):
+            instance.report_run_failed(run, message=f"the mix-pipeline process (pid {pid}) ended without finishing this run")
+            orphaned.append(run.run_id)
+    if orphaned:
+        print(f"marked {len(orphaned)} run(s) of a killed earlier process as failed: "
+              f"{', '.join(r[:8] for r in orphaned)}", flush=True)
+    return orphaned
+
+
+def _cause(error) -> str:
+    """The innermost message of a step's error: "No space left on device", not "Error occurred
+    while executing op"."""
+    while error.cause is not None:
+        error = error.cause
+    lines = (error.message or "").strip().splitlines()
+    return lines[-1] if lines else error.cls_name or "unknown error"
+
+
+def execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key: str | None,
+            label: str, tags: dict[str, str] | None = None) -> None:
+    """Run one job in this process; print its checks; raise RunFailed with the cause on failure."""
+    started = time.monotonic()
+    print(f"==> {label}", flush=True)
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        raise_on_error=False,
+        tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})},
+        run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("MIX_PIPELINE_LOG_LEVEL", "INFO")}}}},
+    )
+    evaluations = result.get_asset_check_evaluations()
+    failed = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]
+    warned = [e for e in evaluations if not e.passed and e.severity.value != "ERROR"]
+    for e in failed + warned:
+        level = "FAILED" if e in failed else "warning"
+        print(f"    check {level}: {e.asset_key.to_user_string()}.{e.asset_check_key.name}: {e.description}", flush=True)
+    if not result.success or failed:
+        reasons = []
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+                reasons.append(_cause(event.step_failure_data.error))
+        raise RunFailed(f"{label} failed (run {result.run_id}): " + "; ".join(reasons or ["see the run in the UI"]))
+    passed = len(evaluations) - len(warned)
+    print(f"    done in {time.monotonic() - started:.1f}s, checks: {passed} passed, {len(warned)} warned "
+          f"(run {result.run_id[:8]})", flush=True)
+
+
+def _wait_for_daemon_runs(instance: dg.DagsterInstance, poll: float = 2.0) -> None:
+    said = False
+    while runs := runs_in_flight(instance):
+        if not said:
+            print(f"waiting for what the daemon started to finish: {', '.join(runs[:5])}…", flush=True)
+            said = True
+        time.sleep(poll)
+
+
+def run_pipeline(
+    recipe: Recipe,
+    instance: dg.DagsterInstance,
+    *,
+    mixture: str | None = None,
+    force_sources: list[str] | None = None,
+    full: bool = False,
+    log: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> None:
+    """Build everything stale, wave by wave, as the daemon would (see defs/plan.py)."""
+    def waiting(pid: int | None) -> None:
+        log(f"another mix-pipeline run (pid {pid or '?'}) is working on {recipe.data_root_path}; waiting for it to finish…")
+
+    with data_root_lock(recipe.data_root_path, on_wait=waiting):
+        defs = build_definitions(recipe)
+        fail_orphaned_runs(instance)
+        _wait_for_daemon_runs(instance)
+        new = register(instance, recipe)
+        if new:
+            log(f"registered {len(new)} new partition(s): {', '.join(new)}")
+        keys = discovered_keys(recipe)
+        force = frozenset(k for k in keys if full or split_partition_key(k)[0] in (force_sources or []))
+        done: set[str] = set()
+        first = True
+        while True:
+            steps, held = next_wave(instance, recipe, force_ingest=force, accept_drift=True,
+                                    mixtures=None if mixture is None else [mixture])
+            if first:
+                ingest = sum(s.job == INGEST_JOB for s in steps)
+                log(f"ingest: {ingest} of {len(keys)} partition(s) to (re)build, the rest are unchanged")
+                first = False
+            force = frozenset()
+            if not steps:
+                return
+            for step in steps:
+                if step.run_key in done:  # a step that succeeded must not be stale again
+                    raise RunFailed(f"{step.label}: still stale after it ran; see the run in the UI")
+                execute(defs, step.job, instance, step.partition, step.label, tags={PLANNED_TAG: recipe.name})
+                done.add(step.run_key)

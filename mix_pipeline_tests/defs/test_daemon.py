@@ -1,0 +1,166 @@
+"""The unattended path, live: a real `dagster-daemon` process on a temporary DAGSTER_HOME, loading
+the code location the way `make ui` does, with nothing but files landing on disk (and one
+backfill submitted through the instance) to set it off. Each flow ends when the planner has
+nothing left and nothing is in flight; its mixtures must equal a from-scratch `mix-pipeline run`
+over the same inputs in another data root."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mix_pipeline.cli import run_recipe
+from mix_pipeline.defs import build_definitions
+from mix_pipeline.defs.plan import runs_in_flight
+from mix_pipeline.names import FILTERED, MIXTURE, MIXTURE_COMPARISON, RAW
+from mix_pipeline.recipe import load_recipe
+from mix_pipeline_tests.helpers import daemon, latest_sid, settle, snapshot_corpus, write_snapshot
+
+FLOW_TIMEOUT_S = 900
+
+# Both kinds of mixture: weights, and a temperature over every source (the drift sensor used to
+# crash on the latter).
+RECIPE = """
+name: live
+data_root: {root}
+allowed_roots: [{inputs}]
+executor: {{kind: local, tasks: 1, workers: 1}}
+sources:
+  web:
+    path: "{inputs}/web/{{snapshot}}/*.jsonl.gz"
+    filters: [{{language: {{languages: [en]}}}}, gopher_repetition]
+  books:
+    path: "{inputs}/books/*.parquet"
+    format: parquet
+    filters: [gopher_repetition]
+dedup: {{priority: [books, web]}}
+drift: {{remix: true}}
+mixtures:
+  general: {{total: 40000, weights: {{web: 0.7, books: 0.3}}, max_epochs: 4, seed: 3}}
+  tempered: {{total: 30000, temperature: 2.0, max_epochs: 4, seed: 5}}
+"""
+
+
+def write_recipe(folder: Path, inputs: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(RECIPE.format(root=folder / "data", inputs=inputs))
+    return path
+
+
+def from_scratch(tmp: Path, inputs: Path) -> dict[str, str]:
+    """output_sha256 of each mixture built by `mix-pipeline run` in a fresh data root and instance
+    (once per state of the inputs)."""
+    state = tuple(sorted((str(p.relative_to(inputs)), p.stat().st_size, p.stat().st_mtime_ns) for p in inputs.rglob("*")))
+    if state in _SCRATCH:
+        return _SCRATCH[state]
+    shutil.rmtree(tmp, ignore_errors=True)
+    path = write_recipe(tmp, inputs)
+    with dg.instance_for_test() as instance:
+        manifests = run_recipe(str(path), instance=instance)
+    _SCRATCH[state] = {name: m["output_sha256"] for name, m in manifests.items()}
+    return _SCRATCH[state]
+
+
+_SCRATCH: dict = {}
+
+
+def built(recipe_path: Path) -> dict[str, str]:
+    root = load_recipe(recipe_path).data_root_path
+    return {name: json.loads(Path(root, "mixtures", name, "manifest.json").read_text())["output_sha256"]
+            for name in ("general", "tempered")}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """Two web snapshots and books, built once by the CLI; then a daemon on the same instance."""
+    tmp = tmp_path_factory.mktemp("live")
+    corpus = snapshot_corpus(tmp / "sample", size_mb=0.8, seed=7)
+    inputs = tmp / "inputs"
+    shutil.copytree(corpus["sample"] / "books", inputs / "books")
+    for snap in ("2024-01-01", "2024-01-08"):
+        write_snapshot(inputs / "web" / snap, corpus["snapshots"][snap])
+    recipe_path = write_recipe(tmp / "live", inputs)
+    home = tmp / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run_recipe(str(recipe_path), instance=instance)
+        with daemon(home, recipe_path, interval_s=2):
+            yield {"tmp": tmp, "inputs": inputs, "recipe": recipe_path, "home": home, "instance": instance,
+                   "corpus": corpus}
+
+
+def test_a_new_snapshot_flows_through_to_the_mixtures(live):
+    instance, recipe = live["instance"], load_recipe(live["recipe"])
+    before = latest_sid(instance, MIXTURE_COMPARISON)
+    write_snapshot(live["inputs"] / "web" / "2024-01-15", live["corpus"]["snapshots"]["2024-01-15"])
+    seconds = settle(instance, recipe, live["home"], before, FLOW_TIMEOUT_S)
+    print(f"new snapshot → rebuilt mixtures and comparison in {seconds:.0f} s")
+    for name in ("general", "tempered"):  # every downstream asset rematerialized
+        assert latest_sid(instance, MIXTURE, name) > latest_sid(instance, FILTERED, "web|2024-01-15")
+    assert built(live["recipe"]) == from_scratch(live["tmp"] / "scratch", live["inputs"])
+
+
+def test_a_drifted_snapshot_is_remixed_after_dedup_took_it_in(live):
+    instance, recipe = live["instance"], load_recipe(live["recipe"])
+    before = latest_sid(instance, MIXTURE_COMPARISON)
+    write_snapshot(live["inputs"] / "web" / "2024-01-29", live["corpus"]["shifted"])
+    settle(instance, recipe, live["home"], before, FLOW_TIMEOUT_S)
+    record = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(FILTERED), asset_partitions=["web|2024-01-29"]), limit=1).records[0]
+    assert record.asset_materialization.metadata["drift_exceeded"].value is True
+    assert built(live["recipe"]) == from_scratch(live["tmp"] / "scratch", live["inputs"])
+
+
+def test_a_backfill_through_the_instance_rebuilds_the_mixtures(live):
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    instance, recipe = live["instance"], load_recipe(live["recipe"])
+    before = {name: latest_sid(instance, MIXTURE, name) for name in ("general", "tempered")}
+    comparison = latest_sid(instance, MIXTURE_COMPARISON)
+    web = sorted(k for k in instance.get_dynamic_partitions("live__source_snapshots") if k.startswith("web|"))
+    # What the UI's "Materialize → backfill" of raw and filtered over a range of web partitions submits.
+    instance.add_backfill(PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(), asset_graph=build_definitions(recipe).resolve_asset_graph(),
+        partition_names=web[:2], asset_selection=[dg.AssetKey(RAW), dg.AssetKey(FILTERED)],
+        backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance, all_partitions=False,
+        title="web backfill", description=None, run_config=None))
+    settle(instance, recipe, live["home"], comparison, FLOW_TIMEOUT_S)
+    assert all(latest_sid(instance, MIXTURE, name) > sid for name, sid in before.items())
+    assert built(live["recipe"]) == from_scratch(live["tmp"] / "scratch", live["inputs"])
+
+
+def test_a_failed_gate_is_a_failed_check_on_its_partition_and_stops_there(live):
+    instance, key = live["instance"], "web|2024-02-05"
+    dedup_before = latest_sid(instance, "dedup_index")
+    # Mostly lines that are not JSON: raw's quarantine-rate gate refuses the snapshot.
+    records = live["corpus"]["snapshots"]["2024-01-01"][:3] + ["{not json"] * 40
+    write_snapshot(live["inputs"] / "web" / "2024-02-05", records)
+    try:
+        deadline, data = time.monotonic() + FLOW_TIMEOUT_S, None
+        while time.monotonic() < deadline:
+            latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+                [dg.AssetCheckKey(dg.AssetKey(RAW), "raw_quarantine_rate")])
+            evaluation = next(iter(latest.values()), None)
+            data = evaluation.event.dagster_event.event_specific_data if evaluation and evaluation.event else None
+            if data is not None and data.partition == key and not runs_in_flight(instance):
+                break
+            time.sleep(2)
+        assert data is not None and data.partition == key, (live["home"] / "daemon.log").read_text()[-3000:]
+        assert data.passed is False and data.severity == dg.AssetCheckSeverity.ERROR
+        assert data.metadata["observed"].value > 0.05  # a number, so the UI can plot it
+        failed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        assert [r.tags.get("dagster/partition") for r in failed] == [key]
+        time.sleep(10)  # a few more sensor ticks: nothing downstream starts
+        assert latest_sid(instance, FILTERED, key) == -1
+        assert latest_sid(instance, "dedup_index") == dedup_before
+        assert not runs_in_flight(instance)
+    finally:
+        shutil.rmtree(live["inputs"] / "web" / "2024-02-05", ignore_errors=True)
