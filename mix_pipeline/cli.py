@@ -132,10 +132,11 @@ def run_recipe(
     unchanged snapshots itself, and a deduplicated partition is rebuilt only when its filtered
     input or its dedup verdicts changed. Mixtures are always rebuilt (cheap, and deterministic).
     """
+    from mix_pipeline.core import quality_model as qm
     from mix_pipeline.core.stages import StageEnv, clusters_file
     from mix_pipeline.defs import build_definitions
     from mix_pipeline.defs.dedup.assets import deduplicated_input_fingerprint
-    from mix_pipeline.defs.jobs import COMPARE_JOB, DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB
+    from mix_pipeline.defs.jobs import COMPARE_JOB, DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB, QUALITY_MODEL_JOB
     from mix_pipeline.defs.partitions import discovered_keys, register
     from mix_pipeline.defs.raw.sensors import recorded_fingerprint, stale_keys
     from mix_pipeline.names import DEDUPLICATED, split_partition_key
@@ -152,6 +153,9 @@ def run_recipe(
     new = register(instance, recipe)
     if new:
         print(f"registered {len(new)} new partition(s): {', '.join(new)}")
+    if qm.needs_training(recipe) and (full or qm.recorded_fingerprint(qm.model_path(recipe)) != qm.training_fingerprint(recipe)):
+        # First: the filtered stage of the sources it scores reads the model (and reruns when it changed).
+        _execute(defs, QUALITY_MODEL_JOB, instance, None, "quality_model (train the quality classifier)")
     keys = discovered_keys(recipe)
     forced = {k for k in keys if full or split_partition_key(k)[0] in (backfill_sources or [])}
     ingest = sorted(forced | set(stale_keys(instance, recipe, [k for k in keys if k not in forced])), key=keys.index)

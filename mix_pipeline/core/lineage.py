@@ -26,7 +26,12 @@ def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
     for path in recipe.source_files(source, snapshot):
         st = os.stat(path)
         files.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
-    return _digest({"spec": recipe.sources[source].model_dump(), "files": files})
+    payload = {"spec": recipe.sources[source].model_dump(), "files": files}
+    from mix_pipeline.core.quality_model import filter_fingerprint
+
+    if (model := filter_fingerprint(recipe, source)) is not None:
+        payload["quality_model"] = model  # a retrained model reruns the sources it scores
+    return _digest(payload)
 
 
 def file_fingerprint(paths: list[str], extra=None) -> str:

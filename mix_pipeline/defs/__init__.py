@@ -13,6 +13,7 @@ from mix_pipeline.defs.filtered import assets as filtered_assets
 from mix_pipeline.defs.filtered import sensors as filtered_sensors
 from mix_pipeline.defs.lab import assets as lab_assets
 from mix_pipeline.defs.mixture import assets as mixture_assets
+from mix_pipeline.defs.quality_model import assets as quality_model_assets
 from mix_pipeline.defs.raw import assets as raw_assets
 from mix_pipeline.defs.raw import sensors as raw_sensors
 from mix_pipeline.recipe import Recipe
@@ -27,7 +28,7 @@ def catalog_path(recipe: Recipe) -> str:
 
 def build_definitions(recipe: Recipe) -> dg.Definitions:
     assets = raw_assets.build(recipe) + filtered_assets.build(recipe) + dedup_assets.build(recipe) + mixture_assets.build(recipe)
-    assets += lab_assets.build(recipe)
+    assets += lab_assets.build(recipe) + quality_model_assets.build(recipe)
     all_jobs = jobs.build(recipe)
     snapshot_sensors, schedules = raw_sensors.build(recipe)
     return dg.Definitions(
