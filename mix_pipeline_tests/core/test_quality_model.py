@@ -98,6 +98,9 @@ def test_filter_stamps_every_score_and_records_it_for_the_dropped(trained):
     for d in dropped:
         assert json.loads(d.metadata[META_FILTER_VALUE]) == {"score": d.metadata[META_QUALITY_SCORE], "threshold": THRESHOLD}
     assert len(dropped) < len(docs) * 0.2
+    # Scored in batches, each document gets the score it gets alone.
+    model = qm.load_model(path)
+    assert all(d.metadata[META_QUALITY_SCORE] == round(model.score(d.text), 6) for d in docs[::25])
     # Threshold 0: scores only (for buckets), nothing dropped.
     fresh = [Document(text=d.text, id=d.id, metadata={}) for d in docs[:30]]
     assert len(list(qm.QualityClassifierFilter(threshold=0.0, model=path).run(iter(fresh)))) == 30
