@@ -43,6 +43,8 @@ def build(recipe: Recipe) -> list:
         name=QUALITY_MODEL,
         group_name="quality",
         kinds={"scikit-learn"},
+        # The daemon trains it once; `mix-pipeline run` retrains it when its training inputs changed.
+        automation_condition=dg.AutomationCondition.on_missing(),
         description="The quality classifier (hashed n-gram naive Bayes, scikit-learn): trained from the recipe's "
         "reference sources against a seeded sample of the raw input of the sources it scores, or the model file "
         "the recipe names. Metadata: score distribution per source and snapshot, and the share of documents each "
