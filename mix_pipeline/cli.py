@@ -136,7 +136,14 @@ def run_recipe(
     from mix_pipeline.core.stages import StageEnv, clusters_file
     from mix_pipeline.defs import build_definitions
     from mix_pipeline.defs.dedup.assets import deduplicated_input_fingerprint
-    from mix_pipeline.defs.jobs import COMPARE_JOB, DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB, QUALITY_MODEL_JOB
+    from mix_pipeline.defs.jobs import (
+        COMPARE_JOB,
+        DEDUP_INDEX_JOB,
+        DEDUPLICATE_JOB,
+        INGEST_JOB,
+        MIX_JOB,
+        QUALITY_MODEL_JOB,
+    )
     from mix_pipeline.defs.partitions import discovered_keys, register
     from mix_pipeline.defs.raw.sensors import recorded_fingerprint, stale_keys
     from mix_pipeline.names import DEDUPLICATED, split_partition_key

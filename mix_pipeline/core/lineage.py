@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 
+from mix_pipeline.core.quality_model import filter_fingerprint
 from mix_pipeline.recipe import Recipe
 
 
@@ -27,8 +28,6 @@ def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
         st = os.stat(path)
         files.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
     payload = {"spec": recipe.sources[source].model_dump(), "files": files}
-    from mix_pipeline.core.quality_model import filter_fingerprint
-
     if (model := filter_fingerprint(recipe, source)) is not None:
         payload["quality_model"] = model  # a retrained model reruns the sources it scores
     return _digest(payload)

@@ -412,8 +412,8 @@ def write_bucket(files: list[str], low: float, high: float, out_dir: str) -> lis
             for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
                 meta = pa.table({"m": batch.column(batch.schema.get_field_index("metadata"))})
                 con.register("b", meta)
-                scores = con.execute(f"SELECT CAST(json_extract(m, '$.{META_QUALITY_SCORE}') AS DOUBLE) FROM b"
-                                     ).fetchnumpy()[next(iter(con.description))[0]]
+                scores = con.execute(f"SELECT CAST(json_extract(m, '$.{META_QUALITY_SCORE}') AS DOUBLE) AS s FROM b"
+                                     ).fetchnumpy()["s"]
                 con.unregister("b")
                 scores = np.asarray(np.ma.filled(scores, np.nan), dtype=np.float64)
                 mask = (scores >= low) & (scores < high)

@@ -9,7 +9,16 @@ is ingest (per source|snapshot) → dedup_index → deduplicate (per source|snap
 import dagster as dg
 
 from mix_pipeline.defs.partitions import experiment_partitions, mixture_partitions, source_snapshots
-from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, MIXTURE_LAB, QUALITY_MODEL, RAW
+from mix_pipeline.names import (
+    DEDUP_INDEX,
+    DEDUPLICATED,
+    FILTERED,
+    MIXTURE,
+    MIXTURE_COMPARISON,
+    MIXTURE_LAB,
+    QUALITY_MODEL,
+    RAW,
+)
 from mix_pipeline.recipe import Recipe
 
 INGEST_JOB = "ingest"
