@@ -10,6 +10,7 @@ DEDUPLICATED = "deduplicated_documents"
 MIXTURE = "mixture"
 MIXTURE_COMPARISON = "mixture_comparison"
 MIXTURE_LAB = "mixture_lab"
+QUALITY_MODEL = "quality_model"  # the recipe's trained quality classifier (core/quality_model.py)
 # The lab writes under data_root/lab/<experiment>/; its recommendation becomes this mixture.
 LAB_DIR = "lab"
 RECOMMENDED_SUFFIX = "_recommended"
@@ -43,6 +44,7 @@ FATES = (FATE_KEPT, FATE_DROPPED, FATE_DUPLICATE, FATE_QUARANTINED)
 # Filters a recipe may list, in the order they are documented.
 FILTER_NAMES = (
     "gopher_repetition", "gopher_quality", "c4", "fineweb", "language", "safety", "code_quality", "pii",
+    "quality_classifier",
 )
 # Prose-quality filters; `code_quality` replaces them on code sources.
 PROSE_FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
@@ -62,5 +64,6 @@ META_LANGUAGE_SCORE = "language_score"
 META_PII = "pii_redacted"  # {kind: replacements}
 META_FLAGGED_WORDS = "flagged_words"  # safety: flagged words counted in the document
 META_DECONTAMINATED = "decontaminated"  # {eval set: matched n-grams}
+META_QUALITY_SCORE = "quality_score"  # the quality classifier's P(reference-like), in [0, 1]
 
 SOURCE_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")

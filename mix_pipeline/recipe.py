@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mix_pipeline.core import quality
+from mix_pipeline.core import quality, quality_model
 from mix_pipeline.core.decontamination import eval_set_name
 from mix_pipeline.core.filters import check_params as check_filter_params
 from mix_pipeline.core.filters import path_params
@@ -363,6 +363,49 @@ class DriftSpec(_Strict):
     backfill: bool = False
 
 
+class QualityModelSpec(_Strict):
+    """The quality classifier (core/quality_model.py): trained from `references` (positives)
+    against a sample of the raw input of the sources it scores, or read from `model`."""
+
+    # Sources whose documents are the examples of good text (books, papers, an instruction set).
+    references: list[str] = Field(default_factory=list)
+    # Sources whose raw input the negatives are sampled from; default: every source with a
+    # quality_classifier filter.
+    score: list[str] | None = None
+    # A local model file to use instead of training (written by an earlier training).
+    model: str | None = None
+    # Documents sampled per class (split evenly over the references).
+    max_documents: int = Field(2000, ge=10)
+    hash_bits: int = Field(18, ge=10, le=24)
+    ngrams: int = Field(2, ge=1, le=3)
+    # Additive (Laplace/Lidstone) smoothing of the naive Bayes n-gram counts.
+    alpha: float = Field(0.1, gt=0.0)
+    seed: int = 0
+    # Score buckets a mixture can weight as `source@bucket`: name → lowest score, one at 0.
+    buckets: dict[str, float] = Field(default_factory=lambda: {"low": 0.0, "mid": 0.5, "high": 0.8})
+
+    @field_validator("buckets")
+    @classmethod
+    def _buckets(cls, buckets: dict[str, float]) -> dict[str, float]:
+        for name, low in buckets.items():
+            if not SOURCE_NAME_PATTERN.fullmatch(name):
+                raise ValueError(f"{name}: bucket names use lower-case letters, digits and '_' only")
+            if not 0.0 <= low < 1.0:
+                raise ValueError(f"{name}: a bucket's lowest score must be within [0, 1) (got {low})")
+        if 0.0 not in buckets.values() or len(set(buckets.values())) != len(buckets):
+            raise ValueError("give each bucket a different lowest score, one of them 0 (every score has a bucket)")
+        return buckets
+
+    @model_validator(mode="after")
+    def _train_or_file(self) -> QualityModelSpec:
+        if not self.model and not self.references:
+            raise ValueError("name the reference sources to train on ('references') or a model file ('model')")
+        return self
+
+    def negatives_from(self, recipe) -> list[str]:
+        return list(self.score) if self.score is not None else quality_model.scored_sources(recipe)
+
+
 class ExecutorSpec(_Strict):
     kind: Literal["local"] = "local"
     # Tasks fix how work is sharded (and so the stage shard layout); workers are processes.
@@ -387,6 +430,8 @@ class Recipe(_Strict):
     drift: DriftSpec = Field(default_factory=DriftSpec)
     # Mixture-lab experiments (see core/lab.py); one `mixture_lab` partition each.
     experiments: dict[str, ExperimentSpec] = Field(default_factory=dict)
+    # The quality classifier's model (see core/quality_model.py); null: no model-based filtering.
+    quality_model: QualityModelSpec | None = None
 
     # Set by load_recipe, not by the YAML.
     base_dir: str = Field("", exclude=True)
@@ -412,7 +457,10 @@ class Recipe(_Strict):
                 raise ValueError(f"mixtures.{mix_name}: mixture names use lower-case letters, digits and '_' only")
             for key, names in (("weights", mix.weights or {}), ("sources", mix.sources)):
                 for source in names:
-                    if source not in self.sources:
+                    if quality_model.BUCKET_SEPARATOR in source:
+                        if (why := quality_model.bucket_error(self, source)) is not None:
+                            raise ValueError(f"mixtures.{mix_name}.{key}.{source}: {why}")
+                    elif source not in self.sources:
                         raise ValueError(
                             f"mixtures.{mix_name}.{key}.{source}: unknown source "
                             f"(sources: {', '.join(self.sources)})"
@@ -435,6 +483,8 @@ class Recipe(_Strict):
             if exp.prior not in self.mixtures:
                 raise ValueError(f"{where}.prior: unknown mixture '{exp.prior}' (mixtures: {', '.join(self.mixtures) or 'none'})")
             sources = self.mixture_sources(exp.prior)
+            if any(quality_model.BUCKET_SEPARATOR in s for s in sources):
+                raise ValueError(f"{where}.prior: mixture '{exp.prior}' draws from quality buckets, which the lab does not support")
             if len(sources) < 2:
                 raise ValueError(f"{where}.prior: mixture '{exp.prior}' draws from one source; there is nothing to mix")
             for name in exp.eval_sets:
@@ -445,6 +495,7 @@ class Recipe(_Strict):
             for domain in exp.objective:
                 if domain not in domains:
                     raise ValueError(f"{where}.objective.{domain}: unknown domain (domains: {', '.join(sorted(domains))})")
+        quality_model.check_recipe(self)
         return self
 
     def mixture_sources(self, name: str) -> list[str]:
@@ -502,6 +553,12 @@ class Recipe(_Strict):
             keys += [(f"experiments.{exp_name}.eval_sets.{n}", p) for n, p in exp.eval_sets.items()]
         if self.tokenizer.path:
             keys.append(("tokenizer.path", self.tokenizer.path))
+        if self.quality_model is not None and self.quality_model.model:
+            keys.append(("quality_model.model", self.quality_model.model))
+        for name in quality_model.scored_sources(self):
+            for i, f in enumerate(self.sources[name].filters):
+                if f.name == quality_model.FILTER_NAME and f.params.get("model"):
+                    keys.append((f"sources.{name}.filters[{i}].{f.name}.model", f.params["model"]))
         return keys
 
     def _pattern(self, source: str, snapshot: str) -> str:
@@ -593,7 +650,7 @@ def parse_recipe(data: Any, base_dir: str, sha256: str = "", origin: str = "reci
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise RecipeError(f"{origin}: {_format_error(first)}{more}") from None
-    recipe = recipe.model_copy(update={"base_dir": base_dir, "sha256": sha256})
+    recipe = quality_model.bind_models(recipe.model_copy(update={"base_dir": base_dir, "sha256": sha256}))
     for key, path in recipe.path_keys():
         recipe.check_inside(key, path, origin)
     return recipe
@@ -660,6 +717,14 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
         for set_name, p in exp.eval_sets.items():
             if not os.path.isfile(recipe.resolve(p)):
                 raise RecipeError(f"{origin}: experiments.{exp_name}.eval_sets.{set_name}: no such file {recipe.resolve(p)}")
+    if recipe.quality_model is not None and recipe.quality_model.model:
+        if not os.path.isfile(recipe.resolve(recipe.quality_model.model)):
+            raise RecipeError(f"{origin}: quality_model.model: no such file {recipe.resolve(recipe.quality_model.model)}")
+    for name in quality_model.scored_sources(recipe):
+        for i, f in enumerate(recipe.sources[name].filters):
+            own = f.params.get("model") if f.name == quality_model.FILTER_NAME else None
+            if own and own != quality_model.model_path(recipe) and not os.path.isfile(own):
+                raise RecipeError(f"{origin}: sources.{name}.filters[{i}].{f.name}.model: no such file {own}")
     if recipe.tokenizer.kind == "hf":
         tok = recipe.resolve(recipe.tokenizer.path or "")
         if not os.path.isfile(tok):

@@ -474,6 +474,7 @@ _CLASSES: dict[str, str | type[PipelineStep]] = {
     "safety": SafetyFilter,
     "code_quality": CodeQualityFilter,
     "pii": PIIRedactor,
+    "quality_classifier": "mix_pipeline.core.quality_model.QualityClassifierFilter",
 }
 assert set(_CLASSES) == set(FILTER_NAMES)
 # Parameters that are file paths, resolved against the recipe's folder.

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 
+from mix_pipeline.core.quality_model import filter_fingerprint
 from mix_pipeline.recipe import Recipe
 
 
@@ -26,7 +27,10 @@ def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
     for path in recipe.source_files(source, snapshot):
         st = os.stat(path)
         files.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
-    return _digest({"spec": recipe.sources[source].model_dump(), "files": files})
+    payload = {"spec": recipe.sources[source].model_dump(), "files": files}
+    if (model := filter_fingerprint(recipe, source)) is not None:
+        payload["quality_model"] = model  # a retrained model reruns the sources it scores
+    return _digest(payload)
 
 
 def file_fingerprint(paths: list[str], extra=None) -> str:

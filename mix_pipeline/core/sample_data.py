@@ -455,6 +455,10 @@ _NAV_ITEMS = (
 _LOREM = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore".split()
 _SYMBOL_CLUSTERS = ("###", "$$$", "@@", "%%", "&&&", "***", "#!", "~~", "^^", "#$%", "!!!", "+++")
 SPAM_KINDS = ("repeated_lines", "keyword_stuffing", "navigation_menu", "symbol_soup")
+# What each planted spam kind is as low-quality text (ground truth `low_quality`, scored by the
+# quality classifier): a navigation menu is page boilerplate, lorem-ipsum symbol soup is filler.
+LOW_QUALITY_KINDS = {"repeated_lines": "spam", "keyword_stuffing": "spam", "navigation_menu": "boilerplate",
+                     "symbol_soup": "filler"}
 
 
 def _spam_doc(kind: str, rng: Random) -> str:
@@ -1206,7 +1210,7 @@ def _write_chat(records: list[dict], folder: Path) -> int:
 def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], code: list[tuple[str, bytes]],
                   bad_code: list[tuple[str, str]], evals: dict[str, list[dict]], chat: dict[str, list[dict]]) -> dict:
     gt: dict = {k: [] for k in ("exact_duplicates", "near_duplicates", "cross_source_duplicates", "spam", "short",
-                                "long", "non_english", "offensive", "contaminated", "pii", "bad_code")}
+                                "long", "non_english", "offensive", "contaminated", "pii", "bad_code", "low_quality")}
     for docs in sources.values():
         for d in docs:
             ref = {"source": d.source, "id": d.id}
@@ -1216,6 +1220,8 @@ def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], cod
                 gt["cross_source_duplicates"].append(ref | {"of_source": d.of.source, "of_id": d.of.id} | d.info)
             elif d.kind in ("spam", "non_english", "offensive", "contaminated"):
                 gt[d.kind].append(ref | d.info)
+                if d.kind == "spam":
+                    gt["low_quality"].append(ref | {"kind": LOW_QUALITY_KINDS[d.info["kind"]], "planted_as": d.info["kind"]})
             elif d.kind in ("short", "long"):
                 gt[d.kind].append(ref)
             elif d.kind == "pii":

@@ -126,4 +126,11 @@ def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SN
         ids = {(e["source"], e["id"]) for e in mine}
         out[name] = {"planted": len(mine), "recall": _rate(len(caught), len(mine)), "dropped": len(drops),
                      "planted_share_of_drops": _rate(sum(k in ids for k in drops), len(drops))}
+
+    # ---- quality classifier: ROC AUC of the recipe's model, planted low-quality vs clean documents
+    if recipe.quality_model is not None and "low_quality" in truth:
+        from mix_pipeline.core import quality_model
+
+        if os.path.exists(quality_model.model_path(recipe)):
+            out["quality_classifier"] = quality_model.score_against_truth(recipe, truth)
     return out

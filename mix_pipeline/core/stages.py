@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from mix_pipeline.core import catalog, drift, quality
+from mix_pipeline.core import catalog, drift, quality, quality_model
 from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
 from mix_pipeline.core.comparison import read_manifests, write_comparison
 from mix_pipeline.core.decontamination import Decontaminator
@@ -701,9 +701,12 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     recipe = env.recipe
     spec = recipe.mixtures[name]
     sources = recipe.mixture_sources(name)
-    files = {s: deduplicated_files(env, s) for s in sources}
+    # A quality bucket (`web@high`) draws from its source's documents in the bucket's score range.
+    files = quality_model.mixture_files(recipe, name, sources, lambda s: deduplicated_files(env, s), env.dir("_work"))
+    base = {s: quality_model.base_source(s) for s in sources}
     pools = {
-        s: load_pool(s, fs, spec.unit, read_survivors(glob.glob(env.dir("dedup_index", "clusters", s, "*.parquet")), s))
+        s: quality_model.bucket_pool(load_pool(base[s], fs, spec.unit, read_survivors(
+            glob.glob(env.dir("dedup_index", "clusters", base[s], "*.parquet")), base[s])), s)
         for s, fs in files.items()
     }
     try:
@@ -719,7 +722,7 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     env.log(f"mixture[{name}]: selected {plan.selection.num_rows} rows from {len(files)} source(s)")
     final = mixture_dir(env, name)
     tmp = staging_dir(final)
-    chat = [s for s in sources if recipe.sources[s].format == "chat"]
+    chat = sorted({base[s] for s in sources if recipe.sources[base[s]].format == "chat"})
     splits = write_mixture(plan.selection, files, tmp, spec.shard_rows, env.dir("_work", "duckdb"),
                            chat_sources=chat, jsonl=spec.outputs.jsonl, log=env.log)
     if spec.outputs.tokenized:
@@ -729,14 +732,16 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     exports = write_exports(tmp, name, spec.seed, splits, counter.token_dtype)
     manifest = build_manifest(name, spec, recipe.sha256, counter.description, plan, splits,
                               output_digest(tmp, splits), exports)
+    if buckets := quality_model.manifest_buckets(recipe, sources):
+        manifest["quality_buckets"] = buckets
     checks = quality.mixture_checks(
         [{"source": s, **row} for s, row in sorted(manifest["sources"].items())],
         {s: spec.max_epochs_of(s) for s in sources},
         spec.tolerance,
         tmp,
         splits,
-        {s: pii_kinds(f.params) for s in sources for f in recipe.sources[s].filters if f.name == "pii"},
-        [r for r in conservation_rows or [] if r["source"] in sources] if conservation_rows is not None else None,
+        {base[s]: pii_kinds(f.params) for s in sources for f in recipe.sources[base[s]].filters if f.name == "pii"},
+        [r for r in conservation_rows or [] if r["source"] in base.values()] if conservation_rows is not None else None,
         spec.checks,
     )
     _gate(f"mixture[{name}]", checks, [tmp])

@@ -12,6 +12,7 @@ from mix_pipeline.defs.dedup import assets as dedup_assets
 from mix_pipeline.defs.filtered import assets as filtered_assets
 from mix_pipeline.defs.lab import assets as lab_assets
 from mix_pipeline.defs.mixture import assets as mixture_assets
+from mix_pipeline.defs.quality_model import assets as quality_model_assets
 from mix_pipeline.defs.raw import assets as raw_assets
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor
@@ -25,7 +26,7 @@ def catalog_path(recipe: Recipe) -> str:
 
 def build_definitions(recipe: Recipe) -> dg.Definitions:
     assets = raw_assets.build(recipe) + filtered_assets.build(recipe) + dedup_assets.build(recipe) + mixture_assets.build(recipe)
-    assets += lab_assets.build(recipe)
+    assets += lab_assets.build(recipe) + quality_model_assets.build(recipe)
     all_jobs = jobs.build(recipe)
     all_sensors, schedules = sensors.build(recipe, all_jobs)
     return dg.Definitions(

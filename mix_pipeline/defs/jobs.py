@@ -11,7 +11,16 @@ import functools
 import dagster as dg
 
 from mix_pipeline.defs.partitions import experiment_partitions, mixture_partitions, source_snapshots
-from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, MIXTURE_LAB, RAW
+from mix_pipeline.names import (
+    DEDUP_INDEX,
+    DEDUPLICATED,
+    FILTERED,
+    MIXTURE,
+    MIXTURE_COMPARISON,
+    MIXTURE_LAB,
+    QUALITY_MODEL,
+    RAW,
+)
 from mix_pipeline.recipe import Recipe
 
 INGEST_JOB = "ingest"
@@ -20,6 +29,7 @@ DEDUPLICATE_JOB = "deduplicate"
 MIX_JOB = "mix"
 COMPARE_JOB = "compare_mixtures"
 LAB_JOB = "run_mixture_lab"  # not "mixture_lab": a job may not share its name with an asset
+QUALITY_MODEL_JOB = "train_quality_model"
 
 
 def build(recipe: Recipe) -> dict:
@@ -45,4 +55,7 @@ def build(recipe: Recipe) -> dict:
     if experiments is not None:
         out.append(define_asset_job(LAB_JOB, selection=[MIXTURE_LAB], partitions_def=experiments,
                                        description="Run one mixture-lab experiment and recommend a mixture."))
+    if recipe.quality_model is not None:
+        out.append(dg.define_asset_job(QUALITY_MODEL_JOB, selection=[QUALITY_MODEL],
+                                       description="Train the quality classifier and report its score distributions."))
     return {job.name: job for job in out}

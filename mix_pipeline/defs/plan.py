@@ -5,6 +5,8 @@ every source must be filtered before the index is built, and the index must exis
 source is deduplicated. `next_wave` looks at the instance's materialization records and the input
 files on disk and returns the earliest stage that has work, as one run per partition:
 
+- the quality model (when the recipe trains one) whose training inputs changed: the filtered stage
+  of the sources it scores reads it, and their fingerprint includes it;
 - ingest (raw + filtered) of a source|snapshot whose input files or recipe entry changed since
   both stages last recorded them (the input fingerprint), or that was never built;
 - dedup_index when any filtered partition was materialized after it;
@@ -28,8 +30,16 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from mix_pipeline.core import quality_model as qm
 from mix_pipeline.core.lineage import input_fingerprint
-from mix_pipeline.defs.jobs import COMPARE_JOB, DEDUP_INDEX_JOB, DEDUPLICATE_JOB, INGEST_JOB, MIX_JOB
+from mix_pipeline.defs.jobs import (
+    COMPARE_JOB,
+    DEDUP_INDEX_JOB,
+    DEDUPLICATE_JOB,
+    INGEST_JOB,
+    MIX_JOB,
+    QUALITY_MODEL_JOB,
+)
 from mix_pipeline.defs.metadata import DRIFT_EXCEEDED, INPUT_FINGERPRINT
 from mix_pipeline.defs.partitions import discovered_keys, source_snapshots
 from mix_pipeline.names import (
@@ -38,13 +48,14 @@ from mix_pipeline.names import (
     FILTERED,
     MIXTURE,
     MIXTURE_COMPARISON,
+    QUALITY_MODEL,
     RAW,
     split_partition_key,
 )
 from mix_pipeline.recipe import Recipe
 
 # The stage of each job, in the order the waves run.
-STAGE_OF_JOB = {INGEST_JOB: f"{RAW} → {FILTERED}", DEDUP_INDEX_JOB: DEDUP_INDEX, DEDUPLICATE_JOB: DEDUPLICATED,
+STAGE_OF_JOB = {QUALITY_MODEL_JOB: QUALITY_MODEL, INGEST_JOB: f"{RAW} → {FILTERED}", DEDUP_INDEX_JOB: DEDUP_INDEX, DEDUPLICATE_JOB: DEDUPLICATED,
                 MIX_JOB: MIXTURE, COMPARE_JOB: MIXTURE_COMPARISON}
 # Tag on every run the planner starts (CLI or daemon), valued with the recipe's name.
 PLANNED_TAG = "mix_pipeline/planned"
@@ -135,14 +146,20 @@ def next_wave(
     recipe: Recipe,
     *,
     force_ingest: frozenset[str] = frozenset(),
+    retrain: bool = False,
     mixtures: list[str] | None = None,
     accept_drift: bool = False,
 ) -> tuple[list[Step], list[Held]]:
     """The earliest stage with stale partitions, as steps in a stable order (and what is held).
 
-    `force_ingest` partitions are ingested even if unchanged (backfills, `--full`); `mixtures`
+    `force_ingest` partitions are ingested even if unchanged (backfills, `--full`), `retrain`
+    retrains the quality model even if its inputs did not change (`--full`); `mixtures`
     limits the mixture steps to those names; `accept_drift` builds mixtures that `drift.remix:
     false` would hold (an explicit `mix-pipeline run` is a person's acceptance)."""
+    if qm.needs_training(recipe):
+        fingerprint = qm.training_fingerprint(recipe)
+        if retrain or qm.recorded_fingerprint(qm.model_path(recipe)) != fingerprint:
+            return [Step(QUALITY_MODEL_JOB, None, "its training inputs changed, or forced", fingerprint)], []
     keys = [k for k in discovered_keys(recipe)
             if k in set(instance.get_dynamic_partitions(source_snapshots(recipe).name))]
     stale = stale_ingest(instance, recipe, [k for k in keys if k not in force_ingest])

@@ -17,7 +17,7 @@ import dagster as dg
 
 from mix_pipeline.core.locks import data_root_lock
 from mix_pipeline.defs import build_definitions
-from mix_pipeline.defs.jobs import INGEST_JOB
+from mix_pipeline.defs.jobs import INGEST_JOB, QUALITY_MODEL_JOB
 from mix_pipeline.defs.partitions import discovered_keys, register
 from mix_pipeline.defs.plan import PLANNED_TAG, next_wave, runs_in_flight
 from mix_pipeline.names import split_partition_key
@@ -140,15 +140,14 @@ def run_pipeline(
         keys = discovered_keys(recipe)
         force = frozenset(k for k in keys if full or split_partition_key(k)[0] in (force_sources or []))
         done: set[str] = set()
-        first = True
+        retrain, said = full, False
         while True:
-            steps, held = next_wave(instance, recipe, force_ingest=force, accept_drift=True,
+            steps, held = next_wave(instance, recipe, force_ingest=force, retrain=retrain, accept_drift=True,
                                     mixtures=None if mixture is None else [mixture])
-            if first:
+            if not said and (not steps or steps[0].job != QUALITY_MODEL_JOB):
                 ingest = sum(s.job == INGEST_JOB for s in steps)
                 log(f"ingest: {ingest} of {len(keys)} partition(s) to (re)build, the rest are unchanged")
-                first = False
-            force = frozenset()
+                said = True
             if not steps:
                 return
             for step in steps:
@@ -156,3 +155,6 @@ def run_pipeline(
                     raise RunFailed(f"{step.label}: still stale after it ran; see the run in the UI")
                 execute(defs, step.job, instance, step.partition, step.label, tags={PLANNED_TAG: recipe.name})
                 done.add(step.run_key)
+            # What was forced is done once its wave ran.
+            retrain = retrain and steps[0].job != QUALITY_MODEL_JOB
+            force = force if steps[0].job == QUALITY_MODEL_JOB else frozenset()

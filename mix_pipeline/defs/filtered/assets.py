@@ -10,6 +10,7 @@ from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
 from mix_pipeline.defs.metadata import DRIFT_EXCEEDED, DRIFT_SCORE, INPUT_FINGERPRINT, markdown_table, numbers
 from mix_pipeline.defs.partitions import parse, source_snapshots
+from mix_pipeline.defs.quality_model import assets as quality_model_assets
 from mix_pipeline.names import FILTERED, RAW
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor, catalog_connection
@@ -20,7 +21,7 @@ SAMPLES_PER_FILTER = 3
 def build(recipe: Recipe) -> list:
     @dg.asset(
         name=FILTERED,
-        deps=[RAW],
+        deps=[RAW, *quality_model_assets.upstream_of_filtered(recipe)],
         partitions_def=source_snapshots(recipe),
         group_name="documents",
         kinds={"datatrove", "parquet"},
