@@ -190,7 +190,8 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
     whichever task read it. The later records are removed from the staged shards they are in
     (rewritten in place, streaming) and written as one more quarantine shard, ordered the same way,
     so the partition stays deterministic and byte-identical across reruns and worker counts.
-    Returns how many were quarantined; 0 (the usual case) costs one count over the ids.
+    A record whose generated id (`<file>:<line>`, it had none) another record names explicitly is
+    renamed `<file>:<line>#<n>`, not quarantined: they are two documents. Returns how many were quarantined; 0 (the usual case) costs one count over the ids.
     """
     if not raw_parts:
         return 0
@@ -202,7 +203,7 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
             return 0
         con.execute("CREATE TEMP TABLE file_order (file VARCHAR, pos BIGINT)")
         con.executemany("INSERT INTO file_order VALUES (?, ?)", [[os.path.relpath(f, root), i] for i, f in enumerate(files)])
-        later = con.execute(
+        members = con.execute(
             f"""WITH docs AS (
                     SELECT id, text, metadata, filename AS shard, file_row_number AS shard_row
                     FROM read_parquet({parts}, filename = true, file_row_number = true)),
@@ -211,36 +212,61 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
                              CAST(json_extract(metadata, '$.line') AS BIGINT) AS line
                       FROM docs SEMI JOIN dup USING (id))
                 SELECT id, shard, shard_row, file, line, left(text, {SNIPPET_CHARS}) AS snippet,
-                       first_value(file) OVER w AS first_file, first_value(line) OVER w AS first_line,
-                       row_number() OVER w AS k
+                       id = file || ':' || line AS generated
                 FROM d JOIN file_order USING (file)
-                WINDOW w AS (PARTITION BY id ORDER BY pos, line, shard, shard_row)
-                QUALIFY k > 1
                 ORDER BY pos, line, shard, shard_row"""
         ).fetchall()
+        groups: dict[str, list[tuple]] = {}
+        for order, m in enumerate(members):
+            groups.setdefault(m[0], []).append(m + (order,))
+        # A record without an id got `<file>:<line>`; another record naming that same id explicitly
+        # is a different document, not a duplicate: the generated one takes the next free
+        # `<file>:<line>#<n>` instead of being quarantined.
+        renames: dict[str, dict[int, str]] = {}
+        later = []
+        for doc_id, group in groups.items():
+            generated = [m for m in group if m[6]]
+            explicit = [m for m in group if not m[6]]
+            if generated and explicit:
+                for m in generated:
+                    n = 1
+                    while con.execute(f"SELECT count(*) FROM read_parquet({parts}) WHERE id = ?",
+                                      [f"{doc_id}#{n}"]).fetchone()[0]:
+                        n += 1
+                    renames.setdefault(m[1], {})[m[2]] = f"{doc_id}#{n}"
+                group = explicit
+            first = group[0]
+            later += [m + (first[3], first[4]) for m in group[1:]]
+    later.sort(key=lambda m: m[7])  # input order
     by_shard: dict[str, set[int]] = {}
     rows = []
-    for doc_id, shard, shard_row, file, line, snippet, first_file, first_line, _ in later:
+    for doc_id, shard, shard_row, file, line, snippet, _, _, first_file, first_line in later:
         by_shard.setdefault(shard, set()).add(shard_row)
         shown = doc_id if len(doc_id) <= 200 else doc_id[:200] + "…"
         rows.append(document_row(Document(text=snippet, id=f"{file}:{line}", metadata={
             "source": source, "domain": domain, "file": file, "line": line, "reason": DUPLICATE_ID,
             "detail": f"id '{shown}' first seen at {first_file}:{first_line}",
         })))
-    for shard, drop in sorted(by_shard.items()):
-        _drop_rows(shard, drop)
-    pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA),
-                   os.path.join(quarantine_dir, f"part-{next_part:05d}.parquet"), compression="zstd")
+    for shard in sorted(set(by_shard) | set(renames)):
+        _drop_rows(shard, by_shard.get(shard, set()), renames.get(shard))
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA),
+                       os.path.join(quarantine_dir, f"part-{next_part:05d}.parquet"), compression="zstd")
     return len(rows)
 
 
-def _drop_rows(path: str, drop: set[int]) -> None:
-    """Rewrite one Parquet shard without the rows at `drop` (0-based), one batch at a time."""
+def _drop_rows(path: str, drop: set[int], rename: dict[int, str] | None = None) -> None:
+    """Rewrite one Parquet shard without the rows at `drop` (0-based), and with the ids of the rows
+    at `rename` replaced, one batch at a time."""
     source = pq.ParquetFile(path)
     tmp = path + ".rewrite"
     offset = 0
     with pq.ParquetWriter(tmp, source.schema_arrow, compression="zstd") as out:
         for batch in source.iter_batches(batch_size=1000):
+            if rename and any(offset + i in rename for i in range(batch.num_rows)):
+                ids = [rename.get(offset + i, v) for i, v in enumerate(batch.column("id").to_pylist())]
+                columns = [pa.array(ids, pa.string()) if n == "id" else batch.column(n) for n in batch.schema.names]
+                batch = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
             keep = [offset + i not in drop for i in range(batch.num_rows)]
             offset += batch.num_rows
             out.write_batch(batch.filter(pa.array(keep)))
