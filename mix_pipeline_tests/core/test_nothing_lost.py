@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from mix_pipeline.core import catalog
 from mix_pipeline.core.documents import list_parts
 from mix_pipeline.core.stages import StageEnv, local_runner, run_raw
-from mix_pipeline.recipe import load_recipe
+from mix_pipeline.recipe import RecipeError, load_recipe
 from mix_pipeline_tests.conftest import prose_doc, write_jsonl, write_recipe
 
 LOOSE = "checks: {raw_quarantine_rate: {max_rate: 1.0}}"
@@ -72,3 +75,84 @@ def test_quarantined_records_keep_the_parsers_message_in_the_catalog(tmp_path):
     assert fates["a.jsonl:2"][0] == "malformed_json" and "unexpected end of data" in fates["a.jsonl:2"][1]
     assert fates["a.jsonl:3"] == ("text_not_string", "'text' is int")
     assert fates["a.jsonl:4"][0] == "malformed_json" and fates["a.jsonl:5"][0] == "malformed_json"
+
+
+# ---- snapshot folders with odd names ------------------------------------------------------------
+def test_snapshot_folders_with_odd_names_are_partitions_or_refused_naming_the_folder(tmp_path):
+    from mix_pipeline.defs.partitions import discovered_keys
+    from mix_pipeline.names import split_partition_key
+
+    names = ["2024|05", "a b", "ünï", "2024[06]"]
+    for i, name in enumerate(names):
+        write_jsonl(tmp_path / "crawl" / name / "part.jsonl", [{"id": f"{i}-{j}", "text": f"doc {j}"} for j in range(20)])
+    body = 'name: t\nsources:\n  web: {path: "crawl/{snapshot}/*.jsonl"}\n'
+    env = _env(tmp_path, body)
+    keys = discovered_keys(env.recipe)
+    assert sorted(split_partition_key(k) for k in keys) == sorted(("web", n) for n in names)
+    read = sum(run_raw(env, *split_partition_key(k)).stats["documents"] for k in keys)
+    assert read == 20 * len(names)  # every record of every folder, none skipped
+
+    # A name that cannot be a partition key is refused at load, in one line naming the folder.
+    for bad in ("default", "2024...05"):
+        folder = tmp_path / "crawl" / bad
+        write_jsonl(folder / "part.jsonl", [{"id": "x", "text": "x"}])
+        with pytest.raises(RecipeError, match=r"snapshot folder .*" + re.escape(bad) + r".* rename the folder") as err:
+            load_recipe(write_recipe(tmp_path, body))
+        assert "\n" not in str(err.value)
+        shutil.rmtree(folder)
+    # An empty folder is not a snapshot (a drop still being copied), whatever its name.
+    (tmp_path / "crawl" / "default").mkdir()
+    load_recipe(write_recipe(tmp_path, body))
+
+
+# ---- files that are not regular, files reached twice ------------------------------------------
+def test_a_named_pipe_matching_a_source_is_refused_at_load_and_quarantined_at_run_time(tmp_path):
+    write_jsonl(tmp_path / "web" / "a.jsonl", [{"id": "1", "text": "one"}])
+    os.mkfifo(tmp_path / "web" / "b.jsonl")
+    body = f'name: t\nsources:\n  web: {{path: "web/*.jsonl", {LOOSE}}}\n'
+    with pytest.raises(RecipeError, match=r"sources.web.path: .*b.jsonl is a named pipe \(FIFO\), not a regular file"):
+        load_recipe(write_recipe(tmp_path, body))
+    # Appeared after validation: one quarantine record, never an open() that blocks.
+    os.remove(tmp_path / "web" / "b.jsonl")
+    env = _env(tmp_path, body)
+    os.mkfifo(tmp_path / "web" / "b.jsonl")
+    result = run_raw(env, "web")
+    assert result.stats["documents"] == 1 and result.stats["quarantined"] == 1
+    assert _fates(tmp_path, "web") == [("b.jsonl:0", "unreadable_file", "a named pipe (FIFO), not a regular file")]
+
+
+def test_each_file_is_read_once_however_globs_symlinks_and_hard_links_meet(tmp_path):
+    web = tmp_path / "web"
+    write_jsonl(web / "a.jsonl", [{"id": "1", "text": "one"}, {"id": "2", "text": "two"}])
+    (web / "sub").mkdir()
+    os.symlink("..", web / "sub" / "up")  # a link back to a parent: `**` loops through it
+    os.link(web / "a.jsonl", web / "sub" / "hard.jsonl")
+    os.symlink("../a.jsonl", web / "sub" / "soft.jsonl")
+    recipe = load_recipe(write_recipe(tmp_path, 'name: t\nsources:\n  web: {path: "web/**/*.jsonl"}\n'))
+    assert recipe.source_files("web") == [str(web / "a.jsonl")]
+    result = run_raw(StageEnv(recipe, runner=local_runner(1), log=lambda m: None), "web")
+    assert result.stats == {"input_files": 1, "documents": 2, "quarantined": 0, "duplicate_ids": 0, "records": 2}
+
+
+# ---- data_root overlapping a source -------------------------------------------------------------
+@pytest.mark.parametrize("data_root, path, ok", [
+    ("web", "web/*.jsonl", False),                  # the same folder
+    ("web/out", "web", False),                      # inside a text folder, which is read recursively
+    ("web/out", "web/**/*.jsonl", False),           # inside, reachable through **
+    ("crawl/out", "crawl/{snapshot}/*.jsonl", False),  # would become a snapshot
+    (".", "web/*.jsonl", True),                     # containing, but web/ is not a folder the pipeline writes
+    ("data", "data/raw/*.jsonl", False),            # a source inside the pipeline's own output
+    ("web/out", "web/*.jsonl", True),               # inside, but the pattern cannot reach it
+    ("data", "data/sample/*.jsonl", True),          # the demo's layout
+])
+def test_a_data_root_overlapping_a_source_folder_is_refused_at_load(tmp_path, data_root, path, ok):
+    base = path.split("/")[0]
+    write_jsonl(tmp_path / path.replace("{snapshot}", "s1").replace("**/", "").replace("*", "a").replace("/a.jsonl", "") / "a.jsonl"
+                if path.endswith(".jsonl") else tmp_path / path / "a.txt", [{"id": "1", "text": "x"}])
+    body = f'name: t\ndata_root: {data_root}\nsources:\n  s: {{path: "{path}"}}\n'
+    if ok:
+        load_recipe(write_recipe(tmp_path, body))
+        return
+    with pytest.raises(RecipeError, match=r"data_root: .* \(sources.s.path\); put data_root and the sources in separate folders") as err:
+        load_recipe(write_recipe(tmp_path, body))
+    assert "\n" not in str(err.value) and base
