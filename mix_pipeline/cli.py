@@ -117,6 +117,21 @@ def _execute(defs, job_name: str, instance, partition_key: str | None, label: st
           f"(run {result.run_id[:8]})", flush=True)
 
 
+def _report_damaged(recipe, instance, keys: list[str]) -> None:
+    """Say which built partitions are re-ingested because their published files changed since
+    (stale_keys counts them as stale)."""
+    from mix_pipeline.core.lineage import published_problem
+    from mix_pipeline.defs.raw.sensors import recorded_fingerprint
+    from mix_pipeline.names import FILTERED, split_partition_key
+
+    for key in keys:
+        if recorded_fingerprint(instance, FILTERED, key) is None:
+            continue  # never built: nothing was published to lose
+        problem = published_problem(recipe, *split_partition_key(key))
+        if problem:
+            print(f"ingest [{key}]: {problem}: rebuilding it", flush=True)
+
+
 def run_recipe(
     recipe_path: str,
     mixture: str | None = None,
@@ -132,6 +147,7 @@ def run_recipe(
     unchanged snapshots itself, and a deduplicated partition is rebuilt only when its filtered
     input or its dedup verdicts changed. Mixtures are always rebuilt (cheap, and deterministic).
     """
+    from mix_pipeline.core.integrity import verify_partition
     from mix_pipeline.core.stages import StageEnv, clusters_file
     from mix_pipeline.defs import build_definitions
     from mix_pipeline.defs.dedup.assets import deduplicated_input_fingerprint
@@ -154,6 +170,8 @@ def run_recipe(
         print(f"registered {len(new)} new partition(s): {', '.join(new)}")
     keys = discovered_keys(recipe)
     forced = {k for k in keys if full or split_partition_key(k)[0] in (backfill_sources or [])}
+    # Issue 16: partitions whose published shards changed since their stage wrote them (core.integrity).
+    _report_damaged(recipe, instance, [k for k in keys if k not in forced])
     ingest = sorted(forced | set(stale_keys(instance, recipe, [k for k in keys if k not in forced])), key=keys.index)
     print(f"ingest: {len(ingest)} of {len(keys)} partition(s) to (re)build, the rest are unchanged", flush=True)
     for key in ingest:
@@ -163,7 +181,12 @@ def run_recipe(
     for key in keys:
         source, snapshot = split_partition_key(key)
         fingerprint = deduplicated_input_fingerprint(recipe, env.root, source, snapshot, clusters_file(env, source, snapshot))
-        if full or recorded_fingerprint(instance, DEDUPLICATED, key) != fingerprint:
+        recorded = recorded_fingerprint(instance, DEDUPLICATED, key)
+        # Issue 16: a built partition whose published shards changed since (core.integrity) is rebuilt.
+        damaged = None if full or recorded is None else verify_partition(env.root, DEDUPLICATED, source, snapshot)
+        if damaged:
+            print(f"deduplicated [{key}]: {damaged}: rebuilding it", flush=True)
+        if full or damaged or recorded != fingerprint:
             _execute(defs, DEDUPLICATE_JOB, instance, key, f"deduplicate [{key}]")
     manifests = {}
     for name in sorted(recipe.mixtures):

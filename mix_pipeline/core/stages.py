@@ -46,6 +46,7 @@ from mix_pipeline.core.documents import (
 from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
 from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
+from mix_pipeline.core.integrity import require_intact, seal
 from mix_pipeline.core.mixing import (
     SPLITS,
     InfeasibleMixture,
@@ -60,7 +61,7 @@ from mix_pipeline.core.mixing import (
 from mix_pipeline.core.quality import CheckOutcome, GateFailed
 from mix_pipeline.core.readers import SourceReader
 from mix_pipeline.core.tokens import TokenCounter
-from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FATE_DUPLICATE
+from mix_pipeline.names import DECONTAMINATION, DEDUPLICATED, DEFAULT_SNAPSHOT, FATE_DUPLICATE, FILTERED, RAW
 from mix_pipeline.recipe import Recipe, RecipeError
 
 # (pipeline, logging_dir, tasks) → None
@@ -314,6 +315,8 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     env.log(f"raw[{source}|{snapshot}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
     checks = quality.raw_checks(raw_parts, quarantine_parts, spec.checks)
     _gate(f"raw_documents[{source}|{snapshot}]", checks, [raw_tmp, quarantine_tmp])
+    seal(raw_tmp)
+    seal(quarantine_tmp)
     publish_dir(raw_tmp, raw_final)
     publish_dir(quarantine_tmp, quarantine_final)
     return StageResult(stats, checks)
@@ -352,6 +355,7 @@ def run_filtered(
     """`profiles` maps the source's other snapshots to their stored profiles (for drift)."""
     recipe = env.recipe
     spec = recipe.sources[source]
+    require_intact(env.root, RAW, source, snapshot)
     inputs = list_parts(partition_dir(env.root, "raw", source, snapshot))
     out_final = partition_dir(env.root, "filtered", source, snapshot)
     dropped_final = partition_dir(env.root, "dropped", source, snapshot)
@@ -394,6 +398,8 @@ def run_filtered(
     refs = drift.references(snapshot, {k: v for k, v in (profiles or {}).items() if k != snapshot}, snapshot_order)
     checks.append(quality.drift_check(current, refs, spec.checks))
     _gate(f"filtered_documents[{source}|{snapshot}]", checks, [out_tmp, dropped_tmp])
+    seal(out_tmp)
+    seal(dropped_tmp)
     publish_dir(out_tmp, out_final)
     publish_dir(dropped_tmp, dropped_final)
     return StageResult(stats, checks, profile=current)
@@ -500,6 +506,7 @@ def run_dedup_index(env: StageEnv) -> StageResult:
     }
     by_snapshot: dict[str, list[tuple[str, str]]] = {}
     for source, snapshot in filtered_partitions(env):
+        require_intact(env.root, FILTERED, source, snapshot)
         parts = list_parts(partition_dir(env.root, "filtered", source, snapshot))
         by_snapshot.setdefault(snapshot, []).append((source, partition_fingerprint(parts)))
     current = [{"snapshot": s, "partitions": by_snapshot[s]} for s in sorted(by_snapshot, key=snapshot_order)]
@@ -634,6 +641,7 @@ def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: in
 @_scratch_in_data_root
 def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe = env.recipe
+    require_intact(env.root, FILTERED, source, snapshot)
     inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
     clusters = clusters_file(env, source, snapshot)
     indexed = pq.read_metadata(clusters).num_rows if os.path.exists(clusters) else 0
@@ -655,6 +663,7 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     env.log(f"deduplicated[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']} ({tokens} tokens)")
     checks = quality.deduplicated_checks(stats["input_documents"], stats["documents"], recipe.sources[source].checks)
     _gate(f"deduplicated_documents[{source}|{snapshot}]", checks, [tmp])
+    seal(tmp)
     publish_dir(tmp, final)
     return StageResult(stats, checks)
 
@@ -718,6 +727,8 @@ def deduplicated_files(env: StageEnv, source: str) -> list[str]:
     """Every snapshot's deduplicated shards of a source, in generation order."""
     folder = env.dir("deduplicated", source)
     snapshots = sorted((s for s in os.listdir(folder) if not s.startswith(".")), key=snapshot_order) if os.path.isdir(folder) else []
+    for snap in snapshots:
+        require_intact(env.root, DEDUPLICATED, source, snap)
     return [p for snap in snapshots for p in list_parts(os.path.join(folder, snap))]
 
 

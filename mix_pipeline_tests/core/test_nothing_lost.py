@@ -156,3 +156,84 @@ def test_a_data_root_overlapping_a_source_folder_is_refused_at_load(tmp_path, da
     with pytest.raises(RecipeError, match=r"data_root: .* \(sources.s.path\); put data_root and the sources in separate folders") as err:
         load_recipe(write_recipe(tmp_path, body))
     assert "\n" not in str(err.value) and base
+
+
+# ---- published shards are checked before anything downstream reads them -----------------------
+SHARDS = """
+name: t
+executor: {tasks: 2, workers: 1}
+sources:
+  books: {path: "books/*.jsonl"}
+  web: {path: "web/*.jsonl"}
+dedup: {minhash: null}
+mixtures:
+  m: {unit: documents, total: 100, weights: {books: 0.5, web: 0.5}, max_epochs: 2}
+"""
+
+
+def _corpus(folder: Path) -> None:
+    for source in ("books", "web"):
+        for f in range(2):  # two files, two tasks: two shards per stage
+            write_jsonl(folder / source / f"{f}.jsonl",
+                        [{"id": f"{source}-{f}-{i}", "text": f"{source} {f} {i}\n" + prose_doc(i + 60 * f, 3)} for i in range(60)])
+
+
+def _build(env: StageEnv, stages=("raw", "filtered", "dedup", "deduplicated")) -> None:
+    from mix_pipeline.core.stages import run_dedup_index, run_deduplicated, run_filtered
+
+    for source in ("books", "web"):
+        if "raw" in stages:
+            run_raw(env, source)
+        if "filtered" in stages:
+            run_filtered(env, source)
+    if "dedup" in stages:
+        run_dedup_index(env)
+    for source in ("books", "web"):
+        if "deduplicated" in stages:
+            run_deduplicated(env, source)
+
+
+def test_a_deleted_or_altered_published_shard_is_named_before_anything_reads_it(tmp_path):
+    from mix_pipeline.core.integrity import DamagedPartition, verify_partition
+    from mix_pipeline.core.stages import run_dedup_index, run_deduplicated, run_filtered, run_mixture
+    from mix_pipeline.names import DEDUPLICATED, FILTERED, RAW
+
+    _corpus(tmp_path)
+    env = _env(tmp_path, SHARDS)
+    _build(env)
+    root = tmp_path / "data"
+    assert all(verify_partition(str(root), stage, s, "default") is None
+               for stage in (RAW, FILTERED, DEDUPLICATED) for s in ("books", "web"))
+    fix = r"rebuild it with `mix-pipeline run` .* or `mix-pipeline run --full`"
+
+    # A deleted deduplicated shard: the mixture refuses, naming it, instead of planning from half the books.
+    shard = root / "deduplicated" / "books" / "default" / "part-00001.parquet"
+    rows = pq.read_metadata(shard).num_rows
+    shard.unlink()
+    assert verify_partition(str(root), DEDUPLICATED, "books", "default") == f"{shard} ({rows:,} rows) is missing"
+    with pytest.raises(DamagedPartition, match=re.escape(f"deduplicated_documents[books|default]: {shard}") + ".*" + fix) as err:
+        run_mixture(env, "m")
+    assert "\n" not in str(err.value)
+    run_deduplicated(env, "books")  # rebuilding the partition is the fix
+    assert run_mixture(env, "m").stats["sources"]["books"]["available_documents"] == 120
+
+    # A filtered shard altered in place (same size): dedup_index and deduplicated refuse before reading.
+    shard = root / "filtered" / "books" / "default" / "part-00000.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert "changed since it was published (its sha256 differs)" in verify_partition(str(root), FILTERED, "books", "default")
+    for stage in (run_dedup_index, lambda e: run_deduplicated(e, "books")):
+        with pytest.raises(DamagedPartition, match=re.escape(f"filtered_documents[books|default]: {shard} changed")):
+            stage(env)
+    # An extra shard dropped into a raw partition: filtered refuses to read it.
+    extra = root / "raw" / "web" / "default" / "part-00009.parquet"
+    shutil.copy(root / "raw" / "web" / "default" / "part-00000.parquet", extra)
+    with pytest.raises(DamagedPartition, match=re.escape(f"{extra} was not published by the stage")):
+        run_filtered(env, "web")
+    extra.unlink()
+    # Rebuilt from the same input, a partition is byte-identical, its seal included.
+    seal = (root / "filtered" / "books" / "default" / "_published.json").read_bytes()
+    run_filtered(env, "books")
+    assert (root / "filtered" / "books" / "default" / "_published.json").read_bytes() == seal
+    assert verify_partition(str(root), FILTERED, "books", "default") is None

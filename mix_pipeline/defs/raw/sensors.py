@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mix_pipeline.core.lineage import input_fingerprint
+from mix_pipeline.core.lineage import input_fingerprint, published_problem
 from mix_pipeline.defs.jobs import INGEST_JOB
 from mix_pipeline.defs.metadata import INPUT_FINGERPRINT
 from mix_pipeline.defs.partitions import discovered_keys, parse, source_snapshots
@@ -27,11 +27,14 @@ def recorded_fingerprint(instance: dg.DagsterInstance, asset: str, key: str) -> 
 def stale_keys(instance: dg.DagsterInstance, recipe: Recipe, keys: list[str]) -> dict[str, str]:
     """Partitions never built, or whose inputs or recipe entry changed since they were, with
     their current input fingerprint. A partition counts as built only when both raw and filtered
-    recorded the current fingerprint: an ingest run killed between the two is redone."""
+    recorded the current fingerprint: an ingest run killed between the two is redone. One whose
+    published files no longer match their seal (a deleted shard) is rebuilt too."""
     out = {}
     for key in keys:
         fingerprint = input_fingerprint(recipe, *parse(recipe, key))
         if any(recorded_fingerprint(instance, asset, key) != fingerprint for asset in (RAW, FILTERED)):
+            out[key] = fingerprint
+        elif published_problem(recipe, *parse(recipe, key)):
             out[key] = fingerprint
     return out
 
