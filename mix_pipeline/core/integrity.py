@@ -31,6 +31,10 @@ PARTITION_FOLDERS = {
 }
 
 
+# The folder a later stage reads of each (the others are checked when deciding what to rebuild).
+READ_FOLDER = {RAW: "raw", FILTERED: "filtered", DEDUPLICATED: "deduplicated"}
+
+
 class DamagedPartition(RuntimeError):
     """A published partition no longer matches its seal; the message is one line with the fix."""
 
@@ -108,9 +112,10 @@ def verify_partition(root: str, stage: str, source: str, snapshot: str, require_
 
 
 def require_intact(root: str, stage: str, source: str, snapshot: str) -> None:
-    """Raise DamagedPartition when a sealed partition no longer matches its seal (a folder
-    without a seal passes: it predates seals or was written by hand)."""
-    problem = verify_partition(root, stage, source, snapshot, require_seal=False)
+    """Raise DamagedPartition when the folder of a stage's partition that later stages read no
+    longer matches its seal (a folder without a seal passes: it predates seals or was written by
+    hand)."""
+    problem = verify(os.path.join(root, READ_FOLDER[stage], source, snapshot), require_seal=False)
     if problem:
         raise DamagedPartition(
             f"{stage}[{source}|{snapshot}]: {problem}; nothing downstream may read it: rebuild it with "

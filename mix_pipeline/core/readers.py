@@ -174,16 +174,19 @@ def _is_binary(path: str) -> bool:
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 # orjson reads an integer beyond 64 bits as a float (two distinct 30-digit ids would collide) and
-# refuses a number beyond the double range (`1e400`): lines with a long digit run, or that orjson
-# refuses for a number, are parsed again by the standard library, which keeps integers exact.
-_LONG_DIGITS = re.compile(rb"[0-9]{16}")
+# refuses a number beyond the double range (`1e400`): lines with a long run of digits, or that
+# orjson refuses for a number, are parsed again by the standard library, keeping numbers exact.
+_LONG_DIGITS = re.compile(rb"[0-9][0-9.]{15}")
+_DOUBLE_DIGITS = 17  # significant digits a double tells apart
 
 
 def _exact_float(text: str):
-    """A JSON number with a fraction or exponent: a float, or its JSON text where a float would be
-    infinite (`1e400` is valid JSON; the record is kept with the number as written)."""
+    """A JSON number with a fraction or exponent: a float where a double holds it, else its JSON
+    text (`1e400`, or 0.100000000000000000001 next to 0.100000000000000000002, are valid JSON;
+    the record is kept with the number as written)."""
     value = float(text)
-    return value if math.isfinite(value) else text
+    digits = text.lower().split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+    return value if math.isfinite(value) and len(digits) <= _DOUBLE_DIGITS else text
 
 
 def _refuse_constant(name: str):

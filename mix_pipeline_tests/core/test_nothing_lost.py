@@ -48,21 +48,25 @@ def test_valid_records_that_used_to_be_quarantined_are_kept_with_exact_ids(tmp_p
                                       + b"\n" + json.dumps({"id": "bom2", "text": "second"}).encode() + b"\n")
     (web / "b_score.jsonl").write_text('{"id": "s1", "text": "huge score", "score": 1e400, "n": 12345678901234567890123}\n')
     (web / "c_ids.jsonl").write_text('{"id": 123456789012345678901234567890, "text": "one"}\n'
-                                     '{"id": 123456789012345678901234567891, "text": "two"}\n')
+                                     '{"id": 123456789012345678901234567891, "text": "two"}\n'
+                                     '{"id": 0.100000000000000000001, "text": "three"}\n'
+                                     '{"id": 0.100000000000000000002, "text": "four"}\n')
     # Line 2 has no id, so it gets `d_gen.jsonl:2`, which line 1 names explicitly.
     (web / "d_gen.jsonl").write_text('{"id": "d_gen.jsonl:2", "text": "explicit"}\n{"text": "generated"}\n')
     write_jsonl(web / "e_fake.jsonl.gz", [{"id": f"f{i}", "text": f"plain {i}"} for i in range(20)])  # not gzipped
     (web / "f_crlf.jsonl").write_bytes(b'{"id": "crlf1", "text": "windows"}\r\n{"id": "crlf2", "text": "lines"}\r\n')
+    write_jsonl(web / "g_gzipped.jsonl", [{"id": f"g{i}", "text": f"gz {i}"} for i in range(3)], gz=True)  # no .gz
     result = run_raw(_env(tmp_path, f'name: t\nsources:\n  web: {{path: "web/*", {LOOSE}}}\n'), "web")
     assert result.stats["quarantined"] == 0, _rows(tmp_path / "data" / "quarantine" / "web" / "default")
     docs = {d["id"]: d for d in _rows(tmp_path / "data" / "raw" / "web" / "default")}
     assert docs["bom1"]["text"] == "first" and "bom2" in docs
     assert json.loads(docs["s1"]["metadata"])["score"] == "1e400"  # kept as written: no double holds it
     assert json.loads(docs["s1"]["metadata"])["n"] == 12345678901234567890123
-    assert {"123456789012345678901234567890", "123456789012345678901234567891"} <= set(docs)
+    assert {"123456789012345678901234567890", "123456789012345678901234567891",
+            "0.100000000000000000001", "0.100000000000000000002"} <= set(docs)
     assert docs["d_gen.jsonl:2"]["text"] == "explicit" and docs["d_gen.jsonl:2#1"]["text"] == "generated"
-    assert {f"f{i}" for i in range(20)} <= set(docs) and {"crlf1", "crlf2"} <= set(docs)
-    assert len(docs) == result.stats["records"] == 2 + 1 + 2 + 2 + 20 + 2
+    assert {f"f{i}" for i in range(20)} <= set(docs) and {"crlf1", "crlf2", "g0", "g1", "g2"} <= set(docs)
+    assert len(docs) == result.stats["records"] == 2 + 1 + 4 + 2 + 20 + 2 + 3
     fates = _fates(tmp_path, "web")
     assert fates == []  # nothing quarantined, so no id has two fates
 
@@ -237,3 +241,18 @@ def test_a_deleted_or_altered_published_shard_is_named_before_anything_reads_it(
     run_filtered(env, "books")
     assert (root / "filtered" / "books" / "default" / "_published.json").read_bytes() == seal
     assert verify_partition(str(root), FILTERED, "books", "default") is None
+
+
+def test_text_files_with_a_byte_order_mark_and_parquet_rows_with_null_text(tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "a.py").write_bytes(b"\xef\xbb\xbfprint('hi')\n")
+    (code / "b.py").write_bytes(b"")  # empty: one record, counted
+    pq.write_table(pa.table({"id": ["1", "2", "3"], "text": ["one", None, ""]}), tmp_path / "t.parquet")
+    body = (f'name: t\nsources:\n  code: {{path: code, format: text, {LOOSE}}}\n'
+            f'  tab: {{path: "t.parquet", format: parquet, {LOOSE}}}\n')
+    env = _env(tmp_path, body)
+    assert run_raw(env, "code").stats["records"] == 2
+    assert [d["text"] for d in _rows(tmp_path / "data" / "raw" / "code" / "default")] == ["print('hi')\n"]
+    assert run_raw(env, "tab").stats == {"input_files": 1, "documents": 1, "quarantined": 2, "duplicate_ids": 0, "records": 3}
+    assert [(i, r) for i, r, _ in _fates(tmp_path, "tab")] == [("t.parquet:2", "missing_text"), ("t.parquet:3", "empty_text")]
