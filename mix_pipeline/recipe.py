@@ -535,7 +535,15 @@ class Recipe(_Strict):
         parent = self.resolve(self.sources[source].path.split(SNAPSHOT_PLACEHOLDER)[0] or ".")
         if not os.path.isdir(parent):
             return []
-        names = sorted(d for d in os.listdir(parent) if not d.startswith(".") and os.path.isdir(os.path.join(parent, d)))
+        entries = sorted(e for e in os.listdir(parent) if not e.startswith("."))
+        names = [d for d in entries if os.path.isdir(os.path.join(parent, d))]
+        tail = self.sources[source].path.replace("\\", "/").split(SNAPSHOT_PLACEHOLDER + "/", 1)[-1]
+        if "/" not in tail:
+            # An input file beside the snapshot folders belongs to none of them: never read, so refused.
+            stray = [e for e in entries if e not in names and fnmatch.fnmatchcase(e, tail)]
+            if stray:
+                raise RecipeError(f"sources.{source}.path: {os.path.join(parent, stray[0])} sits beside the snapshot "
+                                  f"folders and belongs to none, so it would never be read; move it into a snapshot folder")
         out = []
         for d in names:
             problem = snapshot_name_problem(d)

@@ -211,8 +211,8 @@ def parse_json_line(raw: bytes):
         record = json.loads(raw.decode("utf-8"), parse_float=_exact_float, parse_constant=_refuse_constant)
         # The standard library accepts lone surrogate escapes (orjson does not): no such text may pass.
         json.dumps(record, ensure_ascii=False).encode("utf-8")
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise Quarantined(MALFORMED_JSON, first_error or str(exc)) from None
+    except (ValueError, UnicodeEncodeError, RecursionError) as exc:
+        raise Quarantined(MALFORMED_JSON, first_error or f"{type(exc).__name__}: {exc}") from None
     return record
 
 

@@ -256,3 +256,22 @@ def test_text_files_with_a_byte_order_mark_and_parquet_rows_with_null_text(tmp_p
     assert [d["text"] for d in _rows(tmp_path / "data" / "raw" / "code" / "default")] == ["print('hi')\n"]
     assert run_raw(env, "tab").stats == {"input_files": 1, "documents": 1, "quarantined": 2, "duplicate_ids": 0, "records": 3}
     assert [(i, r) for i, r, _ in _fates(tmp_path, "tab")] == [("t.parquet:2", "missing_text"), ("t.parquet:3", "empty_text")]
+
+
+def test_an_input_file_beside_the_snapshot_folders_is_refused_not_skipped(tmp_path):
+    write_jsonl(tmp_path / "crawl" / "2024-05" / "a.jsonl", [{"id": "1", "text": "x"}])
+    write_jsonl(tmp_path / "crawl" / "b.jsonl", [{"id": "2", "text": "y"}])
+    (tmp_path / "crawl" / "README.md").write_text("not input")
+    body = 'name: t\nsources:\n  web: {path: "crawl/{snapshot}/*.jsonl"}\n'
+    with pytest.raises(RecipeError, match=r"sources.web.path: .*crawl/b.jsonl sits beside the snapshot folders"):
+        load_recipe(write_recipe(tmp_path, body))
+    (tmp_path / "crawl" / "b.jsonl").unlink()
+    assert load_recipe(write_recipe(tmp_path, body)).snapshots("web") == ["2024-05"]
+
+
+def test_deeply_nested_json_with_a_long_number_is_quarantined_not_a_crash(tmp_path):
+    line = "[" * 1010 + "1234567890123456789" + "]" * 1010
+    write_jsonl(tmp_path / "web" / "a.jsonl", [{"id": "1", "text": "fine"}, '{"id": "2", "text": "x", "deep": ' + line + "}"])
+    result = run_raw(_env(tmp_path, f'name: t\nsources:\n  web: {{path: "web/*.jsonl", {LOOSE}}}\n'), "web")
+    assert (result.stats["documents"], result.stats["quarantined"]) == (1, 1)
+    assert _fates(tmp_path, "web")[0][:2] == ("a.jsonl:2", "malformed_json")
