@@ -1,5 +1,6 @@
 """`mix-pipeline run` rebuilds a partition whose published shards were deleted since, instead of
-planning the mixture from what is left (issue 16): the catalog and the mixture agree again."""
+planning the mixture from what is left (issue 16): the catalog and the mixture agree again. The
+web source's snapshot folder is named `2024|05`: a partition like any other."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from mix_pipeline_tests.core.test_nothing_lost import SHARDS, _corpus
 
 def test_a_rerun_rebuilds_partitions_whose_published_shards_were_deleted(tmp_path, capsys):
     _corpus(tmp_path)
-    recipe = write_recipe(tmp_path, SHARDS)
+    (tmp_path / "web").rename(tmp_path / "2024|05")
+    (tmp_path / "web").mkdir()
+    (tmp_path / "2024|05").rename(tmp_path / "web" / "2024|05")
+    recipe = write_recipe(tmp_path, SHARDS.replace('"web/*.jsonl"', '"web/{snapshot}/*.jsonl"'))
     root = tmp_path / "data"
     with dg.instance_for_test() as instance:
         first = run_recipe(str(recipe), instance=instance)["m"]
@@ -27,10 +31,10 @@ def test_a_rerun_rebuilds_partitions_whose_published_shards_were_deleted(tmp_pat
         # deduplicated again (not planned from 60 of 120 books), the second ingested again before
         # dedup_index reads it (not republished short).
         (root / "deduplicated" / "books" / "default" / "part-00001.parquet").unlink()
-        (root / "filtered" / "web" / "default" / "part-00000.parquet").unlink()
+        (root / "filtered" / "web" / "2024|05" / "part-00000.parquet").unlink()
         again = run_recipe(str(recipe), instance=instance)["m"]
         out = capsys.readouterr().out
-        assert "ingest [web|default]: filtered_documents: " in out and "part-00000.parquet (60 rows) is missing: rebuilding it" in out
+        assert "ingest [web|2024|05]: filtered_documents: " in out and "part-00000.parquet (60 rows) is missing: rebuilding it" in out
         assert "ingest: 1 of 2 partition(s)" in out
         assert "deduplicated [books|default]: " in out and "part-00001.parquet (60 rows) is missing: rebuilding it" in out
         assert again["output_sha256"] == first["output_sha256"]
