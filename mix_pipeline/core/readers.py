@@ -345,8 +345,10 @@ class SourceReader(PipelineStep):
                             raw.decode("utf-8")
                         except UnicodeDecodeError as exc:
                             raise Quarantined(INVALID_UTF8, str(exc)) from None
-                        if line_no == 1 and raw.startswith(_UTF8_BOM):
-                            raw = raw[len(_UTF8_BOM):]  # a byte order mark, not part of the record
+                        if raw.startswith(_UTF8_BOM):
+                            # A byte order mark, not part of the record (on a later line where
+                            # files with one were concatenated).
+                            raw = raw[len(_UTF8_BOM):]
                         record = parse_json_line(raw)
                         if not isinstance(record, dict):
                             raise Quarantined(NOT_AN_OBJECT, type(record).__name__)

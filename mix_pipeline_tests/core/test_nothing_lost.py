@@ -45,7 +45,9 @@ def test_valid_records_that_used_to_be_quarantined_are_kept_with_exact_ids(tmp_p
     web = tmp_path / "web"
     web.mkdir()
     (web / "a_bom.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": "bom1", "text": "first"}).encode()
-                                      + b"\n" + json.dumps({"id": "bom2", "text": "second"}).encode() + b"\n")
+                                      + b"\n" + json.dumps({"id": "bom2", "text": "second"}).encode() + b"\n"
+                                      # `cat` of two files that each start with one
+                                      + b"\xef\xbb\xbf" + json.dumps({"id": "bom3", "text": "third"}).encode() + b"\n")
     (web / "b_score.jsonl").write_text('{"id": "s1", "text": "huge score", "score": 1e400, "n": 12345678901234567890123}\n')
     (web / "c_ids.jsonl").write_text('{"id": 123456789012345678901234567890, "text": "one"}\n'
                                      '{"id": 123456789012345678901234567891, "text": "two"}\n'
@@ -59,14 +61,14 @@ def test_valid_records_that_used_to_be_quarantined_are_kept_with_exact_ids(tmp_p
     result = run_raw(_env(tmp_path, f'name: t\nsources:\n  web: {{path: "web/*", {LOOSE}}}\n'), "web")
     assert result.stats["quarantined"] == 0, _rows(tmp_path / "data" / "quarantine" / "web" / "default")
     docs = {d["id"]: d for d in _rows(tmp_path / "data" / "raw" / "web" / "default")}
-    assert docs["bom1"]["text"] == "first" and "bom2" in docs
+    assert docs["bom1"]["text"] == "first" and {"bom2", "bom3"} <= set(docs)
     assert json.loads(docs["s1"]["metadata"])["score"] == "1e400"  # kept as written: no double holds it
     assert json.loads(docs["s1"]["metadata"])["n"] == 12345678901234567890123
     assert {"123456789012345678901234567890", "123456789012345678901234567891",
             "0.100000000000000000001", "0.100000000000000000002"} <= set(docs)
     assert docs["d_gen.jsonl:2"]["text"] == "explicit" and docs["d_gen.jsonl:2#1"]["text"] == "generated"
     assert {f"f{i}" for i in range(20)} <= set(docs) and {"crlf1", "crlf2", "g0", "g1", "g2"} <= set(docs)
-    assert len(docs) == result.stats["records"] == 2 + 1 + 4 + 2 + 20 + 2 + 3
+    assert len(docs) == result.stats["records"] == 3 + 1 + 4 + 2 + 20 + 2 + 3
     fates = _fates(tmp_path, "web")
     assert fates == []  # nothing quarantined, so no id has two fates
 
