@@ -707,6 +707,16 @@ def load_recipe(path: str | os.PathLike, check_paths: bool = True) -> Recipe:
     return recipe
 
 
+def check_file_name(key: str, path: str, origin: str = "recipe") -> None:
+    """Refuse an input file whose name is not valid UTF-8: ids, provenance and the catalog name
+    files in UTF-8, and writing such a name would fail mid-stage."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise RecipeError(f"{origin}: {key}: the file name '{shown}' is not valid UTF-8; rename the file") from None
+
+
 def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
     for name, spec in recipe.sources.items():
         files = [f for snap in recipe.snapshots(name) for f in recipe.source_files(name, snap)]
@@ -719,6 +729,7 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
         for f in files:
             recipe.check_inside(f"sources.{name}.path", f, origin)
         for f in files:
+            check_file_name(f"sources.{name}.path", f, origin)
             try:
                 kind = not_regular(f)
             except OSError:

@@ -62,7 +62,7 @@ from mix_pipeline.core.quality import CheckOutcome, GateFailed
 from mix_pipeline.core.readers import SourceReader
 from mix_pipeline.core.tokens import TokenCounter
 from mix_pipeline.names import DECONTAMINATION, DEDUPLICATED, DEFAULT_SNAPSHOT, FATE_DUPLICATE, FILTERED, RAW
-from mix_pipeline.recipe import Recipe, RecipeError
+from mix_pipeline.recipe import Recipe, RecipeError, check_file_name
 
 # (pipeline, logging_dir, tasks) → None
 PipelineRunner = Callable[[list, str, int], None]
@@ -286,6 +286,7 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
         )
     for f in files:  # a symlink that appeared since the recipe was validated
         recipe.check_inside(f"sources.{source}.path", f, f"source '{source}'")
+        check_file_name(f"sources.{source}.path", f, f"source '{source}'")
     raw_final = partition_dir(env.root, "raw", source, snapshot)
     quarantine_final = partition_dir(env.root, "quarantine", source, snapshot)
     raw_tmp, quarantine_tmp = staging_dir(raw_final), staging_dir(quarantine_final)

@@ -277,3 +277,16 @@ def test_deeply_nested_json_with_a_long_number_is_quarantined_not_a_crash(tmp_pa
     result = run_raw(_env(tmp_path, f'name: t\nsources:\n  web: {{path: "web/*.jsonl", {LOOSE}}}\n'), "web")
     assert (result.stats["documents"], result.stats["quarantined"]) == (1, 1)
     assert _fates(tmp_path, "web")[0][:2] == ("a.jsonl:2", "malformed_json")
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_naming_it_and_odd_names_are_read(tmp_path):
+    write_jsonl(tmp_path / "web" / "line\nbreak.jsonl", [{"text": "a newline in the file name"}])
+    (tmp_path / "web" / "a b ünï.jsonl").write_text('{"text": "spaces and accents"}\n')
+    body = 'name: t\nsources:\n  web: {path: "web/*.jsonl"}\n'
+    result = run_raw(_env(tmp_path, body), "web")
+    assert sorted(d["id"] for d in _rows(tmp_path / "data" / "raw" / "web" / "default")) == ["a b ünï.jsonl:1", "line\nbreak.jsonl:1"]
+    assert result.stats["records"] == 2
+    with open(os.fsencode(tmp_path / "web") + b"/bad\xff.jsonl", "wb") as f:
+        f.write(b'{"text": "x"}\n')
+    with pytest.raises(RecipeError, match=r"sources.web.path: the file name '.*/web/bad\\xff.jsonl' is not valid UTF-8; rename the file"):
+        load_recipe(write_recipe(tmp_path, body))
