@@ -228,6 +228,10 @@ def render_messages(messages) -> str:
     return "\n\n".join(parts)
 
 
+# Metadata keys the pipeline sets on every document (provenance, the columns it lifts out).
+_PIPELINE_KEYS = ("source", "domain", "file", "line", "n_tokens")
+
+
 def not_regular(path: str) -> str | None:
     """What a path is when it is not a regular file (after symlinks): 'a named pipe', 'a socket',
     'a device', 'a folder'; None for a regular file. Raises OSError when it cannot be stat'ed."""
@@ -299,6 +303,13 @@ class SourceReader(PipelineStep):
             raise Quarantined(BAD_ID, f"'{self.id_field}' is {type(doc_id).__name__}, not a string or number")
         doc_id = f"{rel}:{line}" if doc_id is None or doc_id == "" else str(doc_id)
         metadata = {k: v for k, v in record.items() if k not in (self.text_field, self.id_field)}
+        for key in _PIPELINE_KEYS:
+            if key in metadata:
+                # The record's own field (Dolma's `source`, say) would be overwritten: kept as `input_<key>`.
+                name = f"input_{key}"
+                while name in metadata:
+                    name = f"input_{name}"
+                metadata[name] = metadata.pop(key)
         metadata.update(source=self.source, domain=self.domain, file=rel, line=line)
         return Document(text=text, id=doc_id, metadata=metadata)
 

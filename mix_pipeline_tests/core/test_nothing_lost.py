@@ -48,7 +48,8 @@ def test_valid_records_that_used_to_be_quarantined_are_kept_with_exact_ids(tmp_p
                                       + b"\n" + json.dumps({"id": "bom2", "text": "second"}).encode() + b"\n"
                                       # `cat` of two files that each start with one
                                       + b"\xef\xbb\xbf" + json.dumps({"id": "bom3", "text": "third"}).encode() + b"\n")
-    (web / "b_score.jsonl").write_text('{"id": "s1", "text": "huge score", "score": 1e400, "n": 12345678901234567890123}\n')
+    (web / "b_score.jsonl").write_text('{"id": "s1", "text": "huge score", "score": 1e400, "n": 12345678901234567890123, '
+                                       '"source": "dolma", "line": 7, "input_line": 8}\n')
     (web / "c_ids.jsonl").write_text('{"id": 123456789012345678901234567890, "text": "one"}\n'
                                      '{"id": 123456789012345678901234567891, "text": "two"}\n'
                                      '{"id": 0.100000000000000000001, "text": "three"}\n'
@@ -63,7 +64,11 @@ def test_valid_records_that_used_to_be_quarantined_are_kept_with_exact_ids(tmp_p
     docs = {d["id"]: d for d in _rows(tmp_path / "data" / "raw" / "web" / "default")}
     assert docs["bom1"]["text"] == "first" and {"bom2", "bom3"} <= set(docs)
     assert json.loads(docs["s1"]["metadata"])["score"] == "1e400"  # kept as written: no double holds it
-    assert json.loads(docs["s1"]["metadata"])["n"] == 12345678901234567890123
+    meta = json.loads(docs["s1"]["metadata"])
+    assert meta["n"] == 12345678901234567890123
+    # Fields named like the pipeline's own keys are kept under another name, not overwritten.
+    assert (docs["s1"]["source"], meta["input_source"], meta["line"], meta["input_input_line"], meta["input_line"]) == (
+        "web", "dolma", 1, 7, 8)
     assert {"123456789012345678901234567890", "123456789012345678901234567891",
             "0.100000000000000000001", "0.100000000000000000002"} <= set(docs)
     assert docs["d_gen.jsonl:2"]["text"] == "explicit" and docs["d_gen.jsonl:2#1"]["text"] == "generated"
