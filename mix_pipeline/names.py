@@ -34,6 +34,27 @@ def split_partition_key(key: str) -> tuple[str, str]:
     source, _, snapshot = key.partition(PARTITION_SEPARATOR)
     return source, snapshot
 
+
+# What Dagster refuses in a partition key (dagster's INVALID_PARTITION_SUBSTRINGS). The separator
+# `|` is fine in a snapshot name: source names cannot hold it, so a key splits at its first `|`.
+_INVALID_KEY_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
+def snapshot_name_problem(name: str) -> str | None:
+    """Why a snapshot folder's name cannot be a partition key, or None when it can."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    bad = next((s for s in _INVALID_KEY_SUBSTRINGS if s in name), None)
+    if bad is not None:
+        return f"its name holds {bad!r}, which a partition key cannot"
+    return None
+
+
+# Folders the pipeline writes under data_root: a source inside one would read the pipeline's output.
+DATA_ROOT_OUTPUTS = ("raw", "quarantine", "filtered", "dropped", "deduplicated", "dedup_index", "mixtures", "lab", "_work")
+
 # Every input document ends in exactly one of these.
 FATE_KEPT = "kept"
 FATE_DROPPED = "dropped"

@@ -8,6 +8,7 @@ means the same thing whatever the working directory.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import os
@@ -21,8 +22,16 @@ from mix_pipeline.core import quality, quality_model
 from mix_pipeline.core.decontamination import eval_set_name
 from mix_pipeline.core.filters import check_params as check_filter_params
 from mix_pipeline.core.filters import path_params
-from mix_pipeline.core.readers import DEFAULT_MAX_DOCUMENT_BYTES
-from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTER_NAMES, PROSE_FILTERS, SNAPSHOT_PLACEHOLDER, SOURCE_NAME_PATTERN
+from mix_pipeline.core.readers import DEFAULT_MAX_DOCUMENT_BYTES, not_regular
+from mix_pipeline.names import (
+    DATA_ROOT_OUTPUTS,
+    DEFAULT_SNAPSHOT,
+    FILTER_NAMES,
+    PROSE_FILTERS,
+    SNAPSHOT_PLACEHOLDER,
+    SOURCE_NAME_PATTERN,
+    snapshot_name_problem,
+)
 
 
 def _glob_base(pattern: str) -> str:
@@ -561,12 +570,13 @@ class Recipe(_Strict):
                     keys.append((f"sources.{name}.filters[{i}].{f.name}.model", f.params["model"]))
         return keys
 
-    def _pattern(self, source: str, snapshot: str) -> str:
+    def _pattern(self, source: str, snapshot: str, as_glob: bool = False) -> str:
         path = self.sources[source].path
         if SNAPSHOT_PLACEHOLDER in path:
             if snapshot == DEFAULT_SNAPSHOT:
                 raise ValueError(f"source '{source}' has dated snapshots; name one")
-            path = path.replace(SNAPSHOT_PLACEHOLDER, snapshot)
+            # A folder named `2024[05]` is a name, not a character class.
+            path = path.replace(SNAPSHOT_PLACEHOLDER, glob.escape(snapshot) if as_glob else snapshot)
         elif snapshot != DEFAULT_SNAPSHOT:
             raise ValueError(f"source '{source}' has no snapshots (its path has no {SNAPSHOT_PLACEHOLDER})")
         return self.resolve(path)
@@ -582,8 +592,28 @@ class Recipe(_Strict):
         parent = self.resolve(self.sources[source].path.split(SNAPSHOT_PLACEHOLDER)[0] or ".")
         if not os.path.isdir(parent):
             return []
-        names = sorted(d for d in os.listdir(parent) if not d.startswith(".") and os.path.isdir(os.path.join(parent, d)))
-        return [d for d in names if d != DEFAULT_SNAPSHOT and self.source_files(source, d)]
+        entries = sorted(e for e in os.listdir(parent) if not e.startswith("."))
+        names = [d for d in entries if os.path.isdir(os.path.join(parent, d))]
+        tail = self.sources[source].path.replace("\\", "/").split(SNAPSHOT_PLACEHOLDER + "/", 1)[-1]
+        if "/" not in tail:
+            # An input file beside the snapshot folders belongs to none of them: never read, so refused.
+            stray = [e for e in entries if e not in names and fnmatch.fnmatchcase(e, tail)]
+            if stray:
+                raise RecipeError(f"sources.{source}.path: {os.path.join(parent, stray[0])} sits beside the snapshot "
+                                  f"folders and belongs to none, so it would never be read; move it into a snapshot folder")
+        out = []
+        for d in names:
+            problem = snapshot_name_problem(d)
+            if problem is None and d == DEFAULT_SNAPSHOT:
+                problem = f"'{DEFAULT_SNAPSHOT}' is the name of the single snapshot of sources without snapshots"
+            if problem is None:
+                if self.source_files(source, d):
+                    out.append(d)
+            elif self._files_matching(self.resolve(self.sources[source].path.replace(SNAPSHOT_PLACEHOLDER, glob.escape(d)))):
+                # Never skipped silently: a snapshot with input files that cannot be a partition.
+                raise RecipeError(f"sources.{source}.path: snapshot folder {os.path.join(parent, d)!r} cannot be "
+                                  f"a partition: {problem}; rename the folder")
+        return out
 
     def source_files(self, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> list[str]:
         """The input files of one snapshot of a source, sorted; directories expand to every file below them."""
@@ -591,15 +621,37 @@ class Recipe(_Strict):
             # os.walk would skip the folder silently, and every file under it would go uncounted.
             raise RecipeError(f"source '{source}': cannot list folder {err.filename}: {err.strerror}")
 
+        return self._files_matching(self._pattern(source, snapshot, as_glob=True), unlistable)
+
+    @staticmethod
+    def _files_matching(pattern: str, onerror=None) -> list[str]:
+        """The files a pattern names, sorted, each file once: paths that reach the same file through
+        symlinks (a `**` through a link to a parent folder) or hard links count once, under the
+        path without symlinks where there is one, else the shortest."""
         files: set[str] = set()
-        for match in glob.glob(self._pattern(source, snapshot), recursive=True):
+        for match in glob.glob(pattern, recursive=True):
             if os.path.isdir(match):
-                for root, dirs, names in os.walk(match, onerror=unlistable):
+                for root, dirs, names in os.walk(match, onerror=onerror):
                     dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                     files.update(os.path.join(root, n) for n in names if not n.startswith("."))
             else:
                 files.add(match)
-        return sorted(files)
+
+        def preference(path: str) -> tuple:
+            return (os.path.realpath(path) != os.path.abspath(path), len(path), path)
+
+        seen: set[tuple[int, int]] = set()
+        out = []
+        for path in sorted(files, key=preference):
+            try:
+                st = os.stat(os.path.realpath(path))  # realpath: a path looping through links may be too deep to stat
+            except OSError:  # a dangling link: listed, so validation or the reader reports it
+                out.append(path)
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                out.append(path)
+        return sorted(out)
 
     def eval_set_files(self) -> list[str]:
         """The decontamination eval sets, sorted by path (the order drops are attributed in)."""
@@ -653,7 +705,44 @@ def parse_recipe(data: Any, base_dir: str, sha256: str = "", origin: str = "reci
     recipe = quality_model.bind_models(recipe.model_copy(update={"base_dir": base_dir, "sha256": sha256}))
     for key, path in recipe.path_keys():
         recipe.check_inside(key, path, origin)
+    check_data_root(recipe, origin)
     return recipe
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_data_root(recipe: Recipe, origin: str = "recipe") -> None:
+    """Refuse a data_root that overlaps a source's folder: the same folder, a data_root the source's
+    pattern can reach into (a later run would read the pipeline's own outputs), or a source inside
+    a folder the pipeline writes (raw/, mixtures/, ...)."""
+    root = os.path.realpath(recipe.data_root_path)
+    if "://" in root:
+        return
+    for name, spec in recipe.sources.items():
+        pattern = recipe.resolve(spec.path)
+        if "://" in pattern:
+            continue
+        base = _glob_base(pattern)
+        real_base = os.path.realpath(base)
+        rest = os.path.relpath(pattern, base)
+        clash = None
+        if real_base == root:
+            clash = "is the source's folder"
+        elif _within(root, real_base):
+            below = os.path.relpath(root, real_base).split(os.sep)
+            parts = [] if rest == "." else rest.split(os.sep)
+            recursive = os.path.isdir(pattern) or any("**" in p for p in parts)
+            # With `{snapshot}` or a wildcard folder, data_root's first folder below the base can match.
+            first = parts[0].replace(SNAPSHOT_PLACEHOLDER, "*") if len(parts) > 1 else None
+            if recursive or (first is not None and fnmatch.fnmatchcase(below[0], first)):
+                clash = f"is inside the source's folder {real_base} and its path '{spec.path}' reaches into it"
+        elif any(_within(real_base, os.path.join(root, d)) for d in DATA_ROOT_OUTPUTS):
+            clash = f"holds the source's folder {real_base} among the pipeline's outputs"
+        if clash:
+            raise RecipeError(f"{origin}: data_root: '{recipe.data_root}' ({root}) {clash} (sources.{name}.path); "
+                              "put data_root and the sources in separate folders")
 
 
 def load_recipe(path: str | os.PathLike, check_paths: bool = True) -> Recipe:
@@ -675,6 +764,16 @@ def load_recipe(path: str | os.PathLike, check_paths: bool = True) -> Recipe:
     return recipe
 
 
+def check_file_name(key: str, path: str, origin: str = "recipe") -> None:
+    """Refuse an input file whose name is not valid UTF-8: ids, provenance and the catalog name
+    files in UTF-8, and writing such a name would fail mid-stage."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise RecipeError(f"{origin}: {key}: the file name '{shown}' is not valid UTF-8; rename the file") from None
+
+
 def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
     for name, spec in recipe.sources.items():
         files = [f for snap in recipe.snapshots(name) for f in recipe.source_files(name, snap)]
@@ -686,6 +785,15 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
         # A symlink inside the folder, or a `..` after a wildcard, can still lead out.
         for f in files:
             recipe.check_inside(f"sources.{name}.path", f, origin)
+        for f in files:
+            check_file_name(f"sources.{name}.path", f, origin)
+            try:
+                kind = not_regular(f)
+            except OSError:
+                continue  # reported as not readable below
+            if kind:
+                raise RecipeError(f"{origin}: sources.{name}.path: {f} is {kind}, not a regular file "
+                                  "(reading it could block forever); remove it or narrow the path")
         unreadable = [f for f in files if not os.access(f, os.R_OK)]
         if unreadable:
             raise RecipeError(

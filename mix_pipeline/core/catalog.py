@@ -114,8 +114,9 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
         quarantined = 0
         if quarantine_files:
             con.execute(
-                f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason)
-                    SELECT source, ?, id, 'raw', '{FATE_QUARANTINED}', json_extract_string(metadata, '$.reason')
+                f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, detail)
+                    SELECT source, ?, id, 'raw', '{FATE_QUARANTINED}', json_extract_string(metadata, '$.reason'),
+                           nullif(json_extract_string(metadata, '$.detail'), '')
                     FROM read_parquet({sql_file_list(quarantine_files)})""",
                 [snapshot],
             )

@@ -33,6 +33,20 @@ def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
     return _digest(payload)
 
 
+def published_problem(recipe: Recipe, source: str, snapshot: str) -> str | None:
+    """Why what raw + filtered published for a partition can no longer be trusted (a shard
+    missing, changed or added since, see core.integrity), or None. Such a partition is stale
+    whatever its input fingerprint says: ingesting it again rebuilds it."""
+    from mix_pipeline.core.integrity import verify_partition
+    from mix_pipeline.names import FILTERED, RAW
+
+    for stage in (RAW, FILTERED):
+        problem = verify_partition(recipe.data_root_path, stage, source, snapshot)
+        if problem:
+            return f"{stage}: {problem}"
+    return None
+
+
 def file_fingerprint(paths: list[str], extra=None) -> str:
     """Content fingerprint of published files (used where outputs, not inputs, are compared)."""
     from mix_pipeline.core.documents import file_sha256

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import re
+import stat
 from collections.abc import Iterator
 
 from datatrove.data import Document, DocumentsPipeline
@@ -52,10 +55,18 @@ class Quarantined(Exception):
         self.detail = detail
 
 
+_GZIP_MAGIC, _ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
 def _compression(path: str) -> str | None:
-    if path.endswith(".gz"):
+    """What the file's first bytes say it is, whatever its name: a `.jsonl.gz` that is really plain
+    JSON lines is read as such (its name alone would turn it into one `truncated_file` record), and a
+    gzipped file without `.gz` is decompressed. JSON text never starts with either magic number."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_GZIP_MAGIC):
         return "gzip"
-    if path.endswith(".zst") or path.endswith(".zstd"):
+    if head.startswith(_ZSTD_MAGIC):
         return "zstd"
     return None
 
@@ -161,6 +172,50 @@ def _is_binary(path: str) -> bool:
     return b"\x00" in head
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+# orjson reads an integer beyond 64 bits as a float (two distinct 30-digit ids would collide) and
+# refuses a number beyond the double range (`1e400`): lines with a long run of digits, or that
+# orjson refuses for a number, are parsed again by the standard library, keeping numbers exact.
+_LONG_DIGITS = re.compile(rb"[0-9][0-9.]{15}")
+_DOUBLE_DIGITS = 17  # significant digits a double tells apart
+
+
+def _exact_float(text: str):
+    """A JSON number with a fraction or exponent: a float where a double holds it, else its JSON
+    text (`1e400`, or 0.100000000000000000001 next to 0.100000000000000000002, are valid JSON;
+    the record is kept with the number as written)."""
+    value = float(text)
+    digits = text.lower().split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+    return value if math.isfinite(value) and len(digits) <= _DOUBLE_DIGITS else text
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_line(raw: bytes):
+    """One JSON value from a line, every number read exactly. Raises Quarantined(MALFORMED_JSON)."""
+    import orjson
+
+    try:
+        record = orjson.loads(raw)
+        if not _LONG_DIGITS.search(raw):
+            return record
+    except orjson.JSONDecodeError as exc:
+        if "number" not in str(exc):
+            raise Quarantined(MALFORMED_JSON, str(exc)) from None
+        first_error = str(exc)
+    else:
+        first_error = None
+    try:
+        record = json.loads(raw.decode("utf-8"), parse_float=_exact_float, parse_constant=_refuse_constant)
+        # The standard library accepts lone surrogate escapes (orjson does not): no such text may pass.
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError, RecursionError) as exc:
+        raise Quarantined(MALFORMED_JSON, first_error or f"{type(exc).__name__}: {exc}") from None
+    return record
+
+
 def render_messages(messages) -> str:
     """Chat records are filtered and deduplicated on this rendering of their turns."""
     if not isinstance(messages, list) or not messages:
@@ -171,6 +226,27 @@ def render_messages(messages) -> str:
             raise Quarantined(BAD_MESSAGES, "each message needs string 'role' and 'content'")
         parts.append(f"{turn['role']}: {turn['content']}")
     return "\n\n".join(parts)
+
+
+# Metadata keys the pipeline sets on every document (provenance, the columns it lifts out).
+_PIPELINE_KEYS = ("source", "domain", "file", "line", "n_tokens")
+
+
+def not_regular(path: str) -> str | None:
+    """What a path is when it is not a regular file (after symlinks): 'a named pipe', 'a socket',
+    'a device', 'a folder'; None for a regular file. Raises OSError when it cannot be stat'ed."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return None  # reading it raises IsADirectoryError: `unreadable_file`, as before
+    return "a special file"
 
 
 class SourceReader(PipelineStep):
@@ -227,6 +303,13 @@ class SourceReader(PipelineStep):
             raise Quarantined(BAD_ID, f"'{self.id_field}' is {type(doc_id).__name__}, not a string or number")
         doc_id = f"{rel}:{line}" if doc_id is None or doc_id == "" else str(doc_id)
         metadata = {k: v for k, v in record.items() if k not in (self.text_field, self.id_field)}
+        for key in _PIPELINE_KEYS:
+            if key in metadata:
+                # The record's own field (Dolma's `source`, say) would be overwritten: kept as `input_<key>`.
+                name = f"input_{key}"
+                while name in metadata:
+                    name = f"input_{name}"
+                metadata[name] = metadata.pop(key)
         metadata.update(source=self.source, domain=self.domain, file=rel, line=line)
         return Document(text=text, id=doc_id, metadata=metadata)
 
@@ -252,8 +335,6 @@ class SourceReader(PipelineStep):
         return f"{size:,} bytes > max_document_bytes {self.max_document_bytes:,}"
 
     def _jsonl(self, path: str, rel: str) -> Iterator[tuple[bool, Document]]:
-        import orjson
-
         # Opening is outside the try below: a file we may not open is `unreadable_file` (read_file),
         # not a truncated stream.
         f = _open_binary(path)
@@ -275,10 +356,11 @@ class SourceReader(PipelineStep):
                             raw.decode("utf-8")
                         except UnicodeDecodeError as exc:
                             raise Quarantined(INVALID_UTF8, str(exc)) from None
-                        try:
-                            record = orjson.loads(raw)
-                        except orjson.JSONDecodeError as exc:
-                            raise Quarantined(MALFORMED_JSON, str(exc)) from None
+                        if raw.startswith(_UTF8_BOM):
+                            # A byte order mark, not part of the record (on a later line where
+                            # files with one were concatenated).
+                            raw = raw[len(_UTF8_BOM):]
+                        record = parse_json_line(raw)
                         if not isinstance(record, dict):
                             raise Quarantined(NOT_AN_OBJECT, type(record).__name__)
                         yield True, self._document(record, rel, line_no)
@@ -366,7 +448,7 @@ class SourceReader(PipelineStep):
             if b"\x00" in raw:
                 raise Quarantined(NUL_BYTES)
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8").removeprefix("\ufeff")  # a byte order mark is not text
             except UnicodeDecodeError as exc:
                 raise Quarantined(INVALID_UTF8, str(exc)) from None
             if not text.strip():
@@ -382,6 +464,11 @@ class SourceReader(PipelineStep):
     def read_file(self, path: str) -> Iterator[tuple[bool, Document]]:
         rel = os.path.relpath(path, self.root)
         try:
+            kind = not_regular(path)
+            if kind:
+                # Opening a named pipe or a device would block or never end.
+                yield False, self._quarantine(rel, 0, UNREADABLE_FILE, f"{kind}, not a regular file")
+                return
             if self.fmt == "text":
                 yield from self._text(path, rel)
             elif path.endswith(".parquet"):

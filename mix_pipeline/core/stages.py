@@ -46,6 +46,7 @@ from mix_pipeline.core.documents import (
 from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
 from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
+from mix_pipeline.core.integrity import require_intact, seal
 from mix_pipeline.core.mixing import (
     SPLITS,
     InfeasibleMixture,
@@ -60,8 +61,8 @@ from mix_pipeline.core.mixing import (
 from mix_pipeline.core.quality import CheckOutcome, GateFailed
 from mix_pipeline.core.readers import SourceReader
 from mix_pipeline.core.tokens import TokenCounter
-from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FATE_DUPLICATE
-from mix_pipeline.recipe import Recipe, RecipeError
+from mix_pipeline.names import DECONTAMINATION, DEDUPLICATED, DEFAULT_SNAPSHOT, FATE_DUPLICATE, FILTERED, RAW
+from mix_pipeline.recipe import Recipe, RecipeError, check_file_name
 
 # (pipeline, logging_dir, tasks) → None
 PipelineRunner = Callable[[list, str, int], None]
@@ -190,7 +191,8 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
     whichever task read it. The later records are removed from the staged shards they are in
     (rewritten in place, streaming) and written as one more quarantine shard, ordered the same way,
     so the partition stays deterministic and byte-identical across reruns and worker counts.
-    Returns how many were quarantined; 0 (the usual case) costs one count over the ids.
+    A record whose generated id (`<file>:<line>`, it had none) another record names explicitly is
+    renamed `<file>:<line>#<n>`, not quarantined: they are two documents. Returns how many were quarantined; 0 (the usual case) costs one count over the ids.
     """
     if not raw_parts:
         return 0
@@ -202,7 +204,7 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
             return 0
         con.execute("CREATE TEMP TABLE file_order (file VARCHAR, pos BIGINT)")
         con.executemany("INSERT INTO file_order VALUES (?, ?)", [[os.path.relpath(f, root), i] for i, f in enumerate(files)])
-        later = con.execute(
+        members = con.execute(
             f"""WITH docs AS (
                     SELECT id, text, metadata, filename AS shard, file_row_number AS shard_row
                     FROM read_parquet({parts}, filename = true, file_row_number = true)),
@@ -211,36 +213,61 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
                              CAST(json_extract(metadata, '$.line') AS BIGINT) AS line
                       FROM docs SEMI JOIN dup USING (id))
                 SELECT id, shard, shard_row, file, line, left(text, {SNIPPET_CHARS}) AS snippet,
-                       first_value(file) OVER w AS first_file, first_value(line) OVER w AS first_line,
-                       row_number() OVER w AS k
+                       id = file || ':' || line AS generated
                 FROM d JOIN file_order USING (file)
-                WINDOW w AS (PARTITION BY id ORDER BY pos, line, shard, shard_row)
-                QUALIFY k > 1
                 ORDER BY pos, line, shard, shard_row"""
         ).fetchall()
+        groups: dict[str, list[tuple]] = {}
+        for order, m in enumerate(members):
+            groups.setdefault(m[0], []).append(m + (order,))
+        # A record without an id got `<file>:<line>`; another record naming that same id explicitly
+        # is a different document, not a duplicate: the generated one takes the next free
+        # `<file>:<line>#<n>` instead of being quarantined.
+        renames: dict[str, dict[int, str]] = {}
+        later = []
+        for doc_id, group in groups.items():
+            generated = [m for m in group if m[6]]
+            explicit = [m for m in group if not m[6]]
+            if generated and explicit:
+                for m in generated:
+                    n = 1
+                    while con.execute(f"SELECT count(*) FROM read_parquet({parts}) WHERE id = ?",
+                                      [f"{doc_id}#{n}"]).fetchone()[0]:
+                        n += 1
+                    renames.setdefault(m[1], {})[m[2]] = f"{doc_id}#{n}"
+                group = explicit
+            first = group[0]
+            later += [m + (first[3], first[4]) for m in group[1:]]
+    later.sort(key=lambda m: m[7])  # input order
     by_shard: dict[str, set[int]] = {}
     rows = []
-    for doc_id, shard, shard_row, file, line, snippet, first_file, first_line, _ in later:
+    for doc_id, shard, shard_row, file, line, snippet, _, _, first_file, first_line in later:
         by_shard.setdefault(shard, set()).add(shard_row)
         shown = doc_id if len(doc_id) <= 200 else doc_id[:200] + "…"
         rows.append(document_row(Document(text=snippet, id=f"{file}:{line}", metadata={
             "source": source, "domain": domain, "file": file, "line": line, "reason": DUPLICATE_ID,
             "detail": f"id '{shown}' first seen at {first_file}:{first_line}",
         })))
-    for shard, drop in sorted(by_shard.items()):
-        _drop_rows(shard, drop)
-    pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA),
-                   os.path.join(quarantine_dir, f"part-{next_part:05d}.parquet"), compression="zstd")
+    for shard in sorted(set(by_shard) | set(renames)):
+        _drop_rows(shard, by_shard.get(shard, set()), renames.get(shard))
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA),
+                       os.path.join(quarantine_dir, f"part-{next_part:05d}.parquet"), compression="zstd")
     return len(rows)
 
 
-def _drop_rows(path: str, drop: set[int]) -> None:
-    """Rewrite one Parquet shard without the rows at `drop` (0-based), one batch at a time."""
+def _drop_rows(path: str, drop: set[int], rename: dict[int, str] | None = None) -> None:
+    """Rewrite one Parquet shard without the rows at `drop` (0-based), and with the ids of the rows
+    at `rename` replaced, one batch at a time."""
     source = pq.ParquetFile(path)
     tmp = path + ".rewrite"
     offset = 0
     with pq.ParquetWriter(tmp, source.schema_arrow, compression="zstd") as out:
         for batch in source.iter_batches(batch_size=1000):
+            if rename and any(offset + i in rename for i in range(batch.num_rows)):
+                ids = [rename.get(offset + i, v) for i, v in enumerate(batch.column("id").to_pylist())]
+                columns = [pa.array(ids, pa.string()) if n == "id" else batch.column(n) for n in batch.schema.names]
+                batch = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
             keep = [offset + i not in drop for i in range(batch.num_rows)]
             offset += batch.num_rows
             out.write_batch(batch.filter(pa.array(keep)))
@@ -259,6 +286,7 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
         )
     for f in files:  # a symlink that appeared since the recipe was validated
         recipe.check_inside(f"sources.{source}.path", f, f"source '{source}'")
+        check_file_name(f"sources.{source}.path", f, f"source '{source}'")
     raw_final = partition_dir(env.root, "raw", source, snapshot)
     quarantine_final = partition_dir(env.root, "quarantine", source, snapshot)
     raw_tmp, quarantine_tmp = staging_dir(raw_final), staging_dir(quarantine_final)
@@ -288,6 +316,8 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     env.log(f"raw[{source}|{snapshot}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
     checks = quality.raw_checks(raw_parts, quarantine_parts, spec.checks)
     _gate(f"raw_documents[{source}|{snapshot}]", checks, [raw_tmp, quarantine_tmp])
+    seal(raw_tmp)
+    seal(quarantine_tmp)
     publish_dir(raw_tmp, raw_final)
     publish_dir(quarantine_tmp, quarantine_final)
     return StageResult(stats, checks)
@@ -326,6 +356,7 @@ def run_filtered(
     """`profiles` maps the source's other snapshots to their stored profiles (for drift)."""
     recipe = env.recipe
     spec = recipe.sources[source]
+    require_intact(env.root, RAW, source, snapshot)
     inputs = list_parts(partition_dir(env.root, "raw", source, snapshot))
     out_final = partition_dir(env.root, "filtered", source, snapshot)
     dropped_final = partition_dir(env.root, "dropped", source, snapshot)
@@ -368,6 +399,8 @@ def run_filtered(
     refs = drift.references(snapshot, {k: v for k, v in (profiles or {}).items() if k != snapshot}, snapshot_order)
     checks.append(quality.drift_check(current, refs, spec.checks))
     _gate(f"filtered_documents[{source}|{snapshot}]", checks, [out_tmp, dropped_tmp])
+    seal(out_tmp)
+    seal(dropped_tmp)
     publish_dir(out_tmp, out_final)
     publish_dir(dropped_tmp, dropped_final)
     return StageResult(stats, checks, profile=current)
@@ -474,6 +507,7 @@ def run_dedup_index(env: StageEnv) -> StageResult:
     }
     by_snapshot: dict[str, list[tuple[str, str]]] = {}
     for source, snapshot in filtered_partitions(env):
+        require_intact(env.root, FILTERED, source, snapshot)
         parts = list_parts(partition_dir(env.root, "filtered", source, snapshot))
         by_snapshot.setdefault(snapshot, []).append((source, partition_fingerprint(parts)))
     current = [{"snapshot": s, "partitions": by_snapshot[s]} for s in sorted(by_snapshot, key=snapshot_order)]
@@ -608,6 +642,7 @@ def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: in
 @_scratch_in_data_root
 def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe = env.recipe
+    require_intact(env.root, FILTERED, source, snapshot)
     inputs = list_parts(partition_dir(env.root, "filtered", source, snapshot))
     clusters = clusters_file(env, source, snapshot)
     indexed = pq.read_metadata(clusters).num_rows if os.path.exists(clusters) else 0
@@ -629,6 +664,7 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     env.log(f"deduplicated[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']} ({tokens} tokens)")
     checks = quality.deduplicated_checks(stats["input_documents"], stats["documents"], recipe.sources[source].checks)
     _gate(f"deduplicated_documents[{source}|{snapshot}]", checks, [tmp])
+    seal(tmp)
     publish_dir(tmp, final)
     return StageResult(stats, checks)
 
@@ -692,6 +728,8 @@ def deduplicated_files(env: StageEnv, source: str) -> list[str]:
     """Every snapshot's deduplicated shards of a source, in generation order."""
     folder = env.dir("deduplicated", source)
     snapshots = sorted((s for s in os.listdir(folder) if not s.startswith(".")), key=snapshot_order) if os.path.isdir(folder) else []
+    for snap in snapshots:
+        require_intact(env.root, DEDUPLICATED, source, snap)
     return [p for snap in snapshots for p in list_parts(os.path.join(folder, snap))]
 
 

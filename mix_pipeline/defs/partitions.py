@@ -11,7 +11,7 @@ import re
 
 import dagster as dg
 
-from mix_pipeline.names import PARTITION_SEPARATOR, partition_key, split_partition_key
+from mix_pipeline.names import partition_key, split_partition_key
 from mix_pipeline.recipe import Recipe
 
 
@@ -35,7 +35,6 @@ def discovered_keys(recipe: Recipe) -> list[str]:
         partition_key(source, snapshot)
         for source in sorted(recipe.sources)
         for snapshot in recipe.snapshots(source)
-        if PARTITION_SEPARATOR not in snapshot
     ]
 
 

@@ -11,6 +11,8 @@ files on disk and returns the earliest stage that has work, as one run per parti
   both stages last recorded them (the input fingerprint), or that was never built;
 - dedup_index when any filtered partition was materialized after it;
 - deduplicated partitions materialized before their filtered partition or the index;
+- and at ingest and deduplicated, a built partition whose published files no longer match what
+  its stage sealed (a deleted or altered shard: core.integrity) is rebuilt;
 - mixtures materialized before any deduplicated partition of a source they draw from;
 - mixture_comparison when a mixture was rebuilt after it.
 
@@ -31,7 +33,8 @@ from dataclasses import dataclass
 import dagster as dg
 
 from mix_pipeline.core import quality_model as qm
-from mix_pipeline.core.lineage import input_fingerprint
+from mix_pipeline.core.integrity import verify_partition
+from mix_pipeline.core.lineage import input_fingerprint, published_problem
 from mix_pipeline.defs.jobs import (
     COMPARE_JOB,
     DEDUP_INDEX_JOB,
@@ -68,6 +71,8 @@ class Step:
     why: str
     # What the step is built from; the daemon keys its run on it, so one state never runs twice.
     state: str
+    # Rebuilt because its published files no longer match their seal (core.integrity).
+    damaged: bool = False
 
     @property
     def label(self) -> str:
@@ -119,15 +124,19 @@ def recorded_fingerprint(instance: dg.DagsterInstance, asset: str, key: str) -> 
     return value.value if value is not None else None
 
 
-def stale_ingest(instance: dg.DagsterInstance, recipe: Recipe, keys: list[str]) -> dict[str, str]:
-    """Partitions never built, or whose inputs or recipe entry changed since they were, with their
-    current input fingerprint. Built means both raw and filtered recorded the current fingerprint:
-    an ingest run killed between the two is redone."""
+def stale_ingest(instance: dg.DagsterInstance, recipe: Recipe, keys: list[str]) -> dict[str, tuple[str, str, bool]]:
+    """{key: (input fingerprint, why, damaged)} of partitions never built, whose inputs or recipe entry
+    changed since they were, or whose published files no longer match their seal (a deleted
+    shard, see core.integrity). Built means both raw and filtered recorded the current
+    fingerprint: an ingest run killed between the two is redone."""
     out = {}
     for key in keys:
-        fingerprint = input_fingerprint(recipe, *split_partition_key(key))
+        source, snapshot = split_partition_key(key)
+        fingerprint = input_fingerprint(recipe, source, snapshot)
         if any(recorded_fingerprint(instance, asset, key) != fingerprint for asset in (RAW, FILTERED)):
-            out[key] = fingerprint
+            out[key] = (fingerprint, "input changed or never built", False)
+        elif problem := published_problem(recipe, source, snapshot):
+            out[key] = (fingerprint, problem, True)
     return out
 
 
@@ -163,10 +172,11 @@ def next_wave(
     keys = [k for k in discovered_keys(recipe)
             if k in set(instance.get_dynamic_partitions(source_snapshots(recipe).name))]
     stale = stale_ingest(instance, recipe, [k for k in keys if k not in force_ingest])
-    ingest = [k for k in keys if k in force_ingest or k in stale]
-    if ingest:
-        return [Step(INGEST_JOB, k, "forced" if k in force_ingest else "input changed or never built",
-                     stale.get(k) or input_fingerprint(recipe, *split_partition_key(k))) for k in ingest], []
+    stale.update({k: (input_fingerprint(recipe, *split_partition_key(k)), "forced", False)
+                  for k in force_ingest if k in keys})
+    if stale:
+        # The reason is part of the state: a damaged partition rebuilt from unchanged input is a new run.
+        return [Step(INGEST_JOB, k, stale[k][1], _state(*stale[k]), stale[k][2]) for k in keys if k in stale], []
 
     filtered = _latest(instance, FILTERED, keys)
     index = _latest(instance, DEDUP_INDEX, None)
@@ -176,9 +186,16 @@ def next_wave(
                      _state(sorted((k, _sid(filtered, k)) for k in keys)))], []
 
     deduplicated = _latest(instance, DEDUPLICATED, keys)
-    steps = [Step(DEDUPLICATE_JOB, k, "its filtered partition or the index is newer",
-                  _state(_sid(filtered, k), _sid(index, None)))
-             for k in keys if _sid(deduplicated, k) < max(_sid(filtered, k), _sid(index, None))]
+    steps = []
+    for k in keys:
+        damaged = False
+        if _sid(deduplicated, k) < max(_sid(filtered, k), _sid(index, None)):
+            why = "its filtered partition or the index is newer"
+        elif why := verify_partition(recipe.data_root_path, DEDUPLICATED, *split_partition_key(k)):
+            damaged = True
+        else:
+            continue
+        steps.append(Step(DEDUPLICATE_JOB, k, why, _state(_sid(filtered, k), _sid(index, None), why), damaged))
     if steps:
         return steps, []
 

@@ -151,6 +151,9 @@ def run_pipeline(
             if not steps:
                 return
             for step in steps:
+                if step.damaged:
+                    word = "ingest" if step.job == INGEST_JOB else "deduplicated"
+                    log(f"{word} [{step.partition}]: {step.why}: rebuilding it")
                 if step.run_key in done:  # a step that succeeded must not be stale again
                     raise RunFailed(f"{step.label}: still stale after it ran; see the run in the UI")
                 execute(defs, step.job, instance, step.partition, step.label, tags={PLANNED_TAG: recipe.name})
