@@ -71,9 +71,13 @@ CHECKS: dict[str, CheckDef] = {
     ),
     "drift": CheckDef(
         "filtered",
-        {"max_score": 0.1},
-        "a snapshot whose distribution shifted from the previous one or the baseline (JS divergence of "
-        "lengths, languages or fates); warns and triggers a re-mix rather than blocking",
+        # Jensen–Shannon distance: 0.3 is roughly a sixth of the documents moving (a language filter
+        # suddenly dropping 15% more); sampling noise between snapshots of a few hundred documents
+        # stays under 0.2.
+        {"max_score": 0.3},
+        "a snapshot whose distribution shifted from the previous one or the baseline (JS distance of "
+        "lengths, languages or fates, of what was kept and of the stage input); warns and triggers a re-mix "
+        "rather than blocking",
         severity="warn",
     ),
     # Real corpora have big clusters of boilerplate (a crawl's cookie and 404 pages, 80 copies of the

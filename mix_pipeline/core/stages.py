@@ -364,7 +364,7 @@ def run_filtered(
         language.params.get("languages", ["en"]) if language else None,
         spec.checks,
     )
-    current = drift.profile(kept, stats["input_documents"], dropped)
+    current = drift.profile(kept, stats["input_documents"], dropped, [p for ps in dropped_parts.values() for p in ps])
     refs = drift.references(snapshot, {k: v for k, v in (profiles or {}).items() if k != snapshot}, snapshot_order)
     checks.append(quality.drift_check(current, refs, spec.checks))
     _gate(f"filtered_documents[{source}|{snapshot}]", checks, [out_tmp, dropped_tmp])
