@@ -364,8 +364,8 @@ class ScheduleSpec(_Strict):
 
 
 class DriftSpec(_Strict):
-    # Jensen–Shannon divergence (base 2, in [0, 1]) above which a snapshot counts as shifted.
-    threshold: float = Field(0.1, gt=0.0, le=1.0)
+    # Jensen–Shannon distance (sqrt of the base-2 divergence, in [0, 1]) above which a snapshot counts as shifted.
+    threshold: float = Field(0.3, gt=0.0, le=1.0)
     # What a shifted snapshot sets off: re-mix every mixture using the source, and optionally
     # re-run the source's later stages for every snapshot (a backfill).
     remix: bool = True

@@ -253,6 +253,32 @@ class PIIKind:
     valid: Callable[[re.Match], bool] | None = None
 
 
+# Words that introduce a version number: "version 1.2.3.4" is a version, not an IP address.
+_VERSION_CONTEXT = re.compile(
+    r"(?:\b(?:v|ver|version|versions|release|releases|rel|build|builds|revision|rev|firmware|fw|driver|patch|"
+    r"kernel|tag|update|upgrade|downgrade|package|pkg|python|release[ -]candidate)\.?\s*[:=#]?\s*|[=<>~!]=\s*|[<>]\s*)$",
+    re.IGNORECASE,
+)
+
+
+def _not_a_version(match: re.Match) -> bool:
+    """An IPv4-shaped match preceded by a version word (version, release, build, ==, ...) is a version."""
+    return _VERSION_CONTEXT.search(match.string, max(0, match.start() - 24), match.start()) is None
+
+
+_H4 = r"[0-9A-Fa-f]{1,4}"
+_IPV4 = r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)"
+# IPv6: the full eight groups, or a `::`-compressed form (optionally ending in an IPv4 address).
+# Compressed forms need a digit and a group of 3-4 hex digits, so Python slices (`a[1::2]`) and
+# C++ scopes of hex-looking words (`abc::def`) are not addresses.
+_IPV6 = (
+    rf"(?<![\w:.])(?:"
+    rf"(?:{_H4}:){{7}}{_H4}"
+    rf"|(?=[0-9A-Fa-f:.]*\d)(?=[0-9A-Fa-f:.]*[0-9A-Fa-f]{{3}})"
+    rf"(?:(?:{_H4}:){{1,6}}|:):(?:(?:{_H4}:){{0,5}}(?:{_IPV4}|{_H4}))?"
+    rf")(?![\w:]|\.\d)"
+)
+
 PII: dict[str, PIIKind] = {
     "secret_key": PIIKind(
         re.compile(
@@ -264,6 +290,12 @@ PII: dict[str, PIIKind] = {
             # required so that hyphenated words (sk-learn-style names) are not taken for keys.
             r"|(?<![\w-])sk-(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{20,}"
             r"|\b[sr]k_(?:live|test)_[A-Za-z0-9]{16,}\b"
+            # Slack tokens (xoxb-/xoxp-/xoxa-/xoxr-/xoxs-/xoxe-, dash-separated, with digits) and
+            # incoming-webhook URLs.
+            r"|\bxox[abeoprs]-(?=[A-Za-z0-9-]*\d)[A-Za-z0-9]{1,64}(?:-[A-Za-z0-9]{1,64}){1,5}\b"
+            r"|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/-]{20,}"
+            # Google API keys (AIza + 35 characters) and OAuth access tokens (ya29.).
+            r"|(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])|\bya29\.[0-9A-Za-z_-]{20,}"
         ),
         "<SECRET_KEY>",
     ),
@@ -278,13 +310,20 @@ PII: dict[str, PIIKind] = {
     ),
     "email": PIIKind(re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "<EMAIL>"),
     "ip": PIIKind(
-        re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"), "<IP_ADDRESS>"
+        re.compile(rf"{_IPV6}|\b{_IPV4}\b(?!\.\d)"), "<IP_ADDRESS>", _not_a_version
     ),
     # Phone numbers need a separator structure so that plain numbers (years, counts, version
-    # strings) are left alone.
+    # strings) are left alone: an international number (+country code, then 2-5 groups, or 7-15
+    # digits in one run; 8 digits at least), or a national one of three groups (020 7946 0958, (206) 555-0123).
+    # A sentence's full stop may follow; a dot followed by a digit continues a number.
     "phone": PIIKind(
-        re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?![\w.])"),
+        re.compile(
+            r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\)|[ .-]\d{1,4})(?:[ .-]\d{2,8}){1,4}(?!\w|[.-]\d)"
+            r"|(?<![\w+])\+\d{7,15}(?!\w|[.-]\d)"
+            r"|(?<![\w.+])(?:\(\d{2,4}\)|\d{2,4})[ .-]\d{3,4}[ .-]\d{3,4}(?!\w|[.-]\d)"
+        ),
         "<PHONE>",
+        lambda m: sum(ch.isdigit() for ch in m.group(0)) >= 8,  # "+3 10 20" is arithmetic
     ),
 }
 assert tuple(PII) == PII_KINDS, "redaction order is defined once, in names.PII_KINDS"

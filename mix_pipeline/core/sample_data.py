@@ -501,11 +501,15 @@ _PII_TEMPLATES = {
         "You can call our office at {} on weekdays between nine and five.",
         "For urgent issues, phone {} and ask for the support team.",
         "Reservations are handled by phone at {} during business hours.",
+        # The number ends the sentence: its full stop must not hide it.
+        "The London office can be reached on {}.",
+        "For the Berlin team, dial {}.",
     ),
     "ip": (
         "The server at {} stopped responding after the last update.",
         "Requests from the address {} were blocked by the firewall.",
         "Our logs show repeated connections from {} during the night.",
+        "The gateway answered on {}.",
     ),
     "credit_card": (
         "The order was paid with the card {} and shipped the next morning.",
@@ -548,60 +552,100 @@ def _card_number(rng: Random) -> str:
     return sep.join(number[i : i + 4] for i in range(0, 16, 4)) if sep else number
 
 
-def _secret_key(rng: Random) -> str:
-    shape = rng.randrange(4)
+def _secret_key(rng: Random) -> tuple[str, str]:
+    shape = rng.randrange(6)
     if shape == 0:
-        return "AKIA" + "".join(rng.choice(_ALNUM[:26] + _ALNUM[52:]) for _ in range(16))
+        return "AKIA" + "".join(rng.choice(_ALNUM[:26] + _ALNUM[52:]) for _ in range(16)), "aws"
     if shape == 1:
-        return "ghp_" + "".join(rng.choice(_ALNUM) for _ in range(36))
+        return "ghp_" + "".join(rng.choice(_ALNUM) for _ in range(36)), "github"
     if shape == 2:
         # At least one digit and one letter, like every real key.
         body = "".join(rng.choice(_ALNUM) for _ in range(46))
-        return f"sk-{rng.choice(('', 'proj-'))}{rng.choice(_ALNUM[:52])}{rng.randrange(10)}{body}"
+        return f"sk-{rng.choice(('', 'proj-'))}{rng.choice(_ALNUM[:52])}{rng.randrange(10)}{body}", "sk"
+    if shape == 3:
+        # Slack bot/user tokens: xoxb-<team digits>-<bot digits>-<24 characters>.
+        digits = lambda n: "".join(str(rng.randrange(10)) for _ in range(n))  # noqa: E731
+        secret = "".join(rng.choice(_ALNUM) for _ in range(24))
+        return f"xox{rng.choice('bp')}-{digits(12)}-{digits(13)}-{secret}", "slack"
+    if shape == 4:
+        # Google API keys: AIza and 35 characters of [A-Za-z0-9_-] (never ending in a dash here,
+        # so the sentence's next character is not glued to it).
+        body = "".join(rng.choice(_ALNUM + "_-") for _ in range(34)) + rng.choice(_ALNUM)
+        return "AIza" + body, "google"
     kind = rng.choice(("RSA ", "EC ", "OPENSSH ", ""))
     body = "".join(rng.choice(_BASE64) for _ in range(64))
-    return f"-----BEGIN {kind}PRIVATE KEY----- {body} -----END {kind}PRIVATE KEY-----"
+    return f"-----BEGIN {kind}PRIVATE KEY----- {body} -----END {kind}PRIVATE KEY-----", "pem"
 
 
-def _pii_value(kind: str, rng: Random) -> str:
+def _pii_value(kind: str, rng: Random) -> tuple[str, str]:
+    """(value, format) of one planted PII item; the format names its shape in the ground truth."""
     if kind == "email":
         first, last = rng.choice(_FIRST_NAMES), rng.choice(_LAST_NAMES)
         local = rng.choice((f"{first}.{last}", f"{first}{rng.randint(1, 99)}", f"{first[0]}{last}"))
-        return f"{local}@{rng.choice(_EMAIL_DOMAINS)}"
+        return f"{local}@{rng.choice(_EMAIL_DOMAINS)}", "email"
     if kind == "phone":
-        # Reserved fictional ranges: NANP 555-01xx and Ofcom's 020 7946 0xxx.
-        fmt = rng.randrange(3)
+        # Reserved fictional ranges: NANP 555-01xx, Ofcom's 020 7946 0xxx (international and
+        # national) and Berlin numbers in the two-group international form.
+        fmt = rng.randrange(5)
         if fmt == 0:
-            return f"+1 {rng.choice(_US_AREA_CODES)}-555-01{rng.randint(0, 99):02d}"
+            return f"+1 {rng.choice(_US_AREA_CODES)}-555-01{rng.randint(0, 99):02d}", "us_international"
         if fmt == 1:
-            return f"({rng.choice(_US_AREA_CODES)}) 555-01{rng.randint(0, 99):02d}"
-        return f"+44 20 7946 0{rng.randint(0, 999):03d}"
+            return f"({rng.choice(_US_AREA_CODES)}) 555-01{rng.randint(0, 99):02d}", "us_national"
+        if fmt == 2:
+            return f"+44 20 7946 0{rng.randint(0, 999):03d}", "uk_international"
+        if fmt == 3:
+            return f"020 7946 0{rng.randint(0, 999):03d}", "uk_national"
+        return f"+49 30 {rng.randint(1_000_000, 9_999_999)}", "de_international"
     if kind == "ip":
+        if rng.random() < 0.4:
+            # The IPv6 documentation prefix 2001:db8::/32, compressed or written out in full.
+            groups = [rng.randrange(0x10000) for _ in range(6)]
+            if rng.random() < 0.5:
+                return "2001:db8:" + ":".join(f"{g:x}" for g in groups[:2]) + f"::{groups[5]:x}", "ipv6"
+            return "2001:0db8:" + ":".join(f"{g:04x}" for g in groups), "ipv6"
         prefix = rng.choice(("192.0.2", "198.51.100", "203.0.113", f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}"))
-        return f"{prefix}.{rng.randint(1, 254)}"
+        return f"{prefix}.{rng.randint(1, 254)}", "ipv4"
     if kind == "credit_card":
-        return _card_number(rng)
+        return _card_number(rng), "card"
     if kind == "secret_key":
         return _secret_key(rng)
     raise ValueError(kind)
 
 
-def _plant_pii(text: str, rng: Random, first_kind: str) -> tuple[str, list[tuple[str, str]]]:
-    """Append 1-3 PII-bearing sentences to random lines; returns the new text and (kind, value) items.
+# Four-part version numbers look exactly like IPv4 addresses; planted next to PII, they must survive.
+_VERSION_TEMPLATES = (
+    "The fix shipped in version {} of the driver.",
+    "Upgrade to release {} before reporting the problem.",
+    "The changelog for build {} lists the change.",
+    "Pin the dependency with =={} to reproduce it.",
+)
+
+
+def _plant_version(text: str, rng: Random) -> tuple[str, str]:
+    """Append a sentence quoting an IPv4-shaped version number; returns the text and the number."""
+    value = ".".join(str(rng.randint(0, 30)) for _ in range(4))
+    lines = text.split("\n")
+    i = rng.randrange(len(lines))
+    lines[i] = f"{lines[i]} {rng.choice(_VERSION_TEMPLATES).format(value)}"
+    return "\n".join(lines), value
+
+
+def _plant_pii(text: str, rng: Random, first_kind: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """Append 1-3 PII-bearing sentences to random lines; returns the new text and (kind, value, format) items.
 
     The caller rotates `first_kind` so that even tiny corpora hold every kind."""
     lines = text.split("\n")
     prose = [i for i, line in enumerate(lines) if line.endswith((".", "!", "?")) and len(line) > 80]
     prose = prose or [len(lines) - 1]
-    items: list[tuple[str, str]] = []
+    items: list[tuple[str, str, str]] = []
     for n in range(rng.randint(1, 3)):
         kind = first_kind if n == 0 else rng.choice(PII_KINDS)
-        value = _pii_value(kind, rng)
-        if any(value in v or v in value for _, v in items):
+        value, fmt = _pii_value(kind, rng)
+        if any(value in v or v in value for _, v, _ in items):
             continue
         i = rng.choice(prose)
         lines[i] = f"{lines[i]} {rng.choice(_PII_TEMPLATES[kind]).format(value)}"
-        items.append((kind, value))
+        items.append((kind, value, fmt))
     return "\n".join(lines), items
 
 
@@ -823,6 +867,8 @@ class _Builder:
 
     def plant_pii(self, doc: _Doc, rng: Random) -> None:
         doc.text, doc.info["pii"] = _plant_pii(doc.text, rng, PII_KINDS[self.n_pii_docs % len(PII_KINDS)])
+        doc.text, version = _plant_version(doc.text, rng)
+        doc.info["versions"] = [version]
         doc.kind = "pii"
         self.n_pii_docs += 1
 
@@ -1210,7 +1256,8 @@ def _write_chat(records: list[dict], folder: Path) -> int:
 def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], code: list[tuple[str, bytes]],
                   bad_code: list[tuple[str, str]], evals: dict[str, list[dict]], chat: dict[str, list[dict]]) -> dict:
     gt: dict = {k: [] for k in ("exact_duplicates", "near_duplicates", "cross_source_duplicates", "spam", "short",
-                                "long", "non_english", "offensive", "contaminated", "pii", "bad_code", "low_quality")}
+                                "long", "non_english", "offensive", "contaminated", "pii", "bad_code", "low_quality",
+                                "version_strings")}
     for docs in sources.values():
         for d in docs:
             ref = {"source": d.source, "id": d.id}
@@ -1225,7 +1272,8 @@ def _ground_truth(size_mb: float, seed: int, sources: dict[str, list[_Doc]], cod
             elif d.kind in ("short", "long"):
                 gt[d.kind].append(ref)
             elif d.kind == "pii":
-                gt["pii"] += [ref | {"kind": kind, "value": value} for kind, value in d.info["pii"]]
+                gt["pii"] += [ref | {"kind": kind, "value": value, "format": fmt} for kind, value, fmt in d.info["pii"]]
+                gt["version_strings"] += [ref | {"value": v} for v in d.info["versions"]]
     gt["bad_code"] = [{"source": "code", "id": rel, "kind": kind} for rel, kind in bad_code]
     for entries in gt.values():
         entries.sort(key=lambda e: (e["source"], e["id"], e.get("kind", ""), e.get("value", "")))
@@ -1249,8 +1297,10 @@ all listed with their exact document ids in ground_truth.json: exact duplicates,
 of words changed, 5-gram Jaccard >= 0.85), web pages copying a book or paper, spam pages (repeated \
 lines, keyword stuffing, navigation menus, symbol soup), very short and very long documents, pages in \
 French, German, Spanish, Italian, Portuguese and Dutch, pages laced with offensive words, fictional \
-emails, phone numbers, IP addresses, Luhn-valid card numbers and secret keys (AWS, GitHub, sk-, PEM \
-private keys) embedded in otherwise clean documents, web pages and papers that embed an item of one of \
+emails, phone numbers (US, UK and German, international and national, some ending a sentence), IPv4 \
+and IPv6 addresses, Luhn-valid card numbers and secret keys (AWS, GitHub, sk-, Slack, Google API, PEM \
+private keys) embedded in otherwise clean documents, each next to an IPv4-shaped version number \
+("version 1.2.3.4", listed under version_strings) that redaction must leave alone, web pages and papers that embed an item of one of \
 the two eval sets (evals/qa.jsonl, evals/reading.jsonl; generated from the same Markov chain with every \
 fourth word swapped, so no 13-gram is shared by chance), and three bad code files (minified, data table, \
 generated stub) under code/vendor/. Every other document is clean and should pass standard web-text \

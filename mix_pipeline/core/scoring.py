@@ -82,9 +82,12 @@ def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SN
     # ---- PII: planted values gone from the text, and the catalog's counts equal to what was planted
     pii_sources = [s for s in recipe.sources if "pii" in order[s]]
     items = [e for e in truth["pii"] if e["source"] in pii_sources and reached(e["source"], e["id"], "pii")]
+    # IPv4-shaped version numbers planted next to the PII: every one must survive redaction.
+    versions = [e for e in truth.get("version_strings", [])
+                if e["source"] in pii_sources and reached(e["source"], e["id"], "pii")]
     texts: dict[tuple[str, str], str] = {}
     for source in pii_sources:
-        ids = sorted({e["id"] for e in items if e["source"] == source})
+        ids = sorted({e["id"] for e in items + versions if e["source"] == source})
         files = list_parts(partition_dir(recipe.data_root_path, "filtered", source, snapshot))
         dropped_root = partition_dir(recipe.data_root_path, "dropped", source, snapshot)
         if os.path.isdir(dropped_root):
@@ -101,9 +104,18 @@ def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SN
         redacted = [e for e in mine if e["value"] not in texts.get((e["source"], e["id"]), e["value"])]
         expected = {s: sum(e["source"] == s for e in mine) for s in pii_sources}
         catalog = {s: int(counted.get((s, kind), 0)) for s in pii_sources}
+        by_format: dict[str, dict] = {}
+        for fmt in sorted({e.get("format", kind) for e in mine}):
+            of = [e for e in mine if e.get("format", kind) == fmt]
+            hit = sum(e in redacted for e in of)
+            by_format[fmt] = {"planted": len(of), "redacted": hit, "recall": _rate(hit, len(of))}
         per_kind[kind] = {"planted": len(mine), "redacted": len(redacted), "rate": _rate(len(redacted), len(mine)),
+                          "recall": _rate(len(redacted), len(mine)), "by_format": by_format,
                           "expected_counts": expected, "catalog_counts": catalog, "counts_match": expected == catalog}
     out["pii"] = per_kind
+    false = [e for e in versions if e["value"] not in texts.get((e["source"], e["id"]), e["value"])]
+    out["pii_version_strings"] = {"planted": len(versions), "false_redactions": len(false),
+                                  "examples": [e["value"] for e in false[:5]]}
 
     # ---- decontamination
     contaminated = truth.get("contaminated", [])

@@ -395,7 +395,7 @@ def run_filtered(
         language.params.get("languages", ["en"]) if language else None,
         spec.checks,
     )
-    current = drift.profile(kept, stats["input_documents"], dropped)
+    current = drift.profile(kept, stats["input_documents"], dropped, [p for ps in dropped_parts.values() for p in ps])
     refs = drift.references(snapshot, {k: v for k, v in (profiles or {}).items() if k != snapshot}, snapshot_order)
     checks.append(quality.drift_check(current, refs, spec.checks))
     _gate(f"filtered_documents[{source}|{snapshot}]", checks, [out_tmp, dropped_tmp])
@@ -733,6 +733,12 @@ def deduplicated_files(env: StageEnv, source: str) -> list[str]:
     return [p for snap in snapshots for p in list_parts(os.path.join(folder, snap))]
 
 
+def export_weights(ledger) -> dict[str, float]:
+    """Trainers weigh sources by tokens: each source's target weight (in the mixture's unit) times
+    the tokens per unit of what it supplied (1 when the unit is tokens)."""
+    return {row.source: row.target_weight * (row.tokens / row.units if row.units else 0.0) for row in ledger}
+
+
 @_scratch_in_data_root
 def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None = None) -> StageResult:
     """Plan, write to staging, check, publish. `conservation_rows` come from the catalog."""
@@ -767,7 +773,8 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
         tokenize_splits(env, name, tmp, splits, sources)
     tok = recipe.tokenizer
     counter = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None)
-    exports = write_exports(tmp, name, spec.seed, splits, counter.token_dtype)
+    exports = write_exports(tmp, name, spec.seed, splits, counter.token_dtype,
+                            weights=export_weights(plan.ledger), root=final)
     manifest = build_manifest(name, spec, recipe.sha256, counter.description, plan, splits,
                               output_digest(tmp, splits), exports)
     if buckets := quality_model.manifest_buckets(recipe, sources):

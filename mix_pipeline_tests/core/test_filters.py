@@ -60,6 +60,39 @@ def test_secret_key_shapes_are_redacted(key):
     assert text == "config: <SECRET_KEY> end"
 
 
+@pytest.mark.parametrize("text, kind, value", [
+    ("Call +49 30 1234567 today.", "phone", "+49 30 1234567"),
+    ("The office is on 020 7946 0958.", "phone", "020 7946 0958"),  # the full stop ends the sentence
+    ("Dial +33 1 23 45 67 89, then wait.", "phone", "+33 1 23 45 67 89"),
+    ("Text +491701234567 now.", "phone", "+491701234567"),
+    ("Try +1 (206) 555-0123.", "phone", "+1 (206) 555-0123"),
+    ("Blocked 2001:db8::8a2e:370:7334 twice.", "ip", "2001:db8::8a2e:370:7334"),
+    ("Host 2001:0db8:85a3:0000:0000:8a2e:0370:7334.", "ip", "2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
+    ("Link-local fe80::1ff:fe23:4567:890a here.", "ip", "fe80::1ff:fe23:4567:890a"),
+    ("Mapped ::ffff:192.0.2.128 too.", "ip", "::ffff:192.0.2.128"),
+    ("The server 10.1.2.3.", "ip", "10.1.2.3"),
+    ("token xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx leaked", "secret_key",
+     "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"),
+    ("hook https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX posted", "secret_key",
+     "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"),
+    ("key=AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe;", "secret_key", "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"),
+])
+def test_international_phones_ipv6_and_slack_google_keys_are_redacted(text, kind, value):
+    redacted, counts = redact_pii(text)
+    assert counts == {kind: 1} and value not in redacted, redacted
+    assert find_pii(redacted) is None
+
+
+@pytest.mark.parametrize("text", [
+    "Fixed in version 1.2.3.4 of the driver.", "Version: 10.0.0.1 is out.", "Pin it with foo==1.2.3.4 please.",
+    "Upgrade to release 4.3.2.1 first.", "Build 2.0.1.7 broke it.", "requires >= 1.2.3.4", "Python 3.11.4.1",
+    "Slices a[1::2] and b[10::3], C++ std::vector and abc::def, 12:30:45, MAC 00:1a:2b:3c:4d:5e.",
+    "The sum +3 10 20 is arithmetic.", "Scores 1.5 -2.5 and ratio 3:4.",
+])
+def test_version_strings_and_code_are_not_pii(text):
+    assert redact_pii(text) == (text, {})
+
+
 def test_words_that_merely_look_like_key_prefixes_survive():
     text = "We use sk-learn-style-estimators-everywhere and AKIA is a word; ghp_short too."
     assert redact_pii(text) == (text, {})
@@ -80,7 +113,9 @@ def test_redactor_counts_each_kind_and_orders_secrets_before_phones():
 
 
 PIECES = st.sampled_from(CARDS + KEYS + ["ann@example.com", "+44 20 7946 0123", "192.0.2.7", "plain words", "2024",
-                                          "4111 1111 1111 1112", "v1.2.3", "\n", " - ", "12 34 56"])
+                                          "4111 1111 1111 1112", "v1.2.3", "\n", " - ", "12 34 56", "+49 30 1234567",
+                                          "020 7946 0958.", "2001:db8::1", "version 1.2.3.4", "::",
+                                          "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"])
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)

@@ -3,10 +3,12 @@ import pytest
 
 from mix_pipeline.core.mixing import (
     InfeasibleMixture,
+    SPLITS,
     Pool,
     fill_remainder,
     plan_mixture,
     split_codes,
+    stratified_split_codes,
     water_fill,
 )
 from mix_pipeline.recipe import MixtureSpec
@@ -149,4 +151,46 @@ def test_a_copy_follows_its_survivors_source_fractions():
     split = {(r["source"], r["row"]): r["split"] for r in rows}
     assert {split[("books", i)] for i in range(100)} == {"train"}
     assert {split[("web", i)] for i in range(100)} == {"train"}  # copies of books
-    assert 30 < sum(split[("web", i)] == "validation" for i in range(100, 200)) < 70
+    # web's validation is half of web's 200 units: the copies are pinned to train, so stratification
+    # takes all 100 others.
+    assert sum(split[("web", i)] == "validation" for i in range(100, 200)) == 100
+
+
+def test_splits_are_stratified_by_source():
+    """Each split keeps the mixture's proportions: a 10% source is 10% of train (not 8.4%), and
+    validation/test take each source's fraction of its units, within one document."""
+    rng = np.random.default_rng(11)
+    # The demo's granularity (20 MB sample, tokens ≈ bytes / 4): web pages of 250-2,000 tokens,
+    # book chapters of 2,500-14,500, stdlib files of 100-12,000, papers of 1,500-4,000.
+    pools = {
+        "web": Pool.from_ids("web", [f"w{i}" for i in range(2000)], rng.integers(250, 2000, 2000)),
+        "books": Pool.from_ids("books", [f"b{i}" for i in range(120)], rng.integers(2500, 14_500, 120)),
+        "code": Pool.from_ids("code", [f"c{i}" for i in range(300)], rng.integers(100, 12_000, 300)),
+        "papers": Pool.from_ids("papers", [f"p{i}" for i in range(230)], rng.integers(1500, 4000, 230)),
+    }
+    weights = {"web": 0.5, "books": 0.2, "code": 0.2, "papers": 0.1}
+    spec = MixtureSpec(total=2_000_000, weights=weights, max_epochs=4, splits={"validation": 0.01, "test": 0.01})
+    for seed in range(3):
+        sel = plan_mixture("m", spec.model_copy(update={"seed": seed}), pools).selection
+        units = {(s, sp): 0 for s in weights for sp in SPLITS}
+        for r in sel.group_by(["source", "split"]).aggregate([("units", "sum")]).to_pylist():
+            units[(r["source"], r["split"])] = r["units_sum"]
+        train = sum(units[(s, "train")] for s in weights)
+        for s, w in weights.items():
+            assert abs(units[(s, "train")] / train - w) / w <= 0.01, (seed, s, units[(s, "train")] / train)
+            total = sum(units[(s, sp)] for sp in SPLITS)
+            biggest = int(pools[s].units.max())
+            held = units[(s, "validation")] + units[(s, "test")]
+            assert abs(units[(s, "validation")] - 0.01 * total) < biggest and abs(held - 0.02 * total) < biggest, (seed, s)
+            assert units[(s, "validation")] and units[(s, "test")]
+
+
+def test_stratified_split_codes_keep_pinned_rows_and_whole_keys():
+    units = np.array([5, 5, 5, 5, 10, 10, 1, 1], np.int64)
+    keys = np.array([1, 1, 2, 3, 4, 5, 6, 7], np.uint64) << np.uint64(60)  # rows 0 and 1 share a key
+    pinned = np.array([False] * 7 + [True])
+    codes = stratified_split_codes(units, keys, pinned, np.array([0] * 7 + [2], np.int8), 0.25, 0.25)
+    assert codes[7] == 2  # pinned to test by its hash threshold
+    assert codes[0] == codes[1]
+    # 25% of 42 units each, in whole keys; test counts its pinned row, and both together hold half.
+    assert units[codes == 1].sum() == 10 and units[codes == 2].sum() == 11 and codes[4:6].tolist() == [0, 0]

@@ -135,22 +135,72 @@ def test_tokenized_outputs_hold_every_row_and_its_eos(built):
     assert manifest["exports"]["tokenized"] is True
 
 
-def test_exports_replay_the_train_split(built):
+def test_exports_carry_the_target_weights(built):
+    """Megatron and OLMo weights are the mixture's target weights (renormalised over the split's
+    sources), not the rounding of one split; the files are the train split's tokenized files."""
     out, manifest = built["out"] / "everything", built["manifests"]["everything"]
     train = manifest["splits"]["train"]
+    # The mixture counts documents; trainers weigh tokens: target weight × tokens per document.
+    target = {s: row["target_weight"] * row["tokens"] / row["units"] for s, row in manifest["sources"].items()}
     words = (out / "megatron_data_path.txt").read_text().split()
     weights, prefixes = [float(w) for w in words[::2]], words[1::2]
     assert sum(weights) == pytest.approx(1.0, abs=1e-5)
     assert prefixes == [train["tokenized"][s]["prefix"] for s in sorted(train["tokenized"])]
     assert all((out / (p + ".bin")).exists() and (out / (p + ".idx")).exists() for p in prefixes)
-    total = sum(e["tokens"] for e in train["tokenized"].values())
     for w, source in zip(weights, sorted(train["tokenized"])):
-        assert w == pytest.approx(train["tokenized"][source]["tokens"] / total, abs=1e-6)
+        assert w == pytest.approx(target[source] / sum(target.values()), abs=1e-6)
     assert manifest["exports"]["megatron_data_path"]["train_data_path"] == " ".join(words)
+    # Stratified splits: each split's shares are the target weights, within whole documents.
+    for split in SPLITS:
+        shares = manifest["splits"][split]["shares"]
+        assert set(shares) == set(target) and sum(shares.values()) == pytest.approx(1.0, abs=1e-5)
+        units = manifest["splits"][split]["units"]
+        assert shares == {s: round(v["units"] / units, 6) for s, v in manifest["splits"][split]["sources"].items()}
+    # With half the mixture held out, each source's train units are half its units within a
+    # document or two (whole documents; near-duplicate clusters are kept whole across sources).
+    for s, row in manifest["sources"].items():
+        got = manifest["splits"]["train"]["sources"][s]["units"]
+        assert abs(got - (1 - VALIDATION - TEST) * row["units"]) <= 2, (s, got, row["units"])
+
+
+# OLMo-core's olmo_core.data.source_mixture.SourceMixtureConfig fields (and nothing else: its
+# Config.from_dict decodes strictly), and SourceMixtureList's one field.
+OLMO_SOURCE_FIELDS = {"source_name", "target_ratio", "paths", "max_repetition_ratio", "max_source_fraction"}
+
+
+def test_the_olmo_file_is_a_source_mixture_list_as_written(built):
+    out, manifest = built["out"] / "everything", built["manifests"]["everything"]
+    train = manifest["splits"]["train"]
     olmo = yaml.safe_load((out / "olmo_mix.yaml").read_text())
-    assert olmo["requested_tokens"] == total and olmo["dtype"] == "uint16"
-    assert sum(s["target_ratio"] for s in olmo["sources"]) == pytest.approx(1.0, abs=1e-5)
-    assert all((out / p).exists() for s in olmo["sources"] for p in s["paths"])
+    assert set(olmo) == {"sources"}
+    ratios = {e["source_name"]: e["target_ratio"] for e in olmo["sources"]}
+    for entry in olmo["sources"]:
+        assert set(entry) == OLMO_SOURCE_FIELDS
+        # SourceMixtureConfig.validate and resolved_paths: ratio in (0, 1], repetition ≥ 1,
+        # fraction in (0, 1], every path an existing file (absolute: OLMo-core opens it as given).
+        assert 0 < entry["target_ratio"] <= 1 and entry["max_repetition_ratio"] >= 1 and 0 < entry["max_source_fraction"] <= 1
+        assert all(Path(p).is_absolute() and Path(p).is_file() for p in entry["paths"])
+    assert np.allclose(sum(ratios.values()), 1.0)  # SourceMixtureList.validate
+    # SourceMixtureDatasetConfig.build at the requested tokens the header gives: every source has
+    # int(requested × ratio) tokens in its file (no repetition needed).
+    requested = manifest["exports"]["olmo_mix"]["requested_tokens"]
+    assert f"requested_tokens={requested}" in (out / "olmo_mix.yaml").read_text()
+    use = []
+    for entry in olmo["sources"]:
+        dtype = np.dtype(manifest["exports"]["olmo_mix"]["dtype"])
+        available = sum(Path(p).stat().st_size // dtype.itemsize for p in entry["paths"])
+        assert int(requested * entry["target_ratio"]) <= available == train["tokenized"][entry["source_name"]]["tokens"]
+        use.append(requested * entry["target_ratio"] / available)
+    assert max(use) > 0.999  # the most the files give: one source is used whole
+
+
+def test_the_olmo_file_loads_in_olmo_core(built):
+    """Where OLMo-core is installed (it needs torch; not a test dependency), load the file with it."""
+    source_mixture = pytest.importorskip("olmo_core.data.source_mixture")
+    out = built["out"] / "everything"
+    source_list = source_mixture.SourceMixtureList.from_yaml(str(out / "olmo_mix.yaml"))
+    source_list.validate()
+    assert all(cfg.resolved_paths for cfg in source_list.sources)
 
 
 def test_jsonl_and_datasets_load_the_same_rows_as_the_manifest(built, tmp_path, monkeypatch):

@@ -57,3 +57,74 @@ def test_readme_documents_every_check():
     text = README.read_text()
     missing = [name for name in quality.CHECKS if f"`{name}`" not in text]
     assert not missing
+
+
+# ---- defaults calibrated on real text ------------------------------------------------------
+def test_a_few_documents_quoting_the_replacement_character_do_not_stop_a_source(tmp_path):
+    """Valid UTF-8 text may contain U+FFFD (a page about encodings); a mis-decoded source has it
+    in a large share of its documents."""
+    rows = [{"id": str(i), "text": f"plain document {i}"} for i in range(98)]
+    rows += [{"id": "enc", "text": "U+FFFD (\ufffd) replaces undecodable bytes."}, {"id": "log", "text": "got b'\ufffd\ufffd'"}]
+    out = _by_name(quality.raw_checks([_shard(tmp_path / "a.parquet", rows)], [], {}))
+    assert out["raw_valid_utf8"].passed and out["raw_valid_utf8"].observed == 0.02
+    mis_decoded = [{**r, "text": r["text"] + " caf\ufffd"} if i % 4 == 0 else r for i, r in enumerate(rows)]
+    bad = _by_name(quality.raw_checks([_shard(tmp_path / "b.parquet", mis_decoded)], [], {}))["raw_valid_utf8"]
+    assert not bad.passed and bad.observed > 0.25 and bad.examples
+
+
+def _quarantine(path: Path, reasons: list[str]) -> str:
+    import json
+
+    rows = [{"id": f"f:{i}", "text": "", "metadata": json.dumps({"reason": r})} for i, r in enumerate(reasons)]
+    return _shard(path, rows)
+
+
+def test_empty_files_do_not_count_towards_the_quarantine_rate(tmp_path):
+    docs = _shard(tmp_path / "d.parquet", [{"id": str(i), "text": "x"} for i in range(80)])
+    # 20 empty __init__.py files of a code tree: nothing lost, the source passes.
+    empties = _quarantine(tmp_path / "q.parquet", ["empty_file"] * 19 + ["empty_text"])
+    rate = _by_name(quality.raw_checks([docs], [empties], {}))["raw_quarantine_rate"]
+    assert rate.passed and rate.observed == 0.0
+    # A wrong text field quarantines every record: refused.
+    missing = _quarantine(tmp_path / "m.parquet", ["missing_text"] * 80)
+    rate = _by_name(quality.raw_checks([docs], [missing], {}))["raw_quarantine_rate"]
+    assert not rate.passed and rate.observed == 0.5 and rate.examples[0]["snippet"].startswith("missing_text")
+
+
+def test_default_bands_pass_a_real_crawls_drop_rates_and_stop_a_typo(tmp_path):
+    kept = _shard(tmp_path / "k.parquet", [{"id": str(i), "text": "x"} for i in range(12)])
+    # A multilingual crawl: the language filter drops 55%, Gopher quality 70% of the rest.
+    real = _by_name(quality.filtered_checks(100, [kept], [("language", 55), ("gopher_quality", 33)], {}, None, {}))
+    assert real["filter_drop_rate"].passed and real["kept_volume"].passed
+    # min_doc_words: 100000 drops everything that reaches the filter.
+    empty = [_shard(tmp_path / "e.parquet", [])]
+    typo = _by_name(quality.filtered_checks(100, empty, [("language", 55), ("gopher_quality", 45)], {}, None, {}))
+    assert not typo["filter_drop_rate"].passed and not typo["kept_volume"].passed
+
+
+def _clusters(path: Path, groups: dict[str, list[tuple[str, int]]]) -> str:
+    """groups: source → [(survivor id, members)], every member of one source."""
+    from mix_pipeline.core.dedup import CLUSTER_SCHEMA
+
+    rows = []
+    for source, clusters in groups.items():
+        for survivor, n in clusters:
+            rows.append({"source": source, "snapshot": "default", "id": survivor, "fate": "kept", "cluster_size": n})
+            rows += [{"source": source, "snapshot": "default", "id": f"{survivor}-{k}", "fate": "duplicate",
+                      "duplicate_of_source": source, "duplicate_of_snapshot": "default", "duplicate_of": survivor,
+                      "match": "near", "cluster_size": n} for k in range(1, n)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=CLUSTER_SCHEMA), path)
+    return str(path)
+
+
+def test_a_big_boilerplate_cluster_passes_a_cluster_swallowing_a_source_does_not(tmp_path):
+    # 150 copies of the MIT licence among 1,000 documents: real, and not a runaway.
+    licences = _clusters(tmp_path / "a.parquet", {"docs": [("mit", 150)] + [(f"d{i}", 1) for i in range(850)]})
+    ok = quality.dedup_index_checks([licences], {})[0]
+    assert ok.passed and ok.observed == 150
+    runaway = _clusters(tmp_path / "b.parquet", {"web": [("page", 700)] + [(f"w{i}", 1) for i in range(300)]})
+    bad = quality.dedup_index_checks([runaway], {})[0]
+    assert not bad.passed and "70% of web's documents" in bad.message and bad.examples
+    # Small clusters never fail, whatever share of a tiny source they are.
+    tiny = _clusters(tmp_path / "c.parquet", {"web": [("page", 3), ("other", 1)]})
+    assert quality.dedup_index_checks([tiny], {})[0].passed

@@ -17,8 +17,8 @@ from datatrove.pipeline.filters import (
     GopherRepetitionFilter,
 )
 
-from mix_pipeline.core.filters import CodeQualityFilter, SafetyFilter
-from mix_pipeline.core.sample_data import build_sample_corpus
+from mix_pipeline.core.filters import PII, CodeQualityFilter, SafetyFilter, redact_pii
+from mix_pipeline.core.sample_data import PII_KINDS, _PII_TEMPLATES, _pii_value, _plant_version, build_sample_corpus
 
 DEFECT_LISTS = ("exact_duplicates", "near_duplicates", "cross_source_duplicates", "spam", "short", "long",
                 "non_english", "offensive", "contaminated", "pii", "bad_code")
@@ -240,10 +240,42 @@ def test_pii_values_are_in_their_documents(built):
     assert {e["source"] for e in truth["pii"]} == {"web", "papers"}
     for e in truth["pii"]:
         assert e["value"] in corpus[e["source"]][e["id"]]["text"], e
+        assert re.fullmatch(PII[e["kind"]].pattern, e["value"]), e  # ground truth: the whole value is the PII
         if e["kind"] == "credit_card":
             digits = [int(c) for c in reversed(re.sub(r"[ -]", "", e["value"]))]
             assert len(digits) in (15, 16)
             assert sum(d if i % 2 == 0 else (2 * d - 9 if d > 4 else 2 * d) for i, d in enumerate(digits)) % 10 == 0
+
+
+def test_every_pii_format_in_every_template_is_redacted_and_versions_are_not():
+    """The generator's formats (international and national phones, IPv6, Slack and Google keys...)
+    in each sentence template the corpus uses, the phone ones ending a sentence too, are redacted
+    whole; the IPv4-shaped version numbers planted next to them are left alone."""
+    rng = random.Random(0)
+    formats: dict[str, set[str]] = {}
+    for kind in PII_KINDS:
+        for _ in range(200):
+            value, fmt = _pii_value(kind, rng)
+            formats.setdefault(kind, set()).add(fmt)
+            for template in _PII_TEMPLATES[kind]:
+                text, counts = redact_pii(template.format(value))
+                assert counts == {kind: 1} and value not in text, (template, value, text)
+    assert formats["phone"] == {"us_international", "us_national", "uk_international", "uk_national", "de_international"}
+    assert formats["ip"] == {"ipv4", "ipv6"}
+    assert formats["secret_key"] == {"aws", "github", "sk", "slack", "google", "pem"}
+    assert any(t.endswith("{}.") for t in _PII_TEMPLATES["phone"])
+    for _ in range(200):
+        text, version = _plant_version("Some prose here.", rng)
+        assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", version) and redact_pii(text) == (text, {}), text
+
+
+def test_version_strings_sit_in_the_pii_documents(built):
+    _, truth, corpus, _ = built
+    versions = truth["version_strings"]
+    assert len(versions) == len({(e["source"], e["id"]) for e in truth["pii"]})  # one per PII document
+    for e in versions:
+        text = corpus[e["source"]][e["id"]]["text"]
+        assert e["value"] in text and e["value"] in redact_pii(text)[0], e
 
 
 def words13(text: str) -> set[tuple[str, ...]]:
