@@ -54,6 +54,15 @@ def language_identifier():
     return _load_identifier(norm_probs=True)
 
 
+@functools.cache
+def fast_language_identifier():
+    """py3langid's model classified with array operations instead of its per-byte Python loop:
+    the same languages and scores (see core.fastlang), several times faster."""
+    from mix_pipeline.core.fastlang import FastIdentifier
+
+    return FastIdentifier(language_identifier())
+
+
 class LanguageIdFilter(BaseFilter):
     """Keeps documents whose most likely language is listed, with probability ≥ `min_score`."""
 
@@ -67,7 +76,7 @@ class LanguageIdFilter(BaseFilter):
 
     def _identify(self, text: str) -> tuple[str, float]:
         if self._identifier is None:
-            self._identifier = language_identifier()
+            self._identifier = fast_language_identifier()
         # The first 10k characters decide: enough for a stable answer, bounded cost on huge docs.
         lang, prob = self._identifier.classify(text[:10_000])
         return lang, float(prob)

@@ -12,6 +12,6 @@ import spacy.lang.en  # noqa: F401
 from datatrove.pipeline import filters as _datatrove_filters  # noqa: F401
 
 from mix_pipeline.core import stages as _stages  # noqa: F401
-from mix_pipeline.core.filters import language_identifier
+from mix_pipeline.core.filters import fast_language_identifier
 
-language_identifier()
+fast_language_identifier()

@@ -272,3 +272,18 @@ def test_languages_datatrove_does_not_split_with_blank_spacy_keep_its_tokenizer(
 
     assert isinstance(build_filter("gopher_quality", {"language": "fr"}).language, SharedSpaCyTokenizer)
     assert build_filter("fineweb", {"language": "ja"}).language == "ja"
+
+
+def test_fast_language_identifier_gives_py3langid_languages_and_scores(sample_3mb):
+    """The array walk of core.fastlang returns py3langid's own (language, probability), to the
+    last bit, on the sample corpus (English and foreign web documents, books, papers) and on
+    edge cases: empty, one byte, all upper case, non-Latin scripts."""
+    from mix_pipeline.core.filters import fast_language_identifier, language_identifier
+
+    stock, fast = language_identifier(), fast_language_identifier()
+    texts = [t[:10_000] for folder in ("web", "papers") for _, t in _sample_texts(sample_3mb, folder)][:400]
+    texts += ["", "a", "!", "HELLO WORLD, THIS IS LOUD.", "Привет, как дела? Всё хорошо.", "これは日本語の文です。",
+              "مرحبا بالعالم", "e\u0301t\u00e9 caf\u00e9", "\x00\x01 binary\x7f"]
+    got = [fast.classify(t) for t in texts]
+    assert got == [stock.classify(t) for t in texts]
+    assert len({lang for lang, _ in got}) >= 4
