@@ -210,6 +210,11 @@ def _ngram_ids(ids: np.ndarray, n: int, previous: np.ndarray | None) -> np.ndarr
     return previous[:m] * _MIX + ids[n - 1 : n - 1 + m]
 
 
+def _repeats(h: np.ndarray) -> bool:
+    sh = np.sort(h)
+    return bool((sh[1:] == sh[:-1]).any())
+
+
 def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(positions by id then position, start of each id's run in that order, run lengths)."""
     order = np.argsort(h, kind="stable")
@@ -220,21 +225,27 @@ def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def top_ngram_chars(h: np.ndarray, ngram_chars: np.ndarray) -> int:
-    """datatrove's `find_top_duplicate`: characters of the most frequent n-gram (its first seen
-    when several are as frequent) times its count."""
-    order, starts, counts = _groups(h)
+    """datatrove's `find_top_duplicate`: characters of the most frequent n-gram (the first seen
+    of the most frequent ones, as `Counter.most_common` picks) times its count."""
+    sh = np.sort(h)
+    starts = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
+    counts = np.diff(np.append(starts, len(sh)))
     best = counts.max()
-    first = order[starts[counts == best]].min()
-    return int(ngram_chars[first]) * int(best)
+    best_ids = sh[starts[counts == best]]
+    if len(best_ids) == 1:
+        mask = h == best_ids[0]
+    else:
+        mask = np.isin(h, best_ids)
+    return int(ngram_chars[int(np.argmax(mask))]) * int(best)
 
 
 def duplicated_ngram_chars(h: np.ndarray, n: int, joined_chars: np.ndarray) -> int:
     """datatrove's `find_all_duplicate`: walk the n-grams; one seen before (among the ones
     walked, not skipped) adds its characters and skips the next n-1 positions. Only positions
     whose n-gram occurred earlier can repeat, so the walk visits only those."""
-    order, starts, counts = _groups(h)
-    if counts.max() == 1:
+    if not _repeats(h):
         return 0
+    order, starts, counts = _groups(h)
     first_of_run = np.zeros(len(h), dtype=bool)
     first_of_run[order[starts]] = True
     first_pos = np.empty(len(h), dtype=np.int64)
@@ -287,23 +298,27 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         cum = np.concatenate(([0], np.cumsum(lengths)))
         ngrams: dict[int, np.ndarray] = {}
-        previous = None
-        for n in sorted({n for n, _ in self.top_n_grams} | {n for n, _ in self.dup_n_grams}):
-            if len(words) < n:
-                break
-            previous = ngrams[n] = _ngram_ids(ids, n, previous if n - 1 in ngrams else None)
+
+        def ngram_ids(n: int) -> np.ndarray:
+            if n not in ngrams:
+                ngrams[n] = _ngram_ids(ids, n, ngrams.get(n - 1))
+            return ngrams[n]
 
         for n, n_frac in self.top_n_grams:
-            if n not in ngrams:
+            if len(words) < n:
                 continue
             chars = cum[n:] - cum[:-n] + (n - 1)  # " ".join of the n words
-            v = top_ngram_chars(ngrams[n], chars) / len(text)
+            v = top_ngram_chars(ngram_ids(n), chars) / len(text)
             if v > n_frac:
                 return _drop(doc, f"top_{n}_gram", value=round(v, 4), limit=n_frac)
+        distinct_from = None  # n-grams all distinct at this n: so are longer ones (0 chars)
         for n, n_frac in self.dup_n_grams:
-            if n not in ngrams:
+            if len(words) < n or (distinct_from is not None and n > distinct_from):
                 continue
-            v = duplicated_ngram_chars(ngrams[n], n, cum[n:] - cum[:-n]) / len(text)
+            if not _repeats(ngram_ids(n)):
+                distinct_from = n
+                continue
+            v = duplicated_ngram_chars(ngram_ids(n), n, cum[n:] - cum[:-n]) / len(text)
             if v > n_frac:
                 return _drop(doc, f"duplicated_{n}_n_grams", value=round(v, 4), limit=n_frac)
         return True
