@@ -134,6 +134,17 @@ class WordSplitter:
         self._last = (text, words)
         return words
 
+    def count_words(self, text: str) -> int:
+        """len(self.words(text)), without building the list."""
+        if text is self._last[0]:
+            return len(self._last[1])
+        chunks = text.split()
+        try:
+            return sum(map(len, map(self._words.__getitem__, chunks)))
+        except KeyError:
+            self._learn(chunks)
+            return sum(map(len, map(self._words.__getitem__, chunks)))
+
     def count_sentences(self, line: str, enough: int) -> int:
         """How many sentences datatrove's `split_into_sentences` finds in a stripped line,
         counted up to `enough`. spaCy's Sentencizer starts a sentence at each token that is
@@ -143,9 +154,13 @@ class WordSplitter:
             return 0
         if " ".join(chunks) != line:
             return self._count_sentences_spacy(line)
-        self._learn(chunks)
+        try:
+            line_classes = list(map(self._classes.__getitem__, chunks))
+        except KeyError:
+            self._learn(chunks)
+            line_classes = list(map(self._classes.__getitem__, chunks))
         n, seen_final = 1, False
-        for classes in map(self._classes.__getitem__, chunks):
+        for classes in line_classes:
             for cls in classes:
                 if cls == _FINAL:
                     seen_final = True
@@ -373,6 +388,7 @@ class FastGopherQualityFilter(GopherQualityFilter):
 
 
 _NON_SYMBOL, _HAS_ALPHA = 1, 2
+_PUNCTUATION = "".join(PUNCTUATION_SET)
 
 
 class _WordFlags(dict):
@@ -382,8 +398,9 @@ class _WordFlags(dict):
     def __missing__(self, word: str) -> int:
         if len(self) > 1_000_000:
             self.clear()
-        flags = (_NON_SYMBOL if any(ch not in PUNCTUATION_SET for ch in word) else 0) | (
-            _HAS_ALPHA if any(c.isalpha() for c in word) else 0
+        # Stripping the punctuation characters leaves something iff one is not punctuation.
+        flags = (_NON_SYMBOL if word.strip(_PUNCTUATION) else 0) | (
+            _HAS_ALPHA if word.isalpha() or any(c.isalpha() for c in word) else 0
         )
         self[word] = flags
         return flags
@@ -459,8 +476,8 @@ class FastFineWebQualityFilter(FineWebQualityFilter):
         ratio = find_duplicates(lines)[1] / len(doc.text.replace("\n", ""))
         if ratio > self.char_duplicates_ratio:
             return _drop(doc, "char_dup_ratio", value=round(ratio, 4), limit=self.char_duplicates_ratio)
-        words = splitter.words(doc.text)
+        n_words = splitter.count_words(doc.text)
         new_line = doc.text.count("\n")
-        if (ratio := new_line / len(words)) > self.new_line_ratio:
+        if (ratio := new_line / n_words) > self.new_line_ratio:
             return _drop(doc, "list_ratio", value=round(ratio, 4), limit=self.new_line_ratio)
         return True
