@@ -73,8 +73,9 @@ MIX_WEIGHTS = {"web": 0.625, "books": 0.25, "papers": 0.125}
 
 NOTES = [
     "code source dropped from both variants: datatrove 0.10 has no text-directory reader",
-    "language filter in both: mix_pipeline.core.filters.LanguageIdFilter (py3langid); "
-    "datatrove's LanguageFilter downloads a fastText model at run time",
+    "language filter: py3langid in both (datatrove's LanguageFilter downloads a fastText model at run time); "
+    "the script classifies 10,000 characters with py3langid's classify, ours 3,000 with core.fastlang",
+    "prose filters: datatrove's classes in the script, core.prose's subclasses in ours (filter_agreement compares them)",
     "pii in both: mix_pipeline.core.filters.PIIRedactor (datatrove's PIIFormatter has no phone numbers)",
     f"datatrove MinHash: {DT_NUM_BUCKETS} buckets x {DT_HASHES_PER_BUCKET} hashes, {NGRAM}-grams, "
     f"no signature verification; ours: {NUM_PERM} perms / {BANDS} bands, verified at {THRESHOLD}, plus exact hashes",

@@ -294,7 +294,7 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
             return super().filter(doc)
         text = doc.text
         if not text:
-            return False, "empty"
+            return _drop(doc, "empty", chars=0)
         paragraphs = self.paragraph_exp.split(text.strip())
         paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
         if self.dup_para_frac and (v := paragraphs_duplicates / len(paragraphs)) > self.dup_para_frac:
@@ -466,7 +466,7 @@ class FastFineWebQualityFilter(FineWebQualityFilter):
         lines = doc.text.split("\n")
         lines = [line for line in lines if line.strip() != ""]
         if len(lines) == 0:
-            return False, "empty"
+            return _drop(doc, "empty", lines=0)
         ratio = sum(1 for line in lines if line.endswith(self.stop_chars)) / len(lines)
         if ratio < self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
             return _drop(doc, "line_punct_ratio", value=round(ratio, 4), limit=self.line_punct_thr)
