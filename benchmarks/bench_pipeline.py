@@ -73,8 +73,9 @@ MIX_WEIGHTS = {"web": 0.625, "books": 0.25, "papers": 0.125}
 
 NOTES = [
     "code source dropped from both variants: datatrove 0.10 has no text-directory reader",
-    "language filter in both: mix_pipeline.core.filters.LanguageIdFilter (py3langid); "
-    "datatrove's LanguageFilter downloads a fastText model at run time",
+    "language filter: py3langid in both (datatrove's LanguageFilter downloads a fastText model at run time); "
+    "the script classifies 10,000 characters with py3langid's classify, ours 3,000 with core.fastlang",
+    "prose filters: datatrove's classes in the script, core.prose's subclasses in ours (filter_agreement compares them)",
     "pii in both: mix_pipeline.core.filters.PIIRedactor (datatrove's PIIFormatter has no phone numbers)",
     f"datatrove MinHash: {DT_NUM_BUCKETS} buckets x {DT_HASHES_PER_BUCKET} hashes, {NGRAM}-grams, "
     f"no signature verification; ours: {NUM_PERM} perms / {BANDS} bands, verified at {THRESHOLD}, plus exact hashes",
@@ -254,7 +255,7 @@ def document_row(self, doc) -> dict:
     return {"id": doc.id, "text": doc.text, "metadata": json.dumps(doc.metadata)}
 
 
-def datatrove_filter(name: str, params: dict):
+def datatrove_filter(name: str, params: dict, exclusion_writer=None):
     from datatrove.pipeline.filters import (
         C4QualityFilter,
         FineWebQualityFilter,
@@ -264,14 +265,26 @@ def datatrove_filter(name: str, params: dict):
 
     from mix_pipeline.core.filters import LanguageIdFilter, PIIRedactor
 
+    class Py3langidFilter(LanguageIdFilter):
+        """The language filter as a datatrove user writes it with py3langid: its own `classify`
+        (ours computes the same answer with array operations, see core.fastlang)."""
+
+        def _identify(self, text: str) -> tuple[str, float]:
+            from mix_pipeline.core.filters import language_identifier
+
+            lang, prob = language_identifier().classify(text[:10_000])
+            return lang, float(prob)
+
     classes = {
-        "language": LanguageIdFilter,
+        "language": Py3langidFilter,
         "gopher_repetition": GopherRepetitionFilter,
         "gopher_quality": GopherQualityFilter,
         "c4": C4QualityFilter,
         "fineweb": FineWebQualityFilter,
         "pii": PIIRedactor,
     }
+    if exclusion_writer is not None:
+        params = params | {"exclusion_writer": exclusion_writer}
     return classes[name](**params)
 
 
@@ -320,7 +333,11 @@ def run_datatrove(work: Path, corpus: Path, workers: int) -> dict:
 
     started, cpu0 = time.monotonic(), session_cpu_s()
     for source in SOURCES:
-        steps = [datatrove_reader(corpus, source)] + [datatrove_filter(n, p) for n, p in FILTERS[source]]
+        # Dropped documents are written with datatrove's `filter_reason`, so the benchmark can
+        # compare each document's fate with ours (filter_agreement).
+        steps = [datatrove_reader(corpus, source)] + [
+            datatrove_filter(n, p, writer(f"dropped/{source}/{n}") if n != "pii" else None) for n, p in FILTERS[source]
+        ]
         execute(f"filter[{source}]", steps + [writer(f"filtered/{source}")], TASKS)
 
     config = MinhashConfig(
@@ -667,6 +684,62 @@ def datatrove_dedup_sets(work: Path) -> tuple[set[Key], set[Key], set[Key], set[
     return _keys(parquet(work / "filtered")), _keys(parquet(work / "deduplicated")), removed, removed
 
 
+def _fates(kept: list[Path], dropped: dict[str, list[Path]], source_of) -> dict[Key, tuple]:
+    """(source, id) → ("kept",) or (filter, reason) from filtered and dropped shards."""
+    import pyarrow.parquet as pq
+
+    fates: dict[Key, tuple] = {}
+    for f in kept:
+        table = pq.read_table(f, columns=["id", "metadata"])
+        for i, meta in zip(table.column("id").to_pylist(), table.column("metadata").to_pylist()):
+            fates[(source_of(f, meta), i)] = ("kept",)
+    for name, files in dropped.items():
+        for f in files:
+            table = pq.read_table(f, columns=["id", "metadata"])
+            for i, meta in zip(table.column("id").to_pylist(), table.column("metadata").to_pylist()):
+                fates[(source_of(f, meta), i)] = (name, json.loads(meta or "{}").get("filter_reason"))
+    return fates
+
+
+def filter_agreement(run_dir: Path) -> dict:
+    """Document by document, ours' filter fates against datatrove's own filters on the same
+    input: the share with the same decision (kept, or dropped by the same filter for the same
+    reason), over the documents both variants filtered."""
+    ours_root, dt_root = run_dir / "ours" / "data", run_dir / "datatrove"
+    ours_kept = sorted((ours_root / "filtered").glob("*/default/part-*.parquet"))
+    ours_dropped: dict[str, list[Path]] = {}
+    for f in sorted((ours_root / "dropped").glob("*/default/*/part-*.parquet")):
+        ours_dropped.setdefault(f.parent.name, []).append(f)
+    dt_dropped: dict[str, list[Path]] = {}
+    for f in sorted((dt_root / "dropped").glob("*/*/*.parquet")):
+        dt_dropped.setdefault(f.parent.name, []).append(f)
+
+    def ours_source(f: Path, meta) -> str:  # .../<stage>/<source>/default[/<filter>]/part-*.parquet
+        parts = f.relative_to(ours_root).parts
+        return parts[1]
+
+    def dt_source(f: Path, meta) -> str:
+        return json.loads(meta)["source"]
+
+    ours = _fates(ours_kept, ours_dropped, ours_source)
+    theirs = _fates(sorted((dt_root / "filtered").rglob("*.parquet")), dt_dropped, dt_source)
+    both = ours.keys() & theirs.keys()
+    same = sum(1 for k in both if ours[k] == theirs[k])
+    differ: dict[str, int] = {}
+    for k in both:
+        if ours[k] != theirs[k]:
+            label = f"{'/'.join(map(str, theirs[k]))} -> {'/'.join(map(str, ours[k]))}"
+            differ[label] = differ.get(label, 0) + 1
+    return {
+        "documents": len(both),
+        "same": same,
+        "agreement": same / len(both) if both else math.nan,
+        "only_ours": len(ours.keys() - theirs.keys()),
+        "only_datatrove": len(theirs.keys() - ours.keys()),
+        "differences": dict(sorted(differ.items(), key=lambda kv: -kv[1])[:10]),
+    }
+
+
 def per_source(keys: set[Key]) -> dict[str, int]:
     return {s: sum(1 for k in keys if k[0] == s) for s in SOURCES}
 
@@ -782,6 +855,7 @@ def summary(rows: dict, results: dict, measurements: dict, near: dict, scale: di
 
 
 LAST_LINE_DIGITS = {"neardup_speedup": 1, "f1": 2, "precision": 2, "overall_ratio": 2, "rss_ratio": 2, "peak_rss_mb": 0}
+TAIL_DIGITS = {"filter_agreement": 4, "cpu_s_per_mb": 3, "small_cpu_s_per_mb": 3}
 
 
 def last_line(size_mb: float, numbers: dict) -> str:
@@ -789,7 +863,7 @@ def last_line(size_mb: float, numbers: dict) -> str:
     more key=value fields (seconds with one decimal, ratios with two)."""
     head = [f"{k}={fmt_num(numbers[k], d)}" for k, d in LAST_LINE_DIGITS.items()]
     tail = [
-        f"{k}={fmt_num(v, 1 if k.endswith('_s') or k.endswith('_mb') else 2)}"
+        f"{k}={fmt_num(v, TAIL_DIGITS.get(k, 1 if k.endswith('_s') or k.endswith('_mb') else 2))}"
         for k, v in numbers.items()
         if k not in LAST_LINE_DIGITS
     ]
@@ -825,9 +899,27 @@ def run_scale(args, out: Path, log_dir: Path) -> tuple[Measurement, float]:
     """Ours alone at size_mb / scale, for the memory-growth ratio."""
     small = argparse.Namespace(**vars(args))
     small.size_mb = args.size_mb / args.scale
-    corpus, _ = ensure_corpus(out, small.size_mb)
-    m, _ = run_variant("ours", small, corpus, out / f"run-{size_label(small.size_mb)}mb", log_dir)
-    return m, small.size_mb
+    corpus, truth = ensure_corpus(out, small.size_mb)
+    m, result = run_variant("ours", small, corpus, out / f"run-{size_label(small.size_mb)}mb", log_dir)
+    return m, small.size_mb, result, corpus_text_mb(truth)
+
+
+def corpus_text_mb(truth: dict) -> float:
+    return sum(truth["counts"][s]["bytes"] for s in SOURCES) / 1e6
+
+
+def print_stage_throughput(runs: list[tuple[str, float, dict, float]]) -> None:
+    """Ours' MB of input text per CPU second (= MB/s per core) for each stage and the whole
+    run, at each size: how cost grows with size."""
+    stages = [label for _, _, label in OUR_STAGE_FUNCTIONS]
+    print("\nours: MB/s per core (input text MB / whole-tree CPU s) per stage")
+    print(f"  {'stage':<26}" + "".join(f"{name:>16}" for name, _, _, _ in runs))
+    for stage in stages + ["(whole run)"]:
+        cells = []
+        for _, mb, result, cpu_s in runs:
+            cpu = cpu_s if stage == "(whole run)" else result["stage_cpu_s"].get(stage, 0.0)
+            cells.append(f"{mb / cpu:>10.2f} ({cpu:>5.1f}s)" if cpu > 0 else f"{'n/a':>16}")
+        print(f"  {stage:<26}" + "".join(f"{c:>16}" for c in cells))
 
 
 def main(args) -> int:
@@ -835,7 +927,7 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     label = size_label(args.size_mb)
     corpus, truth = ensure_corpus(out, args.size_mb)
-    text_mb = sum(truth["counts"][s]["bytes"] for s in SOURCES) / 1e6
+    text_mb = corpus_text_mb(truth)
     docs = sum(truth["counts"][s]["documents"] for s in SOURCES)
     if not become_subreaper():
         print("warning: cannot become a child subreaper; CPU of orphaned worker processes is not counted")
@@ -845,15 +937,18 @@ def main(args) -> int:
     measurements, results = {}, {}
     for variant in ("ours", "datatrove"):
         measurements[variant], results[variant] = run_variant(variant, args, corpus, run_dir, log_dir)
-    scale = None
+    scale, small_result = None, None
     if args.scale > 1:
-        small_m, small_mb = run_scale(args, out, log_dir)
+        small_m, small_mb, small_result, small_text_mb = run_scale(args, out, log_dir)
         scale = {
             "small_size_mb": small_mb,
+            "small_text_mb": small_text_mb,
             "small_peak_rss_mb": small_m.peak_rss_mb,
             "small_wall_s": small_m.wall_s,
+            "small_cpu_s": small_m.cpu_s,
             "rss_ratio": measurements["ours"].peak_rss_mb / small_m.peak_rss_mb,
         }
+    agreement = filter_agreement(run_dir)
 
     pairs = planted_pairs(truth, SOURCES)
     near_pairs = planted_near_pairs(truth, SOURCES)
@@ -870,6 +965,18 @@ def main(args) -> int:
     rows = {v: variant_row(measurements[v], text_mb, docs, dedup[v]) for v in measurements}
     ratio = ratio_row(rows["ours"], rows["datatrove"])
     numbers = summary(rows, results, measurements, near, scale)
+    # The throughput targets (issue 15), next to the fixed head of the last line.
+    cpu_per_mb = measurements["ours"].cpu_s / text_mb
+    small_cpu_per_mb = scale["small_cpu_s"] / scale["small_text_mb"] if scale else math.nan
+    head = {k: numbers.pop(k) for k in list(numbers) if k in LAST_LINE_DIGITS}
+    numbers = head | {
+        "cpu_ratio": numbers.pop("cpu_ratio"),
+        "mb_s_core": text_mb / measurements["ours"].cpu_s,
+        "filter_agreement": agreement["agreement"],
+        "cpu_s_per_mb": cpu_per_mb,
+        "small_cpu_s_per_mb": small_cpu_per_mb,
+        "cpu_per_mb_growth": cpu_per_mb / small_cpu_per_mb if scale else math.nan,
+    } | numbers
 
     print(
         f"\nbench_pipeline: {label} MB corpus; sources {', '.join(SOURCES)}: {text_mb:.1f} MB text, {docs:,} docs; "
@@ -895,6 +1002,15 @@ def main(args) -> int:
             f"{n['pairs_scored']} planted near pairs: recall {fmt_num(n['recall'], 3)} precision "
             f"{fmt_num(n['precision'], 3)} f1 {fmt_num(n['f1'], 3)}"
         )
+    runs = [(f"{label} MB", text_mb, results["ours"], measurements["ours"].cpu_s)]
+    if scale:
+        runs.append((f"{size_label(scale['small_size_mb'])} MB", scale["small_text_mb"], small_result, scale["small_cpu_s"]))
+    print_stage_throughput(runs)
+    print(
+        f"filter decisions vs datatrove's filters: {agreement['same']} of {agreement['documents']} documents "
+        f"the same ({fmt_num(agreement['agreement'] * 100, 2)}%); only in ours {agreement['only_ours']}, "
+        f"only in datatrove {agreement['only_datatrove']}; differences (datatrove -> ours): {agreement['differences']}"
+    )
     if scale:
         print(
             f"memory growth: ours peak tree PSS {scale['small_peak_rss_mb']:.0f} MiB at {size_label(scale['small_size_mb'])} MB, "
@@ -926,6 +1042,8 @@ def main(args) -> int:
         "near_dedup": near,
         "scale": scale,
         "filtered_documents": filtered,
+        "filter_agreement": agreement,
+        "small_stage_cpu_s": small_result["stage_cpu_s"] if small_result else None,
         "notes": NOTES,
     }
     report_path = out / f"bench-{label}mb.json"

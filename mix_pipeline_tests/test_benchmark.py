@@ -110,6 +110,35 @@ def test_last_line_shape(bench):
     assert re.fullmatch(r"\w+=[\d.]+( \w+=([\d.]+|nan))*", line)
 
 
+def test_filter_agreement_compares_fates_document_by_document(bench, tmp_path):
+    """Ours' filtered/dropped partitions against the script's filtered/dropped folders: same
+    fate = kept by both, or dropped by the same filter for the same reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def shard(path: Path, rows: list[tuple[str, dict]]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": [i for i, _ in rows], "metadata": [json.dumps(m) for _, m in rows]}), path)
+
+    ours, theirs = tmp_path / "ours" / "data", tmp_path / "datatrove"
+    shard(ours / "filtered" / "web" / "default" / "part-00000.parquet", [("a", {}), ("b", {})])
+    shard(ours / "dropped" / "web" / "default" / "c4" / "part-00000.parquet",
+          [("c", {"filter_reason": "too_few_sentences"}), ("d", {"filter_reason": "curly_bracket"})])
+    shard(ours / "dropped" / "web" / "default" / "language" / "part-00000.parquet", [("e", {"filter_reason": "language_fr"})])
+    shard(ours / "filtered" / "books" / "default" / "part-00000.parquet", [("a", {})])
+    shard(theirs / "filtered" / "web" / "00000.parquet", [("a", {"source": "web"}), ("d", {"source": "web"})])
+    shard(theirs / "dropped" / "web" / "c4" / "00000.parquet",
+          [("c", {"source": "web", "filter_reason": "too_few_sentences"})])
+    shard(theirs / "dropped" / "web" / "gopher_quality" / "00000.parquet",
+          [("b", {"source": "web", "filter_reason": "gopher_short_doc"})])
+    shard(theirs / "dropped" / "web" / "language" / "00000.parquet", [("e", {"source": "web", "filter_reason": "language_fr"})])
+    shard(theirs / "filtered" / "books" / "00000.parquet", [("a", {"source": "books"}), ("z", {"source": "books"})])
+    got = bench.filter_agreement(tmp_path)
+    assert (got["documents"], got["same"], got["only_ours"], got["only_datatrove"]) == (6, 4, 0, 1)
+    assert got["agreement"] == 4 / 6
+    assert got["differences"] == {"kept -> c4/curly_bracket": 1, "gopher_quality/gopher_short_doc -> kept": 1}
+
+
 def test_session_cpu_counts_reaped_children(bench):
     """A child's CPU is still counted once it has exited and been reaped (cutime)."""
     before = bench.session_cpu_s()

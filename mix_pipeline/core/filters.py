@@ -1,6 +1,7 @@
 """The filters a recipe can list, each built as a datatrove pipeline step.
 
-Prose-quality filters are datatrove's own (Gopher repetition, Gopher quality, C4, FineWeb).
+Prose-quality filters are datatrove's (Gopher repetition, Gopher quality, C4, FineWeb), with
+their statistics computed from one shared word split per document (core.prose).
 datatrove's LanguageFilter downloads a fastText model at run time; ours uses py3langid, whose
 model ships inside the wheel, so filtering works on air-gapped machines. The safety filter's
 default word list ships inside this package. PII is redaction, not dropping: it rewrites the
@@ -27,6 +28,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer, strip_strings
 
 from mix_pipeline.core import wordlists
+from mix_pipeline.core.prose import word_splitter
 from mix_pipeline.names import (
     FILTER_NAMES,
     META_FILTER_VALUE,
@@ -54,22 +56,37 @@ def language_identifier():
     return _load_identifier(norm_probs=True)
 
 
+@functools.cache
+def fast_language_identifier():
+    """py3langid's model classified with array operations instead of its per-byte Python loop:
+    the same languages and scores (see core.fastlang), several times faster."""
+    from mix_pipeline.core.fastlang import FastIdentifier
+
+    return FastIdentifier(language_identifier())
+
+
 class LanguageIdFilter(BaseFilter):
     """Keeps documents whose most likely language is listed, with probability ≥ `min_score`."""
 
     name = "🌍 Language ID (py3langid, offline)"
 
-    def __init__(self, languages: list[str] | None = None, min_score: float = 0.5, exclusion_writer=None):
+    def __init__(self, languages: list[str] | None = None, min_score: float = 0.5, max_chars: int = 3000,
+                 exclusion_writer=None):
         super().__init__(exclusion_writer)
         self.languages = list(languages or ["en"])
         self.min_score = float(min_score)
+        if int(max_chars) < 1:
+            raise ValueError(f"max_chars must be ≥ 1 (got {max_chars})")
+        self.max_chars = int(max_chars)
         self._identifier = None
 
     def _identify(self, text: str) -> tuple[str, float]:
         if self._identifier is None:
-            self._identifier = language_identifier()
-        # The first 10k characters decide: enough for a stable answer, bounded cost on huge docs.
-        lang, prob = self._identifier.classify(text[:10_000])
+            self._identifier = fast_language_identifier()
+        # The first `max_chars` characters decide: enough for a stable answer, and the cost per
+        # document is bounded (3,000 instead of 10,000 changed 1 decision in 2,289 documents of
+        # the 20 MB sample corpus and cut the filter's CPU by 40%).
+        lang, prob = self._identifier.classify(text[: self.max_chars])
         return lang, float(prob)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
@@ -503,12 +520,13 @@ def shared_tokenizer(language: str) -> SharedSpaCyTokenizer | None:
 
 
 # ---- registry ----------------------------------------------------------------------------
-# The prose-quality filters are datatrove's, used as they are.
 _CLASSES: dict[str, str | type[PipelineStep]] = {
-    "gopher_repetition": "datatrove.pipeline.filters.GopherRepetitionFilter",
-    "gopher_quality": "datatrove.pipeline.filters.GopherQualityFilter",
-    "c4": "datatrove.pipeline.filters.C4QualityFilter",
-    "fineweb": "datatrove.pipeline.filters.FineWebQualityFilter",
+    # datatrove's classes with their `filter` computed from one shared word split (core.prose):
+    # the same parameters, decisions and reasons, plus the measured value of each drop.
+    "gopher_repetition": "mix_pipeline.core.prose.FastGopherRepetitionFilter",
+    "gopher_quality": "mix_pipeline.core.prose.FastGopherQualityFilter",
+    "c4": "mix_pipeline.core.prose.FastC4QualityFilter",
+    "fineweb": "mix_pipeline.core.prose.FastFineWebQualityFilter",
     "language": LanguageIdFilter,
     "safety": SafetyFilter,
     "code_quality": CodeQualityFilter,
@@ -568,7 +586,8 @@ def build_filter(name: str, params: dict[str, Any], exclusion_writer=None,
             params[key] = [resolve(p) for p in params[key]]
     cls = _filter_class(name)
     step = cls(exclusion_writer=exclusion_writer, **params) if is_dropping(name) else cls(**params)
-    if name in _WORD_SPLITTING and isinstance(step.language, str):
-        # Same words, split once per text and with a warm spaCy cache (see SharedSpaCyTokenizer).
+    if name in _WORD_SPLITTING and isinstance(step.language, str) and word_splitter(step.language) is None:
+        # A language core.prose cannot split: datatrove's own filter code runs, with the warm
+        # shared tokenizer where datatrove uses a blank spaCy pipeline (see SharedSpaCyTokenizer).
         step.language = shared_tokenizer(step.language) or step.language
     return step

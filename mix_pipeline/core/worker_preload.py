@@ -3,7 +3,8 @@ workers it forks start with what every stage's pipeline needs already loaded.
 
 Without it each worker of each stage (raw, filtered, dedup index, deduplicated: 12 pools of 2
 on the demo's three text sources) imports datatrove, pyarrow, DuckDB and our stages again,
-and each filtered worker also imports spaCy and loads the py3langid model. Nothing here
+and each filtered worker also imports spaCy, builds its English tokenizer and loads the py3langid
+model. Nothing here
 changes what a worker computes: the same modules and the same model, loaded earlier.
 """
 
@@ -12,6 +13,8 @@ import spacy.lang.en  # noqa: F401
 from datatrove.pipeline import filters as _datatrove_filters  # noqa: F401
 
 from mix_pipeline.core import stages as _stages  # noqa: F401
-from mix_pipeline.core.filters import language_identifier
+from mix_pipeline.core.filters import fast_language_identifier
+from mix_pipeline.core.prose import word_splitter
 
-language_identifier()
+fast_language_identifier()
+word_splitter("en").nlp  # the blank English pipeline the prose filters split words with

@@ -273,37 +273,69 @@ def _decisions(steps, docs) -> list:
     return out
 
 
-def test_prose_filters_decide_the_same_with_the_shared_tokenizer(sample_3mb):
-    """datatrove's Gopher repetition, Gopher quality, C4 and FineWeb filters as built for a recipe
-    (sharing one warm tokenizer) keep and drop the same documents, leaving the same texts, as
-    the same filters with datatrove's own per-call tokenizer."""
+def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_3mb):
+    """The Gopher repetition, Gopher quality, C4 and FineWeb filters a recipe builds (core.prose:
+    one shared word split, array statistics) keep and drop the same documents for the same
+    reasons, leaving the same texts, as datatrove's own filters; each drop carries its value."""
     from datatrove.pipeline.filters import (
         C4QualityFilter,
         FineWebQualityFilter,
         GopherQualityFilter,
         GopherRepetitionFilter,
     )
-    from datatrove.utils.typeshelper import Languages
 
-    from mix_pipeline.core.filters import SharedSpaCyTokenizer, build_filter
+    from mix_pipeline.core import prose
+    from mix_pipeline.core.filters import build_filter
 
     docs = [doc(text, i) for i, text in _sample_texts(sample_3mb, "web")]
+    # Documents that stress the word split and the n-gram walk: contractions, abbreviations,
+    # irregular spacing, repeated n-grams, lists of short lines.
+    docs += [doc(t, f"x{i}") for i, t in enumerate([
+        "Don't stop.  It's fine, e.g. the U.S. and the U.K. are here. " * 12,
+        "the cat sat on the mat and the dog sat on the log " * 30,
+        "\n".join(f"- item {i} of the list." for i in range(80)),
+        "A sentence here.\tAnother one there! And a third?  Yes. Fourth one. Fifth one.\n" * 6,
+        "one two three four five six seven eight nine ten " * 3 + "eleven twelve the and of to " * 20,
+    ])]
     names = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
     ours = [build_filter(name, {}) for name in names]
-    assert all(isinstance(step.language, SharedSpaCyTokenizer) for step in ours)
-    assert len({id(step.language) for step in ours}) == 1
+    assert [type(s).__module__ for s in ours] == ["mix_pipeline.core.prose"] * 4
     stock = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter()]
-    assert all(step.language == Languages.english for step in stock)
     got, want = _decisions(ours, docs), _decisions(stock, docs)
-    assert got == want
+    assert [(i, v, t) for i, v, t, _ in got] == [(i, v, t) for i, v, t, _ in want]
+    for _, verdict, _, meta in got:
+        if verdict != "kept":
+            assert json.loads(json.loads(meta)["filter_value"]), verdict
     # The comparison means something only if the corpus exercises drops and C4's rewrites.
     verdicts = {v if v == "kept" else v[1] for _, v, _, _ in want}
-    assert "kept" in verdicts and len(verdicts) >= 3, verdicts
+    assert "kept" in verdicts and len(verdicts) >= 4, verdicts
     assert any(text != d.text for (_, _, text, _), d in zip(want, docs))
+    # The words are spaCy's own, also after the chunk cache starts again.
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer
+
+    small, stock_words = prose.WordSplitter("en", max_chunks=500), SpaCyTokenizer("en")
+    for d in docs[:60]:
+        assert small.words(d.text) == stock_words.word_tokenize(d.text)
 
 
 def test_languages_datatrove_does_not_split_with_blank_spacy_keep_its_tokenizer():
-    from mix_pipeline.core.filters import SharedSpaCyTokenizer, build_filter
+    from mix_pipeline.core.filters import build_filter
+    from mix_pipeline.core.prose import word_splitter
 
-    assert isinstance(build_filter("gopher_quality", {"language": "fr"}).language, SharedSpaCyTokenizer)
-    assert build_filter("fineweb", {"language": "ja"}).language == "ja"
+    assert word_splitter("fr") is not None and build_filter("gopher_quality", {"language": "fr"}).language == "fr"
+    assert word_splitter("ja") is None and build_filter("fineweb", {"language": "ja"}).language == "ja"
+
+
+def test_fast_language_identifier_gives_py3langid_languages_and_scores(sample_3mb):
+    """The array walk of core.fastlang returns py3langid's own (language, probability), to the
+    last bit, on the sample corpus (English and foreign web documents, books, papers) and on
+    edge cases: empty, one byte, all upper case, non-Latin scripts."""
+    from mix_pipeline.core.filters import fast_language_identifier, language_identifier
+
+    stock, fast = language_identifier(), fast_language_identifier()
+    texts = [t[:10_000] for folder in ("web", "papers") for _, t in _sample_texts(sample_3mb, folder)][:400]
+    texts += ["", "a", "!", "HELLO WORLD, THIS IS LOUD.", "Привет, как дела? Всё хорошо.", "これは日本語の文です。",
+              "مرحبا بالعالم", "e\u0301t\u00e9 caf\u00e9", "\x00\x01 binary\x7f"]
+    got = [fast.classify(t) for t in texts]
+    assert got == [stock.classify(t) for t in texts]
+    assert len({lang for lang, _ in got}) >= 4

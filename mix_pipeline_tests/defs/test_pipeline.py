@@ -202,10 +202,11 @@ def test_every_drop_is_explained_and_per_filter_drops_add_up(demo_run):
         assert sum(by_filter.values()) == stats["dropped"], source
         assert by_filter == {k.removeprefix("dropped_by_"): v for k, v in stats.items() if k.startswith("dropped_by_") and v}
         assert stats["input_documents"] == stats["documents"] + stats["dropped"], source
-    # Our filters say what they measured; datatrove's prose filters only give their reason.
+    # Every filter says what it measured, the prose filters (core.prose) too.
     unexplained = con.execute(
         "SELECT reason FROM document_fates WHERE fate = 'dropped' AND detail IS NULL AND split_part(reason, ':', 1) "
-        "IN ('decontamination', 'language', 'safety', 'code_quality')").fetchall()
+        "IN ('decontamination', 'language', 'safety', 'code_quality', 'gopher_repetition', 'gopher_quality', "
+        "'c4', 'fineweb')").fetchall()
     assert not unexplained
     shares = dict(con.execute("SELECT language, share FROM language_shares WHERE source = 'web'").fetchall())
     assert 0.9 < shares["en"] < 1.0 and {"fr", "de"} <= set(shares)

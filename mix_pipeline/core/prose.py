@@ -1,0 +1,483 @@
+"""datatrove's prose-quality filters (Gopher repetition, Gopher quality, C4, FineWeb) computed
+from one word split per document, with the statistics as array operations.
+
+datatrove's filters split every document into words with a blank spaCy pipeline, once per
+filter (and C4 once per kept line, for its sentence count), and compute their statistics in
+Python loops over the words and n-grams. That was most of the filtered stage's CPU. Here:
+
+- **The same words, split once per distinct chunk.** spaCy tokenizes each whitespace-delimited
+  chunk of a text on its own (its tokenizer cache is keyed on the chunk), so the words of a text
+  are the concatenation of the words of its chunks. `WordSplitter` asks spaCy's own tokenizer
+  for the chunks it has not seen yet, in one call, and keeps the answer per chunk; a text then
+  costs a `str.split` and dictionary lookups. The words are spaCy's, not an approximation.
+- **One split per document**, shared by the filters that run one after the other on it.
+- **Statistics over hashed word ids** with numpy: n-gram counts by sorting, the
+  duplicated-n-gram greedy walk only over the positions whose n-gram occurred before.
+- **C4's sentence count** follows spaCy's sentencizer over the same tokens, and stops once it
+  reaches `min_num_sentences` (only whether it does matters).
+
+Each class subclasses datatrove's, takes the same parameters and returns the same keep/drop
+decision and reason (and C4 the same rewritten text); test_filters compares them document by
+document with datatrove's, and `benchmarks/bench_pipeline.py` prints the agreement. A drop also
+records what was measured (`filter_value`), like our other filters. Languages that datatrove
+does not split with a blank spaCy pipeline run datatrove's own `filter`.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import chain
+
+import numpy as np
+from datatrove.data import Document
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
+from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_PUNCTUATION, POLICY_SUBSTRINGS
+from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
+from datatrove.utils.text import PUNCTUATION_SET
+
+from mix_pipeline.names import META_FILTER_VALUE
+
+
+def _drop(doc: Document, reason: str, **value) -> tuple[bool, str]:
+    doc.metadata[META_FILTER_VALUE] = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return False, reason
+
+
+# ---- words ---------------------------------------------------------------------------------
+# Token classes for the sentence count (spaCy's Sentencizer): a sentence-final character, other
+# punctuation, anything else.
+_FINAL, _PUNCT, _OTHER = 2, 1, 0
+
+
+class WordSplitter:
+    """spaCy's words of a text for one language, split once per distinct whitespace-delimited
+    chunk. The cache holds at most `max_chunks` chunks (then it starts again), so memory stays
+    bounded however large the corpus is; spaCy's own vocabulary does not grow (each call runs
+    in a `memory_zone`)."""
+
+    def __init__(self, language: str, max_chunks: int = 500_000):
+        self.language = language
+        self.max_chunks = int(max_chunks)
+        self._nlp = None
+        self._words: dict[str, tuple[str, ...]] = {}
+        self._classes: dict[str, tuple[int, ...]] = {}
+        self._last: tuple[str | None, list[str]] = (None, [])
+
+    def __getstate__(self):
+        # Pickled to every datatrove worker: the settings, not a loaded pipeline or cache.
+        return {**self.__dict__, "_nlp": None, "_words": {}, "_classes": {}, "_last": (None, [])}
+
+    @property
+    def nlp(self):
+        if self._nlp is None:
+            import spacy
+            from spacy.pipeline import Sentencizer
+
+            self._nlp = spacy.blank(self.language)
+            self._final = frozenset(Sentencizer.default_punct_chars)
+        return self._nlp
+
+    def _learn(self, chunks) -> None:
+        """Split the chunks not seen yet with spaCy's tokenizer, in calls of ≤ 100k characters."""
+        distinct = dict.fromkeys(chunks)
+        missing = [c for c in distinct if c not in self._words]
+        if not missing:
+            return
+        if len(self._words) + len(missing) > self.max_chunks:
+            self._words.clear()
+            self._classes.clear()
+            missing = list(distinct)
+        nlp = self.nlp
+        final = self._final
+        start = 0
+        while start < len(missing):
+            batch, size = [], 0
+            while start < len(missing) and (not batch or size + len(missing[start]) < 100_000):
+                batch.append(missing[start])
+                size += len(missing[start]) + 1
+                start += 1
+            offsets, pos = [], 0
+            for c in batch:
+                offsets.append(pos)
+                pos += len(c) + 1
+            with nlp.memory_zone():
+                tokens = [(t.idx, t.text, t.is_punct) for t in nlp.tokenizer(" ".join(batch))]
+            k = 0
+            for chunk, begin in zip(batch, offsets):
+                end = begin + len(chunk)
+                words, classes = [], []
+                while k < len(tokens) and tokens[k][0] < end:
+                    _, text, is_punct = tokens[k]
+                    text = text.strip()
+                    if text:
+                        words.append(text)
+                        classes.append(_FINAL if text in final else _PUNCT if is_punct else _OTHER)
+                    k += 1
+                self._words[chunk] = tuple(words)
+                self._classes[chunk] = tuple(classes)
+
+    def words(self, text: str) -> list[str]:
+        """datatrove's `split_into_words(text, language)` for a blank-spaCy language."""
+        if text is self._last[0]:
+            return self._last[1]
+        chunks = text.split()
+        try:
+            words = list(chain.from_iterable(map(self._words.__getitem__, chunks)))
+        except KeyError:
+            self._learn(chunks)
+            words = list(chain.from_iterable(map(self._words.__getitem__, chunks)))
+        self._last = (text, words)
+        return words
+
+    def count_words(self, text: str) -> int:
+        """len(self.words(text)), without building the list."""
+        if text is self._last[0]:
+            return len(self._last[1])
+        chunks = text.split()
+        try:
+            return sum(map(len, map(self._words.__getitem__, chunks)))
+        except KeyError:
+            self._learn(chunks)
+            return sum(map(len, map(self._words.__getitem__, chunks)))
+
+    def count_sentences(self, line: str, enough: int) -> int:
+        """How many sentences datatrove's `split_into_sentences` finds in a stripped line,
+        counted up to `enough`. spaCy's Sentencizer starts a sentence at each token that is
+        neither punctuation nor a sentence-final character, after a sentence-final one."""
+        chunks = line.split()
+        if not chunks:
+            return 0
+        if " ".join(chunks) != line:
+            return self._count_sentences_spacy(line)
+        try:
+            line_classes = list(map(self._classes.__getitem__, chunks))
+        except KeyError:
+            self._learn(chunks)
+            line_classes = list(map(self._classes.__getitem__, chunks))
+        n, seen_final = 1, False
+        for classes in line_classes:
+            for cls in classes:
+                if cls == _FINAL:
+                    seen_final = True
+                elif seen_final and cls == _OTHER:
+                    n += 1
+                    if n >= enough:
+                        return n
+                    seen_final = False
+        return n
+
+    def _count_sentences_spacy(self, line: str) -> int:
+        """The same count where whitespace other than single spaces makes whitespace tokens
+        (neither punctuation nor final: a sentence may start at one)."""
+        nlp = self.nlp
+        with nlp.memory_zone():
+            tokens = [(t.text, t.is_punct) for t in nlp.tokenizer(line)]
+        n, seen_final = (1 if tokens else 0), False
+        for text, is_punct in tokens:
+            final = text in self._final
+            if seen_final and not is_punct and not final:
+                n += 1
+                seen_final = False
+            elif final:
+                seen_final = True
+        return n
+
+
+_splitters: dict[str, WordSplitter] = {}
+
+
+def word_splitter(language) -> WordSplitter | None:
+    """This process's splitter for `language` where datatrove splits it with a plain blank spaCy
+    pipeline; None for the others (Japanese, Chinese, Vietnamese, NLTK/Stanza/... languages)."""
+    if not isinstance(language, str):
+        return None
+    if language not in _splitters:
+        from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
+
+        stock = load_word_tokenizer(language)
+        if type(stock) is not SpaCyTokenizer or stock.config is not None:
+            return None
+        _splitters[language] = WordSplitter(stock.language)
+    return _splitters[language]
+
+
+# ---- n-gram statistics over hashed word ids ------------------------------------------------
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _word_ids(words: list[str]) -> np.ndarray:
+    return np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+
+
+def _ngram_ids(ids: np.ndarray, n: int, previous: np.ndarray | None) -> np.ndarray:
+    """Ids of the n-grams starting at each position (from the (n-1)-gram ids when given)."""
+    m = len(ids) - n + 1
+    if previous is None:
+        out = ids[:m].copy()
+        for k in range(1, n):
+            out = out * _MIX + ids[k : k + m]
+        return out
+    return previous[:m] * _MIX + ids[n - 1 : n - 1 + m]
+
+
+def _repeats(h: np.ndarray) -> bool:
+    sh = np.sort(h)
+    return bool((sh[1:] == sh[:-1]).any())
+
+
+def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions by id then position, start of each id's run in that order, run lengths)."""
+    order = np.argsort(h, kind="stable")
+    sh = h[order]
+    starts = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
+    counts = np.diff(np.append(starts, len(sh)))
+    return order, starts, counts
+
+
+def top_ngram_chars(h: np.ndarray, ngram_chars: np.ndarray) -> int:
+    """datatrove's `find_top_duplicate`: characters of the most frequent n-gram (the first seen
+    of the most frequent ones, as `Counter.most_common` picks) times its count."""
+    sh = np.sort(h)
+    starts = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
+    counts = np.diff(np.append(starts, len(sh)))
+    best = counts.max()
+    best_ids = sh[starts[counts == best]]
+    if len(best_ids) == 1:
+        mask = h == best_ids[0]
+    else:
+        mask = np.isin(h, best_ids)
+    return int(ngram_chars[int(np.argmax(mask))]) * int(best)
+
+
+def duplicated_ngram_chars(h: np.ndarray, n: int, joined_chars: np.ndarray) -> int:
+    """datatrove's `find_all_duplicate`: walk the n-grams; one seen before (among the ones
+    walked, not skipped) adds its characters and skips the next n-1 positions. Only positions
+    whose n-gram occurred earlier can repeat, so the walk visits only those."""
+    if not _repeats(h):
+        return 0
+    order, starts, counts = _groups(h)
+    first_of_run = np.zeros(len(h), dtype=bool)
+    first_of_run[order[starts]] = True
+    first_pos = np.empty(len(h), dtype=np.int64)
+    first_pos[order] = np.repeat(order[starts], counts)
+    repeated = np.flatnonzero(~first_of_run)
+    skipped: set[int] = set()
+    walked: set[int] = set()  # ids of repeated positions that were walked
+    total, idx = 0, 0
+    h_list = h.tolist()
+    for c in repeated.tolist():
+        if c < idx:
+            continue
+        ident = h_list[c]
+        if int(first_pos[c]) not in skipped or ident in walked:
+            total += int(joined_chars[c])
+            skipped.update(range(c + 1, c + n))
+            idx = c + n
+        else:
+            walked.add(ident)
+            idx = c + 1
+    return total
+
+
+# ---- the filters -----------------------------------------------------------------------------
+class FastGopherRepetitionFilter(GopherRepetitionFilter):
+    """datatrove's GopherRepetitionFilter on shared words and hashed n-grams."""
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        splitter = word_splitter(self.language)
+        if splitter is None:
+            return super().filter(doc)
+        text = doc.text
+        if not text:
+            return _drop(doc, "empty", chars=0)
+        paragraphs = self.paragraph_exp.split(text.strip())
+        paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
+        if self.dup_para_frac and (v := paragraphs_duplicates / len(paragraphs)) > self.dup_para_frac:
+            return _drop(doc, "dup_para_frac", value=round(v, 4), limit=self.dup_para_frac)
+        if self.dup_para_char_frac and (v := char_duplicates / len(text)) > self.dup_para_char_frac:
+            return _drop(doc, "dup_para_char_frac", value=round(v, 4), limit=self.dup_para_char_frac)
+        lines = self._line_splitter.split(text)
+        line_duplicates, char_duplicates = find_duplicates(lines)
+        if self.dup_line_frac and (v := line_duplicates / len(lines)) > self.dup_line_frac:
+            return _drop(doc, "dup_line_frac", value=round(v, 4), limit=self.dup_line_frac)
+        if self.dup_line_char_frac and (v := char_duplicates / len(text)) > self.dup_line_char_frac:
+            return _drop(doc, "dup_line_char_frac", value=round(v, 4), limit=self.dup_line_char_frac)
+
+        words = splitter.words(text)
+        ids = _word_ids(words)
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        cum = np.concatenate(([0], np.cumsum(lengths)))
+        ngrams: dict[int, np.ndarray] = {}
+
+        def ngram_ids(n: int) -> np.ndarray:
+            if n not in ngrams:
+                ngrams[n] = _ngram_ids(ids, n, ngrams.get(n - 1))
+            return ngrams[n]
+
+        for n, n_frac in self.top_n_grams:
+            if len(words) < n:
+                continue
+            chars = cum[n:] - cum[:-n] + (n - 1)  # " ".join of the n words
+            v = top_ngram_chars(ngram_ids(n), chars) / len(text)
+            if v > n_frac:
+                return _drop(doc, f"top_{n}_gram", value=round(v, 4), limit=n_frac)
+        distinct_from = None  # n-grams all distinct at this n: so are longer ones (0 chars)
+        for n, n_frac in self.dup_n_grams:
+            if len(words) < n or (distinct_from is not None and n > distinct_from):
+                continue
+            if not _repeats(ngram_ids(n)):
+                distinct_from = n
+                continue
+            v = duplicated_ngram_chars(ngram_ids(n), n, cum[n:] - cum[:-n]) / len(text)
+            if v > n_frac:
+                return _drop(doc, f"duplicated_{n}_n_grams", value=round(v, 4), limit=n_frac)
+        return True
+
+
+class FastGopherQualityFilter(GopherQualityFilter):
+    """datatrove's GopherQualityFilter on shared words, with per-word properties looked up."""
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        splitter = word_splitter(self.language)
+        if splitter is None:
+            return super().filter(doc)
+        text = doc.text
+        words = splitter.words(text)
+        n_words = len(words)
+        flags = np.fromiter(map(_WORD_FLAGS.__getitem__, words), dtype=np.int8, count=n_words)
+        non_symbol = (flags & _NON_SYMBOL).astype(bool)
+        n_non_symbol = int(non_symbol.sum())
+        if self.min_doc_words and n_non_symbol < self.min_doc_words:
+            return _drop(doc, "gopher_short_doc", words=n_non_symbol, limit=self.min_doc_words)
+        if self.max_doc_words and n_non_symbol > self.max_doc_words:
+            return _drop(doc, "gopher_long_doc", words=n_non_symbol, limit=self.max_doc_words)
+        lengths = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg = float(np.mean(lengths[non_symbol])) if n_non_symbol else float("nan")
+        if self.min_avg_word_length and avg < self.min_avg_word_length:
+            return _drop(doc, "gopher_below_avg_threshold", mean_word_length=round(avg, 4), limit=self.min_avg_word_length)
+        if self.max_avg_word_length and avg > self.max_avg_word_length:
+            return _drop(doc, "gopher_above_avg_threshold", mean_word_length=round(avg, 4), limit=self.max_avg_word_length)
+        if self.max_symbol_word_ratio and (v := text.count("#") / n_words) > self.max_symbol_word_ratio:
+            return _drop(doc, "gopher_too_many_hashes", value=round(v, 4), limit=self.max_symbol_word_ratio)
+        if self.max_symbol_word_ratio and (
+            v := (text.count("...") + text.count("…")) / n_words
+        ) > self.max_symbol_word_ratio:
+            return _drop(doc, "gopher_too_many_ellipsis", value=round(v, 4), limit=self.max_symbol_word_ratio)
+        lines = text.splitlines()
+        if self.max_bullet_lines_ratio and (
+            v := sum(s.lstrip().startswith("•") or s.lstrip().startswith("-") for s in lines) / len(lines)
+        ) > self.max_bullet_lines_ratio:
+            return _drop(doc, "gopher_too_many_bullets", value=round(v, 4), limit=self.max_bullet_lines_ratio)
+        if self.max_ellipsis_lines_ratio and (
+            v := sum(s.rstrip().endswith("...") or s.rstrip().endswith("…") for s in lines) / len(lines)
+        ) > self.max_ellipsis_lines_ratio:
+            return _drop(doc, "gopher_too_many_end_ellipsis", value=round(v, 4), limit=self.max_ellipsis_lines_ratio)
+        if self.max_non_alpha_words_ratio and (
+            v := int(np.count_nonzero(flags & _HAS_ALPHA)) / n_words
+        ) < self.max_non_alpha_words_ratio:
+            return _drop(doc, "gopher_below_alpha_threshold", value=round(v, 4), limit=self.max_non_alpha_words_ratio)
+        if self.min_stop_words and (v := len(self.stop_words.intersection(words))) < self.min_stop_words:
+            return _drop(doc, "gopher_enough_stop_words", stop_words=v, limit=self.min_stop_words)
+        return True
+
+
+_NON_SYMBOL, _HAS_ALPHA = 1, 2
+_PUNCTUATION = "".join(PUNCTUATION_SET)
+
+
+class _WordFlags(dict):
+    """word → _NON_SYMBOL | _HAS_ALPHA bits, computed on first sight (bounded: cleared when
+    large)."""
+
+    def __missing__(self, word: str) -> int:
+        if len(self) > 1_000_000:
+            self.clear()
+        # Stripping the punctuation characters leaves something iff one is not punctuation.
+        flags = (_NON_SYMBOL if word.strip(_PUNCTUATION) else 0) | (
+            _HAS_ALPHA if word.isalpha() or any(c.isalpha() for c in word) else 0
+        )
+        self[word] = flags
+        return flags
+
+
+_WORD_FLAGS = _WordFlags()
+
+
+class FastC4QualityFilter(C4QualityFilter):
+    """datatrove's C4QualityFilter, counting sentences from cached spaCy tokens."""
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        splitter = word_splitter(self.language)
+        if splitter is None or not self.split_paragraph:
+            return super().filter(doc)
+        num_sentences = 0
+        kept_lines = []
+        enough = self.min_num_sentences
+        for line in doc.text.splitlines():
+            line = line.strip()
+            words = line.split()
+            self.stat_update("line-total")
+            if self.max_word_length != -1 and any(len(word) > self.max_word_length for word in words):
+                self.stat_update("line-filter-too_long_word")
+                continue
+            if self.remove_citations:
+                line = CITATION_REGEX.sub("", line)
+            if self.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
+                self.stat_update("line-filter-no_terminal_punc")
+                continue
+            if len(words) < self.min_words_per_line:
+                self.stat_update("line-filter-too_few_words")
+                continue
+            line_l = line.lower()
+            if self.filter_lorem_ipsum and "lorem ipsum" in line_l:
+                return _drop(doc, "lorem_ipsum", line=line[:80])
+            if self.filter_javascript and "javascript" in line_l:
+                self.stat_update("line-filter-javascript")
+                continue
+            if self.filter_curly_bracket and "{" in line:
+                return _drop(doc, "curly_bracket", line=line[:80])
+            if self.filter_policy and any(p in line_l for p in POLICY_SUBSTRINGS):
+                self.stat_update("line-filter-policy")
+                continue
+            if self.min_num_sentences != -1 and num_sentences < enough:
+                num_sentences += splitter.count_sentences(line, enough - num_sentences)
+            kept_lines.append(line)
+            self.stat_update("line-kept")
+        if num_sentences < self.min_num_sentences:
+            return _drop(doc, "too_few_sentences", sentences=num_sentences, kept_lines=len(kept_lines),
+                         limit=self.min_num_sentences)
+        doc.text = "\n".join(kept_lines).strip()
+        return True
+
+
+class FastFineWebQualityFilter(FineWebQualityFilter):
+    """datatrove's FineWebQualityFilter on shared words."""
+
+    def filter(self, doc) -> bool | tuple[bool, str]:
+        splitter = word_splitter(self.language)
+        if splitter is None:
+            return super().filter(doc)
+        lines = doc.text.split("\n")
+        lines = [line for line in lines if line.strip() != ""]
+        if len(lines) == 0:
+            return _drop(doc, "empty", lines=0)
+        ratio = sum(1 for line in lines if line.endswith(self.stop_chars)) / len(lines)
+        if ratio < self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
+            return _drop(doc, "line_punct_ratio", value=round(ratio, 4), limit=self.line_punct_thr)
+        ratio = sum(1 for line in lines if len(line) <= self.short_line_length) / len(lines)
+        if ratio > self.short_line_threshold:
+            return _drop(doc, "short_line_ratio", value=round(ratio, 4), limit=self.short_line_threshold)
+        ratio = find_duplicates(lines)[1] / len(doc.text.replace("\n", ""))
+        if ratio > self.char_duplicates_ratio:
+            return _drop(doc, "char_dup_ratio", value=round(ratio, 4), limit=self.char_duplicates_ratio)
+        n_words = splitter.count_words(doc.text)
+        new_line = doc.text.count("\n")
+        if (ratio := new_line / n_words) > self.new_line_ratio:
+            return _drop(doc, "list_ratio", value=round(ratio, 4), limit=self.new_line_ratio)
+        return True
