@@ -13,10 +13,12 @@ from dataclasses import asdict
 
 from mix_pipeline.core.documents import sql_file_list
 from mix_pipeline.core.faults import crash_point
+from mix_pipeline.core.provenance import REMOVED_REASON
 from mix_pipeline.names import (
     DECONTAMINATION,
     FATE_DROPPED,
     FATE_QUARANTINED,
+    FATE_REMOVED,
     FATES,
     META_DECONTAMINATED,
     META_FILTER_REASON,
@@ -38,6 +40,8 @@ SCHEMA = [
         reason VARCHAR, duplicate_of_source VARCHAR, duplicate_of VARCHAR, detail VARCHAR)""",
     # Catalogs written before `detail` existed gain the column (NULL for their old rows).
     "ALTER TABLE document_fates ADD COLUMN IF NOT EXISTS detail VARCHAR",
+    # `mix-pipeline trace` looks documents up by id.
+    "CREATE INDEX IF NOT EXISTS document_fates_id ON document_fates (id)",
     # What the filters counted per source: `language` (kind = language code, documents identified
     # as it), `pii` (kind = PII kind, documents with one and replacements made), `safety` (kind =
     # flagged: documents with a flagged word and flagged words), `decontamination` (kind = eval set,
@@ -60,7 +64,7 @@ SCHEMA = [
         available_units BIGINT, available_documents BIGINT, epochs DOUBLE)""",
     """CREATE TABLE IF NOT EXISTS snapshot_profiles (
         source VARCHAR, snapshot VARCHAR, profile JSON, drift_score DOUBLE)""",
-    # One row per source: the conservation identity, records = kept + dropped + duplicate + quarantined.
+    # One row per source: the conservation identity, records = kept + dropped + duplicate + quarantined + removed.
     f"""CREATE OR REPLACE VIEW conservation AS
         SELECT i.source, sum(i.records) AS records,
                {", ".join(f"coalesce(max(f.{fate}), 0) AS {fate}" for fate in FATES)},
@@ -113,18 +117,32 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
         documents = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(raw_files)})").fetchall()[0][0] if raw_files else 0
         quarantined = 0
         if quarantine_files:
+            # Documents set aside on a removal request sit in the quarantine folder with the reason
+            # `removed` (core/provenance.py); their fate is `removed`, the request's reason kept.
             con.execute(
                 f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason)
-                    SELECT source, ?, id, 'raw', '{FATE_QUARANTINED}', json_extract_string(metadata, '$.reason')
-                    FROM read_parquet({sql_file_list(quarantine_files)})""",
+                    SELECT source, ?, id, 'raw',
+                           CASE WHEN r = '{REMOVED_REASON}' THEN '{FATE_REMOVED}' ELSE '{FATE_QUARANTINED}' END,
+                           CASE WHEN r = '{REMOVED_REASON}' THEN 'removal request: ' || coalesce(d, '') ELSE r END
+                    FROM (SELECT source, id, json_extract_string(metadata, '$.reason') AS r,
+                                 json_extract_string(metadata, '$.detail') AS d
+                          FROM read_parquet({sql_file_list(quarantine_files)}))""",
                 [snapshot],
             )
-            quarantined = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(quarantine_files)})").fetchall()[0][0]
+            quarantined, removed = con.execute(
+                f"""SELECT count(*) FILTER (WHERE r IS DISTINCT FROM '{REMOVED_REASON}'),
+                           count(*) FILTER (WHERE r = '{REMOVED_REASON}')
+                    FROM (SELECT json_extract_string(metadata, '$.reason') AS r
+                          FROM read_parquet({sql_file_list(quarantine_files)}))"""
+            ).fetchall()[0]
+        else:
+            removed = 0
         con.execute(
             "INSERT INTO source_inputs VALUES (?, ?, ?, ?, ?)",
-            [source, snapshot, documents + quarantined, documents, quarantined],
+            [source, snapshot, documents + quarantined + removed, documents, quarantined],
         )
-    return {"records": documents + quarantined, "documents": documents, "quarantined": quarantined}
+    return {"records": documents + quarantined + removed, "documents": documents, "quarantined": quarantined,
+            "removed": removed}
 
 
 def filter_counts(con, files: list[str]) -> list[dict]:

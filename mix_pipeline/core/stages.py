@@ -46,6 +46,8 @@ from mix_pipeline.core.documents import (
 from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
 from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
+from mix_pipeline.core.licenses import license_shares, restrict_licenses
+from mix_pipeline.core.provenance import partition_removals, set_aside_removed
 from mix_pipeline.core.mixing import (
     SPLITS,
     InfeasibleMixture,
@@ -282,11 +284,19 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     if duplicates:
         quarantine_parts = list_parts(quarantine_tmp)
         env.log(f"raw[{source}|{snapshot}]: {duplicates} record(s) reuse an earlier record's id: quarantined as duplicate_id")
-    stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(quarantine_parts),
-             "duplicate_ids": duplicates}
-    stats["records"] = stats["documents"] + stats["quarantined"]
+    # Removal requests (core/provenance.py): set aside in a quarantine shard of their own, which
+    # the quarantine-rate check does not count.
+    unread = quarantine_parts
+    removed = set_aside_removed(raw_parts, quarantine_tmp, len(quarantine_parts),
+                                partition_removals(env.root, source, snapshot), source, recipe.domain_of(source))
+    if removed:
+        quarantine_parts = list_parts(quarantine_tmp)
+        env.log(f"raw[{source}|{snapshot}]: {removed} document(s) set aside on removal requests")
+    stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(unread),
+             "duplicate_ids": duplicates, "removed": removed}
+    stats["records"] = stats["documents"] + stats["quarantined"] + removed
     env.log(f"raw[{source}|{snapshot}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
-    checks = quality.raw_checks(raw_parts, quarantine_parts, spec.checks)
+    checks = quality.raw_checks(raw_parts, unread, spec.checks)
     _gate(f"raw_documents[{source}|{snapshot}]", checks, [raw_tmp, quarantine_tmp])
     publish_dir(raw_tmp, raw_final)
     publish_dir(quarantine_tmp, quarantine_final)
@@ -702,6 +712,12 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     spec = recipe.mixtures[name]
     sources = recipe.mixture_sources(name)
     files = {s: deduplicated_files(env, s) for s in sources}
+    license_filter = None
+    if spec.allowed_licenses is not None:
+        files, license_filter = restrict_licenses(files, {s: recipe.sources[s] for s in sources}, spec.allowed_licenses,
+                                                  env.dir("_work", "licenses", name))
+        env.log(f"mixture[{name}]: allowed_licenses left out {license_filter['excluded_documents']} document(s), "
+                f"{license_filter['excluded_tokens']} token(s)")
     pools = {
         s: load_pool(s, fs, spec.unit, read_survivors(glob.glob(env.dir("dedup_index", "clusters", s, "*.parquet")), s))
         for s, fs in files.items()
@@ -729,6 +745,12 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     exports = write_exports(tmp, name, spec.seed, splits, counter.token_dtype)
     manifest = build_manifest(name, spec, recipe.sha256, counter.description, plan, splits,
                               output_digest(tmp, splits), exports)
+    # Additive keys (core/licenses.py): each license's share of the rows written, and what
+    # allowed_licenses left out.
+    manifest["licenses"] = license_shares([os.path.join(tmp, f) for split in SPLITS for f in splits[split]["files"]],
+                                          {s: recipe.sources[s] for s in sources}, spec.unit)
+    if license_filter is not None:
+        manifest["license_filter"] = license_filter
     checks = quality.mixture_checks(
         [{"source": s, **row} for s, row in sorted(manifest["sources"].items())],
         {s: spec.max_epochs_of(s) for s in sources},
@@ -744,6 +766,7 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         f.write(manifest_text(manifest))
     publish_dir(tmp, final)
+    shutil.rmtree(env.dir("_work", "licenses", name), ignore_errors=True)
     return StageResult(manifest, checks)
 
 
