@@ -141,8 +141,8 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
             "INSERT INTO source_inputs VALUES (?, ?, ?, ?, ?)",
             [source, snapshot, documents + quarantined + removed, documents, quarantined],
         )
-    return {"records": documents + quarantined + removed, "documents": documents, "quarantined": quarantined,
-            "removed": removed}
+    counts = {"records": documents + quarantined + removed, "documents": documents, "quarantined": quarantined}
+    return counts | ({"removed": removed} if removed else {})
 
 
 def filter_counts(con, files: list[str]) -> list[dict]:
