@@ -40,8 +40,6 @@ SCHEMA = [
         reason VARCHAR, duplicate_of_source VARCHAR, duplicate_of VARCHAR, detail VARCHAR)""",
     # Catalogs written before `detail` existed gain the column (NULL for their old rows).
     "ALTER TABLE document_fates ADD COLUMN IF NOT EXISTS detail VARCHAR",
-    # `mix-pipeline trace` looks documents up by id.
-    "CREATE INDEX IF NOT EXISTS document_fates_id ON document_fates (id)",
     # What the filters counted per source: `language` (kind = language code, documents identified
     # as it), `pii` (kind = PII kind, documents with one and replacements made), `safety` (kind =
     # flagged: documents with a flagged word and flagged words), `decontamination` (kind = eval set,
@@ -250,14 +248,18 @@ def filtered_report(con, source: str, snapshot: str) -> dict[str, list[dict]]:
 
 
 def record_dedup(con, cluster_files: list[str]) -> None:
-    """Kept and duplicate fates of every source and snapshot, from the cluster files."""
+    """Kept and duplicate fates of every source and snapshot, from the cluster files.
+
+    Inserted in id order: DuckDB's per-row-group min/max of `id` then skip nearly every row
+    group when `mix-pipeline trace` looks a document up (4 ms instead of 110 ms at 3M rows; an
+    ART index would make this rewrite ten times slower)."""
     with _Transaction(con):
         con.execute("DELETE FROM document_fates WHERE stage = 'dedup'")
         if cluster_files:
             con.execute(
                 f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, duplicate_of_source, duplicate_of)
                     SELECT source, snapshot, id, 'dedup', fate, match, duplicate_of_source, duplicate_of
-                    FROM read_parquet({sql_file_list(cluster_files)})"""
+                    FROM read_parquet({sql_file_list(cluster_files)}) ORDER BY id"""
             )
 
 

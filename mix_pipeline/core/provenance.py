@@ -302,9 +302,10 @@ def resolve_mixture_row(con, data_root: str, ref: str) -> tuple[str, str] | None
     return got[0]
 
 
-def trace(con, recipe, ref: str, source: str | None = None) -> list[dict]:
+def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool = True) -> list[dict]:
     """The history of the document `ref` names (an id, or a mixture row MIXTURE/SPLIT/FILE:ROW), one
-    entry per source|snapshot that holds a document with that id."""
+    entry per source|snapshot that holds a document with that id. `with_mixtures=False` skips
+    the search of every mixture's shards for the rows that hold it."""
     from mix_pipeline.core.filters import is_dropping
     from mix_pipeline.core.licenses import document_license
 
@@ -409,7 +410,7 @@ def trace(con, recipe, ref: str, source: str | None = None) -> list[dict]:
         dedup_row = _find_row(con, list_parts(partition_dir(root, "deduplicated", src, snapshot)), doc_id,
                               "id, n_tokens, metadata")
         history["stages"].append({"stage": "deduplicated", "result": "kept", "n_tokens": dedup_row and dedup_row["n_tokens"]})
-        history["mixtures"] = mixture_appearances(con, root, src, doc_id)
+        history["mixtures"] = mixture_appearances(con, root, src, doc_id) if with_mixtures else []
         out.append(history)
     return out
 
@@ -489,3 +490,24 @@ def format_trace(histories: list[dict]) -> str:
         else:
             lines.append(f"  history ends at {h['ended_at']}: {h['fate']} ({h['reason']})")
     return "\n".join(lines)
+
+
+def sample_rows_markdown(con, recipe, name: str, rows: int = 5) -> str:
+    """The first rows of a mixture's train split traced to their origin, as a Markdown table (the
+    mixture asset shows it in the UI; `mix-pipeline trace` gives the full history of any row)."""
+    folder = os.path.join(recipe.data_root_path, "mixtures", name)
+    shards = [f for f in mixture_shards(folder) if f"{os.sep}train{os.sep}" in f][:1]
+    if not shards:
+        return "_no train rows_"
+    lines = ["| row | source | id | origin | snapshot | filters | dedup |", "|---|---|---|---|---|---|---|"]
+    n = pq.read_metadata(shards[0]).num_rows
+    for k in range(min(rows, n)):
+        ref = f"{name}/{os.path.relpath(shards[0], folder)}:{k}"
+        for h in trace(con, recipe, ref, with_mixtures=False)[:1]:
+            o = h["origin"]
+            filters = ", ".join(f"{f['filter']} {f['result']}" for f in h["stages"][1].get("filters", [])) if len(h["stages"]) > 1 else ""
+            d = h.get("dedup", {})
+            origin = o.get("url") or f"{o.get('file')}:{o.get('line')}"
+            lines.append(f"| `{ref}` | {h['source']} | `{h['id']}` | {origin} | {h['snapshot']} | {filters or 'none'} "
+                         f"| {d.get('result', '')} (cluster of {d.get('cluster_size')}) |")
+    return "\n".join(lines) + f"\n\nAny row: `mix-pipeline trace --recipe RECIPE {name}/train/part-00000.parquet:ROW`"

@@ -171,21 +171,36 @@ def test_stdlib_code_licenses_and_allowed_licenses(built):
     assert lf["excluded_share_of_documents"] == 0.5
 
 
+def assert_card_matches(folder: Path, manifest: dict) -> None:
+    """The mixture's README.md parses with huggingface_hub's DatasetCard and its numbers are the manifest's."""
+    card = parse_card((folder / "README.md").read_text())
+    data = card.data.to_dict()
+    mp = data["mix_pipeline"]
+    assert mp["output_sha256"] == manifest["output_sha256"] and mp["recipe_sha256"] == manifest["recipe_sha256"]
+    assert mp["total_units"] == manifest["total_units"] and mp["licenses"] == manifest["licenses"]
+    assert mp["unit"] == manifest["unit"] and mp["seed"] == manifest["seed"]
+    for s, row in manifest["sources"].items():
+        assert mp["sources"][s] == {k: row[k] for k in mp["sources"][s]}
+    assert {x["name"]: x["num_examples"] for x in data["dataset_info"]["splits"]} == {
+        s: v["documents"] for s, v in manifest["splits"].items()}
+    assert {s: v["rows"] for s, v in mp["splits"].items()} == {s: v["documents"] for s, v in manifest["splits"].items()}
+    for entry in data["configs"][0]["data_files"]:
+        assert manifest["splits"][entry["split"]]["files"]
+    assert f"`{manifest['output_sha256']}`" in card.text and "## Known limitations" in card.text
+
+
 def test_dataset_cards_parse_and_match_the_manifests(built):
-    folder, _, _, manifests = built
+    folder, _, instance, manifests = built
     for name, manifest in manifests.items():
-        card = parse_card((folder / "data/mixtures" / name / "README.md").read_text())
-        data = card.data.to_dict()
-        mp = data["mix_pipeline"]
-        assert mp["output_sha256"] == manifest["output_sha256"] and mp["recipe_sha256"] == manifest["recipe_sha256"]
-        assert mp["total_units"] == manifest["total_units"] and mp["licenses"] == manifest["licenses"]
-        for s, row in manifest["sources"].items():
-            assert mp["sources"][s] == {k: row[k] for k in mp["sources"][s]}
-        assert {x["name"]: x["num_examples"] for x in data["dataset_info"]["splits"]} == {
-            s: v["documents"] for s, v in manifest["splits"].items()}
-        assert f"`{manifest['output_sha256']}`" in card.text and "## Known limitations" in card.text
+        assert_card_matches(folder / "data/mixtures" / name, manifest)
     assert "license_filter" in parse_card((folder / "data/mixtures/open_web/README.md").read_text()).data.to_dict()[
         "mix_pipeline"]
+    # The mixture asset shows the card and its first rows traced to their origin in the UI.
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("mixture"), asset_partitions=["general"]), limit=1).records[0]
+    metadata = record.asset_materialization.metadata
+    assert metadata["dataset_card"].value.endswith("general/README.md")
+    assert "general/train/part-00000.parquet:0" in metadata["provenance"].value
 
 
 def test_forget_rebuilds_both_mixtures_and_nothing_else(built):

@@ -7,6 +7,7 @@ from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.comparison import COLUMNS as COMPARISON_COLUMNS
 from mix_pipeline.core.comparison import JSON_FILE, MARKDOWN_FILE
 from mix_pipeline.core.dataset_card import write_dataset_card
+from mix_pipeline.core.provenance import sample_rows_markdown
 from mix_pipeline.core.stages import mixture_dir, run_comparison, run_mixture
 from mix_pipeline.defs.checks import AUTOMATION, check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
@@ -52,6 +53,7 @@ def build(recipe: Recipe) -> list:
         with catalog_connection(catalog) as con:
             cat.record_mixture(con, name, ledger)
             card = write_dataset_card(con, recipe, name, out)
+            traced = sample_rows_markdown(con, recipe, name)
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={
@@ -63,6 +65,7 @@ def build(recipe: Recipe) -> list:
                 "manifest": dg.MetadataValue.path(os.path.join(out, "manifest.json")),
                 "output_sha256": manifest["output_sha256"],
                 "dataset_card": dg.MetadataValue.path(card),
+                "provenance": dg.MetadataValue.md(traced),
                 "licenses": dg.MetadataValue.json(manifest.get("licenses", {})),
             }
         )
