@@ -302,12 +302,13 @@ def _cmd_report(args) -> int:
     _, con = _open_catalog(args.recipe)
     if con is None:
         return 1
-    print("document fates per source (records = kept + dropped + duplicate + quarantined):")
+    print("document fates per source (records = kept + dropped + duplicate + quarantined + removed):")
     for row in conservation(con):
         print(
             f"  {row['source']:<12} records {row['records']:>8,}  kept {row['kept']:>8,}  dropped {row['dropped']:>7,}"
             f"  duplicate {row['duplicate']:>7,}  quarantined {row['quarantined']:>5,}  "
-            f"{'balanced' if row['balanced'] else 'NOT BALANCED'}"
+            + (f"removed {row['removed']:>5,}  " if row.get("removed") else "")
+            + f"{'balanced' if row['balanced'] else 'NOT BALANCED'}"
         )
     con.close()
     print_ledger(args.recipe)

@@ -14,7 +14,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.cli import forget, main, run_recipe
+import mix_pipeline.cli as cli
+from mix_pipeline.cli import main, run_recipe
 from mix_pipeline.core.dataset_card import parse_card
 from mix_pipeline.core.provenance import find_in_outputs, format_trace, trace
 from mix_pipeline.recipe import load_recipe
@@ -203,7 +204,17 @@ def test_dataset_cards_parse_and_match_the_manifests(built):
     assert "general/train/part-00000.parquet:0" in metadata["provenance"].value
 
 
-def test_forget_rebuilds_both_mixtures_and_nothing_else(built):
+def test_forget_refuses_a_request_naming_no_known_document(built, tmp_path, capsys):
+    _, recipe_path, _, _ = built
+    ids = tmp_path / "ids.txt"
+    ids.write_text("no-such-id\n")
+    assert main(["forget", "--recipe", str(recipe_path), "--ids", str(ids)]) == 2
+    err = capsys.readouterr().err
+    assert "no document 'no-such-id' in the catalog" in err and "names no document the catalog knows" in err
+    assert main(["forget", "--recipe", str(recipe_path)]) == 2
+
+
+def test_forget_rebuilds_both_mixtures_and_nothing_else(built, monkeypatch, capsys):
     folder, recipe_path, instance, manifests = built
     data = folder / "data"
     general = {r["id"] for r in _mixture_rows(data, "general") if r["source"] == "web"}
@@ -212,17 +223,13 @@ def test_forget_rebuilds_both_mixtures_and_nothing_else(built):
     before = _hashes(data)
     web_before = pq.read_table(data / "deduplicated/web/default").to_pylist()
     ids = folder / "forget.txt"
-    ids.write_text(f"# request 1\n{doc}\n")
-    import mix_pipeline.cli as cli
-
-    original = cli.rebuild
-    cli.rebuild = lambda path: run_recipe(path, instance=instance)
-    try:
-        proof = forget(str(recipe_path), cli.read_id_list(str(ids)), reason="takedown 1")
-    finally:
-        cli.rebuild = original
-    assert proof["documents"] == 1 and proof["verified"] == 1 and proof["rows_left"] == []
-    assert all(balanced for _, balanced in proof["conservation"])
+    ids.write_text(f"# request 1\nweb\t{doc}\n")
+    # The rebuild is the normal run, here against the test's Dagster instance.
+    monkeypatch.setattr(cli, "rebuild", lambda path: run_recipe(path, instance=instance))
+    assert main(["forget", "--recipe", str(recipe_path), "--ids", str(ids), "--reason", "takedown 1"]) == 0
+    out = capsys.readouterr().out
+    assert "forget: 1 of 1 document(s) have the fate 'removed' and sit in no output" in out
+    assert "conservation holds" in out
     after = _hashes(data)
     con = _con(folder)
     assert con.execute("SELECT stage, fate, reason FROM document_fates WHERE id = ?", [doc]).fetchall() == [
