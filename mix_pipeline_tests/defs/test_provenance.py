@@ -17,7 +17,7 @@ import pytest
 import mix_pipeline.cli as cli
 from mix_pipeline.cli import main, run_recipe
 from mix_pipeline.core.dataset_card import parse_card
-from mix_pipeline.core.provenance import find_in_outputs, format_trace, trace
+from mix_pipeline.core.provenance import find_in_outputs, format_trace, resolve_request, trace
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.conftest import prose_doc, write_jsonl, write_recipe
 
@@ -212,6 +212,23 @@ def test_forget_refuses_a_request_naming_no_known_document(built, tmp_path, caps
     err = capsys.readouterr().err
     assert "no document 'no-such-id' in the catalog" in err and "names no document the catalog knows" in err
     assert main(["forget", "--recipe", str(recipe_path)]) == 2
+
+
+def test_a_request_by_file_or_url_names_every_document_read_from_it(built):
+    folder, _, _, _ = built
+    con = _con(folder, read_only=False)
+    by_file, _ = resolve_request(con, str(folder / "data"), file_pattern="b.*", with_copies=False)
+    by_url, _ = resolve_request(con, str(folder / "data"), url_pattern="https://site1.example/*", with_copies=False)
+    [(kept,)] = con.execute("SELECT id FROM document_fates WHERE id IN ('w03', 'w-copy') AND fate = 'kept'").fetchall()
+    copy = ({"w03", "w-copy"} - {kept}).pop()
+    listed, unknown = resolve_request(con, str(folder / "data"), ids=[(None, kept), ("books", kept), (None, "nope")])
+    only, _ = resolve_request(con, str(folder / "data"), ids=[(None, kept)], with_copies=False)
+    con.close()
+    assert {e["id"] for e in by_file} == {f"w{i:02d}" for i in range(13, 24)} | {"w-short", "w-copy"}
+    assert {e["id"] for e in by_url} == {f"w{i:02d}" for i in range(24) if i % 3 == 1}
+    # Naming the survivor of a cluster names its copies too (they would take its place), unless asked not to.
+    assert {(e["id"], e["via"]) for e in listed} == {(kept, "listed"), (copy, "copy")}
+    assert [e["id"] for e in only] == [kept] and unknown == [f"books\t{kept}", "nope"]
 
 
 def test_forget_rebuilds_both_mixtures_and_nothing_else(built, monkeypatch, capsys):
