@@ -92,14 +92,6 @@ def document_license(spec, metadata: dict, text: str) -> dict:
     return {"license": UNKNOWN, "origin": "none"}
 
 
-def licenses_of(spec, metadata_column: list[str | None], head_column: list[str | None]) -> list[str]:
-    """The license of each row of a batch (metadata JSON text, the text's first HEADER_CHARS)."""
-    out = []
-    for meta, head in zip(metadata_column, head_column):
-        out.append(document_license(spec, json.loads(meta or "{}"), head or "")["license"])
-    return out
-
-
 def needs_text(spec) -> bool:
     return bool(spec.detect_license)
 

@@ -83,7 +83,7 @@ def built(tmp_path_factory):
     web.append({"id": "w-short", "text": "Too short to keep.", "license": "CC-BY-4.0"})
     web.append({"id": "w-copy", "text": web[3]["text"], "license": "CC-BY-4.0"})
     write_jsonl(folder / "in/web/a.jsonl", web[:13])
-    write_jsonl(folder / "in/web/b.jsonl", web[13:])
+    write_jsonl(folder / "in/web/b.jsonl", web[13:] + ['{"id": "w-broken", "text": '])  # line 14: quarantined
     write_jsonl(folder / "in/books/a.jsonl", [{"id": f"b{i}", "text": prose_doc(100 + i, 20)} for i in range(8)])
     stdlib = sysconfig.get_paths()["stdlib"]
     for rel in CODE:
@@ -133,6 +133,7 @@ def test_trace_dropped_and_duplicate_documents_end_at_their_stage(built):
     con = _con(folder)
     [short] = trace(con, recipe, "w-short")
     pair = [trace(con, recipe, i)[0] for i in ("w03", "w-copy")]
+    [broken] = trace(con, recipe, "b.jsonl:14")
     con.close()
     assert short["fate"] == "dropped" and short["ended_at"] == "filtered"
     assert short["reason"].startswith("gopher_quality:") and short["mixtures"] == []
@@ -140,6 +141,8 @@ def test_trace_dropped_and_duplicate_documents_end_at_their_stage(built):
     assert gq["result"] == "dropped" and gq["reason"] == short["reason"]
     assert short["origin"]["file"] == "b.jsonl" and short["origin"]["line"] == 12
     assert "dedup" not in short and "history ends at filtered" in format_trace([short])
+    assert broken["fate"] == "quarantined" and broken["ended_at"] == "raw" and broken["reason"] == "malformed_json"
+    assert (broken["origin"]["file"], broken["origin"]["line"]) == ("b.jsonl", 14) and broken["mixtures"] == []
     # Exact copies: one survives, the other's history ends at dedup naming the survivor.
     [copy] = [h for h in pair if h["fate"] == "duplicate"]
     [original] = [h for h in pair if h["fate"] == "kept"]
