@@ -132,6 +132,7 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
             con.close()
         print(f"==> mixture [{name}] (the lab's recommendation)", flush=True)
         run_mixture(StageEnv(with_rec), name, conservation_rows=rows)
+        _write_card(with_rec, name)
         print_ledger(recipe_path, [name])
     return results
 
@@ -190,12 +191,13 @@ def _cmd_report(args) -> int:
     _, con = _open_catalog(args.recipe)
     if con is None:
         return 1
-    print("document fates per source (records = kept + dropped + duplicate + quarantined):")
+    print("document fates per source (records = kept + dropped + duplicate + quarantined + removed):")
     for row in conservation(con):
         print(
             f"  {row['source']:<12} records {row['records']:>8,}  kept {row['kept']:>8,}  dropped {row['dropped']:>7,}"
             f"  duplicate {row['duplicate']:>7,}  quarantined {row['quarantined']:>5,}  "
-            f"{'balanced' if row['balanced'] else 'NOT BALANCED'}"
+            + (f"removed {row['removed']:>5,}  " if row.get("removed") else "")
+            + f"{'balanced' if row['balanced'] else 'NOT BALANCED'}"
         )
     con.close()
     print_ledger(args.recipe)
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="print conservation and mixture ledgers from the catalog")
     p.add_argument("--recipe", required=True)
     p.set_defaults(func=_cmd_report)
+    add_provenance_commands(sub)
     return parser
 
 
@@ -272,6 +275,133 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+# ---- provenance: trace and forget (core/provenance.py) ----------------------------------------------
+def _write_card(recipe, name: str) -> None:
+    """The dataset card of a mixture built outside a Dagster run (read-only catalog)."""
+    import duckdb
+
+    from mix_pipeline.core.dataset_card import write_dataset_card
+    from mix_pipeline.defs import catalog_path
+
+    con = duckdb.connect(catalog_path(recipe), read_only=True) if os.path.exists(catalog_path(recipe)) else None
+    try:
+        write_dataset_card(con, recipe, name, os.path.join(recipe.data_root_path, "mixtures", name))
+    finally:
+        if con is not None:
+            con.close()
+
+
+def _cmd_trace(args) -> int:
+    from mix_pipeline.core.provenance import ProvenanceError, format_trace, trace
+
+    recipe, con = _open_catalog(args.recipe)
+    if con is None:
+        return 1
+    try:
+        histories = trace(con, recipe, args.id, source=args.source)
+    except ProvenanceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    print(json.dumps(histories, indent=2, sort_keys=True, default=str) if args.json else format_trace(histories))
+    return 0
+
+
+def read_id_list(path: str) -> list[tuple[str | None, str]]:
+    """(source or None, id) per line of an ids file: `ID` or `SOURCE<TAB>ID`; `#` starts a comment line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"--ids: cannot read {path} ({exc}); give a UTF-8 text file with one id a line") from None
+    out = []
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        source, tab, doc_id = line.partition("\t")
+        out.append((source, doc_id) if tab else (None, line.strip()))
+    return out
+
+
+def rebuild(recipe_path: str) -> dict[str, dict]:
+    """Bring every output up to date through the normal partitioned path (what `run` does)."""
+    return run_recipe(recipe_path)
+
+
+def forget(recipe_path: str, ids: list[tuple[str | None, str]] = (), file_pattern: str | None = None,
+           url_pattern: str | None = None, reason: str = "removal request", with_copies: bool = True) -> dict:
+    """Record the documents a removal request names as removed, rebuild what holds them, and
+    verify in the catalog (and by reading every output) that none is left. Returns the proof."""
+    import duckdb
+
+    from mix_pipeline.core.provenance import add_removals, resolve_request, verify_removals
+    from mix_pipeline.defs import catalog_path
+
+    recipe = load_recipe(recipe_path)
+    path = catalog_path(recipe)
+    if not os.path.exists(path):
+        raise RecipeError(f"no catalog at {path}: run `mix-pipeline run --recipe {recipe_path}` first")
+    con = duckdb.connect(path)
+    try:
+        entries, unknown = resolve_request(con, recipe.data_root_path, list(ids), file_pattern, url_pattern, with_copies)
+    finally:
+        con.close()
+    for doc in unknown:
+        print(f"warning: no document '{doc}' in the catalog; nothing to remove for it", file=sys.stderr)
+    if not entries:
+        raise RecipeError("the removal request names no document the catalog knows; check the ids, --source-file or --url")
+    copies = sum(e["via"] == "copy" for e in entries)
+    print(f"forget: {len(entries)} document(s) in {len({(e['source'], e['snapshot']) for e in entries})} partition(s)"
+          + (f", {copies} of them exact or near copies of a named one" if copies else ""), flush=True)
+    added = add_removals(recipe.data_root_path, [e | {"reason": reason} for e in entries])
+    print(f"forget: {added} new entr{'y' if added == 1 else 'ies'} in {os.path.join(recipe.data_root_path, 'removals.jsonl')}",
+          flush=True)
+    rebuild(recipe_path)
+    con = duckdb.connect(path)
+    try:
+        proof = verify_removals(con, recipe.data_root_path, [e | {"reason": reason} for e in entries])
+        proof["conservation"] = [r for r in con.execute("SELECT source, balanced FROM conservation ORDER BY source").fetchall()]
+    finally:
+        con.close()
+    return proof
+
+
+def _cmd_forget(args) -> int:
+    ids = read_id_list(args.ids) if args.ids else []
+    if not (ids or args.source_file or args.url):
+        raise RecipeError("forget: give --ids FILE, --source-file PATTERN or --url PATTERN")
+    proof = forget(args.recipe, ids, args.source_file, args.url, args.reason, with_copies=not args.only_listed)
+    balanced = all(b for _, b in proof["conservation"])
+    print(f"forget: {proof['verified']} of {proof['documents']} document(s) have the fate 'removed' and sit in no output "
+          f"(catalog table removal_log); conservation {'holds' if balanced else 'does NOT hold'}")
+    for r in proof["rows_left"][:10]:
+        print(f"  still in {r['output']}: {r['source']}/{r['id']} at {r['file']} row {r['row']}")
+    for r in proof["not_removed"][:10]:
+        print(f"  not removed: {r['source']}/{r['id']} ({r['snapshot']}): fate {r['fate']}")
+    return 0 if proof["verified"] == proof["documents"] and balanced else 1
+
+
+def add_provenance_commands(sub) -> None:
+    p = sub.add_parser("trace", help="the whole history of a document or mixture row (after `run`)")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("id", help="a document id, or a mixture row MIXTURE/SPLIT/part-NNNNN.parquet:ROW (ROW from 0)")
+    p.add_argument("--source", help="only the document of this source (ids may repeat across sources)")
+    p.add_argument("--json", action="store_true", help="print the history as JSON")
+    p.set_defaults(func=_cmd_trace)
+
+    p = sub.add_parser("forget", help="remove documents on request: record, rebuild what holds them, verify")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--ids", help="a file with one document id a line (or SOURCE<TAB>ID)")
+    p.add_argument("--source-file", help="every document read from input files matching this glob "
+                   "(relative to the source's folder, e.g. 'dump-03/*.jsonl.gz')")
+    p.add_argument("--url", help="every document whose `url` matches this glob (e.g. 'https://example.com/*')")
+    p.add_argument("--reason", default="removal request", help="recorded with each document's fate")
+    p.add_argument("--only-listed", action="store_true",
+                   help="do not also remove the exact and near copies dedup dropped in favour of a named document")
+    p.set_defaults(func=_cmd_forget)
 
 
 if __name__ == "__main__":

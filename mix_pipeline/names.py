@@ -60,7 +60,12 @@ FATE_KEPT = "kept"
 FATE_DROPPED = "dropped"
 FATE_DUPLICATE = "duplicate"
 FATE_QUARANTINED = "quarantined"
-FATES = (FATE_KEPT, FATE_DROPPED, FATE_DUPLICATE, FATE_QUARANTINED)
+# Taken out on a removal request (`mix-pipeline forget`): the raw stage sets it aside unread
+# by any later stage, keeping no text (see core/provenance.py).
+FATE_REMOVED = "removed"
+FATES = (FATE_KEPT, FATE_DROPPED, FATE_DUPLICATE, FATE_QUARANTINED, FATE_REMOVED)
+# The removal requests of a data_root, one JSON object a line (core/provenance.py).
+REMOVALS_FILE = "removals.jsonl"
 
 # Filters a recipe may list, in the order they are documented.
 FILTER_NAMES = (

@@ -96,6 +96,12 @@ class SourceSpec(_Strict):
     filters: list[FilterSpec] = Field(default_factory=list)
     # Overrides of the raw/filtered/deduplicated quality gates for this source.
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Licenses (core/licenses.py): the source's license (an SPDX id), the input field that holds
+    # a per-document license, and whether to read license headers (SPDX lines, common texts) of
+    # code files. Read at mixture time only: changing them rebuilds no partition.
+    license: str | None = None
+    license_field: str | None = "license"
+    detect_license: bool = False
 
     @field_validator("checks", mode="before")
     @classmethod
@@ -241,6 +247,9 @@ class MixtureSpec(_Strict):
     tolerance: float = Field(0.01, gt=0.0, lt=1.0)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Only documents under these licenses (SPDX ids as core/licenses.py reports them; `unknown`
+    # for documents with none) are drawn; the manifest says how much the others were.
+    allowed_licenses: list[str] | None = Field(None, min_length=1)
 
     @field_validator("checks", mode="before")
     @classmethod

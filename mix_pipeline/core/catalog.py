@@ -13,10 +13,12 @@ from dataclasses import asdict
 
 from mix_pipeline.core.documents import sql_file_list
 from mix_pipeline.core.faults import crash_point
+from mix_pipeline.core.provenance import REMOVED_REASON
 from mix_pipeline.names import (
     DECONTAMINATION,
     FATE_DROPPED,
     FATE_QUARANTINED,
+    FATE_REMOVED,
     FATES,
     META_DECONTAMINATED,
     META_FILTER_REASON,
@@ -60,7 +62,7 @@ SCHEMA = [
         available_units BIGINT, available_documents BIGINT, epochs DOUBLE)""",
     """CREATE TABLE IF NOT EXISTS snapshot_profiles (
         source VARCHAR, snapshot VARCHAR, profile JSON, drift_score DOUBLE)""",
-    # One row per source: the conservation identity, records = kept + dropped + duplicate + quarantined.
+    # One row per source: the conservation identity, records = kept + dropped + duplicate + quarantined + removed.
     f"""CREATE OR REPLACE VIEW conservation AS
         SELECT i.source, sum(i.records) AS records,
                {", ".join(f"coalesce(max(f.{fate}), 0) AS {fate}" for fate in FATES)},
@@ -113,19 +115,33 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
         documents = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(raw_files)})").fetchall()[0][0] if raw_files else 0
         quarantined = 0
         if quarantine_files:
+            # Documents set aside on a removal request sit in the quarantine folder with the reason
+            # `removed` (core/provenance.py); their fate is `removed`, the request's reason kept.
             con.execute(
                 f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, detail)
-                    SELECT source, ?, id, 'raw', '{FATE_QUARANTINED}', json_extract_string(metadata, '$.reason'),
-                           nullif(json_extract_string(metadata, '$.detail'), '')
-                    FROM read_parquet({sql_file_list(quarantine_files)})""",
+                    SELECT source, ?, id, 'raw',
+                           CASE WHEN r = '{REMOVED_REASON}' THEN '{FATE_REMOVED}' ELSE '{FATE_QUARANTINED}' END,
+                           CASE WHEN r = '{REMOVED_REASON}' THEN 'removal request: ' || coalesce(d, '') ELSE r END,
+                           nullif(d, '')
+                    FROM (SELECT source, id, json_extract_string(metadata, '$.reason') AS r,
+                                 json_extract_string(metadata, '$.detail') AS d
+                          FROM read_parquet({sql_file_list(quarantine_files)}))""",
                 [snapshot],
             )
-            quarantined = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(quarantine_files)})").fetchall()[0][0]
+            quarantined, removed = con.execute(
+                f"""SELECT count(*) FILTER (WHERE r IS DISTINCT FROM '{REMOVED_REASON}'),
+                           count(*) FILTER (WHERE r = '{REMOVED_REASON}')
+                    FROM (SELECT json_extract_string(metadata, '$.reason') AS r
+                          FROM read_parquet({sql_file_list(quarantine_files)}))"""
+            ).fetchall()[0]
+        else:
+            removed = 0
         con.execute(
             "INSERT INTO source_inputs VALUES (?, ?, ?, ?, ?)",
-            [source, snapshot, documents + quarantined, documents, quarantined],
+            [source, snapshot, documents + quarantined + removed, documents, quarantined],
         )
-    return {"records": documents + quarantined, "documents": documents, "quarantined": quarantined}
+    counts = {"records": documents + quarantined + removed, "documents": documents, "quarantined": quarantined}
+    return counts | ({"removed": removed} if removed else {})
 
 
 def filter_counts(con, files: list[str]) -> list[dict]:
@@ -233,14 +249,18 @@ def filtered_report(con, source: str, snapshot: str) -> dict[str, list[dict]]:
 
 
 def record_dedup(con, cluster_files: list[str]) -> None:
-    """Kept and duplicate fates of every source and snapshot, from the cluster files."""
+    """Kept and duplicate fates of every source and snapshot, from the cluster files.
+
+    Inserted in id order: DuckDB's per-row-group min/max of `id` then skip nearly every row
+    group when `mix-pipeline trace` looks a document up (4 ms instead of 110 ms at 3M rows; an
+    ART index would make this rewrite ten times slower)."""
     with _Transaction(con):
         con.execute("DELETE FROM document_fates WHERE stage = 'dedup'")
         if cluster_files:
             con.execute(
                 f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, duplicate_of_source, duplicate_of)
                     SELECT source, snapshot, id, 'dedup', fate, match, duplicate_of_source, duplicate_of
-                    FROM read_parquet({sql_file_list(cluster_files)})"""
+                    FROM read_parquet({sql_file_list(cluster_files)}) ORDER BY id"""
             )
 
 

@@ -12,8 +12,12 @@ import hashlib
 import json
 import os
 
+from mix_pipeline.core.provenance import removals_fingerprint
 from mix_pipeline.core.quality_model import filter_fingerprint
 from mix_pipeline.recipe import Recipe
+
+# Source settings only the mixture stage reads (licenses): changing them rebuilds no partition.
+MIXTURE_TIME_KEYS = {"license", "license_field", "detect_license"}
 
 
 def _digest(payload) -> str:
@@ -21,15 +25,19 @@ def _digest(payload) -> str:
 
 
 def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
-    """What raw + filtered read: the source's recipe entry and its files (path, size, mtime)."""
+    """What raw + filtered read: the source's recipe entry, its files (path, size, mtime) and its removals."""
     root = recipe.source_root(source, snapshot)
     files = []
     for path in recipe.source_files(source, snapshot):
         st = os.stat(path)
         files.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
-    payload = {"spec": recipe.sources[source].model_dump(), "files": files}
+    payload = {"spec": recipe.sources[source].model_dump(exclude=MIXTURE_TIME_KEYS), "files": files}
     if (model := filter_fingerprint(recipe, source)) is not None:
         payload["quality_model"] = model  # a retrained model reruns the sources it scores
+    # Removal requests of the partition (core/provenance.py): a new one makes it stale.
+    removals = removals_fingerprint(recipe.data_root_path, source, snapshot)
+    if removals is not None:
+        payload["removals"] = removals
     return _digest(payload)
 
 

@@ -47,6 +47,7 @@ from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix,
 from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.filters import build_filter, is_dropping, pii_kinds
 from mix_pipeline.core.integrity import require_intact, seal
+from mix_pipeline.core.licenses import license_shares, restrict_licenses
 from mix_pipeline.core.mixing import (
     SPLITS,
     InfeasibleMixture,
@@ -58,6 +59,7 @@ from mix_pipeline.core.mixing import (
     read_survivors,
     write_mixture,
 )
+from mix_pipeline.core.provenance import partition_removals, set_aside_removed
 from mix_pipeline.core.quality import CheckOutcome, GateFailed
 from mix_pipeline.core.readers import SourceReader
 from mix_pipeline.core.tokens import TokenCounter
@@ -310,11 +312,19 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     if duplicates:
         quarantine_parts = list_parts(quarantine_tmp)
         env.log(f"raw[{source}|{snapshot}]: {duplicates} record(s) reuse an earlier record's id: quarantined as duplicate_id")
-    stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(quarantine_parts),
-             "duplicate_ids": duplicates}
-    stats["records"] = stats["documents"] + stats["quarantined"]
+    # Removal requests (core/provenance.py): set aside in a quarantine shard of their own, which
+    # the quarantine-rate check does not count.
+    unread = quarantine_parts
+    removed = set_aside_removed(raw_parts, quarantine_tmp, len(quarantine_parts),
+                                partition_removals(env.root, source, snapshot), source, recipe.domain_of(source))
+    if removed:
+        quarantine_parts = list_parts(quarantine_tmp)
+        env.log(f"raw[{source}|{snapshot}]: {removed} document(s) set aside on removal requests")
+    stats = {"input_files": len(files), "documents": _rows(raw_parts), "quarantined": _rows(unread),
+             "duplicate_ids": duplicates, "removed": removed}
+    stats["records"] = stats["documents"] + stats["quarantined"] + removed
     env.log(f"raw[{source}|{snapshot}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
-    checks = quality.raw_checks(raw_parts, quarantine_parts, spec.checks)
+    checks = quality.raw_checks(raw_parts, unread, spec.checks)
     _gate(f"raw_documents[{source}|{snapshot}]", checks, [raw_tmp, quarantine_tmp])
     seal(raw_tmp)
     seal(quarantine_tmp)
@@ -748,6 +758,14 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     # A quality bucket (`web@high`) draws from its source's documents in the bucket's score range.
     files = quality_model.mixture_files(recipe, name, sources, lambda s: deduplicated_files(env, s), env.dir("_work"))
     base = {s: quality_model.base_source(s) for s in sources}
+    # License settings by the `source` column of the rows (a bucket's rows carry its base source).
+    license_specs = {base[s]: recipe.sources[base[s]] for s in sources}
+    license_filter = None
+    if spec.allowed_licenses is not None:
+        files, license_filter = restrict_licenses(files, license_specs, spec.allowed_licenses,
+                                                  env.dir("_work", "licenses", name))
+        env.log(f"mixture[{name}]: allowed_licenses left out {license_filter['excluded_documents']} document(s), "
+                f"{license_filter['excluded_tokens']} token(s)")
     pools = {
         s: quality_model.bucket_pool(load_pool(base[s], fs, spec.unit, read_survivors(
             glob.glob(env.dir("dedup_index", "clusters", base[s], "*.parquet")), base[s])), s)
@@ -779,6 +797,12 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
                               output_digest(tmp, splits), exports)
     if buckets := quality_model.manifest_buckets(recipe, sources):
         manifest["quality_buckets"] = buckets
+    # Additive keys (core/licenses.py): each license's share of the rows written, and what
+    # allowed_licenses left out.
+    manifest["licenses"] = license_shares([os.path.join(tmp, f) for split in SPLITS for f in splits[split]["files"]],
+                                          license_specs, spec.unit)
+    if license_filter is not None:
+        manifest["license_filter"] = license_filter
     checks = quality.mixture_checks(
         [{"source": s, **row} for s, row in sorted(manifest["sources"].items())],
         {s: spec.max_epochs_of(s) for s in sources},
@@ -794,6 +818,7 @@ def run_mixture(env: StageEnv, name: str, conservation_rows: list[dict] | None =
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         f.write(manifest_text(manifest))
     publish_dir(tmp, final)
+    shutil.rmtree(env.dir("_work", "licenses", name), ignore_errors=True)
     return StageResult(manifest, checks)
 
 

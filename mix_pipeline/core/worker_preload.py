@@ -17,4 +17,4 @@ from mix_pipeline.core.filters import fast_language_identifier
 from mix_pipeline.core.prose import word_splitter
 
 fast_language_identifier()
-word_splitter("en").nlp  # the blank English pipeline the prose filters split words with
+_ = word_splitter("en").nlp  # the blank English pipeline the prose filters split words with

@@ -277,3 +277,11 @@ def test_definitions_load_and_bad_recipe_fails_at_load(tmp_path, sample):
                             capture_output=True, text=True, timeout=180)
     assert failed.returncode != 0
     assert "mixtures.general.max_epoch: unknown key" in failed.stdout + failed.stderr
+
+
+def test_dataset_cards_of_the_demo_mixtures(demo_run):
+    from mix_pipeline_tests.defs.test_provenance import assert_card_matches
+
+    assert demo_run["manifests"]
+    for name, manifest in demo_run["manifests"].items():
+        assert_card_matches(Path(demo_run["recipe"].data_root_path) / "mixtures" / name, manifest)

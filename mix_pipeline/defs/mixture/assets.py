@@ -6,6 +6,8 @@ from dagster_duckdb import DuckDBResource
 from mix_pipeline.core import catalog as cat
 from mix_pipeline.core.comparison import COLUMNS as COMPARISON_COLUMNS
 from mix_pipeline.core.comparison import JSON_FILE, MARKDOWN_FILE
+from mix_pipeline.core.dataset_card import write_dataset_card
+from mix_pipeline.core.provenance import sample_rows_markdown
 from mix_pipeline.core.stages import mixture_dir, run_comparison, run_mixture
 from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
@@ -46,9 +48,11 @@ def build(recipe: Recipe) -> list:
         result = yield from gated(lambda: run_mixture(env, name, conservation_rows=rows))
         manifest = result.stats
         ledger = [{"source": s, **row} for s, row in sorted(manifest["sources"].items())]
+        out = mixture_dir(env, name)
         with catalog_connection(catalog) as con:
             cat.record_mixture(con, name, ledger)
-        out = mixture_dir(env, name)
+            card = write_dataset_card(con, recipe, name, out)
+            traced = sample_rows_markdown(con, recipe, name)
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={
@@ -59,6 +63,9 @@ def build(recipe: Recipe) -> list:
                 "rebalanced": dg.MetadataValue.json(manifest["rebalanced"]),
                 "manifest": dg.MetadataValue.path(os.path.join(out, "manifest.json")),
                 "output_sha256": manifest["output_sha256"],
+                "dataset_card": dg.MetadataValue.path(card),
+                "provenance": dg.MetadataValue.md(traced),
+                "licenses": dg.MetadataValue.json(manifest.get("licenses", {})),
             }
         )
 
