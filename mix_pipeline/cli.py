@@ -261,6 +261,22 @@ def print_lab(results: dict, folder: str) -> None:
     print(f"  leave-one-out Spearman (predicted vs observed objective): {'n/a' if rho is None else f'{rho:.3f}'}")
     print(f"  recommended vs uniform: {results['improvement_vs_uniform']:+.4f}, vs prior: "
           f"{results['improvement_vs_prior']:+.4f} (observed; positive = lower loss)")
+    from mix_pipeline.core.lab import proxy_line, reuse_line, transfer_rows
+
+    print(f"  proxy: {proxy_line(results)}; proxies trained: {results.get('proxies_trained', '?')}")
+    prior = results["candidates"][0]
+    rec = results["recommended"]
+    print("  per-domain loss: " + "; ".join(
+        f"{d} {prior['losses'][d]:.4f} ({prior['name']}) -> {rec['losses'][d]:.4f} (recommended)" for d in results["domains"]))
+    if "chosen" in results:
+        print(f"  {results['chosen']['verdict']}")
+        print(f"  recommended weights: {results['recommended_weights']}")
+    if results.get("reuse"):
+        print(f"  {reuse_line(results)}")
+    for row in transfer_rows(results):
+        print(f"  transfer: {row['verdict']} [{row['a']} vs {row['b']}, {row['candidates']} candidates]")
+    if results.get("transfer"):
+        print(f"  transfer verdict: {results['transfer']['verdict']}")
     print(f"  report: {os.path.join(folder, 'report.html')}\n  mixture block: {os.path.join(folder, 'recommended.yaml')}")
 
 

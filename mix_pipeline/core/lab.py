@@ -417,8 +417,12 @@ def run_lab(env, experiment: str, log=None) -> dict:
     caps_lab = np.floor(np.array([data[s].train.available for s in sources]) * epochs)
     feasible = np.all(samples_full * prior_spec.total <= caps_full, axis=1) & np.all(samples_full * total <= caps_lab, axis=1)
     if not feasible.any():
-        raise InfeasibleMixture(f"lab[{experiment}]: no sampled weight vector fits max_epochs"
-                                f"{'/max_repetition' if exp.max_repetition else ''} at total {prior_spec.total:,}")
+        supply = int(caps_full.sum())
+        hint = (f"the corpus supplies {supply:,} {prior_spec.unit} at max_epochs; lower mixtures.{exp.prior}.total"
+                if supply < prior_spec.total else "raise candidates or max_epochs")
+        raise InfeasibleMixture(f"lab[{experiment}]: no sampled weight vector lets mixture '{exp.prior}' reach its total "
+                                f"{prior_spec.total:,} within max_epochs{'/max_repetition' if exp.max_repetition else ''} "
+                                f"({hint})")
     predicted = features(samples, exp.log_floor) @ coef @ objw
     natural = np.array([available[s] for s in sources], dtype=np.float64)
     natural /= natural.sum()
@@ -730,8 +734,9 @@ def design_space(sources, fingerprints, previous, exp, prior_spec, total, proxy_
         expand[i, sources.index(s)] = 1.0
     for s in unchanged:
         expand[-1, sources.index(s)] = ratios[s]
-    # Candidates in proportion to the dimensions searched (at least enough to fit the regression).
-    draws = math.ceil(exp.candidates * len(names) / n)
+    # Draws in proportion to the free dimensions of the simplex searched (m weights summing to
+    # one have m - 1); run_lab keeps at least enough to fit the regression.
+    draws = math.ceil(exp.candidates * (len(names) - 1) / (n - 1))
     space = DesignSpace("reuse", names, expand, draws, changed=changed,
                         ratios={s: round(r, 4) for s, r in ratios.items()})
     fresh_proxies = (previous.get("reuse") or {}).get("fresh_proxies") or previous.get("proxies_trained")
@@ -867,22 +872,57 @@ def _svg_scatter(results: dict) -> str:
     return "".join(parts)
 
 
+def proxy_line(results: dict) -> str:
+    p = results["proxy"]
+    if p.get("parameters"):
+        return (f"neural (byte-level transformer, {p['parameters']:,} parameters, {p['layers']} layers x {p['d_model']}, "
+                f"{p['steps']} steps of {p['batch']}x{p['seq_len']} bytes, {p['device']})")
+    return str(p["kind"])
+
+
+def transfer_rows(results: dict) -> list[dict]:
+    return [{"check": c["check"], "a": c["a"], "b": c["b"], "candidates": c["candidates"], "spearman": c["spearman"],
+             "proxies trained": c["proxies_trained"], "verdict": c["verdict"]}
+            for c in (results.get("transfer") or {}).get("checks", [])]
+
+
+def reuse_line(results: dict) -> str:
+    r = results.get("reuse")
+    if not r:
+        return ""
+    if r["mode"] == "unchanged":
+        return f"Reuse: no source changed since the last run; its results were reused (0 proxies trained, a fresh experiment trains {r['fresh_proxies']})."
+    return (f"Reuse: changed source(s) {', '.join(r['changed_sources'])}; the others moved together in the previous "
+            f"recommendation's proportions {r['unchanged_ratios']}. Proxies trained: {r['proxies_trained']} (a fresh "
+            f"experiment trains {r['fresh_proxies']}; {100 * r['compute_saved']:.0f}% of the proxy compute saved). "
+            f"L1 distance to the previous recommendation: {r['l1_to_previous_recommendation']}.")
+
+
 def report_html(results: dict) -> str:
     rec = results["recommended"]
     spearman = results["spearman_loo"]
+    transfer = results.get("transfer")
+    transfer_html = "" if not transfer else (
+        f"<h2>Does the ranking transfer?</h2><p><b>{html.escape(transfer['verdict'])}</b></p>"
+        f"<p>Spearman rank correlation of the candidates' objectives between proxy kinds, proxy sizes and data "
+        f"quantities (1 = same order).</p>{_html_table(transfer_rows(results))}")
+    chosen = results.get("chosen", {"verdict": "", "weights": rec["weights"]})
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Mixture lab: {html.escape(results['experiment'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
 <h1>Mixture lab: {html.escape(results['experiment'])}</h1>
 <p>Prior mixture <b>{html.escape(results['prior'])}</b>; {len(results['candidates'])} candidates of
-{results['lab_total']:,} {html.escape(results['unit'])} each, proxy: {html.escape(results['proxy']['kind'])}.
+{results['lab_total']:,} {html.escape(results['unit'])} each, proxy: {html.escape(proxy_line(results))}.
 Losses are nats per word on each domain's held-out set (lower is better); the objective weighs them by
 {html.escape(json.dumps(results['objective_weights']))}.</p>
 <p><b>Recommended</b> ({html.escape(rec['name'])}): observed objective {rec['objective']:.4f}, predicted
 {_cell(rec['predicted'])}; {results['improvement_vs_uniform']:+.4f} better than uniform,
 {results['improvement_vs_prior']:+.4f} better than the prior (positive = better).
 Leave-one-out Spearman (predicted vs observed objective): {_cell(spearman)}.</p>
+<p><b>Against the candidates:</b> {html.escape(chosen['verdict'])}. Recommended weights:
+{html.escape(json.dumps(chosen['weights']))}.</p>
+<p>{html.escape(reuse_line(results))}</p>{transfer_html}
 <h2>Recommended weights next to the hand-written ones</h2>{_html_table(weight_rows(results))}
 <h2>Loss per candidate</h2>
 <p>w_* are the achieved weights of each small mixture; <i>predicted</i> comes from a fit that left that
