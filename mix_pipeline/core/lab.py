@@ -914,7 +914,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f
 <h1>Mixture lab: {html.escape(results['experiment'])}</h1>
 <p>Prior mixture <b>{html.escape(results['prior'])}</b>; {len(results['candidates'])} candidates of
 {results['lab_total']:,} {html.escape(results['unit'])} each, proxy: {html.escape(proxy_line(results))}.
-Losses are nats per word on each domain's held-out set (lower is better); the objective weighs them by
+Losses are nats per {'byte' if results['proxy'].get('tokenizer') == 'bytes' else 'word'} on each domain's held-out set (lower is better); the objective weighs them by
 {html.escape(json.dumps(results['objective_weights']))}.</p>
 <p><b>Recommended</b> ({html.escape(rec['name'])}): observed objective {rec['objective']:.4f}, predicted
 {_cell(rec['predicted'])}; {results['improvement_vs_uniform']:+.4f} better than uniform,

@@ -94,13 +94,21 @@ def _model(torch, d_model: int, layers: int, heads: int, seq_len: int):
 
 @contextlib.contextmanager
 def deterministic(torch, threads: int):
-    """Fixed threads and deterministic kernels for the duration; the previous settings after."""
+    """Fixed threads and deterministic kernels for the duration; the previous settings after.
+    On a GPU, attention uses the plain (math) kernel: the fused ones' backward passes are not
+    deterministic."""
     before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    stack = contextlib.ExitStack()
+    if torch.cuda.is_available():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))
     try:
-        yield
+        with stack:
+            yield
     finally:
         torch.set_num_threads(before[0])
         torch.use_deterministic_algorithms(before[1])
