@@ -655,6 +655,8 @@ def _evaluate(candidates, data, prior_spec, total, proxy, objective, log) -> Non
         c.losses = proxy.losses(acc)
         accs[i] = None  # free the candidate's data once trained
         c.objective = sum(objective[dom] * c.losses[dom] for dom in c.losses)
+        if isinstance(proxy, NeuralLabProxy):
+            log(f"lab: trained {c.name} ({i + 1}/{len(candidates)}): objective {c.objective:.4f}")
 
 
 # ---- reuse -----------------------------------------------------------------------------------

@@ -342,3 +342,13 @@ def test_natural_pull_and_repetition_cap(lab_corpus, lab_results):
         lab_corpus / "data" / "deduplicated" / "alien" / "default").column("text").to_pylist())
     assert capped["recommended_weights"]["alien"] * 60_000 <= alien_tokens * 1.01
     assert capped["recommended_weights"]["alien"] < plain["recommended_weights"]["alien"]
+
+
+def test_neural_proxy_without_torch_is_refused_in_one_line(monkeypatch):
+    import sys
+
+    from mix_pipeline.core.lab_neural import NeuralUnavailable, require_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # what an environment without the lab extra sees
+    with pytest.raises(NeuralUnavailable, match=r"needs torch: pip install -e '\.\[lab\]'"):
+        require_torch()
