@@ -363,7 +363,7 @@ def run_lab(env, experiment: str, log=None) -> dict:
     # Candidates: the prior, the recipe's other mixtures over these sources, uniform, Dirichlet draws.
     prior = requested_weights(prior_spec, available)
     prior_d = _reduce(np.array([prior[s] for s in sources]), member)
-    candidates = [Candidate(exp.prior, "prior", _full(prior_d, expand, sources))]
+    candidates = [Candidate(exp.prior, "prior", dict(prior))]
     if space.mode == "fresh":
         for name in sorted(recipe.mixtures):
             other = recipe.mixtures[name]
