@@ -701,9 +701,7 @@ class DesignSpace:
     @property
     def member(self) -> np.ndarray:
         """dims x sources: 1 where a source belongs to a dimension."""
-        m = np.zeros_like(self.expand)
-        for i, s in enumerate(self.names):
-            m[i] = self.expand[i] > 0
+        m = (self.expand > 0).astype(np.float64)
         if self.mode == "reuse":
             m[-1] = 0
             m[-1, [j for j in range(m.shape[1]) if not m[:-1, j].any()]] = 1
