@@ -635,6 +635,9 @@ def _evaluate(candidates, data, prior_spec, total, proxy, objective, log) -> Non
         for row in plan.ledger:
             c.achieved[row.source] = row.achieved_weight
         c.units = sum(row.units for row in plan.ledger)
+        if c.units == 0:
+            raise InfeasibleMixture(f"lab: candidate {c.name} {c.weights} selects no document at total {total:,}; "
+                                    "raise the experiment's total")
         src = plan.selection.column("source").to_pylist()
         rows = plan.selection.column("row").to_numpy()
         src = np.array(src, dtype=object)
