@@ -139,18 +139,36 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
 
 def print_lab(results: dict, folder: str) -> None:
     sources = results["sources"]
-    print(f"\nlab '{results['experiment']}' (prior {results['prior']}): loss in nats/word on held-out sets, "
+    unit = "byte" if (results["proxy"].get("tokenizer") == "bytes") else "word"
+    print(f"\nlab '{results['experiment']}' (prior {results['prior']}): loss in nats/{unit} on held-out sets, "
           f"objective weights {results['objective_weights']}")
-    print("  " + f"{'candidate':<20}" + "".join(f"{'w_' + s:>10}" for s in sources)
+    width = {s: max(10, len(s) + 4) for s in sources}
+    print("  " + f"{'candidate':<20}" + "".join(f"{'w_' + s:>{width[s]}}" for s in sources)
           + f"{'objective':>11}{'predicted':>11}")
     for c in results["candidates"] + [results["recommended"]]:
         pred = "" if c["predicted"] is None else f"{c['predicted']:.4f}"
-        print("  " + f"{c['name']:<20}" + "".join(f"{c['achieved'].get(s, 0):>10.4f}" for s in sources)
+        print("  " + f"{c['name']:<20}" + "".join(f"{c['achieved'].get(s, 0):>{width[s]}.4f}" for s in sources)
               + f"{c['objective']:>11.4f}{pred:>11}")
     rho = results["spearman_loo"]
     print(f"  leave-one-out Spearman (predicted vs observed objective): {'n/a' if rho is None else f'{rho:.3f}'}")
     print(f"  recommended vs uniform: {results['improvement_vs_uniform']:+.4f}, vs prior: "
           f"{results['improvement_vs_prior']:+.4f} (observed; positive = lower loss)")
+    from mix_pipeline.core.lab import proxy_line, reuse_line, transfer_rows
+
+    print(f"  proxy: {proxy_line(results)}; proxies trained: {results.get('proxies_trained', '?')}")
+    prior = results["candidates"][0]
+    rec = results["recommended"]
+    print("  per-domain loss: " + "; ".join(
+        f"{d} {prior['losses'][d]:.4f} ({prior['name']}) -> {rec['losses'][d]:.4f} (recommended)" for d in results["domains"]))
+    if "chosen" in results:
+        print(f"  {results['chosen']['verdict']}")
+        print(f"  recommended weights: {results['recommended_weights']}")
+    if results.get("reuse"):
+        print(f"  {reuse_line(results)}")
+    for row in transfer_rows(results):
+        print(f"  transfer: {row['verdict']} [{row['a']} vs {row['b']}, {row['candidates']} candidates]")
+    if results.get("transfer"):
+        print(f"  transfer verdict: {results['transfer']['verdict']}")
     print(f"  report: {os.path.join(folder, 'report.html')}\n  mixture block: {os.path.join(folder, 'recommended.yaml')}")
 
 

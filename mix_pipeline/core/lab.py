@@ -161,6 +161,12 @@ def holdout_mask(pool: Pool, fraction: float) -> tuple[np.ndarray, np.ndarray]:
 def prepare_source(source: str, files: list[str], unit: str, survivors, fraction: float, max_docs: int) -> SourceData:
     pool = load_pool(source, files, unit, survivors)
     held, h = holdout_mask(pool, fraction)
+    if not held.any() and len(pool):
+        # A small source whose hash slice came out empty: hold out its lowest-hash cluster instead.
+        held = h == h.min()
+    if held.all():
+        raise InfeasibleMixture(f"lab: source '{source}' has {len(pool):,} document(s) in one near-duplicate cluster or "
+                                "fewer; too few to both hold out and train (add documents or drop it from the prior)")
     keep = np.flatnonzero(~held)
     held_idx = np.flatnonzero(held)
     held_idx = np.sort(held_idx[np.argsort(h[held_idx], kind="stable")][:max_docs])
@@ -305,48 +311,87 @@ def run_lab(env, experiment: str, log=None) -> dict:
         if not files:
             raise InfeasibleMixture(f"lab[{experiment}]: source '{s}' has no deduplicated shards; run the pipeline first")
         survivors = read_survivors(glob.glob(env.dir("dedup_index", "clusters", s, "*.parquet")), s)
-        data[s] = prepare_source(s, files, prior_spec.unit, survivors, exp.holdout, exp.holdout_max_documents)
-    hasher = WordHasher(exp.proxy.vocab_buckets)
-    size = exp.proxy.vocab_buckets + 1
+        try:
+            data[s] = prepare_source(s, files, prior_spec.unit, survivors, exp.holdout, exp.holdout_max_documents)
+        except InfeasibleMixture as e:
+            raise InfeasibleMixture(f"lab[{experiment}]: {str(e).removeprefix('lab: ')}")
 
-    # Held-out sets: word ids only, capped per domain.
-    heldout: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    # Held-out sets: texts, capped per domain; each proxy makes its own form of them.
+    texts: dict[str, list[str]] = {}
     for s, d in data.items():
-        heldout[s] = _bigram_arrays(hasher.ids(text) for _, text in stream_texts(d.files, d.holdout_index))
+        texts[s] = [t for _, t in stream_texts(d.files, d.holdout_index)]
     for name, path in sorted(exp.eval_sets.items()):
-        heldout[name] = _bigram_arrays(hasher.ids(t) for t in _eval_texts(recipe.resolve(path), exp.holdout_max_documents))
-    domains = sorted(heldout)
-    empty = [d for d in domains if len(heldout[d][0]) == 0]
+        texts[name] = list(_eval_texts(recipe.resolve(path), exp.holdout_max_documents))
+    domains = sorted(texts)
+    empty = [d for d in domains if not any(t.strip() for t in texts[d])]
     if empty:
-        raise InfeasibleMixture(f"lab[{experiment}]: no held-out text for {', '.join(empty)} (raise holdout)")
+        raise InfeasibleMixture(f"lab[{experiment}]: no held-out text for {', '.join(empty)} "
+                                f"(raise experiments.{experiment}.holdout or add documents)")
     objective = {d: float(exp.objective.get(d, 0.0)) if exp.objective else 1.0 for d in domains}
     norm = sum(objective.values())
     objective = {d: w / norm for d, w in objective.items()}
+    proxy = make_proxy(exp.proxy, exp.seed, texts, log)
+
+    # Small corpora: the candidates' size adapts to what the training slices can supply.
+    available = {s: data[s].pool.available for s in sources}
+    capacity = sum(math.floor(data[s].train.available * prior_spec.max_epochs_of(s)) for s in sources)
+    total = exp.total
+    if total > capacity // 2:
+        total = capacity // 2
+        if total < 1:
+            raise InfeasibleMixture(f"lab[{experiment}]: the training slices hold too little to build candidates "
+                                    f"({capacity:,} {prior_spec.unit} at max_epochs); add documents")
+        log(f"lab[{experiment}]: total {exp.total:,} is more than half of what the training slices supply "
+            f"({capacity:,} {prior_spec.unit}); candidates use {total:,}")
+
+    # The design space: every source, or (reuse) the changed sources plus the unchanged ones
+    # moved together in the previous recommendation's proportions.
+    fingerprints = {s: source_fingerprint(data[s].pool) for s in sources}
+    out = lab_dir(env.root, experiment)
+    previous = _previous_results(out) if exp.reuse else None
+    space = design_space(sources, fingerprints, previous, exp, prior_spec, total, proxy.key())
+    if space.reused_results is not None:
+        log(f"lab[{experiment}]: nothing changed since the last run; reusing its results (0 proxies trained)")
+        results = space.reused_results
+        results["reuse"] = {"mode": "unchanged", "proxies_trained": 0,
+                            "fresh_proxies": results["proxies_trained"], "changed_sources": []}
+        _write(out, results)
+        return results
+    dims = space.names
+    expand, member = space.expand, space.member  # dims x sources
 
     # Candidates: the prior, the recipe's other mixtures over these sources, uniform, Dirichlet draws.
-    available = {s: data[s].pool.available for s in sources}
     prior = requested_weights(prior_spec, available)
-    candidates = [Candidate(exp.prior, "prior", prior)]
-    for name in sorted(recipe.mixtures):
-        other = recipe.mixtures[name]
-        if name != exp.prior and other.unit == prior_spec.unit and set(recipe.mixture_sources(name)) <= set(sources):
-            own = requested_weights(other, {s: available[s] for s in recipe.mixture_sources(name)})
-            candidates.append(Candidate(name, "mixture", {s: own.get(s, 0.0) for s in sources}))
-    candidates.append(Candidate("uniform", "uniform", {s: 1.0 / len(sources) for s in sources}))
+    prior_d = _reduce(np.array([prior[s] for s in sources]), member)
+    candidates = [Candidate(exp.prior, "prior", dict(prior))]
+    if space.mode == "fresh":
+        for name in sorted(recipe.mixtures):
+            other = recipe.mixtures[name]
+            if name != exp.prior and other.unit == prior_spec.unit and set(recipe.mixture_sources(name)) <= set(sources):
+                own = requested_weights(other, {s: available[s] for s in recipe.mixture_sources(name)})
+                candidates.append(Candidate(name, "mixture", {s: own.get(s, 0.0) for s in sources}))
+    else:
+        candidates.append(Candidate("previous", "mixture", dict(previous["recommended_weights"])))
+    candidates.append(Candidate("uniform", "uniform", _full(np.ones(len(dims)) / len(dims), expand, sources)))
     rng_draw, rng_search = (np.random.default_rng(s) for s in np.random.SeedSequence(exp.seed).spawn(2))
-    alpha = dirichlet_alpha(prior, sources, exp.concentration)
-    for k, w in enumerate(draw_weights(rng_draw, alpha, exp.candidates, exp.explore)):
-        candidates.append(Candidate(f"draw_{k:03d}", "dirichlet", {s: float(x) for s, x in zip(sources, w)}))
-
-    n_features = features(np.ones(len(sources)) / len(sources), exp.log_floor).shape[1]
-    if len(candidates) < n_features + 1:
+    prior_dims = dict(zip(dims, prior_d.tolist()))
+    alpha = dirichlet_alpha(prior_dims, dims, exp.concentration)
+    n_features = features(np.ones(len(dims)) / len(dims), exp.log_floor).shape[1]
+    draws = space.draws
+    if space.mode == "fresh" and len(candidates) + draws < n_features + 1:
         raise InfeasibleMixture(
-            f"lab[{experiment}]: {len(candidates)} candidates cannot fit {n_features} regression coefficients "
-            f"per domain; set experiments.{experiment}.candidates to at least {exp.candidates + n_features + 1 - len(candidates)}")
-    _evaluate(candidates, data, prior_spec, exp, hasher, size, heldout, objective, log)
-    x = np.array([[c.achieved[s] for s in sources] for c in candidates])
+            f"lab[{experiment}]: {len(candidates) + draws} candidates cannot fit {n_features} regression coefficients "
+            f"per domain; set experiments.{experiment}.candidates to at least {n_features + 1 - len(candidates)}")
+    draws = max(draws, n_features + 1 - len(candidates))
+    for k, w in enumerate(draw_weights(rng_draw, alpha, draws, exp.explore)):
+        candidates.append(Candidate(f"draw_{k:03d}", "dirichlet", _full(w, expand, sources)))
+
+    _evaluate(candidates, data, prior_spec, total, proxy, objective, log)
+    x_full = np.array([[c.achieved[s] for s in sources] for c in candidates])
+    x = _reduce(x_full, member)
     y = np.array([[c.losses[d] for d in domains] for c in candidates])
-    obj = y @ np.array([objective[d] for d in domains])
+    objw = np.array([objective[d] for d in domains])
+    obj = y @ objw
     # Leave-one-out: each candidate is predicted by a fit that never saw it.
     feats = features(x, exp.log_floor)
     loo = np.full(len(candidates), np.nan)
@@ -356,7 +401,7 @@ def run_lab(env, experiment: str, log=None) -> dict:
             rest = np.arange(len(candidates)) != i
             coef = fit_ridge(feats[rest], y[rest])
             loo_domain[i] = feats[i] @ coef
-            loo[i] = loo_domain[i] @ np.array([objective[d] for d in domains])
+            loo[i] = loo_domain[i] @ objw
     for c, p in zip(candidates, loo):
         c.predicted = float(p)
     coef = fit_ridge(feats, y)
@@ -365,12 +410,24 @@ def run_lab(env, experiment: str, log=None) -> dict:
 
     # Search: drawn like the candidates (the region the fit has seen), plus the candidates themselves.
     samples = np.vstack([draw_weights(rng_search, alpha, exp.search_samples, exp.explore), x])
-    caps_full = np.array([math.floor(available[s] * prior_spec.max_epochs_of(s)) for s in sources])
-    caps_lab = np.array([math.floor(data[s].train.available * prior_spec.max_epochs_of(s)) for s in sources])
-    feasible = np.all(samples * prior_spec.total <= caps_full, axis=1) & np.all(samples * exp.total <= caps_lab, axis=1)
+    samples_full = samples @ expand
+    cap = exp.max_repetition or math.inf
+    epochs = np.array([min(prior_spec.max_epochs_of(s), cap) for s in sources])
+    caps_full = np.floor(np.array([available[s] for s in sources]) * epochs)
+    caps_lab = np.floor(np.array([data[s].train.available for s in sources]) * epochs)
+    feasible = np.all(samples_full * prior_spec.total <= caps_full, axis=1) & np.all(samples_full * total <= caps_lab, axis=1)
     if not feasible.any():
-        raise InfeasibleMixture(f"lab[{experiment}]: no sampled weight vector fits max_epochs at total {prior_spec.total:,}")
-    predicted = features(samples, exp.log_floor) @ coef @ np.array([objective[d] for d in domains])
+        supply = int(caps_full.sum())
+        hint = (f"the corpus supplies {supply:,} {prior_spec.unit} at max_epochs; lower mixtures.{exp.prior}.total"
+                if supply < prior_spec.total else "raise candidates or max_epochs")
+        raise InfeasibleMixture(f"lab[{experiment}]: no sampled weight vector lets mixture '{exp.prior}' reach its total "
+                                f"{prior_spec.total:,} within max_epochs{'/max_repetition' if exp.max_repetition else ''} "
+                                f"({hint})")
+    predicted = features(samples, exp.log_floor) @ coef @ objw
+    natural = np.array([available[s] for s in sources], dtype=np.float64)
+    natural /= natural.sum()
+    if exp.natural_pull > 0:
+        predicted = predicted + exp.natural_pull * kl_divergence(samples_full, natural)
     predicted[~feasible] = np.inf
     # Trust region: only vectors about as close to some candidate as candidates are to each
     # other; further out the fit extrapolates, and log features extrapolate wildly near 0.
@@ -385,77 +442,309 @@ def run_lab(env, experiment: str, log=None) -> dict:
     # lowest. The feasible set is convex (linear caps), so the mean of feasible vectors is feasible.
     top = np.argsort(predicted, kind="stable")[: min(exp.recommend_top, usable)]
     best = samples[top].mean(axis=0)
-    rec_weights = _rounded({s: float(v) for s, v in zip(sources, best)})
+    rec_weights = _rounded(_full(best, expand, sources))
     recommended = Candidate(experiment + RECOMMENDED_SUFFIX, "recommended", rec_weights)
-    recommended.predicted = float((features(np.array([rec_weights[s] for s in sources]), exp.log_floor) @ coef
-                                   @ np.array([objective[d] for d in domains]))[0])
-    _evaluate([recommended], data, prior_spec, exp, hasher, size, heldout, objective, log)
+    recommended.predicted = float((features(_reduce(np.array([rec_weights[s] for s in sources]), member),
+                                            exp.log_floor) @ coef @ objw)[0])
+    _evaluate([recommended], data, prior_spec, total, proxy, objective, log)
+
+    # The recommendation is observed like a candidate; if a candidate did better, that one is recommended.
+    best_c = min(candidates, key=lambda c: (c.objective, c.name))
+    if recommended.objective <= best_c.objective:
+        chosen = {"from": "fit", "name": recommended.name, "weights": rec_weights,
+                  "verdict": f"the fitted recommendation beats every candidate ({recommended.objective:.4f} vs best "
+                             f"candidate {best_c.name} {best_c.objective:.4f})"}
+    else:
+        chosen = {"from": "best_candidate", "name": best_c.name, "weights": _rounded(best_c.achieved),
+                  "verdict": f"the fitted recommendation ({recommended.objective:.4f}) does NOT beat the best candidate "
+                             f"{best_c.name} ({best_c.objective:.4f}); the best observed candidate is recommended"}
 
     uniform = next(c for c in candidates if c.kind == "uniform")
     prior_c = candidates[0]
+    trained = len(candidates) + 1
     results = {
         "experiment": experiment,
         "prior": exp.prior,
         "unit": prior_spec.unit,
-        "lab_total": exp.total,
+        "lab_total": total,
+        "lab_total_requested": exp.total,
         "sources": sources,
         "domains": domains,
         "objective_weights": objective,
-        "heldout_words": {d: int(len(heldout[d][0])) for d in domains},
-        "proxy": {"kind": "word bigram, interpolated absolute discounting", **exp.proxy.model_dump()},
+        "heldout_documents": {d: len(texts[d]) for d in domains},
+        "proxy": proxy.describe(),
         "candidates": [_candidate_row(c) for c in candidates],
         "recommended": _candidate_row(recommended),
+        "chosen": chosen,
+        "recommended_weights": chosen["weights"],
         "spearman_loo": spearman,
         "spearman_loo_per_domain": spearman_domain,
         "feasible_samples": int(feasible.sum()),
         "trusted_samples": usable,
         "trust_radius_l1": round(radius, 4),
         "searched_samples": int(len(samples)),
-        "coefficients": {d: dict(zip(["intercept"] + [f"log_w_{s}" for s in sources], coef[:, j].round(6).tolist()))
+        "natural_mix": dict(zip(sources, natural.round(4).tolist())),
+        "natural_pull": exp.natural_pull,
+        "max_repetition": exp.max_repetition,
+        "coefficients": {d: dict(zip(["intercept"] + [f"log_w_{s}" for s in dims], coef[:, j].round(6).tolist()))
                          for j, d in enumerate(domains)},
         "improvement_vs_uniform": uniform.objective - recommended.objective,
         "improvement_vs_prior": prior_c.objective - recommended.objective,
-        "recommended_mixture": recommended_block(experiment, prior_spec, rec_weights),
+        "recommended_mixture": recommended_block(experiment, prior_spec, chosen["weights"]),
+        "source_fingerprints": fingerprints,
+        "config_key": _config_key(exp, prior_spec, total, proxy.key()),
+        "proxies_trained": trained,
+        "design_space": {"dimensions": dims, "mode": space.mode},
     }
-    out = lab_dir(env.root, experiment)
+    if space.mode == "reuse":
+        fresh = space.fresh_candidates + 1
+        results["reuse"] = {
+            "mode": "reuse", "changed_sources": space.changed, "unchanged_ratios": space.ratios,
+            "proxies_trained": trained, "fresh_proxies": fresh,
+            "compute_saved": round(1 - trained / fresh, 4),
+            "previous_recommendation": previous["recommended_weights"],
+            "l1_to_previous_recommendation": round(sum(abs(chosen["weights"][s] - previous["recommended_weights"].get(s, 0))
+                                                       for s in sources), 4),
+        }
+        log(f"lab[{experiment}]: reuse: changed {', '.join(space.changed)}; trained {trained} proxies "
+            f"(a fresh experiment trains {fresh}; {100 * (1 - trained / fresh):.0f}% of the compute saved)")
+    if exp.transfer is not None:
+        from mix_pipeline.core.lab_transfer import transfer_checks
+
+        results["transfer"] = transfer_checks(exp, candidates, data, prior_spec, total, proxy, texts, objective,
+                                              log, evaluate=_evaluate, make_proxy=make_proxy)
+    _write(out, results)
+    log(f"lab[{experiment}]: recommended {chosen['weights']} ({chosen['from']}); observed objective "
+        f"{recommended.objective:.4f} (uniform {uniform.objective:.4f}, prior {prior_c.objective:.4f}, best candidate "
+        f"{best_c.objective:.4f}); LOO Spearman {spearman:.3f}")
+    return results
+
+
+def _write(out: str, results: dict) -> None:
     os.makedirs(out, exist_ok=True)
     write_text_atomic(os.path.join(out, "results.json"), json.dumps(_finite(results), indent=2, sort_keys=True, allow_nan=False) + "\n")
     write_text_atomic(os.path.join(out, "recommended.yaml"), recommended_yaml(results))
     write_text_atomic(os.path.join(out, "report.html"), report_html(results))
-    log(f"lab[{experiment}]: recommended {rec_weights}; observed objective {recommended.objective:.4f} "
-        f"(uniform {uniform.objective:.4f}, prior {prior_c.objective:.4f}); LOO Spearman {spearman:.3f}")
-    return results
 
 
-def _evaluate(candidates, data, prior_spec, exp, hasher, size, heldout, objective, log) -> None:
-    """Plan every candidate, train its proxy in one streaming pass per source, score it."""
+def kl_divergence(w: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """KL(w || q) per row (0·log 0 = 0)."""
+    w = np.atleast_2d(w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(w > 0, w * np.log(w / np.maximum(q, 1e-12)), 0.0)
+    return terms.sum(axis=1)
+
+
+def _reduce(w: np.ndarray, member: np.ndarray) -> np.ndarray:
+    """Source weights → design-space weights (each source counted in the dimension that holds it)."""
+    return np.asarray(w) @ member.T
+
+
+def _full(w: np.ndarray, expand: np.ndarray, sources: list[str]) -> dict[str, float]:
+    return {s: float(v) for s, v in zip(sources, np.asarray(w) @ expand)}
+
+
+# ---- proxies ---------------------------------------------------------------------------------
+class BigramProxy:
+    """The word-bigram proxy behind the common interface: `score(streams_by_candidate)`."""
+
+    def __init__(self, spec, texts: dict[str, list[str]]):
+        self.spec = spec
+        self.hasher = WordHasher(spec.vocab_buckets)
+        self.size = spec.vocab_buckets + 1
+        self.heldout = {d: _bigram_arrays(self.hasher.ids(t) for t in ts) for d, ts in texts.items()}
+
+    def key(self) -> dict:
+        return {"kind": "bigram", "vocab_buckets": self.spec.vocab_buckets, "discount": self.spec.discount,
+                "unigram_k": self.spec.unigram_k}
+
+    def describe(self) -> dict:
+        return {**self.key(), "kind": "word bigram, interpolated absolute discounting", "parameters": None}
+
+    def encode(self, text: str):
+        return self.hasher.ids(text)
+
+    def new(self):
+        return BigramCounts(self.size)
+
+    def add(self, acc, item, times: int) -> None:
+        acc.add(item, times)
+
+    def losses(self, acc) -> dict[str, float]:
+        model = acc.model(self.spec.discount, self.spec.unigram_k)
+        return {dom: model.loss(*self.heldout[dom]) for dom in sorted(self.heldout)}
+
+
+class NeuralLabProxy:
+    """The transformer proxy (core/lab_neural.py): documents accumulate into one byte stream per
+    candidate; a model is trained on it and scored on each domain's held-out windows."""
+
+    def __init__(self, spec, seed: int, texts: dict[str, list[str]], steps_scale: float = 1.0):
+        from mix_pipeline.core import lab_neural
+
+        self.nn = lab_neural
+        self.model = lab_neural.NeuralProxy(spec, seed, steps_scale)
+        self.spec, self.seed = spec, seed
+        self.heldout = {d: lab_neural.eval_windows(np.concatenate([lab_neural.encode(t) for t in ts] or
+                                                                  [np.zeros(0, np.int16)]),
+                                                   spec.seq_len, spec.eval_windows)
+                        for d, ts in texts.items()}
+        self.trained = 0
+
+    def key(self) -> dict:
+        return {**self.spec.model_dump(exclude={"vocab_buckets", "discount", "unigram_k", "device"}),
+                "steps": self.model.steps, "seed": self.seed}
+
+    def describe(self) -> dict:
+        return self.model.describe()
+
+    def encode(self, text: str):
+        return self.nn.encode(text)
+
+    def new(self):
+        return []
+
+    def add(self, acc, item, times: int) -> None:
+        acc.extend([item] * times)
+
+    def losses(self, acc) -> dict[str, float]:
+        stream = np.concatenate(acc) if acc else np.full(self.spec.seq_len + 2, self.nn.BOUNDARY, np.int16)
+        model = self.model.train(stream)
+        self.trained += 1
+        return {dom: self.model.loss(model, self.heldout[dom]) for dom in sorted(self.heldout)}
+
+
+def make_proxy(spec, seed: int, texts: dict[str, list[str]], log=None, steps_scale: float = 1.0):
+    if spec.kind == "neural":
+        proxy = NeuralLabProxy(spec, seed, texts, steps_scale)
+        if log:
+            d = proxy.describe()
+            log(f"lab: neural proxy, {d['parameters']:,} parameters, {d['steps']} steps of {d['batch']}x{d['seq_len']} "
+                f"bytes on {d['device']}")
+        return proxy
+    return BigramProxy(spec, texts)
+
+
+def _evaluate(candidates, data, prior_spec, total, proxy, objective, log) -> None:
+    """Plan every candidate, accumulate its training data in one streaming pass per source,
+    train its proxy, score it."""
     mult: dict[str, list[np.ndarray]] = {s: [] for s in data}
     for c in candidates:
-        spec = candidate_spec(prior_spec, c.weights, exp.total)
+        spec = candidate_spec(prior_spec, c.weights, total)
         plan = plan_mixture(c.name, spec, {s: d.train for s, d in data.items()})
         for row in plan.ledger:
             c.achieved[row.source] = row.achieved_weight
         c.units = sum(row.units for row in plan.ledger)
+        if c.units == 0:
+            raise InfeasibleMixture(f"lab: candidate {c.name} {c.weights} selects no document at total {total:,}; "
+                                    "raise the experiment's total")
         src = plan.selection.column("source").to_pylist()
         rows = plan.selection.column("row").to_numpy()
         src = np.array(src, dtype=object)
         for s, d in data.items():
             times = np.bincount(rows[src == s], minlength=len(d.train)) if len(rows) else np.zeros(len(d.train), np.int64)
             mult[s].append(times)
-    counts = [BigramCounts(size) for _ in candidates]
+    accs = [proxy.new() for _ in candidates]
     for s, d in data.items():
         times = np.vstack(mult[s])  # candidates × train documents
         used = np.flatnonzero(times.any(axis=0))
         for pos, text in stream_texts(d.files, d.train_index[used]):
-            ids = hasher.ids(text)
+            item = proxy.encode(text)
             k = int(np.searchsorted(d.train_index, pos))
             for j in np.flatnonzero(times[:, k]).tolist():
-                counts[j].add(ids, int(times[j, k]))
-        log(f"lab: trained on {len(used):,} document(s) of {s} for {len(candidates)} candidate(s)")
-    for c, bigrams in zip(candidates, counts):
-        model = bigrams.model(exp.proxy.discount, exp.proxy.unigram_k)
-        c.losses = {dom: model.loss(*heldout[dom]) for dom in sorted(heldout)}
+                proxy.add(accs[j], item, int(times[j, k]))
+        log(f"lab: read {len(used):,} document(s) of {s} for {len(candidates)} candidate(s)")
+    for i, (c, acc) in enumerate(zip(candidates, accs)):
+        c.losses = proxy.losses(acc)
+        accs[i] = None  # free the candidate's data once trained
         c.objective = sum(objective[dom] * c.losses[dom] for dom in c.losses)
+        if isinstance(proxy, NeuralLabProxy):
+            log(f"lab: trained {c.name} ({i + 1}/{len(candidates)}): objective {c.objective:.4f}")
+
+
+# ---- reuse -----------------------------------------------------------------------------------
+def source_fingerprint(pool: Pool) -> str:
+    """Which documents (ids) of which sizes a source holds: changes when a snapshot drifts."""
+    h = xxhash.xxh3_64()
+    h.update(np.ascontiguousarray(pool.doc_hash).tobytes())
+    h.update(np.ascontiguousarray(pool.units).astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _config_key(exp, prior_spec, total: int, proxy_key: dict) -> str:
+    keep = exp.model_dump(mode="json", exclude={"reuse", "transfer", "proxy"})
+    blob = json.dumps({"exp": keep, "prior": prior_spec.model_dump(mode="json"), "total": total, "proxy": proxy_key},
+                      sort_keys=True)
+    return xxhash.xxh3_64_hexdigest(blob.encode())
+
+
+def _previous_results(out: str) -> dict | None:
+    path = os.path.join(out, "results.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            prev = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return prev if "source_fingerprints" in prev and "recommended_weights" in prev else None
+
+
+@dataclass
+class DesignSpace:
+    mode: str  # fresh | reuse | unchanged
+    names: list[str]
+    expand: np.ndarray  # dims x sources: design weights → source weights
+    draws: int
+    fresh_candidates: int = 0
+    changed: list[str] = field(default_factory=list)
+    ratios: dict[str, float] = field(default_factory=dict)
+    reused_results: dict | None = None
+
+    @property
+    def member(self) -> np.ndarray:
+        """dims x sources: 1 where a source belongs to a dimension."""
+        m = (self.expand > 0).astype(np.float64)
+        if self.mode == "reuse":
+            m[-1] = 0
+            m[-1, [j for j in range(m.shape[1]) if not m[:-1, j].any()]] = 1
+        return m
+
+
+def design_space(sources, fingerprints, previous, exp, prior_spec, total, proxy_key) -> DesignSpace:
+    """Fresh: one dimension per source. Reuse (Olmix-style): the sources unchanged since the
+    previous run keep the previous recommendation's proportions among themselves and move as one
+    dimension; only the changed sources vary on their own, so fewer candidates cover the space."""
+    n = len(sources)
+    fresh = DesignSpace("fresh", list(sources), np.eye(n), exp.candidates)
+    fixed_extra = 2  # prior and uniform (plus the recipe's other mixtures in a fresh run)
+    fresh.fresh_candidates = exp.candidates + fixed_extra
+    if previous is None or previous.get("sources") != list(sources):
+        return fresh
+    same_config = previous.get("config_key") == _config_key(exp, prior_spec, total, proxy_key)
+    changed = [s for s in sources if previous["source_fingerprints"].get(s) != fingerprints[s]]
+    if not changed and same_config:
+        return DesignSpace("unchanged", list(sources), np.eye(n), 0, reused_results=previous)
+    unchanged = [s for s in sources if s not in changed]
+    prev_w = previous["recommended_weights"]
+    if not same_config or len(unchanged) < 2 or sum(prev_w.get(s, 0.0) for s in unchanged) <= 0:
+        return fresh
+    mass = sum(prev_w.get(s, 0.0) for s in unchanged)
+    ratios = {s: prev_w.get(s, 0.0) / mass for s in unchanged}
+    names = list(changed) + ["rest"]
+    expand = np.zeros((len(names), n))
+    for i, s in enumerate(changed):
+        expand[i, sources.index(s)] = 1.0
+    for s in unchanged:
+        expand[-1, sources.index(s)] = ratios[s]
+    # Draws in proportion to the free dimensions of the simplex searched (m weights summing to
+    # one have m - 1); run_lab keeps at least enough to fit the regression.
+    draws = math.ceil(exp.candidates * (len(names) - 1) / (n - 1))
+    space = DesignSpace("reuse", names, expand, draws, changed=changed,
+                        ratios={s: round(r, 4) for s, r in ratios.items()})
+    fresh_proxies = (previous.get("reuse") or {}).get("fresh_proxies") or previous.get("proxies_trained")
+    space.fresh_candidates = (fresh_proxies or exp.candidates + fixed_extra + 1) - 1
+    return space
 
 
 def _bigram_arrays(id_arrays) -> tuple[np.ndarray, np.ndarray]:
@@ -586,22 +875,57 @@ def _svg_scatter(results: dict) -> str:
     return "".join(parts)
 
 
+def proxy_line(results: dict) -> str:
+    p = results["proxy"]
+    if p.get("parameters"):
+        return (f"neural (byte-level transformer, {p['parameters']:,} parameters, {p['layers']} layers x {p['d_model']}, "
+                f"{p['steps']} steps of {p['batch']}x{p['seq_len']} bytes, {p['device']})")
+    return str(p["kind"])
+
+
+def transfer_rows(results: dict) -> list[dict]:
+    return [{"check": c["check"], "a": c["a"], "b": c["b"], "candidates": c["candidates"], "spearman": c["spearman"],
+             "proxies trained": c["proxies_trained"], "verdict": c["verdict"]}
+            for c in (results.get("transfer") or {}).get("checks", [])]
+
+
+def reuse_line(results: dict) -> str:
+    r = results.get("reuse")
+    if not r:
+        return ""
+    if r["mode"] == "unchanged":
+        return f"Reuse: no source changed since the last run; its results were reused (0 proxies trained, a fresh experiment trains {r['fresh_proxies']})."
+    return (f"Reuse: changed source(s) {', '.join(r['changed_sources'])}; the others moved together in the previous "
+            f"recommendation's proportions {r['unchanged_ratios']}. Proxies trained: {r['proxies_trained']} (a fresh "
+            f"experiment trains {r['fresh_proxies']}; {100 * r['compute_saved']:.0f}% of the proxy compute saved). "
+            f"L1 distance to the previous recommendation: {r['l1_to_previous_recommendation']}.")
+
+
 def report_html(results: dict) -> str:
     rec = results["recommended"]
     spearman = results["spearman_loo"]
+    transfer = results.get("transfer")
+    transfer_html = "" if not transfer else (
+        f"<h2>Does the ranking transfer?</h2><p><b>{html.escape(transfer['verdict'])}</b></p>"
+        f"<p>Spearman rank correlation of the candidates' objectives between proxy kinds, proxy sizes and data "
+        f"quantities (1 = same order).</p>{_html_table(transfer_rows(results))}")
+    chosen = results.get("chosen", {"verdict": "", "weights": rec["weights"]})
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Mixture lab: {html.escape(results['experiment'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}th{{background:#f3f3f3}}</style></head><body>
 <h1>Mixture lab: {html.escape(results['experiment'])}</h1>
 <p>Prior mixture <b>{html.escape(results['prior'])}</b>; {len(results['candidates'])} candidates of
-{results['lab_total']:,} {html.escape(results['unit'])} each, proxy: {html.escape(results['proxy']['kind'])}.
-Losses are nats per word on each domain's held-out set (lower is better); the objective weighs them by
+{results['lab_total']:,} {html.escape(results['unit'])} each, proxy: {html.escape(proxy_line(results))}.
+Losses are nats per {'byte' if results['proxy'].get('tokenizer') == 'bytes' else 'word'} on each domain's held-out set (lower is better); the objective weighs them by
 {html.escape(json.dumps(results['objective_weights']))}.</p>
 <p><b>Recommended</b> ({html.escape(rec['name'])}): observed objective {rec['objective']:.4f}, predicted
 {_cell(rec['predicted'])}; {results['improvement_vs_uniform']:+.4f} better than uniform,
 {results['improvement_vs_prior']:+.4f} better than the prior (positive = better).
 Leave-one-out Spearman (predicted vs observed objective): {_cell(spearman)}.</p>
+<p><b>Against the candidates:</b> {html.escape(chosen['verdict'])}. Recommended weights:
+{html.escape(json.dumps(chosen['weights']))}.</p>
+<p>{html.escape(reuse_line(results))}</p>{transfer_html}
 <h2>Recommended weights next to the hand-written ones</h2>{_html_table(weight_rows(results))}
 <h2>Loss per candidate</h2>
 <p>w_* are the achieved weights of each small mixture; <i>predicted</i> comes from a fit that left that

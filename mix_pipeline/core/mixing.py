@@ -516,7 +516,10 @@ def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
         got = {s: int(pools[s].units[plans[s][0]].sum()) for s in sources}
         total_got = sum(got.values())
         errors = {s: abs(got[s] / total_got - shares[s]) / shares[s] for s in sources if shares[s] > 0 and total_got}
-        return max(errors.values(), default=0.0), errors, got, plans
+        # An empty plan is the worst, not a perfect one (re-anchoring on a source that gave nothing
+        # asks every source for 0 units).
+        worst = max(errors.values(), default=0.0) if total_got else math.inf
+        return worst, errors, got, plans
 
     good_enough = spec.tolerance / 4
     best = (*attempt(targets), targets)
@@ -532,7 +535,7 @@ def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
     current = best
     for _ in range(_ANCHOR_ROUNDS):
         worst_error, errors, got, _, targets = current
-        if worst_error <= good_enough:
+        if worst_error <= good_enough or not errors:
             break
         worst = max(errors, key=lambda s: (errors[s], s))
         anchor = got[worst] / shares[worst]

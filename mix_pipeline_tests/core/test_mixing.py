@@ -194,3 +194,17 @@ def test_stratified_split_codes_keep_pinned_rows_and_whole_keys():
     assert codes[0] == codes[1]
     # 25% of 42 units each, in whole keys; test counts its pinned row, and both together hold half.
     assert units[codes == 1].sum() == 10 and units[codes == 2].sum() == 11 and codes[4:6].tolist() == [0, 0]
+
+
+def test_a_source_too_coarse_for_its_share_does_not_empty_the_plan():
+    # books' smallest document (10k units) is larger than its target (2% of 50k): re-anchoring
+    # on books (which gives 0) once asked every source for 0 units and scored that as perfect.
+    pools = {"books": Pool.from_ids("books", [f"b{i}" for i in range(20)], np.full(20, 10_000)),
+             "code": Pool.from_ids("code", [f"c{i}" for i in range(200)], np.full(200, 1_000)),
+             "web": Pool.from_ids("web", [f"w{i}" for i in range(500)], np.full(500, 500))}
+    spec = MixtureSpec(total=50_000, weights={"books": 0.02, "code": 0.5, "web": 0.48}, max_epochs=4, seed=1,
+                       on_infeasible="rebalance")
+    plan = plan_mixture("m", spec, pools)
+    by = {row.source: row for row in plan.ledger}
+    assert by["code"].units > 20_000 and by["web"].units > 20_000
+    assert plan.selection.num_rows > 0

@@ -55,13 +55,14 @@ def test_lab_asset_and_materialized_recommendation(tmp_path):
         assert event.asset_materialization.partition == "small"
         assert "small_recommended" in meta["candidates"].value
         assert meta["spearman_loo"].value == results["spearman_loo"]
-        assert meta["recommended_weights"].value == results["recommended"]["weights"]
+        assert meta["recommended_weights"].value == results["recommended_weights"]
+        assert meta["proxies_trained"].value == results["proxies_trained"]
     manifest = json.loads((tmp_path / "data" / "mixtures" / "small_recommended" / "manifest.json").read_text())
-    for source, weight in results["recommended"]["weights"].items():
+    for source, weight in results["recommended_weights"].items():
         assert abs(manifest["sources"][source]["achieved_weight"] - weight) <= 0.01 * weight + 1e-3
     assert manifest["seed"] == 5 and manifest["total_target"] == 40_000
     block = yaml.safe_load((tmp_path / "data" / "lab" / "small" / "recommended.yaml").read_text())
-    assert block["small_recommended"]["weights"] == results["recommended"]["weights"]
+    assert block["small_recommended"]["weights"] == results["recommended_weights"]
 
 
 def test_lab_cli_names_an_unknown_experiment(tmp_path, capsys):

@@ -31,17 +31,22 @@ def build(recipe: Recipe) -> list:
         results = run_lab(env, name)
         out = lab_dir(env.root, name)
         rec = results["recommended"]
+        transfer = results.get("transfer") or {}
+        extra = {"transfer_verdict": dg.MetadataValue.text(transfer["verdict"])} if transfer else {}
         return dg.MaterializeResult(
             metadata={
                 "candidates": markdown_table(candidate_rows(results)),
                 "weights": markdown_table(weight_rows(results)),
-                "recommended_weights": dg.MetadataValue.json(rec["weights"]),
+                "recommended_weights": dg.MetadataValue.json(results["recommended_weights"]),
+                "recommended_from": dg.MetadataValue.text(results["chosen"]["from"]),
+                "proxies_trained": dg.MetadataValue.int(int(results["proxies_trained"])),
                 "recommended_objective": dg.MetadataValue.float(float(rec["objective"])),
                 "improvement_vs_uniform": dg.MetadataValue.float(float(results["improvement_vs_uniform"])),
                 "improvement_vs_prior": dg.MetadataValue.float(float(results["improvement_vs_prior"])),
                 "spearman_loo": dg.MetadataValue.float(float(results["spearman_loo"])),
                 "report": dg.MetadataValue.path(os.path.join(out, "report.html")),
                 "recommended_yaml": dg.MetadataValue.path(os.path.join(out, "recommended.yaml")),
+                **extra,
             }
         )
 
