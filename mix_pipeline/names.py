@@ -53,7 +53,9 @@ def snapshot_name_problem(name: str) -> str | None:
 
 
 # Folders the pipeline writes under data_root: a source inside one would read the pipeline's output.
-DATA_ROOT_OUTPUTS = ("raw", "quarantine", "filtered", "dropped", "deduplicated", "dedup_index", "mixtures", "lab", "_work")
+DATA_ROOT_OUTPUTS = (
+    "raw", "quarantine", "filtered", "dropped", "deduplicated", "dedup_index", "mixtures", "lab", "_work",
+)
 
 # Every input document ends in exactly one of these.
 FATE_KEPT = "kept"

@@ -664,7 +664,8 @@ class Recipe(_Strict):
             if problem is None:
                 if self.source_files(source, d):
                     out.append(d)
-            elif self._files_matching(self.resolve(self.sources[source].path.replace(SNAPSHOT_PLACEHOLDER, glob.escape(d)))):
+            elif self._files_matching(self.resolve(self.sources[source].path.replace(SNAPSHOT_PLACEHOLDER,
+                                                                                     glob.escape(d)))):
                 # Never skipped silently: a snapshot with input files that cannot be a partition.
                 raise RecipeError(f"sources.{source}.path: snapshot folder {os.path.join(parent, d)!r} cannot be "
                                   f"a partition: {problem}; rename the folder")

@@ -194,7 +194,8 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
     (rewritten in place, streaming) and written as one more quarantine shard, ordered the same way,
     so the partition stays deterministic and byte-identical across reruns and worker counts.
     A record whose generated id (`<file>:<line>`, it had none) another record names explicitly is
-    renamed `<file>:<line>#<n>`, not quarantined: they are two documents. Returns how many were quarantined; 0 (the usual case) costs one count over the ids.
+    renamed `<file>:<line>#<n>`, not quarantined: they are two documents. Returns how many were
+    quarantined; 0 (the usual case) costs one count over the ids.
     """
     if not raw_parts:
         return 0
