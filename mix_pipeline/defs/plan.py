@@ -188,13 +188,12 @@ def next_wave(
     deduplicated = _latest(instance, DEDUPLICATED, keys)
     steps = []
     for k in keys:
-        damaged = False
-        if _sid(deduplicated, k) < max(_sid(filtered, k), _sid(index, None)):
+        built = k in deduplicated
+        damaged = bool(built and (why := verify_partition(recipe.data_root_path, DEDUPLICATED, *split_partition_key(k))))
+        if not damaged:
+            if _sid(deduplicated, k) >= max(_sid(filtered, k), _sid(index, None)):
+                continue
             why = "its filtered partition or the index is newer"
-        elif why := verify_partition(recipe.data_root_path, DEDUPLICATED, *split_partition_key(k)):
-            damaged = True
-        else:
-            continue
         steps.append(Step(DEDUPLICATE_JOB, k, why, _state(_sid(filtered, k), _sid(index, None), why), damaged))
     if steps:
         return steps, []
