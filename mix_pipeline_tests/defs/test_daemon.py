@@ -149,7 +149,9 @@ def test_a_failed_gate_is_a_failed_check_on_its_partition_and_stops_there(live):
             latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
                 [dg.AssetCheckKey(dg.AssetKey(RAW), "raw_quarantine_rate")])
             evaluation = next(iter(latest.values()), None)
-            data = evaluation.event.dagster_event.event_specific_data if evaluation and evaluation.event else None
+            # While the check runs its latest record is the planned evaluation; then the evaluation.
+            done = evaluation is not None and evaluation.status.value in ("SUCCEEDED", "FAILED")
+            data = evaluation.event.dagster_event.event_specific_data if done else None
             if data is not None and data.partition == key and not runs_in_flight(instance):
                 break
             time.sleep(2)
