@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from mix_pipeline.core.mixing import (
-    InfeasibleMixture,
     SPLITS,
+    InfeasibleMixture,
     Pool,
     fill_remainder,
     plan_mixture,
