@@ -21,7 +21,6 @@ import ast
 import html
 import html.parser
 import json
-import os
 import re
 import sys
 import sysconfig
@@ -275,4 +274,3 @@ mixtures:
 
 if __name__ == "__main__":  # python -m mix_pipeline_tests.real_text OUT [PER_SOURCE]
     print(build_real_text_corpus(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 400))
-    os._exit(0)
