@@ -46,7 +46,7 @@ def run_recipe(
     recipe entry changed; `backfill_sources` forces every snapshot of those sources, `full` every
     partition; the later stages follow what changed, in the order the daemon would run them.
     """
-    from mix_pipeline.defs.runner import dagster_instance, run_pipeline
+    from mix_pipeline.defs.runner import run_pipeline
 
     recipe = load_recipe(recipe_path)
     if mixture is not None and mixture not in recipe.mixtures:
@@ -54,7 +54,7 @@ def run_recipe(
     for source in backfill_sources or []:
         if source not in recipe.sources:
             raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
-    run_pipeline(recipe, instance or dagster_instance(), mixture=mixture, force_sources=backfill_sources, full=full)
+    run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
     manifests = {}
     for name in sorted(recipe.mixtures):
         path = os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")

@@ -119,18 +119,21 @@ def _wait_for_daemon_runs(instance: dg.DagsterInstance, poll: float = 2.0) -> No
 
 def run_pipeline(
     recipe: Recipe,
-    instance: dg.DagsterInstance,
+    instance: dg.DagsterInstance | None = None,
     *,
     mixture: str | None = None,
     force_sources: list[str] | None = None,
     full: bool = False,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> None:
-    """Build everything stale, wave by wave, as the daemon would (see defs/plan.py)."""
+    """Build everything stale, wave by wave, as the daemon would (see defs/plan.py). Without an
+    `instance`, the one in DAGSTER_HOME, opened under the data root's lock (two processes creating
+    a new instance's tables at once would collide)."""
     def waiting(pid: int | None) -> None:
         log(f"another mix-pipeline run (pid {pid or '?'}) is working on {recipe.data_root_path}; waiting for it to finish…")
 
     with data_root_lock(recipe.data_root_path, on_wait=waiting):
+        instance = instance or dagster_instance()
         defs = build_definitions(recipe)
         fail_orphaned_runs(instance)
         _wait_for_daemon_runs(instance)
