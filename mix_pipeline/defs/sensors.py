@@ -31,10 +31,10 @@ def interval() -> int:
 
 def planned_requests(recipe: Recipe, instance: dg.DagsterInstance) -> list[dg.RunRequest] | dg.SkipReason:
     """Register new snapshot partitions, then request the planner's next wave (or say why not)."""
-    new = register(instance, recipe)
     pid = lock_holder(recipe.data_root_path)
     if pid is not None:
         return dg.SkipReason(f"a mix-pipeline run (pid {pid}) holds the data root; it builds what is stale")
+    new = register(instance, recipe)
     in_flight = runs_in_flight(instance)
     if in_flight:
         return dg.SkipReason(f"waiting for what is in flight: {', '.join(in_flight[:5])}")
