@@ -478,7 +478,8 @@ def format_trace(histories: list[dict]) -> str:
         if "dedup" in h:
             d = h["dedup"]
             s = d["survivor"]
-            lines.append(f"  near-dup cluster: {d['result']} (match {d['match']}, cluster size {d['cluster_size']}), "
+            match = f"match {d['match']}, " if d.get("match") else ""
+            lines.append(f"  near-dup cluster: {d['result']} ({match}cluster size {d['cluster_size']}), "
                          f"survivor {s['source']}/{s['id']}; copies: "
                          + (", ".join(f"{c['source']}/{c['id']}" for c in d["copies"]) or "none"))
         if h["fate"] == FATE_KEPT:
