@@ -587,7 +587,8 @@ def build_filter(name: str, params: dict[str, Any], exclusion_writer=None,
     cls = _filter_class(name)
     step = cls(exclusion_writer=exclusion_writer, **params) if is_dropping(name) else cls(**params)
     if name in _WORD_SPLITTING and isinstance(step.language, str) and word_splitter(step.language) is None:
-        # A language core.prose cannot split: datatrove's own filter code runs, with the warm
-        # shared tokenizer where datatrove uses a blank spaCy pipeline (see SharedSpaCyTokenizer).
+        # A language core.prose cannot split runs datatrove's own filter code. Both helpers accept
+        # the same languages (those datatrove splits with a blank spaCy pipeline), so this keeps
+        # datatrove's tokenizer; SharedSpaCyTokenizer stays as the benchmarks' "before" reference.
         step.language = shared_tokenizer(step.language) or step.language
     return step
