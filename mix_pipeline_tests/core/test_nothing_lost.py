@@ -142,7 +142,8 @@ def test_each_file_is_read_once_however_globs_symlinks_and_hard_links_meet(tmp_p
     recipe = load_recipe(write_recipe(tmp_path, 'name: t\nsources:\n  web: {path: "web/**/*.jsonl"}\n'))
     assert recipe.source_files("web") == [str(web / "a.jsonl")]
     result = run_raw(StageEnv(recipe, runner=local_runner(1), log=lambda m: None), "web")
-    assert result.stats == {"input_files": 1, "documents": 2, "quarantined": 0, "duplicate_ids": 0, "records": 2}
+    assert result.stats == {"input_files": 1, "documents": 2, "quarantined": 0, "duplicate_ids": 0, "removed": 0,
+                            "records": 2}
 
 
 # ---- data_root overlapping a source -------------------------------------------------------------
@@ -261,7 +262,8 @@ def test_text_files_with_a_byte_order_mark_and_parquet_rows_with_null_text(tmp_p
     env = _env(tmp_path, body)
     assert run_raw(env, "code").stats["records"] == 2
     assert [d["text"] for d in _rows(tmp_path / "data" / "raw" / "code" / "default")] == ["print('hi')\n"]
-    assert run_raw(env, "tab").stats == {"input_files": 1, "documents": 1, "quarantined": 2, "duplicate_ids": 0, "records": 3}
+    assert run_raw(env, "tab").stats == {"input_files": 1, "documents": 1, "quarantined": 2, "duplicate_ids": 0,
+                                         "removed": 0, "records": 3}
     assert [(i, r) for i, r, _ in _fates(tmp_path, "tab")] == [("t.parquet:2", "missing_text"), ("t.parquet:3", "empty_text")]
 
 
