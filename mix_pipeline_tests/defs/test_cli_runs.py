@@ -33,7 +33,7 @@ def small_recipe(tmp: Path, root: Path) -> Path:
         executor: {{kind: local, tasks: 1, workers: 1}}
         sources:
           web: {{path: "{tmp / 'inputs'}/web/{{snapshot}}/*.jsonl", filters: [gopher_repetition]}}
-          books: {{path: "{tmp / 'inputs'}/books/*.jsonl", filters: [gopher_repetition]}}
+          books: {{path: "{tmp / 'inputs'}/books/*.jsonl", filters: []}}
         mixtures:
           general: {{unit: documents, total: 40, weights: {{web: 0.6, books: 0.4}}, max_epochs: 4, seed: 1}}
         """)

@@ -41,8 +41,8 @@ sources:
 dedup: {{priority: [books, web]}}
 drift: {{remix: true}}
 mixtures:
-  general: {{total: 16000, weights: {{web: 0.7, books: 0.3}}, max_epochs: 4, seed: 3}}
-  tempered: {{total: 12000, temperature: 2.0, max_epochs: 4, seed: 5}}
+  general: {{total: 16000, weights: {{web: 0.7, books: 0.3}}, max_epochs: 4, seed: 3, tolerance: 0.05}}
+  tempered: {{total: 12000, temperature: 2.0, max_epochs: 4, seed: 5, tolerance: 0.05}}
 """
 
 
