@@ -14,6 +14,7 @@ point, then the same command again.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import multiprocessing
 import os
@@ -143,7 +144,10 @@ def _run(work: Path, template: tuple[Path, str], env_extra: dict[str, str] | Non
 
 def published(data_root: Path) -> dict[str, str]:
     """sha256 of every file a reader can see: everything but the catalog, the work folder, and
-    hidden entries (which `leftovers` checks separately)."""
+    hidden entries (which `leftovers` checks separately). Text files that name the data root (the
+    OLMo-core mix lists absolute shard paths) are hashed with it replaced, since every scenario
+    has its own root."""
+    root_bytes = str(data_root.resolve()).encode()
     out = {}
     for root, dirs, files in os.walk(data_root):
         rel_root = Path(root).relative_to(data_root)
@@ -151,7 +155,12 @@ def published(data_root: Path) -> dict[str, str]:
         for name in files:
             if name.startswith(".") or (rel_root == Path(".") and name.startswith("catalog.duckdb")):
                 continue
-            out[str(rel_root / name)] = file_sha256(os.path.join(root, name))
+            path = os.path.join(root, name)
+            if name.endswith((".yaml", ".json", ".md", ".txt")):
+                with open(path, "rb") as f:
+                    out[str(rel_root / name)] = hashlib.sha256(f.read().replace(root_bytes, b"<data_root>")).hexdigest()
+            else:
+                out[str(rel_root / name)] = file_sha256(path)
     return out
 
 
