@@ -43,7 +43,9 @@ from datatrove.utils.text import PUNCTUATION_SET
 from mix_pipeline.names import META_FILTER_VALUE
 
 
-def _drop(doc: Document, reason: str, **value) -> tuple[bool, str]:
+def drop(doc: Document, reason: str, **value) -> tuple[bool, str]:
+    """Drop `doc`, keeping what was measured for the catalog's provenance column (every filter of
+    ours drops through this)."""
     doc.metadata[META_FILTER_VALUE] = json.dumps(value, sort_keys=True, ensure_ascii=False)
     return False, reason
 
@@ -294,19 +296,19 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
             return super().filter(doc)
         text = doc.text
         if not text:
-            return _drop(doc, "empty", chars=0)
+            return drop(doc, "empty", chars=0)
         paragraphs = self.paragraph_exp.split(text.strip())
         paragraphs_duplicates, char_duplicates = find_duplicates(paragraphs)
         if self.dup_para_frac and (v := paragraphs_duplicates / len(paragraphs)) > self.dup_para_frac:
-            return _drop(doc, "dup_para_frac", value=round(v, 4), limit=self.dup_para_frac)
+            return drop(doc, "dup_para_frac", value=round(v, 4), limit=self.dup_para_frac)
         if self.dup_para_char_frac and (v := char_duplicates / len(text)) > self.dup_para_char_frac:
-            return _drop(doc, "dup_para_char_frac", value=round(v, 4), limit=self.dup_para_char_frac)
+            return drop(doc, "dup_para_char_frac", value=round(v, 4), limit=self.dup_para_char_frac)
         lines = self._line_splitter.split(text)
         line_duplicates, char_duplicates = find_duplicates(lines)
         if self.dup_line_frac and (v := line_duplicates / len(lines)) > self.dup_line_frac:
-            return _drop(doc, "dup_line_frac", value=round(v, 4), limit=self.dup_line_frac)
+            return drop(doc, "dup_line_frac", value=round(v, 4), limit=self.dup_line_frac)
         if self.dup_line_char_frac and (v := char_duplicates / len(text)) > self.dup_line_char_frac:
-            return _drop(doc, "dup_line_char_frac", value=round(v, 4), limit=self.dup_line_char_frac)
+            return drop(doc, "dup_line_char_frac", value=round(v, 4), limit=self.dup_line_char_frac)
 
         words = splitter.words(text)
         ids = _word_ids(words)
@@ -325,7 +327,7 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
             chars = cum[n:] - cum[:-n] + (n - 1)  # " ".join of the n words
             v = top_ngram_chars(ngram_ids(n), chars) / len(text)
             if v > n_frac:
-                return _drop(doc, f"top_{n}_gram", value=round(v, 4), limit=n_frac)
+                return drop(doc, f"top_{n}_gram", value=round(v, 4), limit=n_frac)
         distinct_from = None  # n-grams all distinct at this n: so are longer ones (0 chars)
         for n, n_frac in self.dup_n_grams:
             if len(words) < n or (distinct_from is not None and n > distinct_from):
@@ -335,7 +337,7 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
                 continue
             v = duplicated_ngram_chars(ngram_ids(n), n, cum[n:] - cum[:-n]) / len(text)
             if v > n_frac:
-                return _drop(doc, f"duplicated_{n}_n_grams", value=round(v, 4), limit=n_frac)
+                return drop(doc, f"duplicated_{n}_n_grams", value=round(v, 4), limit=n_frac)
         return True
 
 
@@ -353,37 +355,37 @@ class FastGopherQualityFilter(GopherQualityFilter):
         non_symbol = (flags & _NON_SYMBOL).astype(bool)
         n_non_symbol = int(non_symbol.sum())
         if self.min_doc_words and n_non_symbol < self.min_doc_words:
-            return _drop(doc, "gopher_short_doc", words=n_non_symbol, limit=self.min_doc_words)
+            return drop(doc, "gopher_short_doc", words=n_non_symbol, limit=self.min_doc_words)
         if self.max_doc_words and n_non_symbol > self.max_doc_words:
-            return _drop(doc, "gopher_long_doc", words=n_non_symbol, limit=self.max_doc_words)
+            return drop(doc, "gopher_long_doc", words=n_non_symbol, limit=self.max_doc_words)
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
         with np.errstate(invalid="ignore", divide="ignore"):
             avg = float(np.mean(lengths[non_symbol])) if n_non_symbol else float("nan")
         if self.min_avg_word_length and avg < self.min_avg_word_length:
-            return _drop(doc, "gopher_below_avg_threshold", mean_word_length=round(avg, 4), limit=self.min_avg_word_length)
+            return drop(doc, "gopher_below_avg_threshold", mean_word_length=round(avg, 4), limit=self.min_avg_word_length)
         if self.max_avg_word_length and avg > self.max_avg_word_length:
-            return _drop(doc, "gopher_above_avg_threshold", mean_word_length=round(avg, 4), limit=self.max_avg_word_length)
+            return drop(doc, "gopher_above_avg_threshold", mean_word_length=round(avg, 4), limit=self.max_avg_word_length)
         if self.max_symbol_word_ratio and (v := text.count("#") / n_words) > self.max_symbol_word_ratio:
-            return _drop(doc, "gopher_too_many_hashes", value=round(v, 4), limit=self.max_symbol_word_ratio)
+            return drop(doc, "gopher_too_many_hashes", value=round(v, 4), limit=self.max_symbol_word_ratio)
         if self.max_symbol_word_ratio and (
             v := (text.count("...") + text.count("…")) / n_words
         ) > self.max_symbol_word_ratio:
-            return _drop(doc, "gopher_too_many_ellipsis", value=round(v, 4), limit=self.max_symbol_word_ratio)
+            return drop(doc, "gopher_too_many_ellipsis", value=round(v, 4), limit=self.max_symbol_word_ratio)
         lines = text.splitlines()
         if self.max_bullet_lines_ratio and (
             v := sum(s.lstrip().startswith("•") or s.lstrip().startswith("-") for s in lines) / len(lines)
         ) > self.max_bullet_lines_ratio:
-            return _drop(doc, "gopher_too_many_bullets", value=round(v, 4), limit=self.max_bullet_lines_ratio)
+            return drop(doc, "gopher_too_many_bullets", value=round(v, 4), limit=self.max_bullet_lines_ratio)
         if self.max_ellipsis_lines_ratio and (
             v := sum(s.rstrip().endswith("...") or s.rstrip().endswith("…") for s in lines) / len(lines)
         ) > self.max_ellipsis_lines_ratio:
-            return _drop(doc, "gopher_too_many_end_ellipsis", value=round(v, 4), limit=self.max_ellipsis_lines_ratio)
+            return drop(doc, "gopher_too_many_end_ellipsis", value=round(v, 4), limit=self.max_ellipsis_lines_ratio)
         if self.max_non_alpha_words_ratio and (
             v := int(np.count_nonzero(flags & _HAS_ALPHA)) / n_words
         ) < self.max_non_alpha_words_ratio:
-            return _drop(doc, "gopher_below_alpha_threshold", value=round(v, 4), limit=self.max_non_alpha_words_ratio)
+            return drop(doc, "gopher_below_alpha_threshold", value=round(v, 4), limit=self.max_non_alpha_words_ratio)
         if self.min_stop_words and (v := len(self.stop_words.intersection(words))) < self.min_stop_words:
-            return _drop(doc, "gopher_enough_stop_words", stop_words=v, limit=self.min_stop_words)
+            return drop(doc, "gopher_enough_stop_words", stop_words=v, limit=self.min_stop_words)
         return True
 
 
@@ -436,12 +438,12 @@ class FastC4QualityFilter(C4QualityFilter):
                 continue
             line_l = line.lower()
             if self.filter_lorem_ipsum and "lorem ipsum" in line_l:
-                return _drop(doc, "lorem_ipsum", line=line[:80])
+                return drop(doc, "lorem_ipsum", line=line[:80])
             if self.filter_javascript and "javascript" in line_l:
                 self.stat_update("line-filter-javascript")
                 continue
             if self.filter_curly_bracket and "{" in line:
-                return _drop(doc, "curly_bracket", line=line[:80])
+                return drop(doc, "curly_bracket", line=line[:80])
             if self.filter_policy and any(p in line_l for p in POLICY_SUBSTRINGS):
                 self.stat_update("line-filter-policy")
                 continue
@@ -450,7 +452,7 @@ class FastC4QualityFilter(C4QualityFilter):
             kept_lines.append(line)
             self.stat_update("line-kept")
         if num_sentences < self.min_num_sentences:
-            return _drop(doc, "too_few_sentences", sentences=num_sentences, kept_lines=len(kept_lines),
+            return drop(doc, "too_few_sentences", sentences=num_sentences, kept_lines=len(kept_lines),
                          limit=self.min_num_sentences)
         doc.text = "\n".join(kept_lines).strip()
         return True
@@ -466,18 +468,18 @@ class FastFineWebQualityFilter(FineWebQualityFilter):
         lines = doc.text.split("\n")
         lines = [line for line in lines if line.strip() != ""]
         if len(lines) == 0:
-            return _drop(doc, "empty", lines=0)
+            return drop(doc, "empty", lines=0)
         ratio = sum(1 for line in lines if line.endswith(self.stop_chars)) / len(lines)
         if ratio < self.line_punct_thr and not (ratio == 0 and self.line_punct_exclude_zero):
-            return _drop(doc, "line_punct_ratio", value=round(ratio, 4), limit=self.line_punct_thr)
+            return drop(doc, "line_punct_ratio", value=round(ratio, 4), limit=self.line_punct_thr)
         ratio = sum(1 for line in lines if len(line) <= self.short_line_length) / len(lines)
         if ratio > self.short_line_threshold:
-            return _drop(doc, "short_line_ratio", value=round(ratio, 4), limit=self.short_line_threshold)
+            return drop(doc, "short_line_ratio", value=round(ratio, 4), limit=self.short_line_threshold)
         ratio = find_duplicates(lines)[1] / len(doc.text.replace("\n", ""))
         if ratio > self.char_duplicates_ratio:
-            return _drop(doc, "char_dup_ratio", value=round(ratio, 4), limit=self.char_duplicates_ratio)
+            return drop(doc, "char_dup_ratio", value=round(ratio, 4), limit=self.char_duplicates_ratio)
         n_words = splitter.count_words(doc.text)
         new_line = doc.text.count("\n")
         if (ratio := new_line / n_words) > self.new_line_ratio:
-            return _drop(doc, "list_ratio", value=round(ratio, 4), limit=self.new_line_ratio)
+            return drop(doc, "list_ratio", value=round(ratio, 4), limit=self.new_line_ratio)
         return True
