@@ -63,12 +63,24 @@ def _compression(path: str) -> str | None:
     JSON lines is read as such (its name alone would turn it into one `truncated_file` record), and a
     gzipped file without `.gz` is decompressed. JSON text never starts with either magic number."""
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(_ZSTD_MAGIC):
-        return "zstd"
-    return None
+        head = f.read(1 << 16)
+    kind = "gzip" if head.startswith(_GZIP_MAGIC) else "zstd" if head.startswith(_ZSTD_MAGIC) else None
+    if kind is None or path.endswith((".gz", ".zst", ".zstd")):
+        return kind
+    # Named as plain text: the magic number counts only if the start really decompresses, so a
+    # malformed first line that happens to begin with those bytes is still read line by line.
+    try:
+        if kind == "gzip":
+            import zlib
+
+            zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1)
+        else:
+            import zstandard
+
+            zstandard.ZstdDecompressor().decompressobj().decompress(head)
+    except Exception:
+        return None
+    return kind
 
 
 def _open_binary(path: str):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mix_pipeline.core.readers import SourceReader
@@ -56,6 +56,9 @@ def _expected_document(line: bytes) -> str | None:
 
 @FUZZ
 @given(st.lists(lines, max_size=12), st.sampled_from([b"\n", b"\r\n"]), st.integers(20, 200))
+# A plain .jsonl whose first line begins with zstd's (or gzip's) magic number is still read line by line.
+@example([b"(\xb5/\xfd", b"{}"], b"\n", 20)
+@example([b"\x1f\x8b", b"{}"], b"\n", 20)
 def test_jsonl_reader_accounts_for_every_line(body, newline, limit):
     data = newline.join(body) + (newline if body else b"")
     with tempfile.TemporaryDirectory() as folder:
