@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
 
@@ -28,8 +29,15 @@ class DatatroveExecutor(dg.ConfigurableResource):
 
 @contextlib.contextmanager
 def catalog_connection(catalog: DuckDBResource) -> Iterator:
-    """A catalog connection, creating the folder that holds the database on first use."""
-    folder = os.path.dirname(os.path.abspath(catalog.database))
-    os.makedirs(folder, exist_ok=True)
-    with catalog.get_connection() as con:
-        yield con
+    """A catalog connection, creating the folder that holds the database on first use.
+
+    Partition runs of one wave write the catalog from several processes. DuckDB admits one writing
+    process and dagster-duckdb retries while another holds the file, but under load four parallel
+    ingest runs once lost one run's rows; an exclusive `flock` on `catalog.duckdb.lock` makes the
+    writers take turns outright (the kernel drops it if a process dies)."""
+    path = os.path.abspath(catalog.database)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with catalog.get_connection() as con:
+            yield con
