@@ -12,6 +12,7 @@ import fnmatch
 import glob
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -746,7 +747,9 @@ def _format_error(err: dict[str, Any]) -> str:
     elif err["type"] == "missing":
         msg = "required key is missing"
     # Errors raised inside a dict-level validator carry their own sub-path ("web: ...").
-    return f"{loc}: {msg}" if loc else msg
+    text = f"{loc}: {msg}" if loc else msg
+    # A key may hold control characters (a source named "\n"): escaped, the message stays one line.
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
 
 
 def parse_recipe(data: Any, base_dir: str, sha256: str = "", origin: str = "recipe") -> Recipe:
