@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from mix_pipeline.core.mixing import InfeasibleMixture, Pool, plan_mixture
@@ -83,6 +83,12 @@ def capped_shares(weights: dict[str, float], caps: dict[str, float]) -> dict[str
 @settings(max_examples=int(os.environ.get("MIX_HYPOTHESIS_EXAMPLES", 400)), deadline=None,
           suppress_health_check=[HealthCheck.too_slow], derandomize=bool(os.environ.get("CI")))  # fixed draw under CI
 @given(cases())
+# CI's fixed draw once found this: s2's working target sat 4 units under its epoch cap while its share was at it.
+@example(case={"sources": {"s0": {"docs": 30, "max_size": 200, "weight": 0.1, "max_epochs": 0.5, "max_fraction": None},
+                           "s1": {"docs": 30, "max_size": 1, "weight": 0.0, "max_epochs": 0.5, "max_fraction": None},
+                           "s2": {"docs": 30, "max_size": 200, "weight": 0.1, "max_epochs": 0.5, "max_fraction": None},
+                           "s3": {"docs": 30, "max_size": 200, "weight": 0.05, "max_epochs": 2.0, "max_fraction": None}},
+               "data_seed": 11, "seed": 226, "load": 0.5, "mode": "rebalance"})
 def test_planner_properties(case):
     spec, pools = build(case)
     names = sorted(pools)
@@ -120,8 +126,10 @@ def test_planner_properties(case):
     if short:
         # The shortfall went to the others by weight: the sources not at a cap keep their ratios.
         assert spec.on_infeasible == "rebalance"
+        # A source is free when its share (not its working target, which the planner may lower a few units
+        # to hit the ratios with coarse documents) stays below its caps.
         free = [n for n in names if n not in short and weights[n] > 0 and by[n].target_units >= MIN_TARGET_UNITS
-                and by[n].target_units < min(cap[n], fractions[n] * spec.total) - 1]
+                and by[n].target_weight * spec.total < min(cap[n], fractions[n] * spec.total) - 1]
         for a, b in zip(free, free[1:]):
             assert by[a].target_weight / by[b].target_weight == pytest.approx(weights[a] / weights[b], rel=0.01)
         for n in short:
