@@ -205,15 +205,15 @@ class StageClock:
 
 # Our stage functions as the Dagster assets call them: (asset module, function name, stage label).
 OUR_STAGE_FUNCTIONS = [
-    ("mix_pipeline.defs.raw.assets", "run_raw", "raw_documents"),
-    ("mix_pipeline.defs.filtered.assets", "run_filtered", "filtered_documents"),
-    ("mix_pipeline.defs.dedup.assets", "run_dedup_index", "dedup_index"),
-    ("mix_pipeline.defs.dedup.assets", "run_deduplicated", "deduplicated_documents"),
-    ("mix_pipeline.defs.mixture.assets", "run_mixture", "mixture"),
-    ("mix_pipeline.defs.mixture.assets", "run_comparison", "mixture_comparison"),
+    ("mix_pipeline.defs.raw", "run_raw", "raw"),
+    ("mix_pipeline.defs.filtered", "run_filtered", "filtered"),
+    ("mix_pipeline.defs.dedup_index", "run_dedup_index", "dedup_index"),
+    ("mix_pipeline.defs.deduplicated", "run_deduplicated", "deduplicated"),
+    ("mix_pipeline.defs.mixture", "run_mixture", "mixture"),
+    ("mix_pipeline.defs.mixture_comparison", "run_comparison", "mixture_comparison"),
 ]
 # Our near-dup work: signatures + clustering (dedup_index) and applying the verdicts (deduplicated).
-OUR_NEARDUP_STAGES = ("dedup_index", "deduplicated_documents")
+OUR_NEARDUP_STAGES = ("dedup_index", "deduplicated")
 # datatrove's four MinHash stages.
 DT_NEARDUP_STAGES = ("minhash_signature", "minhash_buckets", "minhash_cluster", "minhash_filter")
 
@@ -226,7 +226,7 @@ def run_ours(work: Path, corpus: Path, workers: int, size_mb: float) -> dict:
 
     import dagster as dg
 
-    from mix_pipeline.cli import run_recipe
+    from mix_pipeline.defs.runner import run_recipe
 
     clock = StageClock()
     for module_name, fn_name, label in OUR_STAGE_FUNCTIONS:

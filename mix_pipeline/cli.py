@@ -1,8 +1,9 @@
 """`mix-pipeline`: validate a recipe, build sample data, run a recipe, report on a run, score its filters, run a mixture lab.
 
-`run` follows the planner the daemon follows (defs/plan.py) and executes the same Dagster jobs
-against the instance in DAGSTER_HOME (default ./.dagster_home, the folder `make ui` uses), so CLI
-runs appear in the UI. This module parses arguments and prints; the work happens elsewhere.
+This module parses arguments, calls and prints. `run`, `backfill`, `lab` and `forget` call
+defs/runner.py, which follows the planner the daemon follows (defs/plan.py) and executes the same
+Dagster jobs against the instance in DAGSTER_HOME (default ./.dagster_home, the folder `make ui`
+uses), so CLI runs appear in the UI; the other commands read the catalog and the outputs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import sys
 
+from mix_pipeline import layout
 from mix_pipeline.recipe import RecipeError, load_recipe
 
 
@@ -33,41 +35,10 @@ def _cmd_sample_data(args) -> int:
     return 0
 
 
-def run_recipe(
-    recipe_path: str,
-    mixture: str | None = None,
-    instance=None,
-    full: bool = False,
-    backfill_sources: list[str] | None = None,
-) -> dict[str, dict]:
-    """Build everything stale in a recipe (see defs/plan.py); returns the manifest of each mixture.
-
-    Incremental: a source|snapshot partition is ingested only when it is new or its input files or
-    recipe entry changed; `backfill_sources` forces every snapshot of those sources, `full` every
-    partition; the later stages follow what changed, in the order the daemon would run them.
-    """
-    from mix_pipeline.defs.runner import run_pipeline
-
-    recipe = load_recipe(recipe_path)
-    if mixture is not None and mixture not in recipe.mixtures:
-        raise RecipeError(f"--mixture: recipe has no mixture '{mixture}' (mixtures: {', '.join(recipe.mixtures)})")
-    for source in backfill_sources or []:
-        if source not in recipe.sources:
-            raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
-    run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
-    manifests = {}
-    for name in sorted(recipe.mixtures):
-        path = os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")
-        if (mixture is None or name == mixture) and os.path.exists(path):
-            with open(path) as f:
-                manifests[name] = json.load(f)
-    return manifests
-
-
 def print_ledger(recipe_path: str, names: list[str] | None = None) -> None:
     recipe = load_recipe(recipe_path, check_paths=False)
     for name in names or sorted(recipe.mixtures):
-        path = os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")
+        path = layout.manifest_path(recipe.data_root_path, name)
         if not os.path.exists(path):
             print(f"mixture '{name}': not built yet ({path} is missing)")
             continue
@@ -89,52 +60,6 @@ def print_ledger(recipe_path: str, names: list[str] | None = None) -> None:
         splits = ", ".join(f"{s}: {v['documents']:,} rows" for s, v in manifest["splits"].items())
         print(f"  splits: {splits}")
         print(f"  output: {os.path.dirname(path)}")
-
-
-def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = False, instance=None) -> dict:
-    """Run one mixture-lab experiment as the `mixture_lab` asset (so it shows in the UI); with
-    `materialize`, build its recommendation as mixture `<experiment>_recommended` through the
-    normal mixture stage (plan, write, gate, publish). The pipeline must have run first: the lab
-    reads the deduplicated shards."""
-    import duckdb
-
-    from mix_pipeline.core.catalog import conservation
-    from mix_pipeline.core.lab import lab_dir, recommended_spec
-    from mix_pipeline.core.stages import StageEnv, run_mixture
-    from mix_pipeline.defs import build_definitions, catalog_path
-    from mix_pipeline.defs.jobs import LAB_JOB
-    from mix_pipeline.defs.runner import dagster_instance, execute, fail_orphaned_runs
-
-    recipe = load_recipe(recipe_path)
-    if experiment not in recipe.experiments:
-        raise RecipeError(f"--experiment: recipe has no experiment '{experiment}' "
-                          f"(experiments: {', '.join(recipe.experiments) or 'none'})")
-    defs = build_definitions(recipe)
-    instance = instance or dagster_instance()
-    fail_orphaned_runs(instance)
-    execute(defs, LAB_JOB, instance, experiment, f"mixture_lab [{experiment}]")
-    out = lab_dir(recipe.data_root_path, experiment)
-    with open(os.path.join(out, "results.json")) as f:
-        results = json.load(f)
-    print_lab(results, out)
-    if materialize:
-        name, spec = recommended_spec(results)
-        if name in recipe.mixtures and recipe.mixtures[name] != spec:
-            raise RecipeError(f"mixtures.{name}: the recipe already defines it with other settings; "
-                              f"rename or remove it, or build it with `mix-pipeline run --mixture {name}`")
-        # The block was validated as a MixtureSpec; it is the prior's settings (sources, caps)
-        # with new weights, so the recipe's cross-checks hold for it as they did for the prior.
-        with_rec = recipe.model_copy(update={"mixtures": {**recipe.mixtures, name: spec}})
-        rows = None
-        if os.path.exists(catalog_path(recipe)):
-            con = duckdb.connect(catalog_path(recipe), read_only=True)
-            rows = conservation(con)
-            con.close()
-        print(f"==> mixture [{name}] (the lab's recommendation)", flush=True)
-        run_mixture(StageEnv(with_rec), name, conservation_rows=rows)
-        _write_card(with_rec, name)
-        print_ledger(recipe_path, [name])
-    return results
 
 
 def print_lab(results: dict, folder: str) -> None:
@@ -173,17 +98,28 @@ def print_lab(results: dict, folder: str) -> None:
 
 
 def _cmd_lab(args) -> int:
-    run_lab_experiment(args.recipe, args.experiment, materialize=args.materialize)
+    from mix_pipeline.core.lab import recommended_spec
+    from mix_pipeline.defs.runner import run_lab_experiment
+
+    recipe = load_recipe(args.recipe)
+    results = run_lab_experiment(args.recipe, args.experiment, materialize=args.materialize)
+    print_lab(results, layout.lab_dir(recipe.data_root_path, args.experiment))
+    if args.materialize:
+        print_ledger(args.recipe, [recommended_spec(results)[0]])
     return 0
 
 
 def _cmd_run(args) -> int:
+    from mix_pipeline.defs.runner import run_recipe
+
     run_recipe(args.recipe, args.mixture, full=args.full)
     print_ledger(args.recipe, [args.mixture] if args.mixture else None)
     return 0
 
 
 def _cmd_backfill(args) -> int:
+    from mix_pipeline.defs.runner import run_recipe
+
     run_recipe(args.recipe, full=False, backfill_sources=args.source)
     print_ledger(args.recipe)
     return 0
@@ -193,10 +129,8 @@ def _open_catalog(recipe_path: str):
     """(recipe, read-only catalog connection), or (recipe, None) after saying what to run first."""
     import duckdb
 
-    from mix_pipeline.defs import catalog_path
-
     recipe = load_recipe(recipe_path, check_paths=False)
-    path = catalog_path(recipe)
+    path = layout.catalog_path(recipe.data_root_path)
     if not os.path.exists(path):
         print(f"no catalog at {path}: run `mix-pipeline run --recipe {recipe_path}` first", file=sys.stderr)
         return recipe, None
@@ -296,21 +230,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---- provenance: trace and forget (core/provenance.py) ----------------------------------------------
-def _write_card(recipe, name: str) -> None:
-    """The dataset card of a mixture built outside a Dagster run (read-only catalog)."""
-    import duckdb
-
-    from mix_pipeline.core.dataset_card import write_dataset_card
-    from mix_pipeline.defs import catalog_path
-
-    con = duckdb.connect(catalog_path(recipe), read_only=True) if os.path.exists(catalog_path(recipe)) else None
-    try:
-        write_dataset_card(con, recipe, name, os.path.join(recipe.data_root_path, "mixtures", name))
-    finally:
-        if con is not None:
-            con.close()
-
-
 def _cmd_trace(args) -> int:
     from mix_pipeline.core.provenance import ProvenanceError, format_trace, trace
 
@@ -344,50 +263,9 @@ def read_id_list(path: str) -> list[tuple[str | None, str]]:
     return out
 
 
-def rebuild(recipe_path: str) -> dict[str, dict]:
-    """Bring every output up to date through the normal partitioned path (what `run` does)."""
-    return run_recipe(recipe_path)
-
-
-def forget(recipe_path: str, ids: list[tuple[str | None, str]] = (), file_pattern: str | None = None,
-           url_pattern: str | None = None, reason: str = "removal request", with_copies: bool = True) -> dict:
-    """Record the documents a removal request names as removed, rebuild what holds them, and
-    verify in the catalog (and by reading every output) that none is left. Returns the proof."""
-    import duckdb
-
-    from mix_pipeline.core.provenance import add_removals, resolve_request, verify_removals
-    from mix_pipeline.defs import catalog_path
-
-    recipe = load_recipe(recipe_path)
-    path = catalog_path(recipe)
-    if not os.path.exists(path):
-        raise RecipeError(f"no catalog at {path}: run `mix-pipeline run --recipe {recipe_path}` first")
-    con = duckdb.connect(path)
-    try:
-        entries, unknown = resolve_request(con, recipe.data_root_path, list(ids), file_pattern, url_pattern, with_copies)
-    finally:
-        con.close()
-    for doc in unknown:
-        print(f"warning: no document '{doc}' in the catalog; nothing to remove for it", file=sys.stderr)
-    if not entries:
-        raise RecipeError("the removal request names no document the catalog knows; check the ids, --source-file or --url")
-    copies = sum(e["via"] == "copy" for e in entries)
-    print(f"forget: {len(entries)} document(s) in {len({(e['source'], e['snapshot']) for e in entries})} partition(s)"
-          + (f", {copies} of them exact or near copies of a named one" if copies else ""), flush=True)
-    added = add_removals(recipe.data_root_path, [e | {"reason": reason} for e in entries])
-    print(f"forget: {added} new entr{'y' if added == 1 else 'ies'} in {os.path.join(recipe.data_root_path, 'removals.jsonl')}",
-          flush=True)
-    rebuild(recipe_path)
-    con = duckdb.connect(path)
-    try:
-        proof = verify_removals(con, recipe.data_root_path, [e | {"reason": reason} for e in entries])
-        proof["conservation"] = [r for r in con.execute("SELECT source, balanced FROM conservation ORDER BY source").fetchall()]
-    finally:
-        con.close()
-    return proof
-
-
 def _cmd_forget(args) -> int:
+    from mix_pipeline.defs.runner import forget
+
     ids = read_id_list(args.ids) if args.ids else []
     if not (ids or args.source_file or args.url):
         raise RecipeError("forget: give --ids FILE, --source-file PATTERN or --url PATTERN")

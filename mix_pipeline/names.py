@@ -1,22 +1,23 @@
-"""Names shared by the plain modules and the Dagster layer, defined once."""
+"""Names shared by the plain modules and the Dagster layer, defined once.
+
+One stage, one name: the asset key, its modules (core/stages/<name>.py, defs/<name>.py), its
+checks' stage (core/quality.py, the recipe's `checks` overrides) and its rows in the catalog's
+`stage_stats`. Jobs are phases of several stages and carry their own names (defs/jobs.py): a job
+may not share its name with an asset. Paths live in mix_pipeline/layout.py."""
 
 import re
 
-# Asset (stage) names.
-RAW = "raw_documents"
-FILTERED = "filtered_documents"
+# Stage (asset) names.
+RAW = "raw"
+FILTERED = "filtered"
 DEDUP_INDEX = "dedup_index"
-DEDUPLICATED = "deduplicated_documents"
+DEDUPLICATED = "deduplicated"
 MIXTURE = "mixture"
 MIXTURE_COMPARISON = "mixture_comparison"
 MIXTURE_LAB = "mixture_lab"
 QUALITY_MODEL = "quality_model"  # the recipe's trained quality classifier (core/quality_model.py)
-# The lab writes under data_root/lab/<experiment>/; its recommendation becomes this mixture.
-LAB_DIR = "lab"
+# The lab's recommendation for experiment E becomes mixture E + this suffix.
 RECOMMENDED_SUFFIX = "_recommended"
-
-# Folder names under data_root for each stage's documents.
-STAGE_DIRS = {RAW: "raw", FILTERED: "filtered", DEDUPLICATED: "deduplicated"}
 
 # Sources without dated drops have a single snapshot of this name. A source whose path holds
 # the placeholder (crawl/{snapshot}/*.jsonl.gz) has one snapshot per sub-folder there.
@@ -24,6 +25,11 @@ DEFAULT_SNAPSHOT = "default"
 SNAPSHOT_PLACEHOLDER = "{snapshot}"
 # A source×snapshot partition key is "<source>|<snapshot>".
 PARTITION_SEPARATOR = "|"
+
+
+def snapshot_order(snapshot: str) -> tuple[bool, str]:
+    """Snapshots in generation order: `default` first (sources without dated drops), then by name."""
+    return (snapshot != DEFAULT_SNAPSHOT, snapshot)
 
 
 def partition_key(source: str, snapshot: str) -> str:
@@ -51,11 +57,6 @@ def snapshot_name_problem(name: str) -> str | None:
         return f"its name holds {bad!r}, which a partition key cannot"
     return None
 
-
-# Folders the pipeline writes under data_root: a source inside one would read the pipeline's output.
-DATA_ROOT_OUTPUTS = (
-    "raw", "quarantine", "filtered", "dropped", "deduplicated", "dedup_index", "mixtures", "lab", "_work",
-)
 
 # Every input document ends in exactly one of these.
 FATE_KEPT = "kept"

@@ -19,13 +19,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mix_pipeline import layout
 from mix_pipeline.core import quality, quality_model
 from mix_pipeline.core.decontamination import eval_set_name
 from mix_pipeline.core.filters import check_params as check_filter_params
 from mix_pipeline.core.filters import path_params
 from mix_pipeline.core.readers import DEFAULT_MAX_DOCUMENT_BYTES, not_regular
 from mix_pipeline.names import (
-    DATA_ROOT_OUTPUTS,
     DEFAULT_SNAPSHOT,
     FILTER_NAMES,
     PROSE_FILTERS,
@@ -404,6 +404,55 @@ class ExperimentSpec(_Strict):
         return objective
 
 
+_CRON_ALIASES = {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually"}
+# minute, hour, day of month, month, day of week: (lowest, highest, names)
+_CRON_FIELDS = (
+    (0, 59, ()), (0, 23, ()), (1, 31, ()),
+    (1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+    (0, 7, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")),
+)
+_CRON_PART = re.compile(r"(?P<start>\*|\w+)(?:-(?P<end>\w+))?(?:/(?P<step>\d+))?")
+
+
+def valid_cron(cron: str) -> bool:
+    """A cron expression as Dagster schedules accept it: five fields (numbers, names, ranges, steps,
+    lists, `?`, `L` for the last day of the month, `d#n` for the n-th weekday) or an @alias.
+    Checked here without Dagster, so the recipe loads (and fails) the same with or without it."""
+    cron = cron.strip()
+    if cron in _CRON_ALIASES:
+        return True
+    fields = cron.split()
+    if len(fields) != 5:
+        return False
+
+    def value(token: str, low: int, high: int, names: tuple) -> bool:
+        if token.isdigit():
+            return low <= int(token) <= high
+        return token.lower() in names
+
+    for i, (field, (low, high, names)) in enumerate(zip(fields, _CRON_FIELDS)):
+        day_of_month, day_of_week = i == 2, i == 4
+        for part in field.split(","):
+            if (part == "?" and (day_of_month or day_of_week)) or (part == "L" and day_of_month):
+                continue
+            if day_of_week and "#" in part:
+                day, _, nth = part.partition("#")
+                if not (value(day, low, high, names) and nth.isdigit() and 1 <= int(nth) <= 5):
+                    return False
+                continue
+            m = _CRON_PART.fullmatch(part)
+            if not m:
+                return False
+            start, end, step = m["start"], m["end"], m["step"]
+            if start != "*" and not value(start, low, high, names):
+                return False
+            if end is not None and (start == "*" or not value(end, low, high, names)):
+                return False
+            if step is not None and int(step) == 0:
+                return False
+    return True
+
+
 class ScheduleSpec(_Strict):
     # When to look for new and changed input (cron, in `timezone`).
     cron: str
@@ -412,10 +461,8 @@ class ScheduleSpec(_Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, cron: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string
-
-        if not is_valid_cron_string(cron):
-            raise ValueError(f"'{cron}' is not a valid cron expression")
+        if not valid_cron(cron):
+            raise ValueError(f"'{cron}' is not a valid cron expression (five fields, e.g. '0 3 * * *', or @daily)")
         return cron
 
 
@@ -797,7 +844,7 @@ def check_data_root(recipe: Recipe, origin: str = "recipe") -> None:
             first = parts[0].replace(SNAPSHOT_PLACEHOLDER, "*") if len(parts) > 1 else None
             if recursive or (first is not None and fnmatch.fnmatchcase(below[0], first)):
                 clash = f"is inside the source's folder {real_base} and its path '{spec.path}' reaches into it"
-        elif any(_within(real_base, os.path.join(root, d)) for d in DATA_ROOT_OUTPUTS):
+        elif any(_within(real_base, os.path.join(root, d)) for d in layout.DATA_ROOT_OUTPUTS):
             clash = f"holds the source's folder {real_base} among the pipeline's outputs"
         if clash:
             raise RecipeError(f"{origin}: data_root: '{recipe.data_root}' ({root}) {clash} (sources.{name}.path); "

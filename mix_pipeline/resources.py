@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Iterator
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from mix_pipeline.core.stages import PipelineRunner, local_runner
+from mix_pipeline.core.catalog import writer_lock
+from mix_pipeline.core.stages.base import PipelineRunner, local_runner
 
 
 class DatatroveExecutor(dg.ConfigurableResource):
@@ -29,15 +28,7 @@ class DatatroveExecutor(dg.ConfigurableResource):
 
 @contextlib.contextmanager
 def catalog_connection(catalog: DuckDBResource) -> Iterator:
-    """A catalog connection, creating the folder that holds the database on first use.
-
-    Partition runs of one wave write the catalog from several processes. DuckDB admits one writing
-    process and dagster-duckdb retries while another holds the file, but under load four parallel
-    ingest runs once lost one run's rows; an exclusive `flock` on `catalog.duckdb.lock` makes the
-    writers take turns outright (the kernel drops it if a process dies)."""
-    path = os.path.abspath(catalog.database)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with catalog.get_connection() as con:
-            yield con
+    """A writing connection from the catalog resource, taken under the catalog's writer lock
+    (core/catalog.py `writer_lock`: writers from parallel partition runs take turns)."""
+    with writer_lock(catalog.database), catalog.get_connection() as con:
+        yield con

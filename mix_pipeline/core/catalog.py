@@ -8,8 +8,14 @@ makes reruns and backfills idempotent.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import asdict
+
+import duckdb
 
 from mix_pipeline.core.documents import sql_file_list
 from mix_pipeline.core.faults import crash_point
@@ -26,7 +32,34 @@ from mix_pipeline.names import (
     META_FLAGGED_WORDS,
     META_LANGUAGE,
     META_PII,
+    snapshot_order,
 )
+
+
+@contextlib.contextmanager
+def writer_lock(database: str) -> Iterator[None]:
+    """Catalog writers take turns: partition runs of one wave write the catalog from several
+    processes. DuckDB admits one writing process and dagster-duckdb retries while another holds
+    the file, but under load four parallel ingest runs once lost one run's rows; an exclusive
+    `flock` on `catalog.duckdb.lock` makes the writers take turns outright (the kernel drops it if
+    a process dies). Creates the folder that holds the database on first use."""
+    path = os.path.abspath(database)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def connect(database: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A writing connection to the catalog at `database`, taken under writer_lock."""
+    with writer_lock(database):
+        con = duckdb.connect(database)
+        try:
+            yield con
+        finally:
+            con.close()
+
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS stage_stats (
@@ -293,8 +326,6 @@ def profiles(con, source: str) -> dict[str, dict]:
 
 def drift_history(con, source: str) -> list[dict]:
     """The source's snapshots in order with their drift score and a text bar (0 to 1)."""
-    from mix_pipeline.core.stages import snapshot_order
-
     rows = con.execute(
         "SELECT snapshot, profile, drift_score FROM snapshot_profiles WHERE source = ?", [source]
     ).fetchall()

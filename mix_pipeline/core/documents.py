@@ -13,6 +13,7 @@ import shutil
 import uuid
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mix_pipeline.core.faults import crash_point
 
@@ -57,10 +58,6 @@ def parquet_writer(output_folder: str, schema: pa.Schema = DOCUMENT_SCHEMA, max_
         compression="zstd",
         max_file_size=max_file_size,
     )
-
-
-def partition_dir(data_root: str, stage_dir: str, source: str, snapshot: str) -> str:
-    return os.path.join(data_root, stage_dir, source, snapshot)
 
 
 def list_parts(folder: str) -> list[str]:
@@ -183,6 +180,25 @@ def publish_dir(staged: str, final_dir: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def drop_rows(path: str, drop: set[int], rename: dict[int, str] | None = None) -> None:
+    """Rewrite one Parquet shard without the rows at `drop` (0-based), and with the ids of the rows
+    at `rename` replaced, one batch at a time."""
+    source = pq.ParquetFile(path)
+    tmp = path + ".rewrite"
+    offset = 0
+    with pq.ParquetWriter(tmp, source.schema_arrow, compression="zstd") as out:
+        for batch in source.iter_batches(batch_size=1000):
+            if rename and any(offset + i in rename for i in range(batch.num_rows)):
+                ids = [rename.get(offset + i, v) for i, v in enumerate(batch.column("id").to_pylist())]
+                columns = [pa.array(ids, pa.string()) if n == "id" else batch.column(n) for n in batch.schema.names]
+                batch = pa.RecordBatch.from_arrays(columns, schema=batch.schema)
+            keep = [offset + i not in drop for i in range(batch.num_rows)]
+            offset += batch.num_rows
+            out.write_batch(batch.filter(pa.array(keep)))
+    source.close()
+    os.replace(tmp, path)
+
+
 def write_text_atomic(path: str, text: str) -> None:
     """Write a whole file under a hidden temporary name, then rename it over `path`."""
     recover(path)
@@ -193,9 +209,14 @@ def write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def sql_strings(values: list[str]) -> str:
+    """SQL string literals, comma-separated, quotes escaped: for `IN (...)` and list literals."""
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
 def sql_file_list(paths: list[str]) -> str:
-    """A DuckDB list literal of file paths (quotes escaped), for read_parquet([...])."""
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+    """A DuckDB list literal of file paths, for read_parquet([...])."""
+    return "[" + sql_strings(paths) + "]"
 
 
 def file_sha256(path: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 
+from mix_pipeline import layout
 from mix_pipeline.core.documents import file_sha256
 from mix_pipeline.names import DEDUPLICATED, FILTERED, RAW
 
@@ -25,14 +26,14 @@ SEAL = "_published.json"
 
 # The folders (under data_root) a stage publishes per partition, by asset name.
 PARTITION_FOLDERS = {
-    RAW: ("raw", "quarantine"),
-    FILTERED: ("filtered", "dropped"),
-    DEDUPLICATED: ("deduplicated",),
+    RAW: (layout.RAW_DIR, layout.QUARANTINE_DIR),
+    FILTERED: (layout.FILTERED_DIR, layout.DROPPED_DIR),
+    DEDUPLICATED: (layout.DEDUPLICATED_DIR,),
 }
 
 
 # The folder a later stage reads of each (the others are checked when deciding what to rebuild).
-READ_FOLDER = {RAW: "raw", FILTERED: "filtered", DEDUPLICATED: "deduplicated"}
+READ_FOLDER = {RAW: layout.RAW_DIR, FILTERED: layout.FILTERED_DIR, DEDUPLICATED: layout.DEDUPLICATED_DIR}
 
 
 class DamagedPartition(RuntimeError):

@@ -27,7 +27,9 @@ import pyarrow.parquet as pq
 import xxhash
 import yaml
 
+from mix_pipeline import layout
 from mix_pipeline.core.documents import write_text_atomic
+from mix_pipeline.core.lab_transfer import spearman_rho, transfer_checks
 from mix_pipeline.core.mixing import (
     InfeasibleMixture,
     Pool,
@@ -37,7 +39,7 @@ from mix_pipeline.core.mixing import (
     read_survivors,
     requested_weights,
 )
-from mix_pipeline.names import LAB_DIR, RECOMMENDED_SUFFIX
+from mix_pipeline.names import RECOMMENDED_SUFFIX
 
 _HOLDOUT_SALT = xxhash.xxh3_64_intdigest(b"mix_pipeline/lab-holdout")
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -256,25 +258,6 @@ def trust_radius(candidates: np.ndarray) -> float:
     return float(np.median(nearest_distance(candidates, candidates, exclude_self=True)))
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    def ranks(v):
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=np.float64)
-        for value in np.unique(v):  # ties share their mean rank
-            tie = v == value
-            r[tie] = r[tie].mean()
-        return r
-
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
-        return float("nan")
-    rx, ry = ranks(x[ok]), ranks(y[ok])
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def features(w: np.ndarray, floor: float) -> np.ndarray:
     """[1, log(w_s + floor) …, w_s … (all but the last, which the others determine)]: diminishing
     returns in each source's share, plus a linear term that lets sources stand in for each other."""
@@ -289,16 +272,11 @@ def fit_ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 # ---- the experiment --------------------------------------------------------------------------
-def lab_dir(root: str, experiment: str) -> str:
-    return os.path.join(root, LAB_DIR, experiment)
-
-
 def run_lab(env, experiment: str, log=None) -> dict:
     """Run one experiment of `env.recipe`; write results.json, report.html and recommended.yaml
     under data_root/lab/<experiment>/ and return the results."""
-    import glob
 
-    from mix_pipeline.core.stages import deduplicated_files
+    from mix_pipeline.core.stages.mixture import deduplicated_files
 
     log = log or env.log
     recipe = env.recipe
@@ -310,7 +288,7 @@ def run_lab(env, experiment: str, log=None) -> dict:
         files = deduplicated_files(env, s)
         if not files:
             raise InfeasibleMixture(f"lab[{experiment}]: source '{s}' has no deduplicated shards; run the pipeline first")
-        survivors = read_survivors(glob.glob(env.dir("dedup_index", "clusters", s, "*.parquet")), s)
+        survivors = read_survivors(layout.cluster_files(env.root, s), s)
         try:
             data[s] = prepare_source(s, files, prior_spec.unit, survivors, exp.holdout, exp.holdout_max_documents)
         except InfeasibleMixture as e:
@@ -347,7 +325,7 @@ def run_lab(env, experiment: str, log=None) -> dict:
     # The design space: every source, or (reuse) the changed sources plus the unchanged ones
     # moved together in the previous recommendation's proportions.
     fingerprints = {s: source_fingerprint(data[s].pool) for s in sources}
-    out = lab_dir(env.root, experiment)
+    out = layout.lab_dir(env.root, experiment)
     previous = _previous_results(out) if exp.reuse else None
     space = design_space(sources, fingerprints, previous, exp, prior_spec, total, proxy.key())
     if space.reused_results is not None:
@@ -405,8 +383,8 @@ def run_lab(env, experiment: str, log=None) -> dict:
     for c, p in zip(candidates, loo):
         c.predicted = float(p)
     coef = fit_ridge(feats, y)
-    spearman = _spearman(loo, obj)
-    spearman_domain = {d: _spearman(loo_domain[:, j], y[:, j]) for j, d in enumerate(domains)}
+    spearman = spearman_rho(loo, obj)
+    spearman_domain = {d: spearman_rho(loo_domain[:, j], y[:, j]) for j, d in enumerate(domains)}
 
     # Search: drawn like the candidates (the region the fit has seen), plus the candidates themselves.
     samples = np.vstack([draw_weights(rng_search, alpha, exp.search_samples, exp.explore), x])
@@ -509,7 +487,6 @@ def run_lab(env, experiment: str, log=None) -> dict:
         log(f"lab[{experiment}]: reuse: changed {', '.join(space.changed)}; trained {trained} proxies "
             f"(a fresh experiment trains {fresh}; {100 * (1 - trained / fresh):.0f}% of the compute saved)")
     if exp.transfer is not None:
-        from mix_pipeline.core.lab_transfer import transfer_checks
 
         results["transfer"] = transfer_checks(exp, candidates, data, prior_spec, total, proxy, texts, objective,
                                               log, evaluate=_evaluate, make_proxy=make_proxy)

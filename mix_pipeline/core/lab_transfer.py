@@ -17,6 +17,26 @@ TRUST = 0.8
 PARTIAL = 0.5
 
 
+def spearman_rho(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (ties share their mean rank); NaN with under three finite pairs."""
+    def ranks(v):
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=np.float64)
+        for value in np.unique(v):  # ties share their mean rank
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return float("nan")
+    rx, ry = ranks(x[ok]), ranks(y[ok])
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
 def verdict(rho: float | None, what: str) -> str:
     if rho is None or not math.isfinite(rho):
         return f"{what}: too few candidates to tell"
@@ -29,20 +49,18 @@ def verdict(rho: float | None, what: str) -> str:
 
 def transfer_checks(exp, candidates, data, prior_spec, total, proxy, texts, objective, log, evaluate, make_proxy) -> dict:
     """Re-run candidates with another proxy kind, a larger proxy and more data; compare rankings."""
-    from mix_pipeline.core.lab import Candidate, _spearman
-
     spec = exp.transfer
     subset = candidates[: min(spec.candidates, len(candidates))]
     base = np.array([c.objective for c in candidates])
     checks = []
 
     def rerun(cands, proxy_, total_):
-        copies = [Candidate(c.name, c.kind, dict(c.weights)) for c in cands]
+        copies = [type(c)(c.name, c.kind, dict(c.weights)) for c in cands]
         evaluate(copies, data, prior_spec, total_, proxy_, objective, log)
         return np.array([c.objective for c in copies])
 
     def add(name, a_label, b_label, a, b, names, trained):
-        rho = _spearman(a, b)
+        rho = spearman_rho(a, b)
         checks.append({"check": name, "a": a_label, "b": b_label, "candidates": len(a),
                        "spearman": None if not math.isfinite(rho) else round(rho, 4),
                        "verdict": verdict(rho, name), "proxies_trained": trained,

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from mix_pipeline.core.documents import sql_file_list, sql_strings
 from mix_pipeline.core.faults import crash_point
 
 SPLITS = ("train", "validation", "test")
@@ -645,10 +646,6 @@ def _split_rows(spec, pools: dict[str, Pool], plans: dict, sources: list[str]) -
 _MESSAGES_TYPE = '[{"role": "VARCHAR", "content": "VARCHAR"}]'
 
 
-def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
-
-
 def write_mixture(
     selection: pa.Table,
     source_files: dict[str, list[str]],
@@ -678,10 +675,10 @@ def write_mixture(
     con.execute(
         f"""CREATE VIEW docs AS
             SELECT f.src, f.file, d.file_row_number AS row, d.id, d.text, d.source, d.domain, d.metadata, d.n_tokens
-            FROM read_parquet([{_sql_list([x[2] for x in listing])}], filename=true, file_row_number=true) d
+            FROM read_parquet({sql_file_list([x[2] for x in listing])}, filename=true, file_row_number=true) d
             JOIN files f ON f.path = d.filename"""
     )
-    chat = _sql_list(list(chat_sources))
+    chat = sql_strings(list(chat_sources))
     extra = ""
     metadata = "d.metadata"
     if chat_sources:

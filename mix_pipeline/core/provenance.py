@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mix_pipeline.core.documents import DOCUMENT_SCHEMA, list_parts, partition_dir, sql_file_list, write_text_atomic
+from mix_pipeline import layout
+from mix_pipeline.core.documents import DOCUMENT_SCHEMA, drop_rows, list_parts, sql_file_list, write_text_atomic
 from mix_pipeline.names import (
     DECONTAMINATION,
     FATE_DROPPED,
@@ -109,7 +110,6 @@ def set_aside_removed(raw_parts: list[str], quarantine_dir: str, next_part: int,
     `removed`) with no text. Returns how many were set aside (0 and nothing written when none)."""
     if not removals or not raw_parts:
         return 0
-    from mix_pipeline.core.stages import _drop_rows
 
     wanted = pa.array(sorted(removals))
     hits: dict[str, set[int]] = {}
@@ -130,7 +130,7 @@ def set_aside_removed(raw_parts: list[str], quarantine_dir: str, next_part: int,
     if not rows:
         return 0
     for shard, drop in sorted(hits.items()):
-        _drop_rows(shard, drop)
+        drop_rows(shard, drop)
     rows.sort(key=lambda r: (json.loads(r["metadata"]).get("file", ""), json.loads(r["metadata"]).get("line", 0), r["id"]))
     os.makedirs(quarantine_dir, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA),
@@ -333,9 +333,9 @@ def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool 
                          "ended_at": final["stage"], "reason": final["reason"], "mixture_row": row_ref}
         # Origin: the raw record (or the quarantine record of a quarantined or removed one).
         if final["fate"] in (FATE_QUARANTINED, FATE_REMOVED):
-            rec = _find_row(con, list_parts(partition_dir(root, "quarantine", src, snapshot)), doc_id)
+            rec = _find_row(con, list_parts(layout.partition_dir(root, layout.QUARANTINE_DIR, src, snapshot)), doc_id)
         else:
-            rec = _find_row(con, list_parts(partition_dir(root, "raw", src, snapshot)), doc_id)
+            rec = _find_row(con, list_parts(layout.partition_dir(root, layout.RAW_DIR, src, snapshot)), doc_id)
         meta = _meta(rec)
         history["origin"] = {
             "file": meta.get("file"), "line": meta.get("line"), "url": meta.get("url"),
@@ -351,12 +351,12 @@ def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool 
             out.append(history)
             continue
         # Filtered: every step in pipeline order, with what it measured.
-        kept_row = _find_row(con, list_parts(partition_dir(root, "filtered", src, snapshot)), doc_id)
+        kept_row = _find_row(con, list_parts(layout.partition_dir(root, layout.FILTERED_DIR, src, snapshot)), doc_id)
         steps = ([DECONTAMINATION] if recipe.decontamination is not None else []) + [f.name for f in (spec.filters if spec else [])]
         dropped_by = final["reason"].split(":", 1)[0] if final["fate"] == FATE_DROPPED else None
         dropped_row = None
         if dropped_by:
-            dropped_row = _find_row(con, list_parts(os.path.join(partition_dir(root, "dropped", src, snapshot), dropped_by)), doc_id)
+            dropped_row = _find_row(con, list_parts(os.path.join(layout.partition_dir(root, layout.DROPPED_DIR, src, snapshot), dropped_by)), doc_id)
         doc_meta = _meta(kept_row or dropped_row)
         filters = []
         reached = True
@@ -407,7 +407,7 @@ def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool 
             history["mixtures"] = []
             out.append(history)
             continue
-        dedup_row = _find_row(con, list_parts(partition_dir(root, "deduplicated", src, snapshot)), doc_id,
+        dedup_row = _find_row(con, list_parts(layout.partition_dir(root, layout.DEDUPLICATED_DIR, src, snapshot)), doc_id,
                               "id, n_tokens, metadata")
         history["stages"].append({"stage": "deduplicated", "result": "kept", "n_tokens": dedup_row and dedup_row["n_tokens"]})
         history["mixtures"] = mixture_appearances(con, root, src, doc_id) if with_mixtures else []

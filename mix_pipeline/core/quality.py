@@ -174,11 +174,6 @@ class GateFailed(RuntimeError):
         )
 
 
-def raise_if_blocked(stage: str, outcomes: list[CheckOutcome]) -> None:
-    if any(o.blocks for o in outcomes):
-        raise GateFailed(stage, outcomes)
-
-
 # ---- Great Expectations ------------------------------------------------------------------
 _GX = None
 

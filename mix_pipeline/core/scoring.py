@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from mix_pipeline.core.documents import list_parts, partition_dir, sql_file_list
+from mix_pipeline import layout
+from mix_pipeline.core.documents import list_parts, sql_file_list
 from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FATE_DROPPED, FATE_QUARANTINED
 from mix_pipeline.recipe import Recipe
 
@@ -88,8 +89,8 @@ def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SN
     texts: dict[tuple[str, str], str] = {}
     for source in pii_sources:
         ids = sorted({e["id"] for e in items + versions if e["source"] == source})
-        files = list_parts(partition_dir(recipe.data_root_path, "filtered", source, snapshot))
-        dropped_root = partition_dir(recipe.data_root_path, "dropped", source, snapshot)
+        files = list_parts(layout.partition_dir(recipe.data_root_path, layout.FILTERED_DIR, source, snapshot))
+        dropped_root = layout.partition_dir(recipe.data_root_path, layout.DROPPED_DIR, source, snapshot)
         if os.path.isdir(dropped_root):
             files += [p for d in sorted(os.listdir(dropped_root)) for p in list_parts(os.path.join(dropped_root, d))]
         if ids and files:

@@ -12,7 +12,7 @@ import spacy  # noqa: F401  (datatrove's word tokenizer imports it on first use)
 import spacy.lang.en  # noqa: F401
 from datatrove.pipeline import filters as _datatrove_filters  # noqa: F401
 
-from mix_pipeline.core import stages as _stages  # noqa: F401
+from mix_pipeline.core import stages as _stages  # noqa: F401  (every stage module)
 from mix_pipeline.core.filters import fast_language_identifier
 from mix_pipeline.core.prose import word_splitter
 

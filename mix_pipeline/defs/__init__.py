@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from mix_pipeline.defs import jobs, sensors
-from mix_pipeline.defs.dedup import assets as dedup_assets
-from mix_pipeline.defs.filtered import assets as filtered_assets
-from mix_pipeline.defs.lab import assets as lab_assets
-from mix_pipeline.defs.mixture import assets as mixture_assets
-from mix_pipeline.defs.quality_model import assets as quality_model_assets
-from mix_pipeline.defs.raw import assets as raw_assets
+from mix_pipeline import layout
+from mix_pipeline.defs import (
+    dedup_index,
+    deduplicated,
+    filtered,
+    jobs,
+    mixture,
+    mixture_comparison,
+    mixture_lab,
+    quality_model,
+    raw,
+    sensors,
+)
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor
 
-CATALOG_FILE = "catalog.duckdb"
-
-
-def catalog_path(recipe: Recipe) -> str:
-    return os.path.join(recipe.data_root_path, CATALOG_FILE)
+# One module per asset, in pipeline order; each builds its asset(s) from the recipe.
+ASSET_MODULES = (quality_model, raw, filtered, dedup_index, deduplicated, mixture, mixture_comparison, mixture_lab)
 
 
 def build_definitions(recipe: Recipe) -> dg.Definitions:
-    assets = raw_assets.build(recipe) + filtered_assets.build(recipe) + dedup_assets.build(recipe) + mixture_assets.build(recipe)
-    assets += lab_assets.build(recipe) + quality_model_assets.build(recipe)
+    assets = [asset for module in ASSET_MODULES for asset in module.build(recipe)]
     all_jobs = jobs.build(recipe)
     all_sensors, schedules = sensors.build(recipe, all_jobs)
     return dg.Definitions(
@@ -36,6 +36,6 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
         schedules=schedules,
         resources={
             "datatrove": DatatroveExecutor(kind=recipe.executor.kind, workers=recipe.executor.workers),
-            "catalog": DuckDBResource(database=catalog_path(recipe)),
+            "catalog": DuckDBResource(database=layout.catalog_path(recipe.data_root_path)),
         },
     )

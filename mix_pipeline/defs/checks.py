@@ -18,17 +18,18 @@ from collections.abc import Callable, Iterator
 import dagster as dg
 
 from mix_pipeline.core.quality import CHECKS, CheckOutcome, GateFailed, checks_for
-from mix_pipeline.core.stages import StageResult
+from mix_pipeline.core.stages.base import StageResult
 from mix_pipeline.defs.metadata import markdown_table
 
 
-def check_specs(asset: str, stage: str, partitions_def: dg.PartitionsDefinition | None = None) -> list[dg.AssetCheckSpec]:
-    """One spec per check of a stage, partitioned like its asset so each evaluation is recorded on
-    the partition it ran for (a preview feature in Dagster 1.13; its warning is silenced here)."""
+def check_specs(stage: str, partitions_def: dg.PartitionsDefinition | None = None) -> list[dg.AssetCheckSpec]:
+    """One spec per check of a stage (its asset has the stage's name), partitioned like the asset so
+    each evaluation is recorded on the partition it ran for (a preview feature in Dagster 1.13;
+    its warning is silenced here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return [
-            dg.AssetCheckSpec(name, asset=asset, blocking=CHECKS[name].severity == "error", partitions_def=partitions_def,
+            dg.AssetCheckSpec(name, asset=stage, blocking=CHECKS[name].severity == "error", partitions_def=partitions_def,
                               description=f"Guards against {CHECKS[name].guards}.")
             for name in checks_for(stage)
         ]

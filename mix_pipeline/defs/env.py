@@ -1,14 +1,18 @@
-"""What every stage asset needs from Dagster: the recipe's StageEnv and a catalog connection."""
+"""What every stage asset needs from Dagster: the recipe's StageEnv, with the configured executor,
+the run's log and the catalog resource's connection."""
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
-from mix_pipeline.core.stages import StageEnv
+from mix_pipeline.core.stages.base import StageEnv
 from mix_pipeline.recipe import Recipe
-from mix_pipeline.resources import DatatroveExecutor
+from mix_pipeline.resources import DatatroveExecutor, catalog_connection
 
 # Assets that write the DuckDB catalog share this pool; DuckDB allows one writing process.
 CATALOG_POOL = "mix_pipeline_catalog"
 
 
-def stage_env(recipe: Recipe, executor: DatatroveExecutor, context: dg.AssetExecutionContext) -> StageEnv:
-    return StageEnv(recipe, runner=executor.runner(), log=context.log.info)
+def stage_env(recipe: Recipe, executor: DatatroveExecutor, context: dg.AssetExecutionContext,
+              catalog: DuckDBResource | None = None) -> StageEnv:
+    return StageEnv(recipe, runner=executor.runner(), log=context.log.info,
+                    catalog=None if catalog is None else (lambda: catalog_connection(catalog)))

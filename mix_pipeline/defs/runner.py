@@ -1,4 +1,4 @@
-"""Running the planner's waves from a process (the CLI, the lab): the attended path.
+"""Running the planner's waves from a process (the CLI, the lab, `forget`): the attended path.
 
 `run_pipeline` takes the data root's run lock, waits for runs the daemon started, registers new
 partitions, then asks the planner (defs/plan.py) for the next wave and executes each of its steps
@@ -8,6 +8,7 @@ as the same Dagster job the daemon would launch, in this process, against the pe
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -15,13 +16,19 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from mix_pipeline import layout
+from mix_pipeline.core import catalog
+from mix_pipeline.core.lab import recommended_spec
 from mix_pipeline.core.locks import data_root_lock
+from mix_pipeline.core.provenance import add_removals, resolve_request, verify_removals
+from mix_pipeline.core.stages.base import StageEnv
+from mix_pipeline.core.stages.mixture import run_mixture
 from mix_pipeline.defs import build_definitions
-from mix_pipeline.defs.jobs import INGEST_JOB, QUALITY_MODEL_JOB
+from mix_pipeline.defs.jobs import INGEST_JOB, LAB_JOB, QUALITY_MODEL_JOB
 from mix_pipeline.defs.partitions import discovered_keys, register
 from mix_pipeline.defs.plan import PLANNED_TAG, next_wave, runs_in_flight
-from mix_pipeline.names import split_partition_key
-from mix_pipeline.recipe import Recipe
+from mix_pipeline.names import MIXTURE, MIXTURE_LAB, REMOVALS_FILE, split_partition_key
+from mix_pipeline.recipe import Recipe, RecipeError, load_recipe
 
 DEFAULT_DAGSTER_HOME = ".dagster_home"
 # Tags on every run a process starts, so a later one can tell the runs of a killed process.
@@ -164,3 +171,94 @@ def run_pipeline(
             # What was forced is done once its wave ran.
             retrain = retrain and steps[0].job != QUALITY_MODEL_JOB
             force = force if steps[0].job == QUALITY_MODEL_JOB else frozenset()
+
+
+# ---- what the CLI's commands call -----------------------------------------------------------------
+def _manifests(recipe: Recipe, names: list[str]) -> dict[str, dict]:
+    out = {}
+    for name in names:
+        path = layout.manifest_path(recipe.data_root_path, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                out[name] = json.load(f)
+    return out
+
+
+def run_recipe(
+    recipe_path: str,
+    mixture: str | None = None,
+    instance: dg.DagsterInstance | None = None,
+    full: bool = False,
+    backfill_sources: list[str] | None = None,
+) -> dict[str, dict]:
+    """Build everything stale in a recipe (see defs/plan.py); returns the manifest of each mixture.
+
+    Incremental: a source|snapshot partition is ingested only when it is new or its input files or
+    recipe entry changed; `backfill_sources` forces every snapshot of those sources, `full` every
+    partition; the later stages follow what changed, in the order the daemon would run them.
+    """
+    recipe = load_recipe(recipe_path)
+    if mixture is not None and mixture not in recipe.mixtures:
+        raise RecipeError(f"--mixture: recipe has no mixture '{mixture}' (mixtures: {', '.join(recipe.mixtures)})")
+    for source in backfill_sources or []:
+        if source not in recipe.sources:
+            raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
+    run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
+    return _manifests(recipe, sorted(recipe.mixtures) if mixture is None else [mixture])
+
+
+def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = False,
+                       instance: dg.DagsterInstance | None = None) -> dict:
+    """Run one mixture-lab experiment as the `mixture_lab` asset (so it shows in the UI); returns
+    its results. With `materialize`, build its recommendation as mixture `<experiment>_recommended`
+    through the mixture stage (plan, write, gate, publish, record its ledger in the catalog); its
+    manifest is then under results["materialized"]. The pipeline must have run first: the lab reads
+    the deduplicated shards."""
+    recipe = load_recipe(recipe_path)
+    if experiment not in recipe.experiments:
+        raise RecipeError(f"--experiment: recipe has no experiment '{experiment}' "
+                          f"(experiments: {', '.join(recipe.experiments) or 'none'})")
+    instance = instance or dagster_instance()
+    fail_orphaned_runs(instance)
+    execute(build_definitions(recipe), LAB_JOB, instance, experiment, f"{MIXTURE_LAB} [{experiment}]")
+    with open(os.path.join(layout.lab_dir(recipe.data_root_path, experiment), "results.json")) as f:
+        results = json.load(f)
+    if materialize:
+        name, spec = recommended_spec(results)
+        if name in recipe.mixtures and recipe.mixtures[name] != spec:
+            raise RecipeError(f"mixtures.{name}: the recipe already defines it with other settings; "
+                              f"rename or remove it, or build it with `mix-pipeline run --mixture {name}`")
+        # The block was validated as a MixtureSpec; it is the prior's settings (sources, caps)
+        # with new weights, so the recipe's cross-checks hold for it as they did for the prior.
+        with_rec = recipe.model_copy(update={"mixtures": {**recipe.mixtures, name: spec}})
+        print(f"==> {MIXTURE} [{name}] (the lab's recommendation)", flush=True)
+        with data_root_lock(recipe.data_root_path):
+            results["materialized"] = run_mixture(StageEnv(with_rec), name).stats
+    return results
+
+
+def forget(recipe_path: str, ids: list[tuple[str | None, str]] = (), file_pattern: str | None = None,
+           url_pattern: str | None = None, reason: str = "removal request", with_copies: bool = True,
+           log: Callable[[str], None] = lambda line: print(line, flush=True)) -> dict:
+    """Record the documents a removal request names as removed, rebuild what holds them, and
+    verify in the catalog (and by reading every output) that none is left. Returns the proof."""
+    recipe = load_recipe(recipe_path)
+    path = layout.catalog_path(recipe.data_root_path)
+    if not os.path.exists(path):
+        raise RecipeError(f"no catalog at {path}: run `mix-pipeline run --recipe {recipe_path}` first")
+    with catalog.connect(path) as con:
+        entries, unknown = resolve_request(con, recipe.data_root_path, list(ids), file_pattern, url_pattern, with_copies)
+    for doc in unknown:
+        log(f"warning: no document '{doc}' in the catalog; nothing to remove for it")
+    if not entries:
+        raise RecipeError("the removal request names no document the catalog knows; check the ids, --source-file or --url")
+    copies = sum(e["via"] == "copy" for e in entries)
+    log(f"forget: {len(entries)} document(s) in {len({(e['source'], e['snapshot']) for e in entries})} partition(s)"
+        + (f", {copies} of them exact or near copies of a named one" if copies else ""))
+    added = add_removals(recipe.data_root_path, [e | {"reason": reason} for e in entries])
+    log(f"forget: {added} new entr{'y' if added == 1 else 'ies'} in {os.path.join(recipe.data_root_path, REMOVALS_FILE)}")
+    run_recipe(recipe_path)
+    with catalog.connect(path) as con:
+        proof = verify_removals(con, recipe.data_root_path, [e | {"reason": reason} for e in entries])
+        proof["conservation"] = [r for r in con.execute("SELECT source, balanced FROM conservation ORDER BY source").fetchall()]
+    return proof

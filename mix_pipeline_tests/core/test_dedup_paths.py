@@ -18,7 +18,8 @@ import pytest
 from datatrove.data import Document
 from rensa import RMinHash
 
-from mix_pipeline.core import dedup, stages
+from mix_pipeline import layout
+from mix_pipeline.core import dedup
 from mix_pipeline.core.dedup import DropDuplicates, SignatureWriter, content_hash, dedup_generation, signature_batch
 from mix_pipeline.core.documents import (
     DEDUPLICATED_SCHEMA,
@@ -26,11 +27,11 @@ from mix_pipeline.core.documents import (
     list_parts,
     normalise_shard_names,
     parquet_writer,
-    partition_dir,
 )
 from mix_pipeline.core.stages import (
     ShardReader,
     StageEnv,
+    dedup_index,
     local_runner,
     run_dedup_index,
     run_deduplicated,
@@ -125,7 +126,7 @@ def _dedup_root(ingested, name: str, workers: int, monkeypatch, task_bytes: int 
     env = StageEnv(recipe, runner=local_runner(workers), log=lambda m: None)
     assert env.root == str(root)
     if task_bytes is not None:
-        monkeypatch.setattr(stages, "SIGNATURE_TASK_TEXT_BYTES", task_bytes)
+        monkeypatch.setattr(dedup_index, "SIGNATURE_TASK_TEXT_BYTES", task_bytes)
     run_dedup_index(env)
     for source in SOURCES:
         run_deduplicated(env, source)
@@ -177,7 +178,7 @@ def test_verdicts_are_those_of_the_per_document_signatures(ingested, monkeypatch
                 yield
 
         step = Reference(str(out), source=source, num_perm=128, bands=32, ngram=5, seed=1)
-        inputs = list_parts(partition_dir(env.root, "filtered", source, "default"))
+        inputs = list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, "default"))
         list(step.run(ShardReader(inputs).run()))
         reference_files += sorted(str(p) for p in out.glob("*.parquet"))
     dedup_generation("default", reference_files, [], PRIORITY, str(tmp_path / "clusters"), str(tmp_path / "index"),
@@ -198,7 +199,7 @@ def _texts(env: StageEnv, source: str, cache: dict = {}) -> dict[str, str]:  # n
     key = (env.root, source)
     if key not in cache:
         table = pa.concat_tables(pq.read_table(p, columns=["id", "text"])
-                                 for p in list_parts(partition_dir(env.root, "filtered", source, "default")))
+                                 for p in list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, "default")))
         cache[key] = dict(zip(table.column("id").to_pylist(), table.column("text").to_pylist()))
     return cache[key]
 
@@ -207,13 +208,13 @@ def test_deduplicated_shards_are_the_datatrove_pipelines(ingested, monkeypatch, 
     """The streaming pass writes what ShardReader → DropDuplicates → CountTokens → parquet_writer wrote."""
     env = _dedup_root(ingested, "fast", 1, monkeypatch)
     for source in SOURCES:
-        inputs = list_parts(partition_dir(env.root, "filtered", source, "default"))
+        inputs = list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, "default"))
         out = tmp_path / "datatrove" / source
-        steps = [ShardReader(inputs), DropDuplicates(stages.clusters_file(env, source, "default")),
+        steps = [ShardReader(inputs), DropDuplicates(layout.clusters_file(env.root, source, "default")),
                  CountTokens("estimate"), parquet_writer(str(out), schema=DEDUPLICATED_SCHEMA)]
         local_runner(1)(steps, str(tmp_path / "logs" / source), env.tasks_for(len(inputs)))
         expected = normalise_shard_names(str(out))
-        got = list_parts(partition_dir(env.root, "deduplicated", source, "default"))
+        got = list_parts(layout.partition_dir(env.root, layout.DEDUPLICATED_DIR, source, "default"))
         assert [os.path.basename(p) for p in got] == [os.path.basename(p) for p in expected]
         for a, b in zip(got, expected):
             ta, tb = pq.read_table(a), pq.read_table(b)
@@ -241,11 +242,11 @@ def test_estimated_token_counts_match_the_per_document_count():
 def test_one_signature_task_for_a_small_generation(ingested, monkeypatch):
     work, _ = ingested
     env = StageEnv(load_recipe(work / "recipe.yaml"), runner=local_runner(2), log=lambda m: None)
-    files = [p for s in SOURCES for p in list_parts(partition_dir(env.root, "filtered", s, "default"))]
-    assert stages.text_bytes(files) > 1_000_000
-    assert stages.signature_tasks(env, files) == 1
-    monkeypatch.setattr(stages, "SIGNATURE_TASK_TEXT_BYTES", 1)
-    assert stages.signature_tasks(env, files) == 2  # capped by the recipe's tasks
+    files = [p for s in SOURCES for p in list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, s, "default"))]
+    assert dedup_index.text_bytes(files) > 1_000_000
+    assert dedup_index.signature_tasks(env, files) == 1
+    monkeypatch.setattr(dedup_index, "SIGNATURE_TASK_TEXT_BYTES", 1)
+    assert dedup_index.signature_tasks(env, files) == 2  # capped by the recipe's tasks
 
 
 def test_signature_writer_on_documents_writes_the_batched_rows(tmp_path):

@@ -12,7 +12,7 @@ from datatrove.data import Document
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mix_pipeline.core import catalog, quality, stages
+from mix_pipeline.core import catalog, mixing, quality
 from mix_pipeline.core.documents import DOCUMENT_SCHEMA
 from mix_pipeline.core.filters import (
     CodeQualityFilter,
@@ -185,7 +185,7 @@ def test_safety_reads_user_lists_with_phrases_and_can_skip_the_default(tmp_path)
 
 # ---- code ------------------------------------------------------------------------------------
 def test_code_quality_keeps_ordinary_code():
-    for module in (catalog, stages, quality):
+    for module in (catalog, mixing, quality):
         assert CodeQualityFilter().filter(doc(inspect.getsource(module))) is True, module.__name__
 
 

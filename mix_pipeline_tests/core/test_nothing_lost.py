@@ -223,7 +223,7 @@ def test_a_deleted_or_altered_published_shard_is_named_before_anything_reads_it(
     rows = pq.read_metadata(shard).num_rows
     shard.unlink()
     assert verify_partition(str(root), DEDUPLICATED, "books", "default") == f"{shard} ({rows:,} rows) is missing"
-    with pytest.raises(DamagedPartition, match=re.escape(f"deduplicated_documents[books|default]: {shard}") + ".*" + fix) as err:
+    with pytest.raises(DamagedPartition, match=re.escape(f"deduplicated[books|default]: {shard}") + ".*" + fix) as err:
         run_mixture(env, "m")
     assert "\n" not in str(err.value)
     run_deduplicated(env, "books")  # rebuilding the partition is the fix
@@ -236,7 +236,7 @@ def test_a_deleted_or_altered_published_shard_is_named_before_anything_reads_it(
     shard.write_bytes(bytes(data))
     assert "changed since it was published (its sha256 differs)" in verify_partition(str(root), FILTERED, "books", "default")
     for stage in (run_dedup_index, lambda e: run_deduplicated(e, "books")):
-        with pytest.raises(DamagedPartition, match=re.escape(f"filtered_documents[books|default]: {shard} changed")):
+        with pytest.raises(DamagedPartition, match=re.escape(f"filtered[books|default]: {shard} changed")):
             stage(env)
     # An extra shard dropped into a raw partition: filtered refuses to read it.
     extra = root / "raw" / "web" / "default" / "part-00009.parquet"

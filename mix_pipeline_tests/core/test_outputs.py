@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mix_pipeline.core.documents import list_parts, partition_dir
+from mix_pipeline import layout
+from mix_pipeline.core.documents import list_parts
 from mix_pipeline.core.exports import read_idx
 from mix_pipeline.core.mixing import SPLITS, Pool, split_codes
 from mix_pipeline.core.stages import (
@@ -115,7 +116,7 @@ def test_token_counts_are_the_local_tokenizers(built):
     env, manifest = built["env"], built["manifests"]["everything"]
     counter = TokenCounter("hf", env.recipe.resolve(env.recipe.tokenizer.path))
     assert manifest["tokenizer"].startswith("hf:sha256=")
-    part = list_parts(partition_dir(env.root, "deduplicated", "papers", "default"))[0]
+    part = list_parts(layout.partition_dir(env.root, layout.DEDUPLICATED_DIR, "papers", "default"))[0]
     table = pq.read_table(part, columns=["text", "n_tokens"]).slice(0, 5)
     assert table["n_tokens"].to_pylist() == counter.count(table["text"].to_pylist())
 

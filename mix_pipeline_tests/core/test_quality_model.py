@@ -13,8 +13,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from mix_pipeline import layout
 from mix_pipeline.core import quality_model as qm
-from mix_pipeline.core.documents import list_parts, partition_dir
+from mix_pipeline.core.documents import list_parts
 from mix_pipeline.core.stages import (
     StageEnv,
     local_runner,
@@ -174,7 +175,7 @@ def test_bucket_mixture_hits_its_weights_and_the_manifest_lists_the_buckets(trai
     for source in ("web", "books"):
         run_deduplicated(env, source)
     # The planted spam left at the filter, its score recorded next to the reason.
-    dropped = [r for p in list_parts(os.path.join(partition_dir(env.root, "dropped", "web", "default"), "quality_classifier"))
+    dropped = [r for p in list_parts(os.path.join(layout.partition_dir(env.root, layout.DROPPED_DIR, "web", "default"), "quality_classifier"))
                for r in pq.read_table(p, columns=["id", "metadata"]).to_pylist()]
     assert {e["id"] for e in trained["truth"]["low_quality"]} <= {r["id"] for r in dropped}
     for r in dropped:

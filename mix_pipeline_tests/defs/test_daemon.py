@@ -14,9 +14,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mix_pipeline.cli import run_recipe
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.plan import runs_in_flight
+from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.names import FILTERED, MIXTURE, MIXTURE_COMPARISON, RAW
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.helpers import daemon, latest_sid, settle, snapshot_corpus, write_snapshot

@@ -11,10 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mix_pipeline.cli import run_recipe
 from mix_pipeline.core.sample_data import build_sample_corpus
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.partitions import register
+from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
 from mix_pipeline.recipe import RecipeError, load_recipe
 from mix_pipeline_tests.conftest import write_jsonl
@@ -109,7 +109,7 @@ def test_filter_gate_stops_a_filter_that_drops_everything(copy):
     assert not drop.passed and "gopher_quality dropped 100.0%" in drop.description
     assert "gopher_short_doc" in drop.metadata["examples"].value
     assert not evals[f"{FILTERED}.kept_volume"].passed
-    assert materialized(result) == set()  # deduplicated_documents never ran
+    assert materialized(result) == set()  # deduplicated never ran
     assert tree_digest(root / "data" / "filtered" / "web") == before
     assert tree_digest(root / "data" / "mixtures") == mixture_before
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import duckdb
 import numpy as np
 import yaml
 
-from mix_pipeline.cli import main, run_lab_experiment
+from mix_pipeline.cli import main
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.jobs import LAB_JOB
+from mix_pipeline.defs.runner import run_lab_experiment
 from mix_pipeline.names import MIXTURE_LAB
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.conftest import write_recipe
@@ -63,6 +65,14 @@ def test_lab_asset_and_materialized_recommendation(tmp_path):
     assert manifest["seed"] == 5 and manifest["total_target"] == 40_000
     block = yaml.safe_load((tmp_path / "data" / "lab" / "small" / "recommended.yaml").read_text())
     assert block["small_recommended"]["weights"] == results["recommended_weights"]
+    # The mixture stage records its own ledger, whoever calls it: the lab's mixture is in the catalog
+    # like any other, and its dataset card sits beside the manifest.
+    con = duckdb.connect(str(tmp_path / "data" / "catalog.duckdb"), read_only=True)
+    ledger = dict(con.execute("SELECT source, units FROM mixture_ledger WHERE mixture = 'small_recommended'").fetchall())
+    con.close()
+    assert ledger == {s: row["units"] for s, row in manifest["sources"].items()} and sum(ledger.values()) > 0
+    assert results["materialized"]["output_sha256"] == manifest["output_sha256"]
+    assert (tmp_path / "data" / "mixtures" / "small_recommended" / "README.md").exists()
 
 
 def test_lab_cli_names_an_unknown_experiment(tmp_path, capsys):

@@ -9,8 +9,8 @@ import json
 import dagster as dg
 import duckdb
 
-from mix_pipeline.cli import run_recipe
 from mix_pipeline.core import catalog
+from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline_tests.conftest import write_recipe
 from mix_pipeline_tests.core.test_nothing_lost import SHARDS, _corpus
 
@@ -34,7 +34,7 @@ def test_a_rerun_rebuilds_partitions_whose_published_shards_were_deleted(tmp_pat
         (root / "filtered" / "web" / "2024|05" / "part-00000.parquet").unlink()
         again = run_recipe(str(recipe), instance=instance)["m"]
         out = capsys.readouterr().out
-        assert "ingest [web|2024|05]: filtered_documents: " in out and "part-00000.parquet (60 rows) is missing: rebuilding it" in out
+        assert "ingest [web|2024|05]: filtered: " in out and "part-00000.parquet (60 rows) is missing: rebuilding it" in out
         assert "ingest: 1 of 2 partition(s)" in out
         assert "deduplicated [books|default]: " in out and "part-00001.parquet (60 rows) is missing: rebuilding it" in out
         assert again["output_sha256"] == first["output_sha256"]

@@ -12,8 +12,9 @@ import time
 import duckdb
 import pytest
 
+from mix_pipeline import layout
 from mix_pipeline.core import quality
-from mix_pipeline.core.documents import list_parts, partition_dir
+from mix_pipeline.core.documents import list_parts
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.real_text import RECIPE, build_real_text_corpus
 
@@ -58,7 +59,7 @@ def test_documents_quoting_u_fffd_are_kept_and_the_old_band_would_have_refused_t
     """Two package READMEs quote U+FFFD (valid UTF-8). Under the old default (max_fraction 0.0)
     the whole docs source was refused; now they are ordinary documents."""
     recipe = real_run["recipe"]
-    raw = list_parts(partition_dir(recipe.data_root_path, "raw", "docs", "default"))
+    raw = list_parts(layout.partition_dir(recipe.data_root_path, layout.RAW_DIR, "docs", "default"))
     con = duckdb.connect()
     quoting = con.execute(f"SELECT id FROM read_parquet({raw!r}) WHERE contains(text, '\ufffd')").fetchall()
     con.close()

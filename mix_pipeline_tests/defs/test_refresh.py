@@ -15,9 +15,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.cli import run_recipe
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.plan import next_wave
+from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.defs.sensors import drift_backfill_requests
 from mix_pipeline.names import DEDUP_INDEX, FILTERED, MIXTURE, RAW
 from mix_pipeline.recipe import load_recipe
@@ -177,7 +177,7 @@ def test_a_shifted_snapshot_raises_drift_and_the_mixture_follows(incremental, co
     # The mixture was re-mixed after dedup took the drifted snapshot in (drift.remix defaults to true).
     mixed = instance.fetch_materializations(dg.AssetKey(MIXTURE), limit=1).records[0].storage_id
     deduplicated = instance.fetch_materializations(dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey("deduplicated_documents"), asset_partitions=["web|2024-01-29"]), limit=1).records[0]
+        asset_key=dg.AssetKey("deduplicated"), asset_partitions=["web|2024-01-29"]), limit=1).records[0]
     assert mixed > deduplicated.storage_id > record.storage_id and mixed > mixed_before
     assert next_wave(instance, recipe) == ([], [])
     # Without drift.backfill nothing more is requested.
@@ -223,7 +223,7 @@ def test_four_partition_runs_in_parallel_leave_a_consistent_catalog(corpus, tmp_
         assert "Could not set lock" not in out
     con = duckdb.connect(str(tmp_path / "data" / "catalog.duckdb"), read_only=True)
     inputs = con.execute("SELECT snapshot, records FROM source_inputs WHERE source = 'web' ORDER BY snapshot").fetchall()
-    stats = con.execute("SELECT count(DISTINCT partition) FROM stage_stats WHERE stage = 'filtered_documents'").fetchall()
+    stats = con.execute("SELECT count(DISTINCT partition) FROM stage_stats WHERE stage = 'filtered'").fetchall()
     fates = con.execute("SELECT snapshot, count(*) FROM document_fates GROUP BY snapshot").fetchall()
     con.close()
     expected = {s: len(corpus["snapshots"].get(s, corpus["snapshots"]["2024-01-15"][:30])) for s in

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mix_pipeline.cli import run_recipe
+from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline_tests.conftest import prose_doc, write_jsonl, write_recipe
 
 

@@ -1,8 +1,11 @@
+"""The `mixture_lab` asset: one lab experiment (core/lab.py) and its recommended mixture."""
+
 import os
 
 import dagster as dg
 
-from mix_pipeline.core.lab import candidate_rows, lab_dir, run_lab, weight_rows
+from mix_pipeline import layout
+from mix_pipeline.core.lab import candidate_rows, run_lab, weight_rows
 from mix_pipeline.defs.env import stage_env
 from mix_pipeline.defs.metadata import markdown_table
 from mix_pipeline.defs.partitions import experiment_partitions
@@ -29,7 +32,7 @@ def build(recipe: Recipe) -> list:
         name = context.partition_key
         env = stage_env(recipe, datatrove, context)
         results = run_lab(env, name)
-        out = lab_dir(env.root, name)
+        out = layout.lab_dir(env.root, name)
         rec = results["recommended"]
         transfer = results.get("transfer") or {}
         extra = {"transfer_verdict": dg.MetadataValue.text(transfer["verdict"])} if transfer else {}

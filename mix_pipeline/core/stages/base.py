@@ -1,0 +1,164 @@
+"""What every stage shares: the environment a stage runs in, its result, the gate, the runner.
+
+A stage module (raw, filtered, dedup_index, deduplicated, mixture, mixture_comparison) runs its
+datatrove pipeline through `env.runner` (local processes by default; the Dagster layer passes the
+configured executor), writes into a hidden staging folder, checks the staged output, publishes the
+whole partition, and records its rows in the catalog through `env.catalog`, so every caller (the
+Dagster asset, the CLI, the lab, a test) leaves the same catalog behind. Nothing here imports Dagster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from mix_pipeline import layout
+from mix_pipeline.core import catalog
+from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
+from mix_pipeline.core.documents import duckdb_scratch
+from mix_pipeline.core.quality import CheckOutcome, GateFailed
+from mix_pipeline.recipe import Recipe
+
+# (pipeline, logging_dir, tasks) → None
+PipelineRunner = Callable[[list, str, int], None]
+
+
+# What every worker of ours needs: imported (and warmed) once in datatrove's forkserver, which
+# forks each pool worker with it already loaded instead of every worker of every stage importing
+# datatrove, pyarrow, DuckDB, spaCy and loading the language-ID model again.
+WORKER_PRELOAD = ("__main__", "mix_pipeline.core.worker_preload")
+
+
+def preload_workers() -> None:
+    """Ask datatrove's forkserver (`multiprocess`, start method "forkserver") to preload
+    WORKER_PRELOAD. Takes effect when the forkserver starts, i.e. before this process's first
+    pool; later calls change nothing. `__main__` stays first, as multiprocessing's default."""
+    import multiprocess
+
+    multiprocess.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
+
+
+def local_runner(workers: int | None = None) -> PipelineRunner:
+    """datatrove's LocalPipelineExecutor; `workers` processes (default: all cores)."""
+
+    def run(pipeline: list, logging_dir: str, tasks: int) -> None:
+        from datatrove.executor import LocalPipelineExecutor
+
+        n_workers = max(1, min(workers or os.cpu_count() or 1, tasks))
+        if n_workers > 1:
+            preload_workers()
+        LocalPipelineExecutor(
+            pipeline=pipeline,
+            tasks=tasks,
+            workers=n_workers,
+            logging_dir=logging_dir,
+            # Reruns must redo the work: outputs are replaced whole, never appended to.
+            skip_completed=False,
+        ).run()
+
+    return run
+
+
+@dataclass
+class StageResult:
+    """What a stage reports: its numbers and the outcome of each of its quality checks."""
+
+    stats: dict
+    checks: list[CheckOutcome] = field(default_factory=list)
+    # The filtered stage's snapshot profile (see core.drift), stored in the catalog.
+    profile: dict | None = None
+    # What the stage read back from the catalog after recording, for the UI (per stage).
+    report: dict = field(default_factory=dict)
+
+
+def gate(stage: str, checks: list[CheckOutcome], staged: list[str]) -> None:
+    """Discard the staged output and raise if an error-severity check failed."""
+    if any(c.blocks for c in checks):
+        for path in staged:
+            shutil.rmtree(path, ignore_errors=True)
+        raise GateFailed(stage, checks)
+
+
+@dataclass
+class StageEnv:
+    """What a stage needs: the recipe, a runner for datatrove pipelines, a log, and the catalog.
+
+    `catalog` opens a writing connection to the catalog (one writer at a time); by default the
+    recipe's `catalog.duckdb` under data_root. The Dagster layer passes its DuckDB resource's."""
+
+    recipe: Recipe
+    runner: PipelineRunner = field(default_factory=local_runner)
+    log: Callable[[str], None] = print
+    catalog: Callable[[], contextlib.AbstractContextManager] | None = None
+
+    @property
+    def root(self) -> str:
+        return self.recipe.data_root_path
+
+    def dir(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    def work_dir(self, *parts: str) -> str:
+        return layout.work_dir(self.root, *parts)
+
+    def logging_dir(self, *parts: str) -> str:
+        path = self.work_dir("logs", *parts)
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    @contextlib.contextmanager
+    def connect(self):
+        """A writing catalog connection, with its schema in place."""
+        opened = self.catalog() if self.catalog is not None else catalog.connect(layout.catalog_path(self.root))
+        with opened as con:
+            catalog.ensure_schema(con)
+            yield con
+
+    def tasks_for(self, n_inputs: int) -> int:
+        return max(1, min(self.recipe.executor.tasks, n_inputs))
+
+
+class ShardReader(PipelineStep):
+    """Reads our own Parquet shards back into Documents (rank r reads files[r::N])."""
+
+    type = "📖 - READER"
+    name = "📒 Stage shards"
+
+    def __init__(self, files: list[str], batch_size: int = 1000):
+        super().__init__()
+        self.files = files
+        self.batch_size = batch_size
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        import json
+
+        for path in self.files[rank::world_size]:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_size):
+                for row in batch.to_pylist():
+                    meta = json.loads(row.pop("metadata") or "{}")
+                    doc = Document(text=row.pop("text"), id=row.pop("id"), metadata=meta | row)
+                    self.update_doc_stats(doc)
+                    yield doc
+
+
+def scratch_in_data_root(stage: Callable) -> Callable:
+    """Run a stage with DuckDB's spill folder under its data_root (see documents.duckdb_scratch)."""
+
+    @functools.wraps(stage)
+    def run(env: StageEnv, *args, **kwargs):
+        with duckdb_scratch(env.work_dir("duckdb")):
+            return stage(env, *args, **kwargs)
+
+    return run
+
+
+def count_rows(files: list[str]) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)

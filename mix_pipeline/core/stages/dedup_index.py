@@ -1,0 +1,189 @@
+"""The `dedup_index` stage: exact and MinHash near-duplicate verdicts across every source.
+
+Snapshots are generations, in order (`default` first, then by name): each generation's
+signatures (core/dedup.py `ShardSignatures`, one launch for all its sources) are clustered against
+an index of what earlier generations kept, so a document is only ever a duplicate of one that
+stays. Unchanged leading generations are reused as they are. Checked, published, recorded."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import asdict
+
+import pyarrow.parquet as pq
+
+from mix_pipeline import layout
+from mix_pipeline.core import catalog, quality
+from mix_pipeline.core.dedup import EMPTY_STATS, ShardSignatures, dedup_generation
+from mix_pipeline.core.documents import file_sha256, list_parts, publish_dir, staging_dir
+from mix_pipeline.core.faults import crash_point
+from mix_pipeline.core.integrity import require_intact
+from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
+from mix_pipeline.names import DEDUP_INDEX, FILTERED, snapshot_order
+
+
+def filtered_partitions(env: StageEnv) -> list[tuple[str, str]]:
+    """(source, snapshot) of every published filtered partition of the recipe's sources."""
+    return [(source, s) for source in sorted(env.recipe.sources)
+            for s in layout.snapshots_of(env.root, layout.FILTERED_DIR, source)]
+
+
+def partition_fingerprint(files: list[str]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{os.path.basename(f)}:{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _link_tree(src: str, dst: str) -> None:
+    """Hard-link a published file or folder into the staging tree (no copy, same bytes)."""
+    if os.path.isdir(src):
+        for root, _, names in os.walk(src):
+            target = os.path.join(dst, os.path.relpath(root, src))
+            os.makedirs(target, exist_ok=True)
+            for name in names:
+                os.link(os.path.join(root, name), os.path.join(target, name))
+    elif os.path.exists(src):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.link(src, dst)
+
+
+# Uncompressed text bytes one signature task should hash before another task (another worker
+# process) pays off: a pool worker costs about a CPU-second to start (process spawn, imports),
+# hashing costs about 0.06 CPU-seconds per MB, so tasks much smaller than this are mostly
+# start-up. Below it a generation runs as one task, which LocalPipelineExecutor runs in-process.
+SIGNATURE_TASK_TEXT_BYTES = 128 * 2**20
+
+
+def text_bytes(files: list[str]) -> int:
+    """Uncompressed size of the `text` column of Parquet shards, from their footers."""
+    total = 0
+    for path in files:
+        meta = pq.read_metadata(path)
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                if group.column(c).path_in_schema == "text":
+                    total += group.column(c).total_uncompressed_size
+    return total
+
+
+def signature_tasks(env: StageEnv, files: list[str]) -> int:
+    """Tasks for hashing `files`: one per SIGNATURE_TASK_TEXT_BYTES of text, at most the recipe's
+    tasks and one per shard. The count only spreads work: verdicts do not depend on it."""
+    wanted = -(-text_bytes(files) // SIGNATURE_TASK_TEXT_BYTES)
+    return max(1, min(env.tasks_for(len(files)), wanted))
+
+
+@scratch_in_data_root
+def run_dedup_index(env: StageEnv) -> StageResult:
+    """Incremental dedup: generations (snapshots) in order, each against what earlier ones kept.
+
+    Generations whose filtered input and settings are unchanged since the last build are
+    reused as they are; from the first changed one on, everything is recomputed (a later
+    generation was compared against the earlier ones' keepers). Signatures of unchanged
+    partitions are reused even then.
+    """
+    recipe = env.recipe
+    dd, mh = recipe.dedup, recipe.dedup.minhash
+    config = {
+        "exact": dd.exact,
+        "minhash": mh.model_dump() if mh else None,
+        "ranks": {s: recipe.priority_rank(s) for s in sorted(recipe.sources)},
+    }
+    by_snapshot: dict[str, list[tuple[str, str]]] = {}
+    for source, snapshot in filtered_partitions(env):
+        require_intact(env.root, FILTERED, source, snapshot)
+        parts = list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, snapshot))
+        by_snapshot.setdefault(snapshot, []).append((source, partition_fingerprint(parts)))
+    current = [{"snapshot": s, "partitions": by_snapshot[s]} for s in sorted(by_snapshot, key=snapshot_order)]
+    final = layout.dedup_index_dir(env.root)
+    previous = {}
+    if os.path.exists(os.path.join(final, layout.DEDUP_STATE_FILE)):
+        with open(os.path.join(final, layout.DEDUP_STATE_FILE)) as f:
+            previous = json.load(f)
+    same_config = previous.get("config") == json.loads(json.dumps(config))
+    old_generations = [
+        {"snapshot": g["snapshot"], "partitions": [tuple(p) for p in g["partitions"]]}
+        for g in previous.get("generations", [])
+    ] if same_config else []
+    reuse = 0
+    for old, new in zip(old_generations, current):
+        if old != new:
+            break
+        reuse += 1
+    known_signatures = {(src, g["snapshot"], fp) for g in old_generations for src, fp in g["partitions"]}
+
+    tmp = staging_dir(final)
+    for gen in current[:reuse]:
+        for source, _ in gen["partitions"]:
+            for kind in ("clusters", "index"):
+                _link_tree(os.path.join(final, kind, source, f"{gen['snapshot']}.parquet"),
+                           os.path.join(tmp, kind, source, f"{gen['snapshot']}.parquet"))
+            _link_tree(os.path.join(final, "signatures", source, gen["snapshot"]),
+                       os.path.join(tmp, "signatures", source, gen["snapshot"]))
+    if reuse:
+        env.log(f"dedup_index: reusing {reuse} unchanged generation(s), recomputing {len(current) - reuse}")
+    ranks = config["ranks"]
+    stats = EMPTY_STATS
+    for gen in current[reuse:]:
+        snapshot = gen["snapshot"]
+        outputs: dict[str, str] = {}
+        shards: list[tuple[str, str]] = []
+        for source, fingerprint in gen["partitions"]:
+            out = os.path.join(tmp, "signatures", source, snapshot)
+            outputs[source] = out
+            if (source, snapshot, fingerprint) in known_signatures:
+                _link_tree(os.path.join(final, "signatures", source, snapshot), out)
+            else:
+                shards += [(source, p) for p in list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, snapshot))]
+        if shards:
+            # One launch for every source of the generation; see signature_tasks for how many tasks.
+            tasks = signature_tasks(env, [p for _, p in shards])
+            env.log(f"dedup_index: signatures of {len(shards)} shard(s) of {snapshot} "
+                    f"({', '.join(sorted({s for s, _ in shards}))}) in {tasks} task(s)")
+            step = ShardSignatures(
+                shards, {s: outputs[s] for s, _ in shards}, num_perm=mh.num_perm if mh else 16,
+                bands=mh.bands if mh else 1, ngram=mh.ngram if mh else 5, seed=mh.seed if mh else 1,
+            )
+            env.runner([step], env.logging_dir(DEDUP_INDEX, snapshot), tasks)
+        sig_files: list[str] = []
+        for out in outputs.values():
+            if os.path.isdir(out):
+                sig_files += sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet"))
+        if not sig_files:
+            continue
+        index_files = sorted(glob.glob(os.path.join(tmp, "index", "*", "*.parquet")))
+        stats = stats + dedup_generation(
+            snapshot, sig_files, index_files, ranks,
+            clusters_dir=os.path.join(tmp, "clusters"), index_dir=os.path.join(tmp, "index"),
+            threshold=mh.threshold if mh else None, exact=dd.exact, remove=dd.remove,
+            duckdb_temp_dir=env.work_dir("duckdb"), log=env.log,
+        )
+        crash_point("dedup.generation")
+    with open(os.path.join(tmp, layout.DEDUP_STATE_FILE), "w") as f:
+        json.dump({"config": config, "generations": current}, f, indent=2, sort_keys=True)
+    checks = quality.dedup_index_checks(sorted(glob.glob(os.path.join(tmp, "clusters", "*", "*.parquet"))), dd.checks)
+    gate(DEDUP_INDEX, checks, [tmp])
+    publish_dir(tmp, final)
+    result = asdict(stats) | {"generations": len(current), "reused_generations": reuse}
+    return StageResult(result, checks, report=record(env, result))
+
+
+def record(env: StageEnv, stats: dict) -> dict:
+    """Every document's dedup verdict (kept, or duplicate of which id) and the stage's numbers;
+    returns the per-source counts for the report."""
+    with env.connect() as con:
+        catalog.record_dedup(con, layout.cluster_files(env.root))
+        catalog.record_stats(con, DEDUP_INDEX, "all", stats)
+        per_source = con.execute(
+            """SELECT source, count(*) FILTER (WHERE fate = 'kept') AS kept,
+                      count(*) FILTER (WHERE reason = 'exact') AS exact,
+                      count(*) FILTER (WHERE reason = 'near') AS near
+               FROM document_fates WHERE stage = 'dedup' GROUP BY source ORDER BY source"""
+        ).fetchall()
+    return {"per_source": [{"source": s, "kept": k, "exact duplicates": e, "near duplicates": n}
+                           for s, k, e, n in per_source]}

@@ -1,0 +1,139 @@
+"""The `filtered` stage: decontamination first (when the recipe asks for it), then the source's
+filters in recipe order; kept documents go to `filtered/`, each dropped one to
+`dropped/<source>/<snapshot>/<filter>/` with what the filter measured. The snapshot is profiled for
+drift against the source's other snapshots. Checked, sealed, published, recorded."""
+
+from __future__ import annotations
+
+import os
+
+from mix_pipeline import layout
+from mix_pipeline.core import catalog, drift, quality
+from mix_pipeline.core.decontamination import Decontaminator
+from mix_pipeline.core.documents import (
+    list_parts,
+    normalise_shard_names,
+    parquet_writer,
+    publish_dir,
+    scratch_connection,
+    staging_dir,
+)
+from mix_pipeline.core.filters import build_filter, is_dropping
+from mix_pipeline.core.integrity import require_intact, seal
+from mix_pipeline.core.stages.base import ShardReader, StageEnv, StageResult, count_rows, gate, scratch_in_data_root
+from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FILTERED, RAW, partition_key, snapshot_order
+from mix_pipeline.recipe import Recipe
+
+# Dropped documents shown per filter in the report.
+SAMPLES_PER_FILTER = 3
+
+
+def dropping_steps(recipe: Recipe, source: str) -> list[str]:
+    """The names drops are attributed to, in pipeline order: decontamination (when the recipe
+    asks for it) runs first, so contamination is counted whatever the other filters would say,
+    and in `remove_span` mode the filters judge the text that is left."""
+    first = [DECONTAMINATION] if recipe.decontamination is not None else []
+    return first + [f.name for f in recipe.sources[source].filters if is_dropping(f.name)]
+
+
+def _filter_count_stats(rows: list[dict]) -> dict[str, float]:
+    """Flat numbers for stage_stats and the UI's plots; the catalog keeps the full rows."""
+    stats: dict[str, float] = {}
+    classified = sum(r["documents"] for r in rows if r["filter"] == "language")
+    for r in rows:
+        if r["filter"] == "language":
+            stats[f"language_share_{r['kind']}"] = round(r["documents"] / classified, 6)
+        elif r["filter"] == "pii":
+            stats[f"pii_{r['kind']}"] = r["matches"]
+        elif r["filter"] == "safety":
+            stats["safety_flagged_documents"] = r["documents"]
+            stats["safety_flagged_words"] = r["matches"]
+        elif r["filter"] == DECONTAMINATION:
+            stats[f"contaminated_{r['kind']}"] = r["documents"]
+    return stats
+
+
+@scratch_in_data_root
+def run_filtered(
+    env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT, profiles: dict[str, dict] | None = None
+) -> StageResult:
+    """`profiles` maps the source's snapshots to their profiles (for drift); by default the catalog's."""
+    recipe = env.recipe
+    spec = recipe.sources[source]
+    if profiles is None:
+        with env.connect() as con:
+            profiles = catalog.profiles(con, source)
+    require_intact(env.root, RAW, source, snapshot)
+    inputs = list_parts(layout.partition_dir(env.root, layout.RAW_DIR, source, snapshot))
+    out_final = layout.partition_dir(env.root, layout.FILTERED_DIR, source, snapshot)
+    dropped_final = layout.dropped_dir(env.root, source, snapshot)
+    out_tmp, dropped_tmp = staging_dir(out_final), staging_dir(dropped_final)
+    steps: list = [ShardReader(inputs)]
+    if (decont := recipe.decontamination) is not None:
+        steps.append(Decontaminator(
+            recipe.eval_set_files(), decont.ngram, decont.mode, decont.text_fields,
+            exclusion_writer=parquet_writer(os.path.join(dropped_tmp, DECONTAMINATION)),
+        ))
+    for f in spec.filters:
+        writer = parquet_writer(os.path.join(dropped_tmp, f.name)) if is_dropping(f.name) else None
+        steps.append(build_filter(f.name, f.params, exclusion_writer=writer, resolve=recipe.resolve))
+    steps.append(parquet_writer(out_tmp))
+    names = dropping_steps(recipe, source)
+    env.log(f"filtered[{source}|{snapshot}]: {len(inputs)} shard(s) through {names or 'no filters'}")
+    if inputs:
+        env.runner(steps, env.logging_dir(FILTERED, source, snapshot), env.tasks_for(len(inputs)))
+    kept = normalise_shard_names(out_tmp)
+    dropped, dropped_parts = {}, {}
+    for name in names:
+        folder = os.path.join(dropped_tmp, name)
+        dropped_parts[name] = normalise_shard_names(folder) if os.path.isdir(folder) else []
+        dropped[name] = count_rows(dropped_parts[name])
+    stats = {"input_documents": count_rows(inputs), "documents": count_rows(kept), "dropped": sum(dropped.values())}
+    stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
+    with scratch_connection() as con:
+        stats.update(_filter_count_stats(catalog.filter_counts(con, kept + [p for ps in dropped_parts.values() for p in ps])))
+    env.log(f"filtered[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
+    language = next((f for f in spec.filters if f.name == "language"), None)
+    checks = quality.filtered_checks(
+        stats["input_documents"],
+        kept,
+        list(dropped.items()),
+        dropped_parts,
+        language.params.get("languages", ["en"]) if language else None,
+        spec.checks,
+    )
+    current = drift.profile(kept, stats["input_documents"], dropped, [p for ps in dropped_parts.values() for p in ps])
+    refs = drift.references(snapshot, {k: v for k, v in (profiles or {}).items() if k != snapshot}, snapshot_order)
+    checks.append(quality.drift_check(current, refs, spec.checks))
+    gate(f"{FILTERED}[{source}|{snapshot}]", checks, [out_tmp, dropped_tmp])
+    seal(out_tmp)
+    seal(dropped_tmp)
+    publish_dir(out_tmp, out_final)
+    publish_dir(dropped_tmp, dropped_final)
+    drift_score = float(next(c for c in checks if c.name == "drift").observed or 0.0)
+    return StageResult(stats, checks, profile=current,
+                       report=record(env, source, snapshot, stats, current, drift_score))
+
+
+def record(env: StageEnv, source: str, snapshot: str, stats: dict, profile: dict, drift_score: float) -> dict:
+    """Each dropped document's fate (by which filter, with what was measured), the filters' counts,
+    the stage's numbers and the snapshot's drift profile; returns what the UI shows of them."""
+    drops = dropped_files(env, source, snapshot)
+    with env.connect() as con:
+        per_filter = catalog.record_filtered(con, source, snapshot, kept_files(env, source, snapshot), drops)
+        catalog.record_stats(con, FILTERED, partition_key(source, snapshot), stats)
+        catalog.record_profile(con, source, snapshot, profile, drift_score)
+        return {
+            "per_filter": per_filter,
+            **catalog.filtered_report(con, source, snapshot),
+            "samples": catalog.dropped_samples(con, drops, per_filter=SAMPLES_PER_FILTER),
+            "drift_history": catalog.drift_history(con, source),
+        }
+
+
+def dropped_files(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> dict[str, list[str]]:
+    return {name: list_parts(layout.dropped_dir(env.root, source, snapshot, name)) for name in dropping_steps(env.recipe, source)}
+
+
+def kept_files(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> list[str]:
+    return list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, snapshot))

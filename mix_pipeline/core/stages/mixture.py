@@ -1,0 +1,192 @@
+"""The `mixture` stage: one named mixture planned from the deduplicated documents (core/mixing.py:
+pools, allocation under caps, deterministic sampling), written as train/validation/test shards with
+trainer exports, checked, given its manifest, published whole, and recorded (ledger in the catalog,
+dataset card beside the manifest)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pyarrow.parquet as pq
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from mix_pipeline import layout
+from mix_pipeline.core import catalog, quality, quality_model
+from mix_pipeline.core.dataset_card import write_dataset_card
+from mix_pipeline.core.documents import list_parts, publish_dir, staging_dir
+from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
+from mix_pipeline.core.faults import crash_point
+from mix_pipeline.core.filters import pii_kinds
+from mix_pipeline.core.integrity import require_intact
+from mix_pipeline.core.licenses import license_shares, restrict_licenses
+from mix_pipeline.core.mixing import (
+    SPLITS,
+    InfeasibleMixture,
+    build_manifest,
+    load_pool,
+    manifest_text,
+    output_digest,
+    plan_mixture,
+    read_survivors,
+    write_mixture,
+)
+from mix_pipeline.core.provenance import sample_rows_markdown
+from mix_pipeline.core.quality import GateFailed
+from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
+from mix_pipeline.core.tokens import TokenCounter
+from mix_pipeline.names import DEDUPLICATED, MIXTURE, snapshot_order
+
+
+class SourceRowsReader(PipelineStep):
+    """Reads the rows of one source from mixture shards: rank r reads `sources[r]`, in shard order."""
+
+    type = "📖 - READER"
+    name = "📒 Mixture rows of one source"
+
+    def __init__(self, files: list[str], sources: list[str]):
+        super().__init__()
+        self.files = files
+        self.sources = sources
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        source = self.sources[rank]
+        for path in self.files:
+            table = pq.read_table(path, columns=["id", "text", "source"], filters=[("source", "=", source)])
+            for batch in table.to_batches(1000):
+                for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+                    doc = Document(text=text, id=doc_id, metadata={"source": source})
+                    self.update_doc_stats(doc)
+                    yield doc
+
+
+def tokenize_splits(env: StageEnv, name: str, out_dir: str, splits: dict[str, dict], sources: list[str]) -> None:
+    """Per split, one Megatron indexed dataset per source (datatrove's MegatronDocumentTokenizer with
+    the recipe's local tokenizer.json), recorded in `splits[split]["tokenized"]`."""
+    from datatrove.pipeline.tokens.megatron_tokenizer import MegatronDocumentTokenizer
+
+    tok = env.recipe.tokenizer
+    for split in SPLITS:
+        info = splits[split]
+        present = [s for s in sources if info["sources"][s]["rows"]]
+        if not present:
+            info["tokenized"] = {}
+            continue
+        folder = os.path.join(out_dir, TOKENIZED_DIR, split)
+        steps = [
+            SourceRowsReader([os.path.join(out_dir, f) for f in info["files"]], present),
+            MegatronDocumentTokenizer(folder, tokenizer_name_or_path=env.recipe.resolve(tok.path),
+                                      eos_token=tok.eos_token),
+        ]
+        env.runner(steps, env.logging_dir(MIXTURE, name, "tokenize", split), len(present))
+        info["tokenized"] = {}
+        for rank, source in enumerate(present):
+            prefix = tokenized_prefix(split, source)
+            for ext in (".bin", ".idx"):
+                os.replace(os.path.join(folder, f"{rank:05d}_tokens{ext}"), os.path.join(out_dir, prefix + ext))
+            info["tokenized"][source] = {"prefix": prefix, **read_idx(os.path.join(out_dir, prefix + ".idx"))}
+        env.log(f"mixture[{name}]: {split}: tokenized {sum(e['tokens'] for e in info['tokenized'].values()):,} tokens")
+
+
+def deduplicated_files(env: StageEnv, source: str) -> list[str]:
+    """Every snapshot's deduplicated shards of a source, in generation order."""
+    snapshots = sorted(layout.snapshots_of(env.root, layout.DEDUPLICATED_DIR, source), key=snapshot_order)
+    for snap in snapshots:
+        require_intact(env.root, DEDUPLICATED, source, snap)
+    return [p for snap in snapshots for p in list_parts(layout.partition_dir(env.root, layout.DEDUPLICATED_DIR, source, snap))]
+
+
+def export_weights(ledger) -> dict[str, float]:
+    """Trainers weigh sources by tokens: each source's target weight (in the mixture's unit) times
+    the tokens per unit of what it supplied (1 when the unit is tokens)."""
+    return {row.source: row.target_weight * (row.tokens / row.units if row.units else 0.0) for row in ledger}
+
+
+@scratch_in_data_root
+def run_mixture(env: StageEnv, name: str) -> StageResult:
+    """Plan, write to staging, check, publish, record."""
+    recipe = env.recipe
+    with env.connect() as con:
+        # Every source's records must add up to kept + dropped + duplicate + quarantined + removed.
+        # A catalog that has recorded nothing (deduplicated shards made elsewhere) has nothing to
+        # check against: the check says so instead of failing.
+        conservation_rows = catalog.conservation(con) or None
+    spec = recipe.mixtures[name]
+    sources = recipe.mixture_sources(name)
+    # A quality bucket (`web@high`) draws from its source's documents in the bucket's score range.
+    files = quality_model.mixture_files(recipe, name, sources, lambda s: deduplicated_files(env, s), env.work_dir())
+    base = {s: quality_model.base_source(s) for s in sources}
+    # License settings by the `source` column of the rows (a bucket's rows carry its base source).
+    license_specs = {base[s]: recipe.sources[base[s]] for s in sources}
+    license_filter = None
+    if spec.allowed_licenses is not None:
+        files, license_filter = restrict_licenses(files, license_specs, spec.allowed_licenses,
+                                                  env.work_dir("licenses", name))
+        env.log(f"mixture[{name}]: allowed_licenses left out {license_filter['excluded_documents']} document(s), "
+                f"{license_filter['excluded_tokens']} token(s)")
+    pools = {
+        s: quality_model.bucket_pool(load_pool(base[s], fs, spec.unit, read_survivors(
+            layout.cluster_files(env.root, base[s]), base[s])), s)
+        for s, fs in files.items()
+    }
+    try:
+        plan = plan_mixture(name, spec, pools)
+    except InfeasibleMixture as exc:
+        # Nothing can be written, whatever the check's configured severity.
+        raise GateFailed(
+            f"mixture[{name}]",
+            [quality.outcome("weights_within_tolerance", "error", False, None, "a feasible plan", str(exc))],
+        ) from None
+    if plan.rebalanced:
+        env.log(f"mixture[{name}]: rebalanced shortfalls {plan.rebalanced} onto the other sources")
+    env.log(f"mixture[{name}]: selected {plan.selection.num_rows} rows from {len(files)} source(s)")
+    final = layout.mixture_dir(env.root, name)
+    tmp = staging_dir(final)
+    chat = sorted({base[s] for s in sources if recipe.sources[base[s]].format == "chat"})
+    splits = write_mixture(plan.selection, files, tmp, spec.shard_rows, env.work_dir("duckdb"),
+                           chat_sources=chat, jsonl=spec.outputs.jsonl, log=env.log)
+    if spec.outputs.tokenized:
+        tokenize_splits(env, name, tmp, splits, sources)
+    tok = recipe.tokenizer
+    counter = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None)
+    exports = write_exports(tmp, name, spec.seed, splits, counter.token_dtype,
+                            weights=export_weights(plan.ledger), root=final)
+    manifest = build_manifest(name, spec, recipe.sha256, counter.description, plan, splits,
+                              output_digest(tmp, splits), exports)
+    if buckets := quality_model.manifest_buckets(recipe, sources):
+        manifest["quality_buckets"] = buckets
+    # Additive keys (core/licenses.py): each license's share of the rows written, and what
+    # allowed_licenses left out.
+    manifest["licenses"] = license_shares([os.path.join(tmp, f) for split in SPLITS for f in splits[split]["files"]],
+                                          license_specs, spec.unit)
+    if license_filter is not None:
+        manifest["license_filter"] = license_filter
+    checks = quality.mixture_checks(
+        [{"source": s, **row} for s, row in sorted(manifest["sources"].items())],
+        {s: spec.max_epochs_of(s) for s in sources},
+        spec.tolerance,
+        tmp,
+        splits,
+        {base[s]: pii_kinds(f.params) for s in sources for f in recipe.sources[base[s]].filters if f.name == "pii"},
+        None if conservation_rows is None else [r for r in conservation_rows if r["source"] in base.values()],
+        spec.checks,
+    )
+    gate(f"{MIXTURE}[{name}]", checks, [tmp])
+    crash_point("mixture.manifest")
+    with open(os.path.join(tmp, layout.MANIFEST_FILE), "w") as f:
+        f.write(manifest_text(manifest))
+    publish_dir(tmp, final)
+    shutil.rmtree(env.work_dir("licenses", name), ignore_errors=True)
+    return StageResult(manifest, checks, report=record(env, name, manifest))
+
+
+def record(env: StageEnv, name: str, manifest: dict) -> dict:
+    """The mixture's ledger in the catalog and its dataset card beside the manifest; returns the
+    ledger, the card's path and a few traced rows for the report."""
+    ledger = [{"source": s, **row} for s, row in sorted(manifest["sources"].items())]
+    with env.connect() as con:
+        catalog.record_mixture(con, name, ledger)
+        card = write_dataset_card(con, env.recipe, name, layout.mixture_dir(env.root, name))
+        traced = sample_rows_markdown(con, env.recipe, name)
+    return {"ledger": ledger, "dataset_card": card, "provenance": traced}

@@ -1,0 +1,116 @@
+"""The layout rules the code keeps (docs/architecture.md): core never imports Dagster, no import
+cycles, the CLI only parses, calls and prints, one name per stage, and the demo's definitions load."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from mix_pipeline.core.quality import CHECKS
+from mix_pipeline.defs import ASSET_MODULES, build_definitions
+from mix_pipeline.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "mix_pipeline"
+# Plain modules: everything Dagster-free the Dagster layer builds on.
+PLAIN = ["mix_pipeline/core", "mix_pipeline/recipe.py", "mix_pipeline/names.py", "mix_pipeline/layout.py"]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every module a file imports, at module level or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            # `from mix_pipeline.core import catalog` imports the module mix_pipeline.core.catalog.
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def package_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_plain_modules_import_neither_dagster_nor_the_dagster_layer():
+    offenders = []
+    for entry in PLAIN:
+        for path in sorted((REPO / entry).rglob("*.py")) if (REPO / entry).is_dir() else [REPO / entry]:
+            bad = {m for m in imports(path) if m.split(".")[0].startswith("dagster") or m.startswith("mix_pipeline.defs")
+                   or m in ("mix_pipeline.resources", "mix_pipeline.definitions", "mix_pipeline.cli")}
+            offenders += [f"{path.relative_to(REPO)}: {m}" for m in sorted(bad)]
+    assert offenders == []
+    # And at run time: running every stage's module loads no Dagster.
+    code = ("import sys, mix_pipeline.core.stages, mix_pipeline.core.lab, mix_pipeline.core.provenance; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('dagster')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.strip() == "[]"
+
+
+def test_no_import_cycles():
+    graph = package_graph()
+    cycles, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    # A package's __init__ re-exporting its own modules is not a cycle of logic.
+    cycles = [c for c in cycles if not any(a.startswith(b + ".") or b.startswith(a + ".") for a, b in zip(c, c[1:]))]
+    assert cycles == []
+
+
+def test_the_cli_parses_calls_and_prints():
+    """No orchestration in cli.py: it never imports Dagster or the planner, only defs/runner's entry points."""
+    found = imports(PACKAGE / "cli.py")
+    assert not {m for m in found if m.split(".")[0].startswith("dagster")}
+    assert {m for m in found if m.startswith("mix_pipeline.defs")} <= {"mix_pipeline.defs.runner",
+                                                                        "mix_pipeline.defs.runner.run_recipe",
+                                                                        "mix_pipeline.defs.runner.run_lab_experiment",
+                                                                        "mix_pipeline.defs.runner.forget",
+                                                                        "mix_pipeline.defs.runner.RunFailed"}
+
+
+def test_one_name_per_stage(tmp_path):
+    """Each asset is defined in defs/<asset>.py; a document stage runs in core/stages/<asset>.py; its
+    checks are the quality checks of the stage of that name."""
+    recipe = load_recipe(REPO / "recipes" / "demo.yaml", check_paths=False)
+    defs = build_definitions(recipe)
+    graph = defs.resolve_asset_graph()
+    modules = {m.__name__.rsplit(".", 1)[1] for m in ASSET_MODULES}
+    for key in graph.get_all_asset_keys():
+        name = key.to_user_string()
+        assert name in modules, name
+        assert (PACKAGE / "defs" / f"{name}.py").exists()
+        for check in graph.get(key).check_keys:
+            assert CHECKS[check.name].stage == name, (name, check.name)
+    for stage in {c.stage for c in CHECKS.values()}:
+        assert (PACKAGE / "core" / "stages" / f"{stage}.py").exists(), stage
+
+
+def test_the_demo_definitions_load_without_running_anything():
+    recipe = load_recipe(REPO / "recipes" / "demo.yaml", check_paths=False)
+    defs = build_definitions(recipe)
+    dg.Definitions.validate_loadable(defs)
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"ingest", "build_dedup_index", "deduplicate", "mix", "compare_mixtures"} <= jobs
+    assert {s.name for s in defs.sensors} >= {"pipeline", "drift"}
