@@ -1,6 +1,9 @@
-"""Shared by the refresh tests (in-process), the live daemon tests and the unattended benchmark:
-web in weekly snapshots with duplicates planted across them, a drifted drop and books; a live
-`dagster-daemon`, and waiting for it to settle."""
+"""Helpers shared by several test modules (and the unattended benchmark), in one place.
+
+- Refresh and daemon: web in weekly snapshots with duplicates planted across them, a drifted drop
+  and books; a live `dagster-daemon`, and waiting for it to settle.
+- Small corpora and recipes: the demo recipe pointed at a sample, synthetic deduplicated sources
+  for the lab, a two-source recipe; the dataset-card check."""
 
 from __future__ import annotations
 
@@ -11,14 +14,20 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from mix_pipeline.core.dataset_card import parse_card
+from mix_pipeline.core.documents import DEDUPLICATED_SCHEMA
 from mix_pipeline.core.sample_data import build_sample_corpus
 from mix_pipeline.defs.plan import next_wave, runs_in_flight
 from mix_pipeline.names import MIXTURE_COMPARISON
+from mix_pipeline_tests.conftest import prose_doc, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,3 +117,112 @@ def settle(instance, recipe, home: Path, after: int, timeout: float) -> float:
         time.sleep(2)
     raise AssertionError(f"not settled after {timeout} s; in flight: {runs_in_flight(instance)}; "
                          f"next: {next_wave(instance, recipe)}; daemon log:\n{(home / 'daemon.log').read_text()[-3000:]}")
+
+
+# ---- small corpora and recipes shared by several test modules -----------------------------------------
+def markov_language(rng, prefix: str, words: int = 1000):
+    """A random Markov chain over `words` made-up words (each with a few likely successors)."""
+    vocab = [f"{prefix}{i}" for i in range(words)]
+    successors = rng.integers(0, words, size=(words, 4))
+    return vocab, successors
+
+
+def markov_documents(rng, language, n: int, length: int = 60) -> list[str]:
+    vocab, successors = language
+    docs = []
+    for _ in range(n):
+        w = int(rng.integers(len(vocab)))
+        out = []
+        for _ in range(length):
+            out.append(vocab[w])
+            w = int(successors[w, rng.integers(4)]) if rng.random() < 0.9 else int(rng.integers(len(vocab)))
+        docs.append(" ".join(out))
+    return docs
+
+
+def write_deduplicated_source(root, source: str, texts: list[str], shards: int = 2) -> None:
+    folder = root / "deduplicated" / source / "default"
+    folder.mkdir(parents=True)
+    for k in range(shards):
+        part = texts[k::shards]
+        ids = [f"{source}-{k}-{i}" for i in range(len(part))]
+        table = pa.table({
+            "id": ids, "text": part, "source": [source] * len(part), "domain": [source] * len(part),
+            "metadata": ["{}"] * len(part), "n_tokens": [max(1, len(t.encode()) // 4) for t in part],
+        }, schema=DEDUPLICATED_SCHEMA)
+        pq.write_table(table, folder / f"part-{k:05d}.parquet")
+
+
+def demo_like_recipe(sample: Path, data_root: Path, total: int, chat: bool = True) -> str:
+    """recipes/demo.yaml pointed at `sample`; `chat=False` leaves out the chat sources and the SFT mixture."""
+    text = (REPO / "recipes" / "demo.yaml").read_text()
+    if not chat:
+        head, rest = text.split("  # Chat (SFT) sets", 1)
+        text = head + rest[rest.index("dedup:"):]
+        text = text[: text.index("  # SFT:")]
+    text = text.replace("../data/sample", str(sample)).replace("data_root: ../data", f"data_root: {data_root}")
+    text = text.replace("allowed_roots: [../data]", f"allowed_roots: [{sample}]")
+    text = text.replace("total: 2_000_000", f"total: {total}")
+    # One process per stage keeps the suite quick on two cores; the sharding stays the same.
+    return text.replace("executor: {kind: local, tasks: 2}", "executor: {kind: local, tasks: 2, workers: 1}")
+
+
+def assert_card_matches(folder: Path, manifest: dict) -> None:
+    """The mixture's README.md parses with huggingface_hub's DatasetCard and its numbers are the manifest's."""
+    card = parse_card((folder / "README.md").read_text())
+    data = card.data.to_dict()
+    mp = data["mix_pipeline"]
+    assert mp["output_sha256"] == manifest["output_sha256"] and mp["recipe_sha256"] == manifest["recipe_sha256"]
+    assert mp["total_units"] == manifest["total_units"] and mp["licenses"] == manifest["licenses"]
+    assert mp["unit"] == manifest["unit"] and mp["seed"] == manifest["seed"]
+    for s, row in manifest["sources"].items():
+        assert mp["sources"][s] == {k: row[k] for k in mp["sources"][s]}
+    assert {x["name"]: x["num_examples"] for x in data["dataset_info"]["splits"]} == {
+        s: v["documents"] for s, v in manifest["splits"].items()}
+    assert {s: v["rows"] for s, v in mp["splits"].items()} == {s: v["documents"] for s, v in manifest["splits"].items()}
+    for entry in data["configs"][0]["data_files"]:
+        assert manifest["splits"][entry["split"]]["files"]
+    assert f"`{manifest['output_sha256']}`" in card.text and "## Known limitations" in card.text
+
+
+TWO_SOURCES_RECIPE = """
+name: t
+executor: {tasks: 2, workers: 1}
+sources:
+  books: {path: "books/*.jsonl"}
+  web: {path: "web/*.jsonl"}
+dedup: {minhash: null}
+mixtures:
+  m: {unit: documents, total: 100, weights: {books: 0.5, web: 0.5}, max_epochs: 2}
+"""
+
+
+def write_two_sources(folder: Path) -> None:
+    for source in ("books", "web"):
+        for f in range(2):  # two files, two tasks: two shards per stage
+            write_jsonl(folder / source / f"{f}.jsonl",
+                        [{"id": f"{source}-{f}-{i}", "text": f"{source} {f} {i}\n" + prose_doc(i + 60 * f, 3)} for i in range(60)])
+
+
+# The quality-classifier tests' recipe over the 3 MB sample.
+THRESHOLD = 0.3
+BUCKETS = {"low": 0.0, "mid": 0.3, "high": 0.49}
+
+
+def quality_recipe(folder: Path, sample: Path, extra: str = "", web_filters: str = f"[{{quality_classifier: {{threshold: {THRESHOLD}}}}}]",
+            quality: str | None = None) -> Path:
+    quality = quality or f"{{references: [books, papers], buckets: {json.dumps(BUCKETS)}}}"
+    body = f"""
+        name: quality
+        data_root: data
+        allowed_roots: ["{sample}"]
+        executor: {{kind: local, tasks: 2, workers: 1}}
+        sources:
+          web: {{path: "{sample}/web/*.jsonl.gz", filters: {web_filters}}}
+          books: {{path: "{sample}/books/*.parquet", format: parquet}}
+          papers: {{path: "{sample}/papers/*.jsonl.zst", checks: {{raw_length_bounds: {{severity: warn}}}}}}
+        quality_model: {quality}
+    """
+    path = folder / "recipe.yaml"
+    path.write_text(textwrap.dedent(body) + textwrap.dedent(extra))
+    return path

@@ -8,59 +8,25 @@ import json
 import os
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mix_pipeline.core.documents import DEDUPLICATED_SCHEMA
 from mix_pipeline.core.lab import BigramCounts, WordHasher, recommended_spec, run_lab, stream_texts
 from mix_pipeline.core.stages import StageEnv
 from mix_pipeline.recipe import RecipeError, parse_recipe
-
-
-def _language(rng, prefix: str, words: int = 1000):
-    """A random Markov chain over `words` made-up words (each with a few likely successors)."""
-    vocab = [f"{prefix}{i}" for i in range(words)]
-    successors = rng.integers(0, words, size=(words, 4))
-    return vocab, successors
-
-
-def _documents(rng, language, n: int, length: int = 60) -> list[str]:
-    vocab, successors = language
-    docs = []
-    for _ in range(n):
-        w = int(rng.integers(len(vocab)))
-        out = []
-        for _ in range(length):
-            out.append(vocab[w])
-            w = int(successors[w, rng.integers(4)]) if rng.random() < 0.9 else int(rng.integers(len(vocab)))
-        docs.append(" ".join(out))
-    return docs
-
-
-def _write_source(root, source: str, texts: list[str], shards: int = 2) -> None:
-    folder = root / "deduplicated" / source / "default"
-    folder.mkdir(parents=True)
-    for k in range(shards):
-        part = texts[k::shards]
-        ids = [f"{source}-{k}-{i}" for i in range(len(part))]
-        table = pa.table({
-            "id": ids, "text": part, "source": [source] * len(part), "domain": [source] * len(part),
-            "metadata": ["{}"] * len(part), "n_tokens": [max(1, len(t.encode()) // 4) for t in part],
-        }, schema=DEDUPLICATED_SCHEMA)
-        pq.write_table(table, folder / f"part-{k:05d}.parquet")
+from mix_pipeline_tests.helpers import markov_documents, markov_language, write_deduplicated_source
 
 
 @pytest.fixture(scope="module")
 def lab_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     rng = np.random.default_rng(7)
-    common, alien = _language(rng, "w"), _language(rng, "zq")
+    common, alien = markov_language(rng, "w"), markov_language(rng, "zq")
     # news and forum speak one language; alien another, with no word in common.
-    _write_source(root / "data", "news", _documents(rng, common, 300))
-    _write_source(root / "data", "forum", _documents(rng, common, 300))
-    _write_source(root / "data", "alien", _documents(rng, alien, 300))
+    write_deduplicated_source(root / "data", "news", markov_documents(rng, common, 300))
+    write_deduplicated_source(root / "data", "forum", markov_documents(rng, common, 300))
+    write_deduplicated_source(root / "data", "alien", markov_documents(rng, alien, 300))
     return root
 
 
@@ -170,7 +136,7 @@ def test_experiment_keys_are_validated(tmp_path, experiment, message):
 def test_eval_sets_are_scored_as_domains(lab_corpus, tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "alien_eval.jsonl"
-    alien_like = _documents(rng, _language(np.random.default_rng(7), "w"), 5)
+    alien_like = markov_documents(rng, markov_language(np.random.default_rng(7), "w"), 5)
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in alien_like))
     recipe = _recipe(lab_corpus, allowed_roots=[tmp_path], candidates=6, search_samples=500, eval_sets={"extra": str(path)},
                      objective={"extra": 1.0})
@@ -184,7 +150,7 @@ TINY_NEURAL = {"kind": "neural", "d_model": 32, "layers": 2, "heads": 2, "seq_le
                "lr": 0.01, "eval_windows": 16, "device": "cpu", "threads": 1}
 
 
-def _alphabet_language(rng, letters: str, words: int = 300):
+def _alphabetmarkov_language(rng, letters: str, words: int = 300):
     """Like _language, but the words are spelled in `letters`: at the byte level (what the neural
     proxy reads) two languages over disjoint alphabets share nothing but spaces."""
     vocab = ["".join(rng.choice(list(letters), size=int(rng.integers(3, 7)))) for _ in range(words)]
@@ -195,10 +161,10 @@ def _alphabet_language(rng, letters: str, words: int = 300):
 def neural_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab_neural")
     rng = np.random.default_rng(7)
-    common, alien = _alphabet_language(rng, "abcdefghijklm"), _alphabet_language(rng, "αβγδεζηθικλμν")
-    _write_source(root / "data", "news", _documents(rng, common, 150, length=40))
-    _write_source(root / "data", "forum", _documents(rng, common, 150, length=40))
-    _write_source(root / "data", "alien", _documents(rng, alien, 150, length=40))
+    common, alien = _alphabetmarkov_language(rng, "abcdefghijklm"), _alphabetmarkov_language(rng, "αβγδεζηθικλμν")
+    write_deduplicated_source(root / "data", "news", markov_documents(rng, common, 150, length=40))
+    write_deduplicated_source(root / "data", "forum", markov_documents(rng, common, 150, length=40))
+    write_deduplicated_source(root / "data", "alien", markov_documents(rng, alien, 150, length=40))
     return root
 
 
@@ -263,8 +229,8 @@ def test_reuse_after_a_drifted_source_trains_fewer_proxies(tmp_path):
     # news and forum are written from the same generator state each time; only alien drifts.
     def write(alien_seed):
         rng = np.random.default_rng(5)
-        common = _language(rng, "w", 300)
-        alien = _language(np.random.default_rng(alien_seed), "zq", 300)
+        common = markov_language(rng, "w", 300)
+        alien = markov_language(np.random.default_rng(alien_seed), "zq", 300)
         for source, language, r in (("news", common, np.random.default_rng(1)), ("forum", common, np.random.default_rng(2)),
                                     ("alien", alien, np.random.default_rng(alien_seed))):
             folder = tmp_path / "data" / "deduplicated" / source
@@ -272,7 +238,7 @@ def test_reuse_after_a_drifted_source_trains_fewer_proxies(tmp_path):
                 import shutil
 
                 shutil.rmtree(folder)
-            _write_source(tmp_path / "data", source, _documents(r, language, 200, length=40))
+            write_deduplicated_source(tmp_path / "data", source, markov_documents(r, language, 200, length=40))
 
     logs = []
     recipe = _recipe(tmp_path, candidates=12, total=12_000, search_samples=2000, reuse=True)
@@ -303,9 +269,9 @@ def test_reuse_after_a_drifted_source_trains_fewer_proxies(tmp_path):
 
 def test_small_corpus_holdout_adapts_or_refuses_in_one_line(tmp_path):
     rng = np.random.default_rng(3)
-    language = _language(rng, "w", 50)
+    language = markov_language(rng, "w", 50)
     for source in ("news", "forum", "alien"):
-        _write_source(tmp_path / "data", source, _documents(rng, language, 4, length=30))
+        write_deduplicated_source(tmp_path / "data", source, markov_documents(rng, language, 4, length=30))
     logs = []
     from mix_pipeline.core.mixing import InfeasibleMixture
 
@@ -320,7 +286,7 @@ def test_small_corpus_holdout_adapts_or_refuses_in_one_line(tmp_path):
     import shutil
 
     shutil.rmtree(tmp_path / "data" / "deduplicated" / "alien")
-    _write_source(tmp_path / "data", "alien", _documents(rng, language, 1, length=30), shards=1)
+    write_deduplicated_source(tmp_path / "data", "alien", markov_documents(rng, language, 1, length=30), shards=1)
     with pytest.raises(InfeasibleMixture, match=r"^lab\[lab\]: source 'alien' has 1 document\(s\).*add documents"):
         run_lab(StageEnv(_recipe(tmp_path, candidates=6, search_samples=500), log=lambda m: None), "lab")
 

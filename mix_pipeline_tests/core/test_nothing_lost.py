@@ -19,7 +19,8 @@ from mix_pipeline.core import catalog
 from mix_pipeline.core.documents import list_parts
 from mix_pipeline.core.stages import StageEnv, local_runner, run_raw
 from mix_pipeline.recipe import RecipeError, load_recipe
-from mix_pipeline_tests.conftest import prose_doc, write_jsonl, write_recipe
+from mix_pipeline_tests.conftest import write_jsonl, write_recipe
+from mix_pipeline_tests.helpers import TWO_SOURCES_RECIPE, write_two_sources
 
 LOOSE = "checks: {raw_quarantine_rate: {max_rate: 1.0}}"
 
@@ -171,23 +172,6 @@ def test_a_data_root_overlapping_a_source_folder_is_refused_at_load(tmp_path, da
 
 
 # ---- published shards are checked before anything downstream reads them -----------------------
-SHARDS = """
-name: t
-executor: {tasks: 2, workers: 1}
-sources:
-  books: {path: "books/*.jsonl"}
-  web: {path: "web/*.jsonl"}
-dedup: {minhash: null}
-mixtures:
-  m: {unit: documents, total: 100, weights: {books: 0.5, web: 0.5}, max_epochs: 2}
-"""
-
-
-def _corpus(folder: Path) -> None:
-    for source in ("books", "web"):
-        for f in range(2):  # two files, two tasks: two shards per stage
-            write_jsonl(folder / source / f"{f}.jsonl",
-                        [{"id": f"{source}-{f}-{i}", "text": f"{source} {f} {i}\n" + prose_doc(i + 60 * f, 3)} for i in range(60)])
 
 
 def _build(env: StageEnv, stages=("raw", "filtered", "dedup", "deduplicated")) -> None:
@@ -210,8 +194,8 @@ def test_a_deleted_or_altered_published_shard_is_named_before_anything_reads_it(
     from mix_pipeline.core.stages import run_dedup_index, run_deduplicated, run_filtered, run_mixture
     from mix_pipeline.names import DEDUPLICATED, FILTERED, RAW
 
-    _corpus(tmp_path)
-    env = _env(tmp_path, SHARDS)
+    write_two_sources(tmp_path)
+    env = _env(tmp_path, TWO_SOURCES_RECIPE)
     _build(env)
     root = tmp_path / "data"
     assert all(verify_partition(str(root), stage, s, "default") is None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -27,34 +26,13 @@ from mix_pipeline.core.stages import (
 )
 from mix_pipeline.names import META_FILTER_REASON, META_FILTER_VALUE, META_QUALITY_SCORE
 from mix_pipeline.recipe import RecipeError, load_recipe
-
-THRESHOLD = 0.3
-BUCKETS = {"low": 0.0, "mid": 0.3, "high": 0.49}
-
-
-def _recipe(folder: Path, sample: Path, extra: str = "", web_filters: str = f"[{{quality_classifier: {{threshold: {THRESHOLD}}}}}]",
-            quality: str | None = None) -> Path:
-    quality = quality or f"{{references: [books, papers], buckets: {json.dumps(BUCKETS)}}}"
-    body = f"""
-        name: quality
-        data_root: data
-        allowed_roots: ["{sample}"]
-        executor: {{kind: local, tasks: 2, workers: 1}}
-        sources:
-          web: {{path: "{sample}/web/*.jsonl.gz", filters: {web_filters}}}
-          books: {{path: "{sample}/books/*.parquet", format: parquet}}
-          papers: {{path: "{sample}/papers/*.jsonl.zst", checks: {{raw_length_bounds: {{severity: warn}}}}}}
-        quality_model: {quality}
-    """
-    path = folder / "recipe.yaml"
-    path.write_text(textwrap.dedent(body) + textwrap.dedent(extra))
-    return path
+from mix_pipeline_tests.helpers import THRESHOLD, quality_recipe
 
 
 @pytest.fixture(scope="module")
 def trained(sample_3mb, tmp_path_factory):
     work = tmp_path_factory.mktemp("quality")
-    recipe = load_recipe(_recipe(work, sample_3mb))
+    recipe = load_recipe(quality_recipe(work, sample_3mb))
     model = qm.train(recipe)
     qm.write_model(model, qm.model_path(recipe))
     return {"recipe": recipe, "model": model, "truth": json.loads((sample_3mb / "ground_truth.json").read_text())}
@@ -133,11 +111,11 @@ def test_a_corrupt_or_foreign_model_file_is_a_one_line_error(tmp_path):
 def test_bad_quality_settings_name_the_key(sample_3mb, tmp_path, extra, quality, web_filters, message):
     kwargs = {"web_filters": web_filters} if web_filters else {}
     with pytest.raises(RecipeError, match=message):
-        load_recipe(_recipe(tmp_path, sample_3mb, extra, quality=quality, **kwargs))
+        load_recipe(quality_recipe(tmp_path, sample_3mb, extra, quality=quality, **kwargs))
 
 
 def test_a_classifier_without_a_model_is_refused(sample_3mb, tmp_path):
-    path = _recipe(tmp_path, sample_3mb)
+    path = quality_recipe(tmp_path, sample_3mb)
     text = path.read_text()
     path.write_text(text[: text.index("quality_model:")])
     with pytest.raises(RecipeError, match="quality_classifier: needs a top-level quality_model section"):
@@ -146,12 +124,12 @@ def test_a_classifier_without_a_model_is_refused(sample_3mb, tmp_path):
 
 def test_a_named_model_file_is_used_instead_of_training(trained, sample_3mb, tmp_path):
     (tmp_path / "mine.bin").write_bytes(trained["model"].to_bytes())
-    recipe = load_recipe(_recipe(tmp_path, sample_3mb, quality="{model: mine.bin}"))
+    recipe = load_recipe(quality_recipe(tmp_path, sample_3mb, quality="{model: mine.bin}"))
     assert not qm.needs_training(recipe)
     assert qm.model_path(recipe) == str(tmp_path / "mine.bin")
     assert recipe.sources["web"].filters[0].params["model"] == str(tmp_path / "mine.bin")
     with pytest.raises(RecipeError, match="quality_model.model: no such file"):
-        load_recipe(_recipe(tmp_path, sample_3mb, quality="{model: missing.bin}"))
+        load_recipe(quality_recipe(tmp_path, sample_3mb, quality="{model: missing.bin}"))
 
 
 def test_bucket_mixture_hits_its_weights_and_the_manifest_lists_the_buckets(trained, sample_3mb, tmp_path):
@@ -165,7 +143,7 @@ def test_bucket_mixture_hits_its_weights_and_the_manifest_lists_the_buckets(trai
             max_epochs: 8
             seed: 3
     """
-    recipe = load_recipe(_recipe(tmp_path, sample_3mb, mixture))
+    recipe = load_recipe(quality_recipe(tmp_path, sample_3mb, mixture))
     qm.write_model(trained["model"], qm.model_path(recipe))
     env = StageEnv(recipe, runner=local_runner(1), log=lambda m: None)
     for source in ("web", "books"):

@@ -18,7 +18,7 @@ from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
 from mix_pipeline.recipe import RecipeError, load_recipe
 from mix_pipeline_tests.conftest import write_jsonl
-from mix_pipeline_tests.defs.test_pipeline import demo_like_recipe
+from mix_pipeline_tests.helpers import demo_like_recipe
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

@@ -17,14 +17,14 @@ from mix_pipeline.defs.runner import run_lab_experiment
 from mix_pipeline.names import MIXTURE_LAB
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.conftest import write_recipe
-from mix_pipeline_tests.core.test_lab import _documents, _language, _write_source
+from mix_pipeline_tests.helpers import markov_documents, markov_language, write_deduplicated_source
 
 
 def _setup(tmp_path):
     rng = np.random.default_rng(11)
-    common, alien = _language(rng, "w"), _language(rng, "zq")
+    common, alien = markov_language(rng, "w"), markov_language(rng, "zq")
     for source, language in (("news", common), ("forum", common), ("alien", alien)):
-        _write_source(tmp_path / "data", source, _documents(rng, language, 200))
+        write_deduplicated_source(tmp_path / "data", source, markov_documents(rng, language, 200))
         (tmp_path / "in" / source).mkdir(parents=True)
         (tmp_path / "in" / source / "a.jsonl").write_text('{"id": "1", "text": "x"}\n')
     return write_recipe(tmp_path, f"""

@@ -22,22 +22,9 @@ from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, MIXTURE_LAB, RAW
 from mix_pipeline.recipe import load_recipe
+from mix_pipeline_tests.helpers import assert_card_matches, demo_like_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def demo_like_recipe(sample: Path, data_root: Path, total: int, chat: bool = True) -> str:
-    """recipes/demo.yaml pointed at `sample`; `chat=False` leaves out the chat sources and the SFT mixture."""
-    text = (REPO / "recipes" / "demo.yaml").read_text()
-    if not chat:
-        head, rest = text.split("  # Chat (SFT) sets", 1)
-        text = head + rest[rest.index("dedup:"):]
-        text = text[: text.index("  # SFT:")]
-    text = text.replace("../data/sample", str(sample)).replace("data_root: ../data", f"data_root: {data_root}")
-    text = text.replace("allowed_roots: [../data]", f"allowed_roots: [{sample}]")
-    text = text.replace("total: 2_000_000", f"total: {total}")
-    # One process per stage keeps the suite quick on two cores; the sharding stays the same.
-    return text.replace("executor: {kind: local, tasks: 2}", "executor: {kind: local, tasks: 2, workers: 1}")
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +268,6 @@ def test_definitions_load_and_bad_recipe_fails_at_load(tmp_path, sample):
 
 
 def test_dataset_cards_of_the_demo_mixtures(demo_run):
-    from mix_pipeline_tests.defs.test_provenance import assert_card_matches
 
     assert demo_run["manifests"]
     for name, manifest in demo_run["manifests"].items():

@@ -21,6 +21,7 @@ from mix_pipeline.core.provenance import find_in_outputs, format_trace, resolve_
 from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.conftest import prose_doc, write_jsonl, write_recipe
+from mix_pipeline_tests.helpers import assert_card_matches
 
 RECIPE = """
 name: provenance
@@ -174,24 +175,6 @@ def test_stdlib_code_licenses_and_allowed_licenses(built):
     assert lf["excluded"] == {"web": {"proprietary": {"documents": 12, "tokens": lf["excluded_tokens"]}}}
     assert lf["excluded_documents"] == 12 and lf["available_documents"] == 24
     assert lf["excluded_share_of_documents"] == 0.5
-
-
-def assert_card_matches(folder: Path, manifest: dict) -> None:
-    """The mixture's README.md parses with huggingface_hub's DatasetCard and its numbers are the manifest's."""
-    card = parse_card((folder / "README.md").read_text())
-    data = card.data.to_dict()
-    mp = data["mix_pipeline"]
-    assert mp["output_sha256"] == manifest["output_sha256"] and mp["recipe_sha256"] == manifest["recipe_sha256"]
-    assert mp["total_units"] == manifest["total_units"] and mp["licenses"] == manifest["licenses"]
-    assert mp["unit"] == manifest["unit"] and mp["seed"] == manifest["seed"]
-    for s, row in manifest["sources"].items():
-        assert mp["sources"][s] == {k: row[k] for k in mp["sources"][s]}
-    assert {x["name"]: x["num_examples"] for x in data["dataset_info"]["splits"]} == {
-        s: v["documents"] for s, v in manifest["splits"].items()}
-    assert {s: v["rows"] for s, v in mp["splits"].items()} == {s: v["documents"] for s, v in manifest["splits"].items()}
-    for entry in data["configs"][0]["data_files"]:
-        assert manifest["splits"][entry["split"]]["files"]
-    assert f"`{manifest['output_sha256']}`" in card.text and "## Known limitations" in card.text
 
 
 def test_dataset_cards_parse_and_match_the_manifests(built):

@@ -12,15 +12,15 @@ import duckdb
 from mix_pipeline.core import catalog
 from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline_tests.conftest import write_recipe
-from mix_pipeline_tests.core.test_nothing_lost import SHARDS, _corpus
+from mix_pipeline_tests.helpers import TWO_SOURCES_RECIPE, write_two_sources
 
 
 def test_a_rerun_rebuilds_partitions_whose_published_shards_were_deleted(tmp_path, capsys):
-    _corpus(tmp_path)
+    write_two_sources(tmp_path)
     (tmp_path / "web").rename(tmp_path / "2024|05")
     (tmp_path / "web").mkdir()
     (tmp_path / "2024|05").rename(tmp_path / "web" / "2024|05")
-    recipe = write_recipe(tmp_path, SHARDS.replace('"web/*.jsonl"', '"web/{snapshot}/*.jsonl"'))
+    recipe = write_recipe(tmp_path, TWO_SOURCES_RECIPE.replace('"web/*.jsonl"', '"web/{snapshot}/*.jsonl"'))
     root = tmp_path / "data"
     with dg.instance_for_test() as instance:
         first = run_recipe(str(recipe), instance=instance)["m"]

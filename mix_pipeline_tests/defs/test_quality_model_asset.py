@@ -13,11 +13,11 @@ from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.jobs import QUALITY_MODEL_JOB
 from mix_pipeline.names import FILTERED, QUALITY_MODEL
 from mix_pipeline.recipe import load_recipe
-from mix_pipeline_tests.core.test_quality_model import _recipe
+from mix_pipeline_tests.helpers import quality_recipe
 
 
 def test_quality_model_asset_trains_and_shows_the_threshold_trade_off(sample_3mb, tmp_path):
-    recipe = load_recipe(_recipe(tmp_path, sample_3mb))
+    recipe = load_recipe(quality_recipe(tmp_path, sample_3mb))
     defs = build_definitions(recipe)
     graph = defs.resolve_asset_graph()
     # The filtered stage of a scored source reads the model.
