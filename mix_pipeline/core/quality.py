@@ -6,7 +6,7 @@ expectation in an ephemeral context. A stage publishes only when none of its `er
 failed, so a bad stage never replaces the last good output and never feeds the next stage.
 
 The catalogue of checks, their defaults and what they guard against live in CHECKS, the one
-place the recipe validator, the Dagster check specs and the README table read from.
+place the recipe validator, the Dagster check specs and the table in docs/quality-gates.md read from.
 """
 
 from __future__ import annotations

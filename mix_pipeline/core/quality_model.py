@@ -13,7 +13,7 @@ there is no optimiser whose convergence could differ between runs; the same inpu
 a byte-identical model. Because most raw documents are ordinary text, n-grams common to the
 references and the raw input weigh ~0 and only what the references lack (spam vocabulary,
 repeated boilerplate, filler) pulls a score down. A discriminative classifier trained on the
-same labels memorises the raw documents instead (they are all negatives), see the README.
+same labels memorises the raw documents instead (they are all negatives), see docs/quality_model.md.
 
 The model file is ours, not a pickle: a magic line, a JSON header (features, scale, intercept,
 what it was trained on) and the little-endian float32 weights; loading a file never runs code.
