@@ -504,7 +504,12 @@ def sample_rows_markdown(con, recipe, name: str, rows: int = 5) -> str:
     n = pq.read_metadata(shards[0]).num_rows
     for k in range(min(rows, n)):
         ref = f"{name}/{os.path.relpath(shards[0], folder)}:{k}"
-        for h in trace(con, recipe, ref, with_mixtures=False)[:1]:
+        try:
+            histories = trace(con, recipe, ref, with_mixtures=False)[:1]
+        except ProvenanceError as exc:  # shards made outside the pipeline have no history to show
+            lines.append(f"| `{ref}` | | | {str(exc).replace('|', '/')} | | | |")
+            continue
+        for h in histories:
             o = h["origin"]
             filters = ", ".join(f"{f['filter']} {f['result']}" for f in h["stages"][1].get("filters", [])) if len(h["stages"]) > 1 else ""
             d = h.get("dedup", {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -249,7 +250,7 @@ def forget(recipe_path: str, ids: list[tuple[str | None, str]] = (), file_patter
     with catalog.connect(path) as con:
         entries, unknown = resolve_request(con, recipe.data_root_path, list(ids), file_pattern, url_pattern, with_copies)
     for doc in unknown:
-        log(f"warning: no document '{doc}' in the catalog; nothing to remove for it")
+        print(f"warning: no document '{doc}' in the catalog; nothing to remove for it", file=sys.stderr)
     if not entries:
         raise RecipeError("the removal request names no document the catalog knows; check the ids, --source-file or --url")
     copies = sum(e["via"] == "copy" for e in entries)

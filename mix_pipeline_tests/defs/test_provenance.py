@@ -14,7 +14,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-import mix_pipeline.cli as cli
+import mix_pipeline.defs.runner as runner
 from mix_pipeline.cli import main
 from mix_pipeline.core.dataset_card import parse_card
 from mix_pipeline.core.provenance import find_in_outputs, format_trace, resolve_request, trace
@@ -229,7 +229,7 @@ def test_forget_rebuilds_both_mixtures_and_nothing_else(built, monkeypatch, caps
     ids = folder / "forget.txt"
     ids.write_text(f"# request 1\nweb\t{doc}\n")
     # The rebuild is the normal run, here against the test's Dagster instance.
-    monkeypatch.setattr(cli, "rebuild", lambda path: run_recipe(path, instance=instance))
+    monkeypatch.setattr(runner, "run_recipe", lambda path: run_recipe(path, instance=instance))
     assert main(["forget", "--recipe", str(recipe_path), "--ids", str(ids), "--reason", "takedown 1"]) == 0
     out = capsys.readouterr().out
     assert "forget: 1 of 1 document(s) have the fate 'removed' and sit in no output" in out
