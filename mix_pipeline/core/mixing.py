@@ -719,7 +719,32 @@ def write_mixture(
     Rows are joined by position (file, row) and streamed by DuckDB in `order_key` order
     (spilling to disk when it must); pyarrow writes fixed-size shards, so the same selection
     always yields the same bytes. Chat sources get a `messages` column.
+
+    The phases: a DuckDB view of the documents (`_documents_view`), then per split its rows in
+    output order (`_split_reader`) into fixed-size shards (`ShardWriter`) and its summary
+    (`split_summary`).
     """
+    con = _documents_view(selection, source_files, duckdb_temp_dir)
+    metadata, extra = _output_columns(chat_sources)
+    sums = selection.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
+    counted = {(r["split"], r["source"]): r for r in sums.to_pylist()}
+    splits: dict[str, dict] = {}
+    for split in SPLITS:
+        split_dir = os.path.join(out_dir, split)
+        os.makedirs(split_dir, exist_ok=True)
+        shards = ShardWriter(split_dir, shard_rows, jsonl)
+        for batch in _split_reader(con, split, metadata, extra, shard_rows):
+            shards.write(batch)
+        shards.close()
+        splits[split] = split_summary(split, counted, sorted(source_files), out_dir, shards)
+        log(f"mixture: {split}: {shards.rows} rows in {len(shards.files)} shard(s)")
+    con.close()
+    return splits
+
+
+def _documents_view(selection: pa.Table, source_files: dict[str, list[str]], duckdb_temp_dir: str):
+    """A DuckDB connection (memory bounded, spilling to `duckdb_temp_dir`) holding the `selection`
+    and a `docs` view of every source file's rows, keyed by (src, file index, row number)."""
     import duckdb
 
     os.makedirs(duckdb_temp_dir, exist_ok=True)
@@ -736,80 +761,103 @@ def write_mixture(
             FROM read_parquet({sql_file_list([x[2] for x in listing])}, filename=true, file_row_number=true) d
             JOIN files f ON f.path = d.filename"""
     )
+    return con
+
+
+def _output_columns(chat_sources: list[str]) -> tuple[str, str]:
+    """(the SQL of the `metadata` column, extra columns): chat sources get their turns as a
+    `messages` column, and no longer in metadata."""
+    if not chat_sources:
+        return "d.metadata", ""
     chat = sql_strings(list(chat_sources))
-    extra = ""
-    metadata = "d.metadata"
-    if chat_sources:
-        extra = (f", CASE WHEN d.source IN ({chat}) THEN "
-                 f"json_transform(json_extract(d.metadata, '$.messages'), '{_MESSAGES_TYPE}') END AS messages")
-        # The turns live in `messages`; keeping them in metadata too would store them twice.
-        metadata = f"CASE WHEN d.source IN ({chat}) THEN json_merge_patch(d.metadata, '{{\"messages\": null}}') ELSE d.metadata END"
-    sums = selection.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
-    counted = {(r["split"], r["source"]): r for r in sums.to_pylist()}
-    splits: dict[str, dict] = {}
-    for split in SPLITS:
-        split_dir = os.path.join(out_dir, split)
-        os.makedirs(split_dir, exist_ok=True)
-        reader = con.sql(
-            f"""
-            SELECT d.id, d.text, d.source, d.domain, d.n_tokens, s.repeat AS epoch, {metadata} AS metadata{extra}
-            FROM selection s JOIN docs d ON d.src = s.source AND d.file = s.file AND d.row = s.row
-            WHERE s.split = '{split}'
-            ORDER BY s.order_key, s.source, d.id, s.repeat
-            """
-        ).to_arrow_reader(shard_rows)
-        files_out, jsonl_out, rows = [], [], 0
-        writer, in_shard, jsonl_file = None, 0, None
-        for batch in reader:
-            offset = 0
-            while offset < batch.num_rows:
-                if writer is None:
-                    path = os.path.join(split_dir, f"part-{len(files_out):05d}.parquet")
-                    writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
-                    files_out.append(path)
-                    if jsonl:
-                        jsonl_out.append(path.removesuffix(".parquet") + ".jsonl")
-                        jsonl_file = open(jsonl_out[-1], "wb")
-                    in_shard = 0
-                take = min(shard_rows - in_shard, batch.num_rows - offset)
-                piece = batch.slice(offset, take)
-                writer.write_table(pa.Table.from_batches([piece]), row_group_size=shard_rows)
-                crash_point("mixture.rows")
-                if jsonl_file is not None:
-                    _write_jsonl(jsonl_file, piece)
-                in_shard += take
-                offset += take
-                if in_shard == shard_rows:
-                    writer.close()
-                    writer = None
-                    if jsonl_file is not None:
-                        jsonl_file.close()
-                        jsonl_file = None
-            rows += batch.num_rows
-        if writer is not None:
-            writer.close()
-        if jsonl_file is not None:
-            jsonl_file.close()
-        by_source = {}
-        for s in sorted(source_files):
-            got = counted.get((split, s), {})
-            by_source[s] = {"rows": got.get("units_count", 0), "units": got.get("units_sum", 0),
-                            "tokens": got.get("tokens_sum", 0)}
-        units = sum(v["units"] for v in by_source.values())
-        splits[split] = {
-            "documents": rows,
-            "units": units,
-            "tokens": sum(v["tokens"] for v in by_source.values()),
-            "files": [os.path.relpath(f, out_dir) for f in files_out],
-            "sources": by_source,
-            # Each source's share of the split's units (the mixture's unit), to compare with its weight.
-            "shares": {s: round(v["units"] / units, 6) if units else 0.0 for s, v in by_source.items()},
-        }
-        if jsonl:
-            splits[split]["jsonl_files"] = [os.path.relpath(f, out_dir) for f in jsonl_out]
-        log(f"mixture: {split}: {rows} rows in {len(files_out)} shard(s)")
-    con.close()
-    return splits
+    extra = (f", CASE WHEN d.source IN ({chat}) THEN "
+             f"json_transform(json_extract(d.metadata, '$.messages'), '{_MESSAGES_TYPE}') END AS messages")
+    # The turns live in `messages`; keeping them in metadata too would store them twice.
+    metadata = f"CASE WHEN d.source IN ({chat}) THEN json_merge_patch(d.metadata, '{{\"messages\": null}}') ELSE d.metadata END"
+    return metadata, extra
+
+
+def _split_reader(con, split: str, metadata: str, extra: str, batch_rows: int):
+    """The split's rows joined with their documents, in output order, as a stream of record batches."""
+    return con.sql(
+        f"""
+        SELECT d.id, d.text, d.source, d.domain, d.n_tokens, s.repeat AS epoch, {metadata} AS metadata{extra}
+        FROM selection s JOIN docs d ON d.src = s.source AND d.file = s.file AND d.row = s.row
+        WHERE s.split = '{split}'
+        ORDER BY s.order_key, s.source, d.id, s.repeat
+        """
+    ).to_arrow_reader(batch_rows)
+
+
+class ShardWriter:
+    """One split's shards: part-NNNNN.parquet (and .jsonl when asked) of exactly `shard_rows`
+    rows each but the last, cut at fixed row counts whatever batches arrive, so the same rows
+    always give the same bytes."""
+
+    def __init__(self, split_dir: str, shard_rows: int, jsonl: bool):
+        self.split_dir, self.shard_rows, self.jsonl = split_dir, shard_rows, jsonl
+        self.files: list[str] = []  # Parquet shards written, in order
+        self.jsonl_files: list[str] = []
+        self.rows = 0
+        self._writer, self._jsonl_file, self._in_shard = None, None, 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        offset = 0
+        while offset < batch.num_rows:
+            if self._writer is None:
+                self._open(batch.schema)
+            take = min(self.shard_rows - self._in_shard, batch.num_rows - offset)
+            piece = batch.slice(offset, take)
+            self._writer.write_table(pa.Table.from_batches([piece]), row_group_size=self.shard_rows)
+            crash_point("mixture.rows")
+            if self._jsonl_file is not None:
+                _write_jsonl(self._jsonl_file, piece)
+            self._in_shard += take
+            offset += take
+            if self._in_shard == self.shard_rows:
+                self.close()
+        self.rows += batch.num_rows
+
+    def _open(self, schema: pa.Schema) -> None:
+        path = os.path.join(self.split_dir, f"part-{len(self.files):05d}.parquet")
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.files.append(path)
+        if self.jsonl:
+            self.jsonl_files.append(path.removesuffix(".parquet") + ".jsonl")
+            self._jsonl_file = open(self.jsonl_files[-1], "wb")
+        self._in_shard = 0
+
+    def close(self) -> None:
+        """Close the open shard, if any (the next write opens a new one)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._jsonl_file is not None:
+            self._jsonl_file.close()
+            self._jsonl_file = None
+
+
+def split_summary(split: str, counted: dict, sources: list[str], out_dir: str, shards: ShardWriter) -> dict:
+    """A split's manifest entry: documents, units and tokens (in all and per source), each
+    source's share of the units, and its files relative to the mixture folder."""
+    by_source = {}
+    for s in sources:
+        got = counted.get((split, s), {})
+        by_source[s] = {"rows": got.get("units_count", 0), "units": got.get("units_sum", 0),
+                        "tokens": got.get("tokens_sum", 0)}
+    units = sum(v["units"] for v in by_source.values())
+    summary = {
+        "documents": shards.rows,
+        "units": units,
+        "tokens": sum(v["tokens"] for v in by_source.values()),
+        "files": [os.path.relpath(f, out_dir) for f in shards.files],
+        "sources": by_source,
+        # Each source's share of the split's units (the mixture's unit), to compare with its weight.
+        "shares": {s: round(v["units"] / units, 6) if units else 0.0 for s, v in by_source.items()},
+    }
+    if shards.jsonl:
+        summary["jsonl_files"] = [os.path.relpath(f, out_dir) for f in shards.jsonl_files]
+    return summary
 
 
 def _write_jsonl(f, batch: pa.RecordBatch) -> None:
