@@ -316,15 +316,57 @@ def dedup_generation(
     `threshold=None` disables near-duplicate matching; `exact=False` disables content hashes.
     With `remove=False` every document's fate is `kept`, but copies still name their survivor
     (`duplicate_of`, `match`), which is what keys their split; the index still holds survivors only.
+
+    The phases: load the generation and the index into DuckDB (`_load_generation`), find pairs
+    (`exact_matches`, `near_matches`), group them into verdicts (`group_verdicts`), write the
+    fates and keepers (`write_generation`).
     """
+    con = _duckdb(duckdb_temp_dir)
+    n, n_old = _load_generation(con, signature_files, index_files, source_rank)
+    log(f"dedup[{snapshot}]: {n} documents against an index of {n_old}")
+    matches = Matches(_UnionFind(n), np.full(n, -1, dtype=np.int64))
+    if exact:
+        exact_matches(con, matches)
+    if threshold is not None:
+        near_matches(con, matches, threshold)
+    verdicts = group_verdicts(matches, n)
+    duplicates, exact_duplicates, near_duplicates = write_generation(
+        con, snapshot, verdicts, n, remove, clusters_dir, index_dir)
+    con.close()
+    stats = ClusterStats(
+        documents=n,
+        duplicates=int(duplicates),
+        exact_duplicates=int(exact_duplicates),
+        near_duplicates=int(near_duplicates),
+        candidate_pairs=int(matches.candidates),
+        verified_pairs=int(matches.verified),
+        clusters=verdicts.clusters() if n else 0,
+        max_cluster_size=int(verdicts.cluster_size.max()) if n else 0,
+    )
+    log(f"dedup[{snapshot}]: {stats.duplicates} duplicates ({stats.exact_duplicates} exact, "
+        f"{stats.near_duplicates} near), largest cluster {stats.max_cluster_size}"
+        + ("" if remove else "; all kept (remove: false)"))
+    return stats
+
+
+def _duckdb(duckdb_temp_dir: str):
+    """A DuckDB connection whose memory is bounded whatever the corpus: past DUCKDB_MEMORY_LIMIT it
+    spills to `duckdb_temp_dir` (as mixing does)."""
     import duckdb
 
     os.makedirs(duckdb_temp_dir, exist_ok=True)
     con = duckdb.connect()
     con.execute(f"SET temp_directory='{duckdb_temp_dir}'")
-    # Bounded whatever the corpus: past this DuckDB spills to temp_directory (as mixing does).
     con.execute(f"SET memory_limit='{DUCKDB_MEMORY_LIMIT}'")
     con.execute("SET preserve_insertion_order=false")
+    return con
+
+
+def _load_generation(con, signature_files: list[str], index_files: list[str], source_rank: dict[str, int]) -> tuple[int, int]:
+    """Tables `new` (this generation's signatures) and `old` (the index; empty when there is
+    none), each with a `node` number in priority order: (source rank, source, id) for `new`,
+    (snapshot, rank, source, id) for `old`, so a smaller node is the earlier/preferred document.
+    Returns (documents in `new`, documents in `old`)."""
     con.register("ranks", pa.table({"source": list(source_rank), "rank": list(source_rank.values())}))
     con.execute(
         f"""CREATE TABLE new AS
@@ -345,51 +387,84 @@ def dedup_generation(
                     "[]::UINTEGER[] AS signature, []::BIGINT[] AS bands) WHERE false")
     n = con.sql("SELECT count(*) FROM new").fetchall()[0][0]
     n_old = con.sql("SELECT count(*) FROM old").fetchall()[0][0]
-    log(f"dedup[{snapshot}]: {n} documents against an index of {n_old}")
-    uf = _UnionFind(n)
-    # For each new node, the earliest indexed document it matches.
-    old_match = np.full(n, -1, dtype=np.int64)
+    return n, n_old
 
-    def attach(node: int, old: int) -> None:
-        if old_match[node] < 0 or old < old_match[node]:
-            old_match[node] = old
 
-    candidates = verified = 0
-    if exact:
-        for a, b in con.sql(
-            "SELECT a, node FROM (SELECT node, min(node) OVER (PARTITION BY content_hash) AS a FROM new) WHERE node <> a"
-        ).fetchall():
-            uf.union(a, b)
-            candidates += 1
-            verified += 1
-        for node, old in con.sql(
-            "SELECT n.node, min(o.node) FROM new n JOIN old o USING (content_hash) GROUP BY n.node"
-        ).fetchall():
-            attach(node, old)
-            candidates += 1
-            verified += 1
-    if threshold is not None:
-        # LSH: documents sharing a band hash are candidates; the full signatures must then agree.
-        con.execute(
-            "CREATE TABLE new_bands AS SELECT node, unnest(bands) AS h, generate_subscripts(bands, 1) AS band FROM new"
-        )
-        con.execute(
-            "CREATE TABLE old_bands AS SELECT node, unnest(bands) AS h, generate_subscripts(bands, 1) AS band FROM old"
-        )
-        within = """SELECT DISTINCT a, node AS b FROM (
-                        SELECT node, min(node) OVER (PARTITION BY band, h) AS a FROM new_bands) WHERE node <> a"""
-        across = """SELECT DISTINCT n.node AS a, o.node AS b FROM new_bands n JOIN old_bands o USING (band, h)"""
-        candidates += con.sql(f"SELECT count(*) FROM ({within})").fetchall()[0][0]
-        candidates += con.sql(f"SELECT count(*) FROM ({across})").fetchall()[0][0]
-        for a, b in _verified(con, within, "new", "new", threshold):
-            uf.union(a, b)
-            verified += 1
-        for a, b in _verified(con, across, "new", "old", threshold):
-            attach(a, b)
-            verified += 1
+@dataclass
+class Matches:
+    """The pairs found so far: within the generation (merged in `groups`) and against the index
+    (`old_match`), with the candidate and verified pair counts the stats report."""
 
-    roots = uf.roots()
-    # A group matching the index is a duplicate of the earliest indexed match of any member.
+    groups: _UnionFind
+    old_match: np.ndarray  # per new node: the earliest indexed document it matches, or -1
+    candidates: int = 0
+    verified: int = 0
+
+    def attach(self, node: int, old: int) -> None:
+        """Record that new `node` matches indexed `old`, keeping the earliest such match."""
+        if self.old_match[node] < 0 or old < self.old_match[node]:
+            self.old_match[node] = old
+
+
+def exact_matches(con, matches: Matches) -> None:
+    """Documents sharing a content hash: merged within the generation, attached to the index."""
+    for a, b in con.sql(
+        "SELECT a, node FROM (SELECT node, min(node) OVER (PARTITION BY content_hash) AS a FROM new) WHERE node <> a"
+    ).fetchall():
+        matches.groups.union(a, b)
+        matches.candidates += 1
+        matches.verified += 1
+    for node, old in con.sql(
+        "SELECT n.node, min(o.node) FROM new n JOIN old o USING (content_hash) GROUP BY n.node"
+    ).fetchall():
+        matches.attach(node, old)
+        matches.candidates += 1
+        matches.verified += 1
+
+
+def near_matches(con, matches: Matches, threshold: float) -> None:
+    """LSH: documents sharing a band hash are candidates; the full signatures must then agree on
+    ≥ threshold of positions. Verified pairs are merged (within) or attached (against the index)."""
+    con.execute(
+        "CREATE TABLE new_bands AS SELECT node, unnest(bands) AS h, generate_subscripts(bands, 1) AS band FROM new"
+    )
+    con.execute(
+        "CREATE TABLE old_bands AS SELECT node, unnest(bands) AS h, generate_subscripts(bands, 1) AS band FROM old"
+    )
+    within = """SELECT DISTINCT a, node AS b FROM (
+                    SELECT node, min(node) OVER (PARTITION BY band, h) AS a FROM new_bands) WHERE node <> a"""
+    across = """SELECT DISTINCT n.node AS a, o.node AS b FROM new_bands n JOIN old_bands o USING (band, h)"""
+    matches.candidates += con.sql(f"SELECT count(*) FROM ({within})").fetchall()[0][0]
+    matches.candidates += con.sql(f"SELECT count(*) FROM ({across})").fetchall()[0][0]
+    for a, b in _verified(con, within, "new", "new", threshold):
+        matches.groups.union(a, b)
+        matches.verified += 1
+    for a, b in _verified(con, across, "new", "old", threshold):
+        matches.attach(a, b)
+        matches.verified += 1
+
+
+@dataclass
+class Verdicts:
+    """Per new node: its group's root (the generation's survivor), the indexed document the
+    group is a duplicate of (-1: none) and its cluster's size (the index match counted)."""
+
+    roots: np.ndarray
+    group_old: np.ndarray  # per root: the earliest indexed match of any member, or -1
+    winner_old: np.ndarray
+    sizes: np.ndarray  # per root: members in this generation
+    cluster_size: np.ndarray
+
+    def clusters(self) -> int:
+        """Groups of more than one document, or matching the index."""
+        return int(((self.sizes > 1) | (self.group_old >= 0))[np.unique(self.roots)].sum())
+
+
+def group_verdicts(matches: Matches, n: int) -> Verdicts:
+    """Resolve the pairs into verdicts: a group matching the index is a duplicate of the
+    earliest indexed match of any member; otherwise its root survives."""
+    roots = matches.groups.roots()
+    old_match = matches.old_match
     group_old = np.full(n, -1, dtype=np.int64)
     for node in np.flatnonzero(old_match >= 0).tolist():
         r = roots[node]
@@ -397,12 +472,19 @@ def dedup_generation(
             group_old[r] = old_match[node]
     winner_old = group_old[roots]
     sizes = np.bincount(roots, minlength=n)
-    cluster_size = sizes[roots] + (winner_old >= 0)
+    return Verdicts(roots, group_old, winner_old, sizes, sizes[roots] + (winner_old >= 0))
+
+
+def write_generation(con, snapshot: str, verdicts: Verdicts, n: int, remove: bool, clusters_dir: str,
+                     index_dir: str) -> tuple[int, int, int]:
+    """Write each source's fates (`<clusters_dir>/<source>/<snapshot>.parquet`) and keepers'
+    signatures (`<index_dir>/<source>/<snapshot>.parquet`). Fates and keepers stay in DuckDB
+    (which spills past memory_limit) and stream to one file per source: nothing here holds a whole
+    generation in Python. Returns (duplicates, exact duplicates, near duplicates)."""
     con.register("verdicts", pa.table({
-        "node": np.arange(n, dtype=np.int64), "root": roots, "old": winner_old, "size": cluster_size,
+        "node": np.arange(n, dtype=np.int64), "root": verdicts.roots, "old": verdicts.winner_old,
+        "size": verdicts.cluster_size,
     }))
-    # Fates and keepers stay in DuckDB (which spills past memory_limit) and stream to one file per
-    # source: nothing here holds a whole generation in Python.
     con.execute(
         f"""CREATE TABLE fates AS SELECT d.source, '{snapshot}' AS snapshot, d.id,
                CASE WHEN (v.old < 0 AND v.root = d.node) OR NOT {remove} THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
@@ -423,24 +505,9 @@ def dedup_generation(
                      os.path.join(clusters_dir, source, f"{snapshot}.parquet"), CLUSTER_SCHEMA)
         _write_query(con, f"SELECT * FROM ({keepers}) WHERE source = {quoted} ORDER BY id",
                      os.path.join(index_dir, source, f"{snapshot}.parquet"))
-    duplicates, exact_duplicates, near_duplicates = con.sql(
+    return con.sql(
         "SELECT count(match), count(*) FILTER (WHERE match = 'exact'), count(*) FILTER (WHERE match = 'near') FROM fates"
     ).fetchall()[0]
-    con.close()
-    stats = ClusterStats(
-        documents=n,
-        duplicates=int(duplicates),
-        exact_duplicates=int(exact_duplicates),
-        near_duplicates=int(near_duplicates),
-        candidate_pairs=int(candidates),
-        verified_pairs=int(verified),
-        clusters=int(((sizes > 1) | (group_old >= 0))[np.unique(roots)].sum()) if n else 0,
-        max_cluster_size=int(cluster_size.max()) if n else 0,
-    )
-    log(f"dedup[{snapshot}]: {stats.duplicates} duplicates ({stats.exact_duplicates} exact, "
-        f"{stats.near_duplicates} near), largest cluster {stats.max_cluster_size}"
-        + ("" if remove else "; all kept (remove: false)"))
-    return stats
 
 
 # Rows per Parquet row group of cluster and index files. Row groups are cut at fixed row counts

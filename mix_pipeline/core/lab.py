@@ -20,7 +20,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -40,6 +42,9 @@ from mix_pipeline.core.mixing import (
     requested_weights,
 )
 from mix_pipeline.names import RECOMMENDED_SUFFIX
+
+if TYPE_CHECKING:
+    from mix_pipeline.recipe import ExperimentSpec, MixtureSpec, Recipe
 
 _HOLDOUT_SALT = xxhash.xxh3_64_intdigest(b"mix_pipeline/lab-holdout")
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -274,17 +279,99 @@ def fit_ridge(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # ---- the experiment --------------------------------------------------------------------------
 def run_lab(env, experiment: str, log=None) -> dict:
     """Run one experiment of `env.recipe`; write results.json, report.html and recommended.yaml
-    under data_root/lab/<experiment>/ and return the results."""
+    under data_root/lab/<experiment>/ and return the results.
 
-    from mix_pipeline.core.stages.mixture import deduplicated_files
+    The phases, in order: prepare (sources, held-out texts, objective, proxy, size), design space
+    (fresh, reuse, or unchanged: the previous results as they are), candidates, evaluate, fit,
+    search, recommend, results."""
+    lab = prepare_lab(env, experiment, log or env.log)
+    fingerprints = {s: source_fingerprint(lab.data[s].pool) for s in lab.sources}
+    out = layout.lab_dir(env.root, experiment)
+    previous = _previous_results(out) if lab.exp.reuse else None
+    space = design_space(lab.sources, fingerprints, previous, lab.exp, lab.prior_spec, lab.total, lab.proxy.key())
+    if space.reused_results is not None:
+        return _reuse_unchanged(lab, space, out)
+    rng_draw, rng_search = (np.random.default_rng(s) for s in np.random.SeedSequence(lab.exp.seed).spawn(2))
+    prior, alpha = _prior_alpha(lab, space)
+    candidates = draw_candidates(lab, space, previous, prior, alpha, rng_draw)
+    _evaluate(candidates, lab.data, lab.prior_spec, lab.total, lab.proxy, lab.objective, lab.log)
+    fit = fit_candidates(lab, space, candidates)
+    found = search_weights(lab, space, fit, alpha, rng_search)
+    recommended = observe_recommendation(lab, space, fit, found)
+    chosen, best_c = choose(recommended, candidates)
+    results = lab_results(lab, space, candidates, recommended, chosen, fit, found, fingerprints, previous)
+    _write(out, results)
+    _log_recommendation(lab, candidates, recommended, chosen, best_c, fit)
+    return results
 
-    log = log or env.log
+
+# ---- the experiment's phases -----------------------------------------------------------------
+@dataclass
+class LabSetup:
+    """One experiment's settings and inputs, as every phase after `prepare_lab` reads them."""
+
+    experiment: str
+    exp: ExperimentSpec
+    recipe: Recipe
+    prior_spec: MixtureSpec  # the prior mixture's
+    sources: list[str]
+    data: dict[str, SourceData]
+    log: Callable[[str], None]
+    texts: dict[str, list[str]] = field(default_factory=dict)  # held-out texts per domain
+    domains: list[str] = field(default_factory=list)
+    objective: dict[str, float] = field(default_factory=dict)  # domain → normalised weight
+    proxy: BigramProxy | NeuralLabProxy | None = None
+    available: dict[str, int] = field(default_factory=dict)  # units of each source's full pool
+    total: int = 0  # the candidates' size
+
+
+@dataclass
+class LabFit:
+    """The regression from (design-space) weights to per-domain loss, and how well it ranks."""
+
+    x: np.ndarray  # candidates' achieved weights, design space
+    coef: np.ndarray  # features x domains
+    objw: np.ndarray  # objective weight per domain (in `domains` order)
+    spearman: float
+    spearman_domain: dict[str, float]
+
+
+@dataclass
+class LabSearch:
+    """The searched weight vectors and the mean of the best few (design space)."""
+
+    samples: np.ndarray
+    feasible: np.ndarray
+    usable: int
+    radius: float
+    natural: np.ndarray  # the sources' natural mix (full pools)
+    best: np.ndarray
+
+
+def prepare_lab(env, experiment: str, log) -> LabSetup:
+    """Phase 1: load every source's pool and held-out slice, the held-out texts (plus eval sets),
+    the normalised objective, the proxy and the candidates' size. Returns the LabSetup."""
     recipe = env.recipe
     exp = recipe.experiments[experiment]
-    prior_spec = recipe.mixtures[exp.prior]
-    sources = recipe.mixture_sources(exp.prior)
+    lab = LabSetup(experiment, exp, recipe, recipe.mixtures[exp.prior], recipe.mixture_sources(exp.prior), {}, log)
+    lab.data = load_sources(env, lab)
+    lab.texts, lab.domains = heldout_texts(lab)
+    objective = {d: float(exp.objective.get(d, 0.0)) if exp.objective else 1.0 for d in lab.domains}
+    norm = sum(objective.values())
+    lab.objective = {d: w / norm for d, w in objective.items()}
+    lab.proxy = make_proxy(exp.proxy, exp.seed, lab.texts, log)
+    lab.available = {s: lab.data[s].pool.available for s in lab.sources}
+    lab.total = lab_total(lab)
+    return lab
+
+
+def load_sources(env, lab: LabSetup) -> dict[str, SourceData]:
+    """Each source's deduplicated pool split into a training sub-pool and a held-out slice."""
+    from mix_pipeline.core.stages.mixture import deduplicated_files
+
+    experiment, exp, prior_spec = lab.experiment, lab.exp, lab.prior_spec
     data: dict[str, SourceData] = {}
-    for s in sources:
+    for s in lab.sources:
         files = deduplicated_files(env, s)
         if not files:
             raise InfeasibleMixture(f"lab[{experiment}]: source '{s}' has no deduplicated shards; run the pipeline first")
@@ -293,85 +380,95 @@ def run_lab(env, experiment: str, log=None) -> dict:
             data[s] = prepare_source(s, files, prior_spec.unit, survivors, exp.holdout, exp.holdout_max_documents)
         except InfeasibleMixture as e:
             raise InfeasibleMixture(f"lab[{experiment}]: {str(e).removeprefix('lab: ')}")
+    return data
 
-    # Held-out sets: texts, capped per domain; each proxy makes its own form of them.
+
+def heldout_texts(lab: LabSetup) -> tuple[dict[str, list[str]], list[str]]:
+    """(texts per domain, sorted domains): each source's held-out documents and each eval set,
+    capped per domain; each proxy makes its own form of them. Refuses a domain with no text."""
+    exp = lab.exp
     texts: dict[str, list[str]] = {}
-    for s, d in data.items():
+    for s, d in lab.data.items():
         texts[s] = [t for _, t in stream_texts(d.files, d.holdout_index)]
     for name, path in sorted(exp.eval_sets.items()):
-        texts[name] = list(_eval_texts(recipe.resolve(path), exp.holdout_max_documents))
+        texts[name] = list(_eval_texts(lab.recipe.resolve(path), exp.holdout_max_documents))
     domains = sorted(texts)
     empty = [d for d in domains if not any(t.strip() for t in texts[d])]
     if empty:
-        raise InfeasibleMixture(f"lab[{experiment}]: no held-out text for {', '.join(empty)} "
-                                f"(raise experiments.{experiment}.holdout or add documents)")
-    objective = {d: float(exp.objective.get(d, 0.0)) if exp.objective else 1.0 for d in domains}
-    norm = sum(objective.values())
-    objective = {d: w / norm for d, w in objective.items()}
-    proxy = make_proxy(exp.proxy, exp.seed, texts, log)
+        raise InfeasibleMixture(f"lab[{lab.experiment}]: no held-out text for {', '.join(empty)} "
+                                f"(raise experiments.{lab.experiment}.holdout or add documents)")
+    return texts, domains
 
-    # Small corpora: the candidates' size adapts to what the training slices can supply.
-    available = {s: data[s].pool.available for s in sources}
-    capacity = sum(math.floor(data[s].train.available * prior_spec.max_epochs_of(s)) for s in sources)
+
+def lab_total(lab: LabSetup) -> int:
+    """The candidates' size: the experiment's total, or half of what the training slices supply
+    at max_epochs when that is less (small corpora)."""
+    exp, prior_spec, data = lab.exp, lab.prior_spec, lab.data
+    capacity = sum(math.floor(data[s].train.available * prior_spec.max_epochs_of(s)) for s in lab.sources)
     total = exp.total
     if total > capacity // 2:
         total = capacity // 2
         if total < 1:
-            raise InfeasibleMixture(f"lab[{experiment}]: the training slices hold too little to build candidates "
+            raise InfeasibleMixture(f"lab[{lab.experiment}]: the training slices hold too little to build candidates "
                                     f"({capacity:,} {prior_spec.unit} at max_epochs); add documents")
-        log(f"lab[{experiment}]: total {exp.total:,} is more than half of what the training slices supply "
-            f"({capacity:,} {prior_spec.unit}); candidates use {total:,}")
+        lab.log(f"lab[{lab.experiment}]: total {exp.total:,} is more than half of what the training slices supply "
+                f"({capacity:,} {prior_spec.unit}); candidates use {total:,}")
+    return total
 
-    # The design space: every source, or (reuse) the changed sources plus the unchanged ones
-    # moved together in the previous recommendation's proportions.
-    fingerprints = {s: source_fingerprint(data[s].pool) for s in sources}
-    out = layout.lab_dir(env.root, experiment)
-    previous = _previous_results(out) if exp.reuse else None
-    space = design_space(sources, fingerprints, previous, exp, prior_spec, total, proxy.key())
-    if space.reused_results is not None:
-        log(f"lab[{experiment}]: nothing changed since the last run; reusing its results (0 proxies trained)")
-        results = space.reused_results
-        results["reuse"] = {"mode": "unchanged", "proxies_trained": 0,
-                            "fresh_proxies": results["proxies_trained"], "changed_sources": []}
-        _write(out, results)
-        return results
-    dims = space.names
-    expand, member = space.expand, space.member  # dims x sources
 
-    # Candidates: the prior, the recipe's other mixtures over these sources, uniform, Dirichlet draws.
-    prior = requested_weights(prior_spec, available)
-    prior_d = _reduce(np.array([prior[s] for s in sources]), member)
+def _reuse_unchanged(lab: LabSetup, space: DesignSpace, out: str) -> dict:
+    """Nothing changed since the last run: its results, marked as reused (0 proxies trained), written again."""
+    lab.log(f"lab[{lab.experiment}]: nothing changed since the last run; reusing its results (0 proxies trained)")
+    results = space.reused_results
+    results["reuse"] = {"mode": "unchanged", "proxies_trained": 0,
+                        "fresh_proxies": results["proxies_trained"], "changed_sources": []}
+    _write(out, results)
+    return results
+
+
+def _prior_alpha(lab: LabSetup, space: DesignSpace) -> tuple[dict[str, float], np.ndarray]:
+    """(the prior's requested weights per source, the Dirichlet alpha around them in the design space)."""
+    prior = requested_weights(lab.prior_spec, lab.available)
+    prior_d = _reduce(np.array([prior[s] for s in lab.sources]), space.member)
+    return prior, dirichlet_alpha(dict(zip(space.names, prior_d.tolist())), space.names, lab.exp.concentration)
+
+
+def draw_candidates(lab: LabSetup, space: DesignSpace, previous, prior, alpha, rng_draw) -> list[Candidate]:
+    """Phase 2: the candidates: the prior, the recipe's other mixtures over these sources (or, on
+    reuse, the previous recommendation), uniform, then Dirichlet draws; at least enough to fit
+    the regression."""
+    exp, recipe, prior_spec, sources = lab.exp, lab.recipe, lab.prior_spec, lab.sources
+    dims, expand = space.names, space.expand
     candidates = [Candidate(exp.prior, "prior", dict(prior))]
     if space.mode == "fresh":
         for name in sorted(recipe.mixtures):
             other = recipe.mixtures[name]
             if name != exp.prior and other.unit == prior_spec.unit and set(recipe.mixture_sources(name)) <= set(sources):
-                own = requested_weights(other, {s: available[s] for s in recipe.mixture_sources(name)})
+                own = requested_weights(other, {s: lab.available[s] for s in recipe.mixture_sources(name)})
                 candidates.append(Candidate(name, "mixture", {s: own.get(s, 0.0) for s in sources}))
     else:
         candidates.append(Candidate("previous", "mixture", dict(previous["recommended_weights"])))
     candidates.append(Candidate("uniform", "uniform", _full(np.ones(len(dims)) / len(dims), expand, sources)))
-    rng_draw, rng_search = (np.random.default_rng(s) for s in np.random.SeedSequence(exp.seed).spawn(2))
-    prior_dims = dict(zip(dims, prior_d.tolist()))
-    alpha = dirichlet_alpha(prior_dims, dims, exp.concentration)
     n_features = features(np.ones(len(dims)) / len(dims), exp.log_floor).shape[1]
     draws = space.draws
     if space.mode == "fresh" and len(candidates) + draws < n_features + 1:
         raise InfeasibleMixture(
-            f"lab[{experiment}]: {len(candidates) + draws} candidates cannot fit {n_features} regression coefficients "
-            f"per domain; set experiments.{experiment}.candidates to at least {n_features + 1 - len(candidates)}")
+            f"lab[{lab.experiment}]: {len(candidates) + draws} candidates cannot fit {n_features} regression "
+            f"coefficients per domain; set experiments.{lab.experiment}.candidates to at least "
+            f"{n_features + 1 - len(candidates)}")
     draws = max(draws, n_features + 1 - len(candidates))
     for k, w in enumerate(draw_weights(rng_draw, alpha, draws, exp.explore)):
         candidates.append(Candidate(f"draw_{k:03d}", "dirichlet", _full(w, expand, sources)))
+    return candidates
 
-    _evaluate(candidates, data, prior_spec, total, proxy, objective, log)
-    x_full = np.array([[c.achieved[s] for s in sources] for c in candidates])
-    x = _reduce(x_full, member)
-    y = np.array([[c.losses[d] for d in domains] for c in candidates])
-    objw = np.array([objective[d] for d in domains])
-    obj = y @ objw
-    # Leave-one-out: each candidate is predicted by a fit that never saw it.
-    feats = features(x, exp.log_floor)
+
+def fit_candidates(lab: LabSetup, space: DesignSpace, candidates: list[Candidate]) -> LabFit:
+    """Phase 3: fit the ridge regression on the evaluated candidates; sets each candidate's
+    leave-one-out prediction (a fit that never saw it) and returns the full fit."""
+    x = _reduce(np.array([[c.achieved[s] for s in lab.sources] for c in candidates]), space.member)
+    y = np.array([[c.losses[d] for d in lab.domains] for c in candidates])
+    objw = np.array([lab.objective[d] for d in lab.domains])
+    feats = features(x, lab.exp.log_floor)
     loo = np.full(len(candidates), np.nan)
     loo_domain = np.full(y.shape, np.nan)
     if len(candidates) >= 3:
@@ -382,26 +479,31 @@ def run_lab(env, experiment: str, log=None) -> dict:
             loo[i] = loo_domain[i] @ objw
     for c, p in zip(candidates, loo):
         c.predicted = float(p)
-    coef = fit_ridge(feats, y)
-    spearman = spearman_rho(loo, obj)
-    spearman_domain = {d: spearman_rho(loo_domain[:, j], y[:, j]) for j, d in enumerate(domains)}
+    return LabFit(x, fit_ridge(feats, y), objw, spearman_rho(loo, y @ objw),
+                  {d: spearman_rho(loo_domain[:, j], y[:, j]) for j, d in enumerate(lab.domains)})
 
-    # Search: drawn like the candidates (the region the fit has seen), plus the candidates themselves.
-    samples = np.vstack([draw_weights(rng_search, alpha, exp.search_samples, exp.explore), x])
-    samples_full = samples @ expand
+
+def search_weights(lab: LabSetup, space: DesignSpace, fit: LabFit, alpha, rng_search) -> LabSearch:
+    """Phase 4: score many weight vectors (drawn like the candidates, plus the candidates) with the
+    fit; keep those the full-size mixture can supply and that lie within the trust radius of a
+    candidate; return the mean of the best few (feasible: the feasible set is convex)."""
+    exp, prior_spec, sources, available = lab.exp, lab.prior_spec, lab.sources, lab.available
+    samples = np.vstack([draw_weights(rng_search, alpha, exp.search_samples, exp.explore), fit.x])
+    samples_full = samples @ space.expand
     cap = exp.max_repetition or math.inf
     epochs = np.array([min(prior_spec.max_epochs_of(s), cap) for s in sources])
     caps_full = np.floor(np.array([available[s] for s in sources]) * epochs)
-    caps_lab = np.floor(np.array([data[s].train.available for s in sources]) * epochs)
-    feasible = np.all(samples_full * prior_spec.total <= caps_full, axis=1) & np.all(samples_full * total <= caps_lab, axis=1)
+    caps_lab = np.floor(np.array([lab.data[s].train.available for s in sources]) * epochs)
+    feasible = (np.all(samples_full * prior_spec.total <= caps_full, axis=1)
+                & np.all(samples_full * lab.total <= caps_lab, axis=1))
     if not feasible.any():
         supply = int(caps_full.sum())
         hint = (f"the corpus supplies {supply:,} {prior_spec.unit} at max_epochs; lower mixtures.{exp.prior}.total"
                 if supply < prior_spec.total else "raise candidates or max_epochs")
-        raise InfeasibleMixture(f"lab[{experiment}]: no sampled weight vector lets mixture '{exp.prior}' reach its total "
-                                f"{prior_spec.total:,} within max_epochs{'/max_repetition' if exp.max_repetition else ''} "
-                                f"({hint})")
-    predicted = features(samples, exp.log_floor) @ coef @ objw
+        raise InfeasibleMixture(f"lab[{lab.experiment}]: no sampled weight vector lets mixture '{exp.prior}' reach its "
+                                f"total {prior_spec.total:,} within max_epochs"
+                                f"{'/max_repetition' if exp.max_repetition else ''} ({hint})")
+    predicted = features(samples, exp.log_floor) @ fit.coef @ fit.objw
     natural = np.array([available[s] for s in sources], dtype=np.float64)
     natural /= natural.sum()
     if exp.natural_pull > 0:
@@ -409,92 +511,117 @@ def run_lab(env, experiment: str, log=None) -> dict:
     predicted[~feasible] = np.inf
     # Trust region: only vectors about as close to some candidate as candidates are to each
     # other; further out the fit extrapolates, and log features extrapolate wildly near 0.
-    radius = trust_radius(x)
-    near = nearest_distance(samples, x) <= radius
+    radius = trust_radius(fit.x)
+    near = nearest_distance(samples, fit.x) <= radius
     predicted[~near] = np.inf
     usable = int(np.isfinite(predicted).sum())
     if not usable:
-        raise InfeasibleMixture(f"lab[{experiment}]: no feasible weight vector lies near the candidates; "
+        raise InfeasibleMixture(f"lab[{lab.experiment}]: no feasible weight vector lies near the candidates; "
                                 "raise candidates or max_epochs")
-    # The mean of the best few, not the single argmin: the argmin sits wherever the fit errs
-    # lowest. The feasible set is convex (linear caps), so the mean of feasible vectors is feasible.
+    # The mean of the best few, not the single argmin: the argmin sits wherever the fit errs lowest.
     top = np.argsort(predicted, kind="stable")[: min(exp.recommend_top, usable)]
-    best = samples[top].mean(axis=0)
-    rec_weights = _rounded(_full(best, expand, sources))
-    recommended = Candidate(experiment + RECOMMENDED_SUFFIX, "recommended", rec_weights)
-    recommended.predicted = float((features(_reduce(np.array([rec_weights[s] for s in sources]), member),
-                                            exp.log_floor) @ coef @ objw)[0])
-    _evaluate([recommended], data, prior_spec, total, proxy, objective, log)
+    return LabSearch(samples, feasible, usable, radius, natural, samples[top].mean(axis=0))
 
-    # The recommendation is observed like a candidate; if a candidate did better, that one is recommended.
+
+def observe_recommendation(lab: LabSetup, space: DesignSpace, fit: LabFit, found: LabSearch) -> Candidate:
+    """Phase 5: the searched weights as a candidate, with the fit's prediction; trained and scored
+    like the others (so the report shows its observed loss next to the prediction)."""
+    sources = lab.sources
+    rec_weights = _rounded(_full(found.best, space.expand, sources))
+    recommended = Candidate(lab.experiment + RECOMMENDED_SUFFIX, "recommended", rec_weights)
+    recommended.predicted = float((features(_reduce(np.array([rec_weights[s] for s in sources]), space.member),
+                                            lab.exp.log_floor) @ fit.coef @ fit.objw)[0])
+    _evaluate([recommended], lab.data, lab.prior_spec, lab.total, lab.proxy, lab.objective, lab.log)
+    return recommended
+
+
+def choose(recommended: Candidate, candidates: list[Candidate]) -> tuple[dict, Candidate]:
+    """(what is recommended and why, the best candidate): the fitted recommendation, unless a
+    candidate was observed to do better, in which case that one."""
     best_c = min(candidates, key=lambda c: (c.objective, c.name))
     if recommended.objective <= best_c.objective:
-        chosen = {"from": "fit", "name": recommended.name, "weights": rec_weights,
+        chosen = {"from": "fit", "name": recommended.name, "weights": recommended.weights,
                   "verdict": f"the fitted recommendation beats every candidate ({recommended.objective:.4f} vs best "
                              f"candidate {best_c.name} {best_c.objective:.4f})"}
     else:
         chosen = {"from": "best_candidate", "name": best_c.name, "weights": _rounded(best_c.achieved),
                   "verdict": f"the fitted recommendation ({recommended.objective:.4f}) does NOT beat the best candidate "
                              f"{best_c.name} ({best_c.objective:.4f}); the best observed candidate is recommended"}
+    return chosen, best_c
 
+
+def lab_results(lab: LabSetup, space: DesignSpace, candidates: list[Candidate], recommended: Candidate,
+                chosen: dict, fit: LabFit, found: LabSearch, fingerprints: dict[str, str], previous) -> dict:
+    """Phase 6: results.json's content, plus the reuse accounting and the transfer checks when
+    asked for."""
+    exp, experiment, prior_spec, sources, domains = lab.exp, lab.experiment, lab.prior_spec, lab.sources, lab.domains
     uniform = next(c for c in candidates if c.kind == "uniform")
     prior_c = candidates[0]
-    trained = len(candidates) + 1
     results = {
         "experiment": experiment,
         "prior": exp.prior,
         "unit": prior_spec.unit,
-        "lab_total": total,
+        "lab_total": lab.total,
         "lab_total_requested": exp.total,
         "sources": sources,
         "domains": domains,
-        "objective_weights": objective,
-        "heldout_documents": {d: len(texts[d]) for d in domains},
-        "proxy": proxy.describe(),
+        "objective_weights": lab.objective,
+        "heldout_documents": {d: len(lab.texts[d]) for d in domains},
+        "proxy": lab.proxy.describe(),
         "candidates": [_candidate_row(c) for c in candidates],
         "recommended": _candidate_row(recommended),
         "chosen": chosen,
         "recommended_weights": chosen["weights"],
-        "spearman_loo": spearman,
-        "spearman_loo_per_domain": spearman_domain,
-        "feasible_samples": int(feasible.sum()),
-        "trusted_samples": usable,
-        "trust_radius_l1": round(radius, 4),
-        "searched_samples": int(len(samples)),
-        "natural_mix": dict(zip(sources, natural.round(4).tolist())),
+        "spearman_loo": fit.spearman,
+        "spearman_loo_per_domain": fit.spearman_domain,
+        "feasible_samples": int(found.feasible.sum()),
+        "trusted_samples": found.usable,
+        "trust_radius_l1": round(found.radius, 4),
+        "searched_samples": int(len(found.samples)),
+        "natural_mix": dict(zip(sources, found.natural.round(4).tolist())),
         "natural_pull": exp.natural_pull,
         "max_repetition": exp.max_repetition,
-        "coefficients": {d: dict(zip(["intercept"] + [f"log_w_{s}" for s in dims], coef[:, j].round(6).tolist()))
+        "coefficients": {d: dict(zip(["intercept"] + [f"log_w_{s}" for s in space.names], fit.coef[:, j].round(6).tolist()))
                          for j, d in enumerate(domains)},
         "improvement_vs_uniform": uniform.objective - recommended.objective,
         "improvement_vs_prior": prior_c.objective - recommended.objective,
         "recommended_mixture": recommended_block(experiment, prior_spec, chosen["weights"]),
         "source_fingerprints": fingerprints,
-        "config_key": _config_key(exp, prior_spec, total, proxy.key()),
-        "proxies_trained": trained,
-        "design_space": {"dimensions": dims, "mode": space.mode},
+        "config_key": _config_key(exp, prior_spec, lab.total, lab.proxy.key()),
+        "proxies_trained": len(candidates) + 1,
+        "design_space": {"dimensions": space.names, "mode": space.mode},
     }
     if space.mode == "reuse":
-        fresh = space.fresh_candidates + 1
-        results["reuse"] = {
-            "mode": "reuse", "changed_sources": space.changed, "unchanged_ratios": space.ratios,
-            "proxies_trained": trained, "fresh_proxies": fresh,
-            "compute_saved": round(1 - trained / fresh, 4),
-            "previous_recommendation": previous["recommended_weights"],
-            "l1_to_previous_recommendation": round(sum(abs(chosen["weights"][s] - previous["recommended_weights"].get(s, 0))
-                                                       for s in sources), 4),
-        }
-        log(f"lab[{experiment}]: reuse: changed {', '.join(space.changed)}; trained {trained} proxies "
-            f"(a fresh experiment trains {fresh}; {100 * (1 - trained / fresh):.0f}% of the compute saved)")
+        results["reuse"] = _reuse_summary(lab, space, results["proxies_trained"], chosen, previous)
     if exp.transfer is not None:
-
-        results["transfer"] = transfer_checks(exp, candidates, data, prior_spec, total, proxy, texts, objective,
-                                              log, evaluate=_evaluate, make_proxy=make_proxy)
-    _write(out, results)
-    log(f"lab[{experiment}]: recommended {chosen['weights']} ({chosen['from']}); observed objective "
-        f"{recommended.objective:.4f} (uniform {uniform.objective:.4f}, prior {prior_c.objective:.4f}, best candidate "
-        f"{best_c.objective:.4f}); LOO Spearman {spearman:.3f}")
+        results["transfer"] = transfer_checks(exp, candidates, lab.data, prior_spec, lab.total, lab.proxy, lab.texts,
+                                              lab.objective, lab.log, evaluate=_evaluate, make_proxy=make_proxy)
     return results
+
+
+def _log_recommendation(lab: LabSetup, candidates: list[Candidate], recommended: Candidate, chosen: dict,
+                        best_c: Candidate, fit: LabFit) -> None:
+    """The experiment's last log line: what is recommended, against uniform, the prior and the best candidate."""
+    uniform = next(c for c in candidates if c.kind == "uniform")
+    lab.log(f"lab[{lab.experiment}]: recommended {chosen['weights']} ({chosen['from']}); observed objective "
+            f"{recommended.objective:.4f} (uniform {uniform.objective:.4f}, prior {candidates[0].objective:.4f}, "
+            f"best candidate {best_c.objective:.4f}); LOO Spearman {fit.spearman:.3f}")
+
+
+def _reuse_summary(lab: LabSetup, space: DesignSpace, trained: int, chosen: dict, previous: dict) -> dict:
+    """A reuse run's accounting: what changed, the proxies trained against a fresh run's, and how
+    far the recommendation moved. Logs it."""
+    fresh = space.fresh_candidates + 1
+    lab.log(f"lab[{lab.experiment}]: reuse: changed {', '.join(space.changed)}; trained {trained} proxies "
+            f"(a fresh experiment trains {fresh}; {100 * (1 - trained / fresh):.0f}% of the compute saved)")
+    return {
+        "mode": "reuse", "changed_sources": space.changed, "unchanged_ratios": space.ratios,
+        "proxies_trained": trained, "fresh_proxies": fresh,
+        "compute_saved": round(1 - trained / fresh, 4),
+        "previous_recommendation": previous["recommended_weights"],
+        "l1_to_previous_recommendation": round(sum(abs(chosen["weights"][s] - previous["recommended_weights"].get(s, 0))
+                                                   for s in lab.sources), 4),
+    }
 
 
 def _write(out: str, results: dict) -> None:
@@ -715,7 +842,7 @@ def design_space(sources, fingerprints, previous, exp, prior_spec, total, proxy_
     for s in unchanged:
         expand[-1, sources.index(s)] = ratios[s]
     # Draws in proportion to the free dimensions of the simplex searched (m weights summing to
-    # one have m - 1); run_lab keeps at least enough to fit the regression.
+    # one have m - 1); draw_candidates keeps at least enough to fit the regression.
     draws = math.ceil(exp.candidates * (len(names) - 1) / (n - 1))
     space = DesignSpace("reuse", names, expand, draws, changed=changed,
                         ratios={s: round(r, 4) for s, r in ratios.items()})

@@ -497,6 +497,10 @@ def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
     supply close to its share, and when a source still misses, the total is re-anchored on it
     and the others re-planned (a few rounds, within every source's caps, keeping the best
     round); the manifest reports the achieved total.
+
+    The phases: allocate (`allocate`: weights and caps → unit targets), choose the rows
+    (`plan_targets`), split them (`_split_rows`), then the selection table (`selection_table`)
+    and the ledger (`source_ledgers`).
     """
     sources = sorted(pools)
     available = {s: pools[s].available for s in sources}
@@ -504,35 +508,78 @@ def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
         alloc = allocate(spec, available)
     except InfeasibleMixture as exc:
         raise InfeasibleMixture(f"mixture '{name}': {exc}") from None
-    shares, targets = alloc.shares, dict(alloc.targets)
-    orders = {s: seeded_order(spec.seed, pools[s]) for s in sources}
-    cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+    plans, targets = plan_targets(spec, pools, alloc)
+    # What each short source was asked for but could not give (the others received it).
+    rebalanced = {s: alloc.wanted[s] - targets[s] for s in sorted(alloc.short)}
+    selection = selection_table(spec.seed, pools, plans, _split_rows(spec, pools, plans, sources))
+    ledger = source_ledgers(spec, alloc, pools, plans, targets, rebalanced)
+    weighting = {"kind": "explicit"} if spec.weights is not None else {"kind": "temperature", "temperature": spec.temperature}
+    return Plan(selection, ledger, weighting, rebalanced)
 
-    def attempt(targets: dict[str, int]):
-        plans = {}
-        for s in sources:
-            if (s, targets[s]) not in cache:
-                cache[(s, targets[s])] = plan_source(pools[s], targets[s], alloc.caps[s], orders[s])
-            plans[s] = cache[(s, targets[s])]
-        got = {s: int(pools[s].units[plans[s][0]].sum()) for s in sources}
+
+# (worst relative weight error, error per source, units got per source, plans, targets)
+_Attempt = tuple[float, dict[str, float], dict[str, int], dict[str, tuple[np.ndarray, np.ndarray]], dict[str, int]]
+
+
+class TargetSearch:
+    """Plans every source for a set of unit targets (each source's plan cached per target) and
+    scores the result by its worst relative weight error."""
+
+    def __init__(self, spec, pools: dict[str, Pool], alloc: Allocation):
+        self.sources = sorted(pools)
+        self.pools, self.alloc, self.shares = pools, alloc, alloc.shares
+        self.orders = {s: seeded_order(spec.seed, pools[s]) for s in self.sources}
+        self.cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def attempt(self, targets: dict[str, int]) -> _Attempt:
+        """Plan every source for `targets`: (worst error, errors, units got, plans, targets)."""
+        pools, shares, plans = self.pools, self.shares, {}
+        for s in self.sources:
+            if (s, targets[s]) not in self.cache:
+                self.cache[(s, targets[s])] = plan_source(pools[s], targets[s], self.alloc.caps[s], self.orders[s])
+            plans[s] = self.cache[(s, targets[s])]
+        got = {s: int(pools[s].units[plans[s][0]].sum()) for s in self.sources}
         total_got = sum(got.values())
-        errors = {s: abs(got[s] / total_got - shares[s]) / shares[s] for s in sources if shares[s] > 0 and total_got}
+        errors = {s: abs(got[s] / total_got - shares[s]) / shares[s] for s in self.sources if shares[s] > 0 and total_got}
         # An empty plan is the worst, not a perfect one (re-anchoring on a source that gave nothing
         # asks every source for 0 units).
         worst = max(errors.values(), default=0.0) if total_got else math.inf
-        return worst, errors, got, plans
+        return worst, errors, got, plans, targets
 
+
+def plan_targets(spec, pools: dict[str, Pool], alloc: Allocation) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, int]]:
+    """(plans, targets) of the best attempt: the allocation's targets, then a moved common total
+    when coarse sources miss (`move_total`), then re-anchoring rounds (`reanchor`)."""
+    search = TargetSearch(spec, pools, alloc)
     good_enough = spec.tolerance / 4
-    best = (*attempt(targets), targets)
+    best = search.attempt(dict(alloc.targets))
+    best = move_total(search, spec.total, best, good_enough)
+    best = reanchor(search, best, good_enough)
+    _, _, _, plans, targets = best
+    return plans, targets
+
+
+def move_total(search: TargetSearch, total: int, best: _Attempt, good_enough: float) -> _Attempt:
+    """When the best attempt misses and some sources have few documents (planned exactly), try the
+    total (within the allowed drift) at which each of them can supply close to its share; returns
+    the better attempt."""
+    pools, alloc, shares, sources = search.pools, search.alloc, search.shares, search.sources
     coarse = {s: achievable_units(pools[s], alloc.caps[s]) for s in sources
               if shares[s] > 0 and 0 < len(pools[s]) <= _EXACT_MAX_DOCS}
     if best[0] > good_enough and coarse:
         most = min(alloc.caps[s] / shares[s] for s in sources if shares[s] > 0)
-        common = _common_total(coarse, shares, spec.total, most, good_enough)
+        common = _common_total(coarse, shares, total, most, good_enough)
         if common is not None:
             moved = {s: min(int(round(common * shares[s])), alloc.caps[s]) for s in sources}
-            tried = (*attempt(moved), moved)
-            best = min(best, tried, key=lambda b: b[0])
+            best = min(best, search.attempt(moved), key=lambda b: b[0])
+    return best
+
+
+def reanchor(search: TargetSearch, best: _Attempt, good_enough: float) -> _Attempt:
+    """Up to _ANCHOR_ROUNDS times: re-anchor the total on the source that misses its weight most
+    (it keeps its target, the others are scaled to it), within every source's caps; returns the
+    best attempt seen."""
+    shares, sources, caps = search.shares, search.sources, search.alloc.caps
     current = best
     for _ in range(_ANCHOR_ROUNDS):
         worst_error, errors, got, _, targets = current
@@ -542,22 +589,23 @@ def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
         anchor = got[worst] / shares[worst]
         anchored = {s: int(round(anchor * shares[s])) for s in sources}
         anchored[worst] = targets[worst]
-        if any(anchored[s] > alloc.caps[s] for s in sources):
+        if any(anchored[s] > caps[s] for s in sources):
             break
-        current = (*attempt(anchored), anchored)
+        current = search.attempt(anchored)
         best = min(best, current, key=lambda b: b[0])
-    _, _, _, plans, targets = best
+    return best
 
-    # What each short source was asked for but could not give (the others received it).
-    rebalanced = {s: alloc.wanted[s] - targets[s] for s in sorted(alloc.short)}
+
+def selection_table(seed: int, pools: dict[str, Pool], plans: dict, splits_by_source: dict[str, np.ndarray]) -> pa.Table:
+    """The selection: one row per chosen (document, repeat) of every source, with its position
+    (file, row), units, tokens, split and `order_key` (the seeded output order)."""
+    sources = sorted(pools)
     source_names, split_names = pa.array(sources), pa.array(list(SPLITS))
-    splits_by_source = _split_rows(spec, pools, plans, sources)
-    tables, ledger = [], []
+    tables = []
     for s in sources:
         pool = pools[s]
         idx, rep = plans[s]
-        split = splits_by_source[s]
-        order_salt = xxhash.xxh3_64_intdigest(f"{spec.seed}\x1foutput\x1f{s}".encode())
+        order_salt = xxhash.xxh3_64_intdigest(f"{seed}\x1foutput\x1f{s}".encode())
         with np.errstate(over="ignore"):
             order_key = _mix64(_mix64(pool.doc_hash[idx], order_salt) + (rep.astype(np.uint64) + _U64(1)) * _GOLDEN, 0)
         file_idx = np.searchsorted(pool.file_starts, idx, side="right") - 1
@@ -573,25 +621,36 @@ def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
                     "repeat": pa.array(rep, pa.int32()),
                     "units": unit_array,
                     "tokens": unit_array if pool.tokens is pool.units else pa.array(pool.tokens[idx], pa.int64()),
-                    "split": pa.DictionaryArray.from_arrays(pa.array(split), split_names),
+                    "split": pa.DictionaryArray.from_arrays(pa.array(splits_by_source[s]), split_names),
                     "order_key": pa.array(order_key.view(np.int64), pa.int64()),
                 }
             )
         )
+    return pa.concat_tables(tables)
+
+
+def source_ledgers(spec, alloc: Allocation, pools: dict[str, Pool], plans: dict, targets: dict[str, int],
+                   rebalanced: dict[str, int]) -> list[SourceLedger]:
+    """One ledger row per source: what it was asked for, what it gave (units, documents, rows,
+    epochs, tokens) and its achieved weight."""
+    ledger = []
+    for s in sorted(pools):
+        pool = pools[s]
+        idx, rep = plans[s]
+        available = pool.available
         units = int(pool.units[idx].sum())
-        distinct = len(pool) if len(rep) and rep.max() > 0 else len(idx)
         ledger.append(
             SourceLedger(
                 source=s,
-                target_weight=round(shares[s], 6),
+                target_weight=round(alloc.shares[s], 6),
                 achieved_weight=0.0,
                 target_units=targets[s],
                 units=units,
-                documents=distinct,
+                documents=len(pool) if len(rep) and rep.max() > 0 else len(idx),
                 rows=len(idx),
-                available_units=available[s],
+                available_units=available,
                 available_documents=len(pool),
-                epochs=round(units / available[s], 4) if available[s] else 0.0,
+                epochs=round(units / available, 4) if available else 0.0,
                 requested_weight=round(alloc.requested[s], 6),
                 max_epochs=spec.max_epochs_of(s),
                 max_fraction=spec.max_fraction_of(s),
@@ -602,8 +661,7 @@ def plan_mixture(name: str, spec, pools: dict[str, Pool]) -> Plan:
     total_units = sum(row.units for row in ledger)
     for row in ledger:
         row.achieved_weight = round(row.units / total_units, 6) if total_units else 0.0
-    weighting = {"kind": "explicit"} if spec.weights is not None else {"kind": "temperature", "temperature": spec.temperature}
-    return Plan(pa.concat_tables(tables), ledger, weighting, rebalanced)
+    return ledger
 
 
 def _split_rows(spec, pools: dict[str, Pool], plans: dict, sources: list[str]) -> dict[str, np.ndarray]:
@@ -661,7 +719,32 @@ def write_mixture(
     Rows are joined by position (file, row) and streamed by DuckDB in `order_key` order
     (spilling to disk when it must); pyarrow writes fixed-size shards, so the same selection
     always yields the same bytes. Chat sources get a `messages` column.
+
+    The phases: a DuckDB view of the documents (`_documents_view`), then per split its rows in
+    output order (`_split_reader`) into fixed-size shards (`ShardWriter`) and its summary
+    (`split_summary`).
     """
+    con = _documents_view(selection, source_files, duckdb_temp_dir)
+    metadata, extra = _output_columns(chat_sources)
+    sums = selection.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
+    counted = {(r["split"], r["source"]): r for r in sums.to_pylist()}
+    splits: dict[str, dict] = {}
+    for split in SPLITS:
+        split_dir = os.path.join(out_dir, split)
+        os.makedirs(split_dir, exist_ok=True)
+        shards = ShardWriter(split_dir, shard_rows, jsonl)
+        for batch in _split_reader(con, split, metadata, extra, shard_rows):
+            shards.write(batch)
+        shards.close()
+        splits[split] = split_summary(split, counted, sorted(source_files), out_dir, shards)
+        log(f"mixture: {split}: {shards.rows} rows in {len(shards.files)} shard(s)")
+    con.close()
+    return splits
+
+
+def _documents_view(selection: pa.Table, source_files: dict[str, list[str]], duckdb_temp_dir: str):
+    """A DuckDB connection (memory bounded, spilling to `duckdb_temp_dir`) holding the `selection`
+    and a `docs` view of every source file's rows, keyed by (src, file index, row number)."""
     import duckdb
 
     os.makedirs(duckdb_temp_dir, exist_ok=True)
@@ -678,80 +761,103 @@ def write_mixture(
             FROM read_parquet({sql_file_list([x[2] for x in listing])}, filename=true, file_row_number=true) d
             JOIN files f ON f.path = d.filename"""
     )
+    return con
+
+
+def _output_columns(chat_sources: list[str]) -> tuple[str, str]:
+    """(the SQL of the `metadata` column, extra columns): chat sources get their turns as a
+    `messages` column, and no longer in metadata."""
+    if not chat_sources:
+        return "d.metadata", ""
     chat = sql_strings(list(chat_sources))
-    extra = ""
-    metadata = "d.metadata"
-    if chat_sources:
-        extra = (f", CASE WHEN d.source IN ({chat}) THEN "
-                 f"json_transform(json_extract(d.metadata, '$.messages'), '{_MESSAGES_TYPE}') END AS messages")
-        # The turns live in `messages`; keeping them in metadata too would store them twice.
-        metadata = f"CASE WHEN d.source IN ({chat}) THEN json_merge_patch(d.metadata, '{{\"messages\": null}}') ELSE d.metadata END"
-    sums = selection.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
-    counted = {(r["split"], r["source"]): r for r in sums.to_pylist()}
-    splits: dict[str, dict] = {}
-    for split in SPLITS:
-        split_dir = os.path.join(out_dir, split)
-        os.makedirs(split_dir, exist_ok=True)
-        reader = con.sql(
-            f"""
-            SELECT d.id, d.text, d.source, d.domain, d.n_tokens, s.repeat AS epoch, {metadata} AS metadata{extra}
-            FROM selection s JOIN docs d ON d.src = s.source AND d.file = s.file AND d.row = s.row
-            WHERE s.split = '{split}'
-            ORDER BY s.order_key, s.source, d.id, s.repeat
-            """
-        ).to_arrow_reader(shard_rows)
-        files_out, jsonl_out, rows = [], [], 0
-        writer, in_shard, jsonl_file = None, 0, None
-        for batch in reader:
-            offset = 0
-            while offset < batch.num_rows:
-                if writer is None:
-                    path = os.path.join(split_dir, f"part-{len(files_out):05d}.parquet")
-                    writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
-                    files_out.append(path)
-                    if jsonl:
-                        jsonl_out.append(path.removesuffix(".parquet") + ".jsonl")
-                        jsonl_file = open(jsonl_out[-1], "wb")
-                    in_shard = 0
-                take = min(shard_rows - in_shard, batch.num_rows - offset)
-                piece = batch.slice(offset, take)
-                writer.write_table(pa.Table.from_batches([piece]), row_group_size=shard_rows)
-                crash_point("mixture.rows")
-                if jsonl_file is not None:
-                    _write_jsonl(jsonl_file, piece)
-                in_shard += take
-                offset += take
-                if in_shard == shard_rows:
-                    writer.close()
-                    writer = None
-                    if jsonl_file is not None:
-                        jsonl_file.close()
-                        jsonl_file = None
-            rows += batch.num_rows
-        if writer is not None:
-            writer.close()
-        if jsonl_file is not None:
-            jsonl_file.close()
-        by_source = {}
-        for s in sorted(source_files):
-            got = counted.get((split, s), {})
-            by_source[s] = {"rows": got.get("units_count", 0), "units": got.get("units_sum", 0),
-                            "tokens": got.get("tokens_sum", 0)}
-        units = sum(v["units"] for v in by_source.values())
-        splits[split] = {
-            "documents": rows,
-            "units": units,
-            "tokens": sum(v["tokens"] for v in by_source.values()),
-            "files": [os.path.relpath(f, out_dir) for f in files_out],
-            "sources": by_source,
-            # Each source's share of the split's units (the mixture's unit), to compare with its weight.
-            "shares": {s: round(v["units"] / units, 6) if units else 0.0 for s, v in by_source.items()},
-        }
-        if jsonl:
-            splits[split]["jsonl_files"] = [os.path.relpath(f, out_dir) for f in jsonl_out]
-        log(f"mixture: {split}: {rows} rows in {len(files_out)} shard(s)")
-    con.close()
-    return splits
+    extra = (f", CASE WHEN d.source IN ({chat}) THEN "
+             f"json_transform(json_extract(d.metadata, '$.messages'), '{_MESSAGES_TYPE}') END AS messages")
+    # The turns live in `messages`; keeping them in metadata too would store them twice.
+    metadata = f"CASE WHEN d.source IN ({chat}) THEN json_merge_patch(d.metadata, '{{\"messages\": null}}') ELSE d.metadata END"
+    return metadata, extra
+
+
+def _split_reader(con, split: str, metadata: str, extra: str, batch_rows: int):
+    """The split's rows joined with their documents, in output order, as a stream of record batches."""
+    return con.sql(
+        f"""
+        SELECT d.id, d.text, d.source, d.domain, d.n_tokens, s.repeat AS epoch, {metadata} AS metadata{extra}
+        FROM selection s JOIN docs d ON d.src = s.source AND d.file = s.file AND d.row = s.row
+        WHERE s.split = '{split}'
+        ORDER BY s.order_key, s.source, d.id, s.repeat
+        """
+    ).to_arrow_reader(batch_rows)
+
+
+class ShardWriter:
+    """One split's shards: part-NNNNN.parquet (and .jsonl when asked) of exactly `shard_rows`
+    rows each but the last, cut at fixed row counts whatever batches arrive, so the same rows
+    always give the same bytes."""
+
+    def __init__(self, split_dir: str, shard_rows: int, jsonl: bool):
+        self.split_dir, self.shard_rows, self.jsonl = split_dir, shard_rows, jsonl
+        self.files: list[str] = []  # Parquet shards written, in order
+        self.jsonl_files: list[str] = []
+        self.rows = 0
+        self._writer, self._jsonl_file, self._in_shard = None, None, 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        offset = 0
+        while offset < batch.num_rows:
+            if self._writer is None:
+                self._open(batch.schema)
+            take = min(self.shard_rows - self._in_shard, batch.num_rows - offset)
+            piece = batch.slice(offset, take)
+            self._writer.write_table(pa.Table.from_batches([piece]), row_group_size=self.shard_rows)
+            crash_point("mixture.rows")
+            if self._jsonl_file is not None:
+                _write_jsonl(self._jsonl_file, piece)
+            self._in_shard += take
+            offset += take
+            if self._in_shard == self.shard_rows:
+                self.close()
+        self.rows += batch.num_rows
+
+    def _open(self, schema: pa.Schema) -> None:
+        path = os.path.join(self.split_dir, f"part-{len(self.files):05d}.parquet")
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.files.append(path)
+        if self.jsonl:
+            self.jsonl_files.append(path.removesuffix(".parquet") + ".jsonl")
+            self._jsonl_file = open(self.jsonl_files[-1], "wb")
+        self._in_shard = 0
+
+    def close(self) -> None:
+        """Close the open shard, if any (the next write opens a new one)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._jsonl_file is not None:
+            self._jsonl_file.close()
+            self._jsonl_file = None
+
+
+def split_summary(split: str, counted: dict, sources: list[str], out_dir: str, shards: ShardWriter) -> dict:
+    """A split's manifest entry: documents, units and tokens (in all and per source), each
+    source's share of the units, and its files relative to the mixture folder."""
+    by_source = {}
+    for s in sources:
+        got = counted.get((split, s), {})
+        by_source[s] = {"rows": got.get("units_count", 0), "units": got.get("units_sum", 0),
+                        "tokens": got.get("tokens_sum", 0)}
+    units = sum(v["units"] for v in by_source.values())
+    summary = {
+        "documents": shards.rows,
+        "units": units,
+        "tokens": sum(v["tokens"] for v in by_source.values()),
+        "files": [os.path.relpath(f, out_dir) for f in shards.files],
+        "sources": by_source,
+        # Each source's share of the split's units (the mixture's unit), to compare with its weight.
+        "shares": {s: round(v["units"] / units, 6) if units else 0.0 for s, v in by_source.items()},
+    }
+    if shards.jsonl:
+        summary["jsonl_files"] = [os.path.relpath(f, out_dir) for f in shards.jsonl_files]
+    return summary
 
 
 def _write_jsonl(f, batch: pa.RecordBatch) -> None:

@@ -86,21 +86,70 @@ def run_dedup_index(env: StageEnv) -> StageResult:
     reused as they are; from the first changed one on, everything is recomputed (a later
     generation was compared against the earlier ones' keepers). Signatures of unchanged
     partitions are reused even then.
+
+    The phases: the generations now (`current_generations`), how many lead unchanged
+    (`reusable_generations`, linked into staging by `_link_generation`), then per recomputed
+    generation its signatures (`generation_signatures`) and verdicts (core/dedup.py
+    `dedup_generation`); then the state file, checks, gate and publish.
     """
     recipe = env.recipe
     dd, mh = recipe.dedup, recipe.dedup.minhash
-    config = {
-        "exact": dd.exact,
+    config = dedup_config(recipe)
+    current = current_generations(env)
+    final = layout.dedup_index_dir(env.root)
+    reuse, known_signatures = reusable_generations(final, config, current)
+    tmp = staging_dir(final)
+    for gen in current[:reuse]:
+        _link_generation(final, tmp, gen)
+    if reuse:
+        env.log(f"dedup_index: reusing {reuse} unchanged generation(s), recomputing {len(current) - reuse}")
+    stats = EMPTY_STATS
+    for gen in current[reuse:]:
+        sig_files = generation_signatures(env, gen, final, tmp, known_signatures)
+        if not sig_files:
+            continue
+        index_files = sorted(glob.glob(os.path.join(tmp, "index", "*", "*.parquet")))
+        stats = stats + dedup_generation(
+            gen["snapshot"], sig_files, index_files, config["ranks"],
+            clusters_dir=os.path.join(tmp, "clusters"), index_dir=os.path.join(tmp, "index"),
+            threshold=mh.threshold if mh else None, exact=dd.exact, remove=dd.remove,
+            duckdb_temp_dir=env.work_dir("duckdb"), log=env.log,
+        )
+        crash_point("dedup.generation")
+    with open(os.path.join(tmp, layout.DEDUP_STATE_FILE), "w") as f:
+        json.dump({"config": config, "generations": current}, f, indent=2, sort_keys=True)
+    checks = quality.dedup_index_checks(sorted(glob.glob(os.path.join(tmp, "clusters", "*", "*.parquet"))), dd.checks)
+    gate(DEDUP_INDEX, checks, [tmp])
+    publish_dir(tmp, final)
+    result = asdict(stats) | {"generations": len(current), "reused_generations": reuse}
+    return StageResult(result, checks, report=record(env, result))
+
+
+def dedup_config(recipe) -> dict:
+    """The settings a build's verdicts depend on (a change recomputes every generation)."""
+    mh = recipe.dedup.minhash
+    return {
+        "exact": recipe.dedup.exact,
         "minhash": mh.model_dump() if mh else None,
         "ranks": {s: recipe.priority_rank(s) for s in sorted(recipe.sources)},
     }
+
+
+def current_generations(env: StageEnv) -> list[dict]:
+    """The generations now, in order: each snapshot's (source, fingerprint) filtered partitions
+    (each checked intact first)."""
     by_snapshot: dict[str, list[tuple[str, str]]] = {}
     for source, snapshot in filtered_partitions(env):
         require_intact(env.root, FILTERED, source, snapshot)
         parts = list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, snapshot))
         by_snapshot.setdefault(snapshot, []).append((source, partition_fingerprint(parts)))
-    current = [{"snapshot": s, "partitions": by_snapshot[s]} for s in sorted(by_snapshot, key=snapshot_order)]
-    final = layout.dedup_index_dir(env.root)
+    return [{"snapshot": s, "partitions": by_snapshot[s]} for s in sorted(by_snapshot, key=snapshot_order)]
+
+
+def reusable_generations(final: str, config: dict, current: list[dict]) -> tuple[int, set[tuple[str, str, str]]]:
+    """(how many leading generations are unchanged since the published build, the (source,
+    snapshot, fingerprint) partitions whose signatures that build holds). Nothing is reusable
+    when the settings changed or nothing was published."""
     previous = {}
     if os.path.exists(os.path.join(final, layout.DEDUP_STATE_FILE)):
         with open(os.path.join(final, layout.DEDUP_STATE_FILE)) as f:
@@ -115,62 +164,49 @@ def run_dedup_index(env: StageEnv) -> StageResult:
         if old != new:
             break
         reuse += 1
-    known_signatures = {(src, g["snapshot"], fp) for g in old_generations for src, fp in g["partitions"]}
+    return reuse, {(src, g["snapshot"], fp) for g in old_generations for src, fp in g["partitions"]}
 
-    tmp = staging_dir(final)
-    for gen in current[:reuse]:
-        for source, _ in gen["partitions"]:
-            for kind in ("clusters", "index"):
-                _link_tree(os.path.join(final, kind, source, f"{gen['snapshot']}.parquet"),
-                           os.path.join(tmp, kind, source, f"{gen['snapshot']}.parquet"))
-            _link_tree(os.path.join(final, "signatures", source, gen["snapshot"]),
-                       os.path.join(tmp, "signatures", source, gen["snapshot"]))
-    if reuse:
-        env.log(f"dedup_index: reusing {reuse} unchanged generation(s), recomputing {len(current) - reuse}")
-    ranks = config["ranks"]
-    stats = EMPTY_STATS
-    for gen in current[reuse:]:
-        snapshot = gen["snapshot"]
-        outputs: dict[str, str] = {}
-        shards: list[tuple[str, str]] = []
-        for source, fingerprint in gen["partitions"]:
-            out = os.path.join(tmp, "signatures", source, snapshot)
-            outputs[source] = out
-            if (source, snapshot, fingerprint) in known_signatures:
-                _link_tree(os.path.join(final, "signatures", source, snapshot), out)
-            else:
-                shards += [(source, p) for p in list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, snapshot))]
-        if shards:
-            # One launch for every source of the generation; see signature_tasks for how many tasks.
-            tasks = signature_tasks(env, [p for _, p in shards])
-            env.log(f"dedup_index: signatures of {len(shards)} shard(s) of {snapshot} "
-                    f"({', '.join(sorted({s for s, _ in shards}))}) in {tasks} task(s)")
-            step = ShardSignatures(
-                shards, {s: outputs[s] for s, _ in shards}, num_perm=mh.num_perm if mh else 16,
-                bands=mh.bands if mh else 1, ngram=mh.ngram if mh else 5, seed=mh.seed if mh else 1,
-            )
-            env.runner([step], env.logging_dir(DEDUP_INDEX, snapshot), tasks)
-        sig_files: list[str] = []
-        for out in outputs.values():
-            if os.path.isdir(out):
-                sig_files += sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet"))
-        if not sig_files:
-            continue
-        index_files = sorted(glob.glob(os.path.join(tmp, "index", "*", "*.parquet")))
-        stats = stats + dedup_generation(
-            snapshot, sig_files, index_files, ranks,
-            clusters_dir=os.path.join(tmp, "clusters"), index_dir=os.path.join(tmp, "index"),
-            threshold=mh.threshold if mh else None, exact=dd.exact, remove=dd.remove,
-            duckdb_temp_dir=env.work_dir("duckdb"), log=env.log,
+
+def _link_generation(final: str, tmp: str, gen: dict) -> None:
+    """Hard-link an unchanged generation's clusters, index and signatures into staging."""
+    for source, _ in gen["partitions"]:
+        for kind in ("clusters", "index"):
+            _link_tree(os.path.join(final, kind, source, f"{gen['snapshot']}.parquet"),
+                       os.path.join(tmp, kind, source, f"{gen['snapshot']}.parquet"))
+        _link_tree(os.path.join(final, "signatures", source, gen["snapshot"]),
+                   os.path.join(tmp, "signatures", source, gen["snapshot"]))
+
+
+def generation_signatures(env: StageEnv, gen: dict, final: str, tmp: str,
+                          known_signatures: set[tuple[str, str, str]]) -> list[str]:
+    """A recomputed generation's signature files in staging: an unchanged partition's linked from
+    the published build, the others' computed in one launch for every source of the generation."""
+    mh = env.recipe.dedup.minhash
+    snapshot = gen["snapshot"]
+    outputs: dict[str, str] = {}
+    shards: list[tuple[str, str]] = []
+    for source, fingerprint in gen["partitions"]:
+        out = os.path.join(tmp, "signatures", source, snapshot)
+        outputs[source] = out
+        if (source, snapshot, fingerprint) in known_signatures:
+            _link_tree(os.path.join(final, "signatures", source, snapshot), out)
+        else:
+            shards += [(source, p) for p in list_parts(layout.partition_dir(env.root, layout.FILTERED_DIR, source, snapshot))]
+    if shards:
+        # One launch for every source of the generation; see signature_tasks for how many tasks.
+        tasks = signature_tasks(env, [p for _, p in shards])
+        env.log(f"dedup_index: signatures of {len(shards)} shard(s) of {snapshot} "
+                f"({', '.join(sorted({s for s, _ in shards}))}) in {tasks} task(s)")
+        step = ShardSignatures(
+            shards, {s: outputs[s] for s, _ in shards}, num_perm=mh.num_perm if mh else 16,
+            bands=mh.bands if mh else 1, ngram=mh.ngram if mh else 5, seed=mh.seed if mh else 1,
         )
-        crash_point("dedup.generation")
-    with open(os.path.join(tmp, layout.DEDUP_STATE_FILE), "w") as f:
-        json.dump({"config": config, "generations": current}, f, indent=2, sort_keys=True)
-    checks = quality.dedup_index_checks(sorted(glob.glob(os.path.join(tmp, "clusters", "*", "*.parquet"))), dd.checks)
-    gate(DEDUP_INDEX, checks, [tmp])
-    publish_dir(tmp, final)
-    result = asdict(stats) | {"generations": len(current), "reused_generations": reuse}
-    return StageResult(result, checks, report=record(env, result))
+        env.runner([step], env.logging_dir(DEDUP_INDEX, snapshot), tasks)
+    sig_files: list[str] = []
+    for out in outputs.values():
+        if os.path.isdir(out):
+            sig_files += sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".parquet"))
+    return sig_files
 
 
 def record(env: StageEnv, stats: dict) -> dict:
