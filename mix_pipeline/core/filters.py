@@ -260,6 +260,10 @@ class PIIKind:
     replacement: str
     # Matches the pattern finds but this rejects are left alone (a card number must pass Luhn).
     valid: Callable[[re.Match], bool] | None = None
+    # A cheap necessary condition (issue 15): False only when neither the pattern nor `valid`
+    # can accept anything in the text, so the regex is skipped without changing any output.
+    # See `_may_match` below; test_filters checks it against the bare patterns.
+    may_match: Callable[[str], bool] | None = None
 
 
 # Words that introduce a version number: "version 1.2.3.4" is a version, not an IP address.
@@ -288,6 +292,55 @@ _IPV6 = (
     rf")(?![\w:]|\.\d)"
 )
 
+# ---- PII prechecks (issue 15) -------------------------------------------------------------
+# The five patterns scan every position of every document (~5 MB/s together); most documents
+# have no '@', too few digits, no key prefix. Each precheck below is implied by its pattern (and
+# validator): every match contains one of the literals / the digit shape named, so a document
+# that fails it has no match, and skipping the regex leaves the text and the counts unchanged.
+# Replacement placeholders contain no digits, '@', ':' or key prefix, so a precheck on the
+# current text stays exact across the redaction passes.
+_SECRET_LITERALS = (
+    "-----BEGIN ",  # PEM private keys
+    "AKIA", "ASIA",  # AWS
+    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",  # GitHub
+    "sk-", "k_live_", "k_test_",  # sk-… API keys, Stripe sk_/rk_
+    "xox", "hooks.slack.com/",  # Slack
+    "AIza", "ya29.",  # Google
+)
+_FOUR_DIGITS = re.compile(r"\d{4}")  # every card branch starts with four digits
+_IPV4_SHAPE = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")  # inside every IPv4 match
+# Every phone branch has '+' then a digit, or a digit, a separator and three digits.
+_PHONE_SHAPE = re.compile(r"\+\d|\d[ .-]\(?\d\d\d|\)[ .-]\d\d\d")
+
+
+def _digit_count(text: str) -> int:
+    return sum(map(text.count, "0123456789"))
+
+
+def _may_have_secret(text: str) -> bool:
+    return any(literal in text for literal in _SECRET_LITERALS)
+
+
+def _may_have_card(text: str) -> bool:
+    return _digit_count(text) >= 13 and _FOUR_DIGITS.search(text) is not None
+
+
+def _may_have_email(text: str) -> bool:
+    return "@" in text
+
+
+def _may_have_ip(text: str) -> bool:
+    # IPv6: eight groups (seven ':') or a '::'-compressed form; IPv4: four dotted numbers.
+    if "::" in text or text.count(":") >= 7:
+        return True
+    return _digit_count(text) >= 4 and _IPV4_SHAPE.search(text) is not None
+
+
+def _may_have_phone(text: str) -> bool:
+    # The validator wants 8 digits in the match.
+    return _digit_count(text) >= 8 and _PHONE_SHAPE.search(text) is not None
+
+
 PII: dict[str, PIIKind] = {
     "secret_key": PIIKind(
         re.compile(
@@ -307,6 +360,7 @@ PII: dict[str, PIIKind] = {
             r"|(?<![\w-])AIza[0-9A-Za-z_-]{35}(?![\w-])|\bya29\.[0-9A-Za-z_-]{20,}"
         ),
         "<SECRET_KEY>",
+        may_match=_may_have_secret,
     ),
     "credit_card": PIIKind(
         # 13-19 digits, contiguous or grouped the way cards are printed (4-4-4-4[-3], 4-6-5, 4-6-4)
@@ -316,10 +370,11 @@ PII: dict[str, PIIKind] = {
         ),
         "<CREDIT_CARD>",
         _card_number,
+        _may_have_card,
     ),
-    "email": PIIKind(re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "<EMAIL>"),
+    "email": PIIKind(re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"), "<EMAIL>", None, _may_have_email),
     "ip": PIIKind(
-        re.compile(rf"{_IPV6}|\b{_IPV4}\b(?!\.\d)"), "<IP_ADDRESS>", _not_a_version
+        re.compile(rf"{_IPV6}|\b{_IPV4}\b(?!\.\d)"), "<IP_ADDRESS>", _not_a_version, _may_have_ip
     ),
     # Phone numbers need a separator structure so that plain numbers (years, counts, version
     # strings) are left alone: an international number (+country code, then 2-5 groups, or 7-15
@@ -333,6 +388,7 @@ PII: dict[str, PIIKind] = {
         ),
         "<PHONE>",
         lambda m: sum(ch.isdigit() for ch in m.group(0)) >= 8,  # "+3 10 20" is arithmetic
+        _may_have_phone,
     ),
 }
 assert tuple(PII) == PII_KINDS, "redaction order is defined once, in names.PII_KINDS"
@@ -344,6 +400,8 @@ def _ordered(kinds) -> tuple[str, ...]:
 
 
 def _redact_kind(text: str, spec: PIIKind) -> tuple[str, int]:
+    if spec.may_match is not None and not spec.may_match(text):
+        return text, 0
     if spec.valid is None:
         return spec.pattern.subn(spec.replacement, text)
     n = 0
@@ -386,6 +444,8 @@ def find_pii(text: str, kinds=PII_KINDS) -> tuple[str, re.Match] | None:
     """The first PII match of the first kind that has one (what `no_pii_left` looks for)."""
     for kind in _ordered(kinds):
         spec = PII[kind]
+        if spec.may_match is not None and not spec.may_match(text):
+            continue
         for m in spec.pattern.finditer(text):
             if spec.valid is None or spec.valid(m):
                 return kind, m

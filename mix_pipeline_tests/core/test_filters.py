@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from mix_pipeline.core import catalog, mixing, quality
 from mix_pipeline.core.documents import DOCUMENT_SCHEMA
 from mix_pipeline.core.filters import (
+    PII,
     CodeQualityFilter,
     LanguageIdFilter,
     PIIRedactor,
@@ -126,6 +128,41 @@ def test_nothing_the_gate_looks_for_survives_redaction(pieces):
     """no_pii_left searches with find_pii; whatever redact_pii leaves, find_pii must not flag."""
     text, _ = redact_pii(" ".join(pieces))
     assert find_pii(text) is None, text
+
+
+# Text built to sit on the prechecks' edges: PII pieces glued to digits, separators, brackets,
+# colons, dots and key-prefix fragments in any order, with no space between them.
+EDGE_PIECES = st.one_of(
+    PIECES,
+    st.text(alphabet="0123456789 .:-+()@_/=\nabcdefxyzAKISGHPkpolru", max_size=30),
+    st.sampled_from(["ASIA", "AIza", "ya29.", "sk-", "sk_live_", "rk_test_", "github_pat_", "gho_", "xoxp-",
+                     "https://hooks.slack.com/workflows/", "-----BEGIN ", "PRIVATE KEY-----", "(206) ", "555-0123"]),
+)
+BARE = {kind: dataclasses.replace(spec, may_match=None) for kind, spec in PII.items()}
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(st.lists(EDGE_PIECES, max_size=10), st.sampled_from(["", " ", "\n", "-", "."]))
+@example(["+1 (206) 555-0123"], "")
+@example(["AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"], "")
+@example(["fe80::1ff:fe23:4567:890a"], "")
+def test_pii_prechecks_never_skip_a_match(pieces, sep):
+    """Each kind's `may_match` (the cheap check that lets redaction skip its regex) is a
+    necessary condition: wherever the bare pattern finds a match its validator accepts, the
+    precheck says yes; and redaction with the prechecks equals redaction without them."""
+    text = sep.join(pieces)
+    for kind, bare in BARE.items():
+        found = any(bare.valid is None or bare.valid(m) for m in bare.pattern.finditer(text))
+        assert not found or PII[kind].may_match(text), (kind, text)
+    original = dict(PII)
+    try:
+        PII.update(BARE)
+        expected = redact_pii(text), find_pii(text)
+    finally:
+        PII.update(original)
+    got = redact_pii(text), find_pii(text)
+    assert got[0] == expected[0], text
+    assert (got[1] and (got[1][0], got[1][1].span())) == (expected[1] and (expected[1][0], expected[1][1].span()))
 
 
 def test_no_pii_left_gate_uses_the_redactors_patterns_and_kinds(tmp_path):
