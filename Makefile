@@ -18,7 +18,7 @@ export MIX_PIPELINE_RECIPE ?= $(CURDIR)/$(RECIPE)
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,lab]"
+	$(BIN)/python -m pip install --quiet -e ".[test,lab,ray,s3]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -54,6 +54,10 @@ def run_recipe(
     for source in backfill_sources or []:
         if source not in recipe.sources:
             raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
+    # issue 14 hook: a missing extra (ray, s3fs) or an unreachable Ray address fails here, in one line.
+    from mix_pipeline.core.executors import preflight
+
+    preflight(recipe)
     run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
     manifests = {}
     for name in sorted(recipe.mixtures):

@@ -472,10 +472,24 @@ class QualityModelSpec(_Strict):
 
 
 class ExecutorSpec(_Strict):
-    kind: Literal["local"] = "local"
-    # Tasks fix how work is sharded (and so the stage shard layout); workers are processes.
+    # local: datatrove's LocalPipelineExecutor; ray: its RayPipelineExecutor (core/executors.py).
+    kind: Literal["local", "ray"] = "local"
+    # Tasks fix how work is sharded (and so the stage shard layout); workers are processes (local)
+    # or tasks running at once on the cluster (ray). Outputs depend on tasks only.
     tasks: int = Field(2, ge=1)
     workers: int | None = Field(None, ge=1)
+    # ray only: the cluster (`host:port` of `ray start --head`, `ray://host:10001`, or `auto`);
+    # unset: RAY_ADDRESS, else a private Ray instance started in this process.
+    address: str | None = None
+    # ray only: what each task reserves on the cluster.
+    cpus_per_task: float = Field(1, gt=0)
+    memory_per_task_gb: float = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _ray_keys(self) -> ExecutorSpec:
+        if self.kind != "ray" and self.address is not None:
+            raise ValueError("address: only for kind 'ray'")
+        return self
 
 
 class Recipe(_Strict):
@@ -568,6 +582,8 @@ class Recipe(_Strict):
 
     # ---- resolved paths -------------------------------------------------------------
     def resolve(self, path: str) -> str:
+        if path.startswith("file://"):  # issue 14: file:///x is the local path /x
+            path = path[len("file://"):]
         if "://" in path or os.path.isabs(path):
             return path
         return os.path.normpath(os.path.join(self.base_dir, path))
@@ -646,10 +662,15 @@ class Recipe(_Strict):
         if not self.has_snapshots(source):
             return [DEFAULT_SNAPSHOT]
         parent = self.resolve(self.sources[source].path.split(SNAPSHOT_PLACEHOLDER)[0] or ".")
-        if not os.path.isdir(parent):
+        if "://" in parent:  # issue 14: object storage (core/storage.py)
+            from mix_pipeline.core import storage
+
+            entries, names = storage.list_dirs(parent)
+        elif not os.path.isdir(parent):
             return []
-        entries = sorted(e for e in os.listdir(parent) if not e.startswith("."))
-        names = [d for d in entries if os.path.isdir(os.path.join(parent, d))]
+        else:
+            entries = sorted(e for e in os.listdir(parent) if not e.startswith("."))
+            names = [d for d in entries if os.path.isdir(os.path.join(parent, d))]
         tail = self.sources[source].path.replace("\\", "/").split(SNAPSHOT_PLACEHOLDER + "/", 1)[-1]
         if "/" not in tail:
             # An input file beside the snapshot folders belongs to none of them: never read, so refused.
@@ -685,6 +706,10 @@ class Recipe(_Strict):
         """The files a pattern names, sorted, each file once: paths that reach the same file through
         symlinks (a `**` through a link to a parent folder) or hard links count once, under the
         path without symlinks where there is one, else the shortest."""
+        if "://" in pattern:  # issue 14: object storage (core/storage.py)
+            from mix_pipeline.core import storage
+
+            return storage.glob_files(pattern)
         files: set[str] = set()
         for match in glob.glob(pattern, recursive=True):
             if os.path.isdir(match):
@@ -716,12 +741,24 @@ class Recipe(_Strict):
             return []
         files: set[str] = set()
         for pattern in self.decontamination.eval_sets:
+            if "://" in self.resolve(pattern):  # issue 14: object storage (core/storage.py)
+                from mix_pipeline.core import storage
+
+                files.update(storage.glob_files(self.resolve(pattern)))
+                continue
             files.update(f for f in glob.glob(self.resolve(pattern), recursive=True) if os.path.isfile(f))
         return sorted(files)
 
     def source_root(self, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> str:
         """The folder that ids of text-directory documents are relative to."""
         pattern = self._pattern(source, snapshot)
+        if "://" in pattern:  # issue 14: object storage (core/storage.py)
+            from mix_pipeline.core import storage
+
+            if not any(ch in pattern for ch in "*?[") and storage.isdir(pattern):
+                return pattern.rstrip("/")
+            root = storage.glob_base(pattern)
+            return root if root != pattern else root.rsplit("/", 1)[0]
         if os.path.isdir(pattern):
             return pattern
         root = _glob_base(pattern)
@@ -846,6 +883,8 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
             recipe.check_inside(f"sources.{name}.path", f, origin)
         for f in files:
             check_file_name(f"sources.{name}.path", f, origin)
+            if "://" in f:  # issue 14: an object is a regular file; readability shows when a task reads it
+                continue
             try:
                 kind = not_regular(f)
             except OSError:
@@ -853,7 +892,7 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
             if kind:
                 raise RecipeError(f"{origin}: sources.{name}.path: {f} is {kind}, not a regular file "
                                   "(reading it could block forever); remove it or narrow the path")
-        unreadable = [f for f in files if not os.access(f, os.R_OK)]
+        unreadable = [f for f in files if "://" not in f and not os.access(f, os.R_OK)]
         if unreadable:
             raise RecipeError(
                 f"{origin}: sources.{name}.path: {len(unreadable)} file(s) are not readable, e.g. {unreadable[0]}"
@@ -866,7 +905,13 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
                     )
     if recipe.decontamination is not None:
         for i, pattern in enumerate(recipe.decontamination.eval_sets):
-            if not any(os.path.isfile(f) for f in glob.glob(recipe.resolve(pattern), recursive=True)):
+            if "://" in recipe.resolve(pattern):  # issue 14: object storage
+                from mix_pipeline.core import storage
+
+                found = bool(storage.glob_files(recipe.resolve(pattern)))
+            else:
+                found = any(os.path.isfile(f) for f in glob.glob(recipe.resolve(pattern), recursive=True))
+            if not found:
                 raise RecipeError(
                     f"{origin}: decontamination.eval_sets[{i}]: '{pattern}' matches no file (resolved to {recipe.resolve(pattern)})"
                 )

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from mix_pipeline.core.executors import effective_spec  # issue 14
 from mix_pipeline.defs import jobs, sensors
 from mix_pipeline.defs.dedup import assets as dedup_assets
 from mix_pipeline.defs.filtered import assets as filtered_assets
@@ -35,7 +36,9 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
         sensors=all_sensors,
         schedules=schedules,
         resources={
-            "datatrove": DatatroveExecutor(kind=recipe.executor.kind, workers=recipe.executor.workers),
+            # issue 14: every executor setting but `tasks` (which the stages read from the recipe),
+            # with MIX_PIPELINE_EXECUTOR's applied (core/executors.py).
+            "datatrove": DatatroveExecutor(**effective_spec(recipe).model_dump(exclude={"tasks"})),
             "catalog": DuckDBResource(database=catalog_path(recipe)),
         },
     )

