@@ -59,6 +59,10 @@ def run_recipe(
 
     preflight(recipe)
     run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
+    from mix_pipeline.core import storage
+
+    if storage.is_url(recipe.resolve(recipe.data_root)):  # issue 14: publish the local mirror as a generation
+        storage.publish_tree(recipe.data_root_path, recipe.resolve(recipe.data_root))
     manifests = {}
     for name in sorted(recipe.mixtures):
         path = os.path.join(recipe.data_root_path, "mixtures", name, "manifest.json")

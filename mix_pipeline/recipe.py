@@ -590,6 +590,12 @@ class Recipe(_Strict):
 
     @property
     def data_root_path(self) -> str:
+        if "://" in self.resolve(self.data_root):
+            # issue 14: data_root on object storage: the pipeline works in a local mirror and
+            # publishes it there after a run (core/storage.py, publish_tree).
+            from mix_pipeline.core import storage
+
+            return storage.work_dir(self.resolve(self.data_root), self.base_dir)
         return self.resolve(self.data_root)
 
     def _roots(self) -> list[str]:
@@ -602,7 +608,8 @@ class Recipe(_Strict):
         the recipe's folder or an allowed root; else what it resolves to."""
         resolved = self.resolve(path)
         if "://" in resolved:
-            inside = any("://" in r and resolved.startswith(r.rstrip("/") + "/") for r in self.allowed_roots)
+            inside = any("://" in r and (resolved.rstrip("/") == r.rstrip("/") or resolved.startswith(r.rstrip("/") + "/"))
+                         for r in self.allowed_roots)
             return None if inside else resolved
         real = os.path.realpath(_glob_base(resolved))
         if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self._roots() if "://" not in r):

@@ -134,3 +134,13 @@ def test_an_unreachable_address_fails_at_once_in_one_line(inputs, tmp_path, monk
     assert err.count("\n") == 0 and "Traceback" not in err
     assert f"cannot reach a Ray cluster at 127.0.0.1:{port}" in err and "ray start --head" in err
     assert not (tmp_path / "data" / "raw").exists()
+
+
+def test_the_ray_executor_without_the_ray_package_fails_in_one_line(inputs, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where the extra is not installed
+    code = run(tmp_path, inputs, "{kind: ray}", monkeypatch, capsys)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    assert "executor.kind 'ray' needs the ray package" in err and "pip install 'mix_pipeline[ray]'" in err
