@@ -146,6 +146,23 @@ def ray_runner(address: str | None = None, workers: int | None = None, cpus_per_
     return run
 
 
+class DeduplicateRanks:
+    """The deduplicated pass (core.stages.write_deduplicated) as a datatrove pipeline callable:
+    rank r writes output r (inputs r, r+N, ...), the same files the in-process pass writes, so a
+    cluster spreads the copy without changing a byte. Locally the pass stays in-process (cheaper
+    than a worker pool's start-up); on Ray each rank is a task."""
+
+    def __init__(self, inputs: list[str], clusters: str, out_dir: str, tasks: int, counter):
+        self.inputs, self.clusters, self.out_dir, self.tasks, self.counter = inputs, clusters, out_dir, tasks, counter
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        from mix_pipeline.core.stages import write_deduplicated
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        write_deduplicated(self.inputs, self.clusters, self.out_dir, self.tasks, self.counter, ranks=[rank])
+        return data
+
+
 def runner_for(kind: str, workers: int | None = None, address: str | None = None, cpus_per_task: float = 1,
                memory_per_task_gb: float = 1):
     """The runner an executor spec asks for."""

@@ -606,7 +606,8 @@ DEDUPLICATED_MAX_FILE_BYTES = 256 * 2**20
 
 
 def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: int, counter: TokenCounter,
-                       max_file_bytes: int = DEDUPLICATED_MAX_FILE_BYTES, batch_rows: int = 1000) -> None:
+                       max_file_bytes: int = DEDUPLICATED_MAX_FILE_BYTES, batch_rows: int = 1000,
+                       ranks: list[int] | None = None) -> None:
     """Filtered shards less the documents `clusters` marks duplicate, with `n_tokens`, in one pass.
 
     The layout is the one datatrove's pipeline (ShardReader → DropDuplicates → CountTokens →
@@ -620,7 +621,7 @@ def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: in
         pq.read_table(clusters, columns=["id"], filters=[("fate", "=", FATE_DUPLICATE)]).column("id").to_pylist()
     )
     names = [f.name for f in DOCUMENT_SCHEMA]
-    for rank in range(tasks):
+    for rank in range(tasks) if ranks is None else ranks:  # issue 14: `ranks`, one Ray task's share
         file_id, sink, writer = 0, None, None
         try:
             for path in inputs[rank::tasks]:
@@ -667,7 +668,13 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     tok = recipe.tokenizer
     if inputs:
         counter = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None)
-        write_deduplicated(inputs, clusters, tmp, env.tasks_for(len(inputs)), counter)
+        if getattr(env.runner, "distributed", False):  # issue 14: one cluster task per output rank
+            from mix_pipeline.core.executors import DeduplicateRanks
+
+            env.runner([DeduplicateRanks(inputs, clusters, tmp, env.tasks_for(len(inputs)), counter)],
+                       env.logging_dir("deduplicated", source, snapshot), env.tasks_for(len(inputs)))
+        else:
+            write_deduplicated(inputs, clusters, tmp, env.tasks_for(len(inputs)), counter)
     parts = normalise_shard_names(tmp)
     tokens = sum(int(pc.sum(pq.read_table(p, columns=["n_tokens"])["n_tokens"]).as_py() or 0) for p in parts)
     stats = {"input_documents": _rows(inputs), "documents": _rows(parts), "tokens": tokens}

@@ -118,6 +118,10 @@ def test_a_two_node_ray_run_publishes_the_local_runs_bytes(inputs, cluster, tmp_
     assert on_ray == local
     # The tasks ran as Ray actors, on both nodes (each has one CPU; a stage's two tasks run at once).
     assert len(rank_worker_nodes()) == 2
+    # Our own deduplicated pass ran as cluster tasks too (locally it runs in-process, no logs).
+    logs = tmp_path / "ray" / "data" / "_work" / "logs" / "deduplicated"
+    assert sorted(p.name for p in logs.rglob("completions/*")) == ["00000", "00000", "00001"]
+    assert not (tmp_path / "local" / "data" / "_work" / "logs" / "deduplicated").exists()
     manifest = json.loads((tmp_path / "ray" / "data" / "mixtures" / "general" / "manifest.json").read_text())
     assert manifest["splits"]["train"]["documents"] > 0
 
