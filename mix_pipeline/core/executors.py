@@ -90,12 +90,8 @@ def connect(address: str | None) -> None:
         try:
             # log_to_driver off: a task's log is in <logging_dir>/logs/task_NNNNN.log, and its
             # error is raised here (run_ray) as one line.
-            from mix_pipeline.core.storage import forwarded_env
-
-            env = forwarded_env()  # object-storage settings, for tasks on other nodes
             ray.init(address=wanted or None, ignore_reinit_error=True, log_to_driver=False,
-                     logging_level="WARNING", configure_logging=False,
-                     runtime_env={"env_vars": env} if env else None)
+                     logging_level="WARNING", configure_logging=False)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExecutorError(f"executor.address: cannot connect to Ray at '{wanted or 'a new local instance'}': "
@@ -124,6 +120,11 @@ def ray_runner(address: str | None = None, workers: int | None = None, cpus_per_
         connect(address)
         from datatrove.executor.ray import RayPipelineExecutor
 
+        from mix_pipeline.core.storage import forwarded_env
+
+        # Object-storage settings (endpoint, credentials) as the driver has them now, for tasks
+        # on any node: each task's actor gets them in its environment.
+        env = forwarded_env()
         executor = RayPipelineExecutor(
             pipeline=pipeline,
             tasks=tasks,
@@ -133,6 +134,7 @@ def ray_runner(address: str | None = None, workers: int | None = None, cpus_per_
             skip_completed=False,
             cpus_per_task=cpus_per_task,
             mem_per_cpu_gb=memory_per_task_gb / max(cpus_per_task, 1e-9),
+            ray_remote_kwargs={"runtime_env": {"env_vars": env}} if env else None,
         )
         executor.run()
         # RayPipelineExecutor logs a failed task and returns; a partition with a missing rank

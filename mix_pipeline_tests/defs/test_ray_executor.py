@@ -148,3 +148,54 @@ def test_the_ray_executor_without_the_ray_package_fails_in_one_line(inputs, tmp_
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err, err
     assert "executor.kind 'ray' needs the ray package" in err and "pip install 'mix_pipeline[ray]'" in err
+
+
+def test_a_task_that_fails_on_the_cluster_fails_the_stage_in_one_line(cluster, tmp_path):
+    from mix_pipeline.core.executors import ray_runner
+
+    def step(data, rank, world_size):  # defined here: Ray ships it by value
+        if rank == 1:
+            raise ValueError("rank one cannot read its shard")
+        return data
+
+    with pytest.raises(RuntimeError) as exc:
+        ray_runner(cluster.address, memory_per_task_gb=0.25)([step], str(tmp_path / "logs"), 2)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith("Ray task 1 of 2 failed") and "rank one cannot read its shard" in message, message
+
+
+def test_tasks_on_the_cluster_read_object_storage_with_the_drivers_settings(cluster, tmp_path, monkeypatch):
+    """The nodes were started without any S3 settings: the endpoint and credentials reach the
+    tasks only through the runner (the driver's environment, forwarded per task)."""
+    pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    from mix_pipeline.core import storage
+    from mix_pipeline.core.executors import ray_runner
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.get_host_and_port()[1]}")
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.setenv(k, "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        fs = storage.filesystem("s3://bucket")
+        fs.mkdir("s3://bucket")
+        fs.pipe_file("s3://bucket/in/a.txt", b"alpha")
+        fs.pipe_file("s3://bucket/in/b.txt", b"beta")
+        out = tmp_path / "out"
+        out.mkdir()
+
+        def step(data, rank, world_size):  # each rank copies its object out of the store
+            files = storage.glob_files("s3://bucket/in/*.txt")[rank::world_size]
+            for url in files:
+                with storage.local_copy(url) as local, open(local, "rb") as f:
+                    (out / f"{rank}-{url.rsplit('/', 1)[1]}").write_bytes(f.read())
+            return data
+
+        ray_runner(cluster.address, memory_per_task_gb=0.25)([step], str(tmp_path / "logs"), 2)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == {"0-a.txt": b"alpha", "1-b.txt": b"beta"}
+    finally:
+        server.stop()
