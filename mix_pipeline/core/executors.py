@@ -80,13 +80,12 @@ def connect(address: str | None) -> None:
     ray = require_ray()
     with _lock:
         wanted = address or os.environ.get("RAY_ADDRESS") or ""
-        if ray.is_initialized():
-            if _connected is not None and _connected != wanted:
-                raise ExecutorError(f"executor.address: this process is already connected to Ray at "
-                                    f"'{_connected or 'a local instance'}', not '{wanted}'")
+        if ray.is_initialized() and _connected == wanted:
             return
         if wanted:
             check_reachable(wanted)
+        if ray.is_initialized():  # a long-lived process (the Dagster code server) moved to another cluster
+            ray.shutdown()
         try:
             # log_to_driver off: a task's log is in <logging_dir>/logs/task_NNNNN.log, and its
             # error is raised here (run_ray) as one line.
@@ -220,10 +219,9 @@ def preflight(recipe) -> None:
     package is missing."""
     spec = effective_spec(recipe)
     if spec.kind == "ray":
-        require_ray()
-        address = spec.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            check_reachable(address)
+        # Connect now (this process is the driver for the whole run): a cluster that cannot be
+        # reached or found (`auto` with none running) fails here, before any stage, in one line.
+        connect(spec.address)
     from mix_pipeline.core import storage
 
     for key, path in recipe.path_keys():
