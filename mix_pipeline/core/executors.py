@@ -88,7 +88,7 @@ def connect(address: str | None) -> None:
             ray.shutdown()
         try:
             # log_to_driver off: a task's log is in <logging_dir>/logs/task_NNNNN.log, and its
-            # error is raised here (run_ray) as one line.
+            # error is raised by ray_runner as one line.
             ray.init(address=wanted or None, ignore_reinit_error=True, log_to_driver=False,
                      logging_level="WARNING", configure_logging=False)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -113,7 +113,7 @@ def _task_error(logging_dir: str, rank: int) -> str:
 def ray_runner(address: str | None = None, workers: int | None = None, cpus_per_task: float = 1,
                memory_per_task_gb: float = 1) -> Callable[[list, str, int], None]:
     """Runs a datatrove step list as `tasks` Ray tasks (RayPipelineExecutor), at most `workers` at a
-    time (default: as many as the cluster's CPUs allow). Raises if any task did not complete."""
+    time (default: all of them, as the cluster's free CPUs allow). Raises if any task did not complete."""
 
     def run(pipeline: list, logging_dir: str, tasks: int) -> None:
         connect(address)
