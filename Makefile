@@ -13,12 +13,12 @@ PORT ?= 3000
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MIX_PIPELINE_RECIPE ?= $(CURDIR)/$(RECIPE)
 
-.PHONY: install demo sample test ui bench bench-selection bench-incremental bench-quality validate clean
+.PHONY: install demo sample test ui bench bench-selection bench-incremental bench-quality bench-ray validate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,lab]"
+	$(BIN)/python -m pip install --quiet -e ".[test,lab,ray,s3]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -51,6 +51,9 @@ bench-selection: install
 
 bench-incremental: install
 	$(BIN)/python benchmarks/bench_incremental.py --size-mb $(SIZE_MB)
+
+bench-ray: install
+	$(BIN)/python benchmarks/bench_ray.py --size-mb $(SIZE_MB)
 
 bench-quality: install
 	$(BIN)/python benchmarks/bench_quality.py --size-mb $(SIZE_MB)

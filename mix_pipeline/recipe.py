@@ -25,6 +25,7 @@ from mix_pipeline.core.decontamination import eval_set_name
 from mix_pipeline.core.filters import check_params as check_filter_params
 from mix_pipeline.core.filters import path_params
 from mix_pipeline.core.readers import DEFAULT_MAX_DOCUMENT_BYTES, not_regular
+from mix_pipeline.errors import RecipeError
 from mix_pipeline.names import (
     DEFAULT_SNAPSHOT,
     FILTER_NAMES,
@@ -43,10 +44,6 @@ def _glob_base(pattern: str) -> str:
             break
         head.append(part)
     return os.path.join(*head) if head else "."
-
-
-class RecipeError(ValueError):
-    """A recipe problem, phrased as one line that names the offending key."""
 
 
 class _Strict(BaseModel):
@@ -519,10 +516,24 @@ class QualityModelSpec(_Strict):
 
 
 class ExecutorSpec(_Strict):
-    kind: Literal["local"] = "local"
-    # Tasks fix how work is sharded (and so the stage shard layout); workers are processes.
+    # local: datatrove's LocalPipelineExecutor; ray: its RayPipelineExecutor (core/executors.py).
+    kind: Literal["local", "ray"] = "local"
+    # Tasks fix how work is sharded (and so the stage shard layout); workers are processes (local)
+    # or tasks running at once on the cluster (ray). Outputs depend on tasks only.
     tasks: int = Field(2, ge=1)
     workers: int | None = Field(None, ge=1)
+    # ray only: the cluster (`host:port` of `ray start --head`, `ray://host:10001`, or `auto`);
+    # unset: RAY_ADDRESS, else a private Ray instance started in this process.
+    address: str | None = None
+    # ray only: what each task reserves on the cluster.
+    cpus_per_task: float = Field(1, gt=0)
+    memory_per_task_gb: float = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _ray_keys(self) -> ExecutorSpec:
+        if self.kind != "ray" and self.address is not None:
+            raise ValueError("address: only for kind 'ray'")
+        return self
 
 
 class Recipe(_Strict):
@@ -615,12 +626,20 @@ class Recipe(_Strict):
 
     # ---- resolved paths -------------------------------------------------------------
     def resolve(self, path: str) -> str:
+        if path.startswith("file://"):  # issue 14: file:///x is the local path /x
+            path = path[len("file://"):]
         if "://" in path or os.path.isabs(path):
             return path
         return os.path.normpath(os.path.join(self.base_dir, path))
 
     @property
     def data_root_path(self) -> str:
+        if "://" in self.resolve(self.data_root):
+            # issue 14: data_root on object storage: the pipeline works in a local mirror and
+            # publishes it there after a run (core/storage.py, publish_tree).
+            from mix_pipeline.core import storage
+
+            return storage.work_dir(self.resolve(self.data_root), self.base_dir)
         return self.resolve(self.data_root)
 
     def _roots(self) -> list[str]:
@@ -633,7 +652,8 @@ class Recipe(_Strict):
         the recipe's folder or an allowed root; else what it resolves to."""
         resolved = self.resolve(path)
         if "://" in resolved:
-            inside = any("://" in r and resolved.startswith(r.rstrip("/") + "/") for r in self.allowed_roots)
+            inside = any("://" in r and (resolved.rstrip("/") == r.rstrip("/") or resolved.startswith(r.rstrip("/") + "/"))
+                         for r in self.allowed_roots)
             return None if inside else resolved
         real = os.path.realpath(_glob_base(resolved))
         if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self._roots() if "://" not in r):
@@ -693,10 +713,15 @@ class Recipe(_Strict):
         if not self.has_snapshots(source):
             return [DEFAULT_SNAPSHOT]
         parent = self.resolve(self.sources[source].path.split(SNAPSHOT_PLACEHOLDER)[0] or ".")
-        if not os.path.isdir(parent):
+        if "://" in parent:  # issue 14: object storage (core/storage.py)
+            from mix_pipeline.core import storage
+
+            entries, names = storage.list_dirs(parent)
+        elif not os.path.isdir(parent):
             return []
-        entries = sorted(e for e in os.listdir(parent) if not e.startswith("."))
-        names = [d for d in entries if os.path.isdir(os.path.join(parent, d))]
+        else:
+            entries = sorted(e for e in os.listdir(parent) if not e.startswith("."))
+            names = [d for d in entries if os.path.isdir(os.path.join(parent, d))]
         tail = self.sources[source].path.replace("\\", "/").split(SNAPSHOT_PLACEHOLDER + "/", 1)[-1]
         if "/" not in tail:
             # An input file beside the snapshot folders belongs to none of them: never read, so refused.
@@ -732,6 +757,10 @@ class Recipe(_Strict):
         """The files a pattern names, sorted, each file once: paths that reach the same file through
         symlinks (a `**` through a link to a parent folder) or hard links count once, under the
         path without symlinks where there is one, else the shortest."""
+        if "://" in pattern:  # issue 14: object storage (core/storage.py)
+            from mix_pipeline.core import storage
+
+            return storage.glob_files(pattern)
         files: set[str] = set()
         for match in glob.glob(pattern, recursive=True):
             if os.path.isdir(match):
@@ -763,12 +792,24 @@ class Recipe(_Strict):
             return []
         files: set[str] = set()
         for pattern in self.decontamination.eval_sets:
+            if "://" in self.resolve(pattern):  # issue 14: object storage (core/storage.py)
+                from mix_pipeline.core import storage
+
+                files.update(storage.glob_files(self.resolve(pattern)))
+                continue
             files.update(f for f in glob.glob(self.resolve(pattern), recursive=True) if os.path.isfile(f))
         return sorted(files)
 
     def source_root(self, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> str:
         """The folder that ids of text-directory documents are relative to."""
         pattern = self._pattern(source, snapshot)
+        if "://" in pattern:  # issue 14: object storage (core/storage.py)
+            from mix_pipeline.core import storage
+
+            if not any(ch in pattern for ch in "*?[") and storage.isdir(pattern):
+                return pattern.rstrip("/")
+            root = storage.glob_base(pattern)
+            return root if root != pattern else root.rsplit("/", 1)[0]
         if os.path.isdir(pattern):
             return pattern
         root = _glob_base(pattern)
@@ -893,6 +934,8 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
             recipe.check_inside(f"sources.{name}.path", f, origin)
         for f in files:
             check_file_name(f"sources.{name}.path", f, origin)
+            if "://" in f:  # issue 14: an object is a regular file; readability shows when a task reads it
+                continue
             try:
                 kind = not_regular(f)
             except OSError:
@@ -900,7 +943,7 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
             if kind:
                 raise RecipeError(f"{origin}: sources.{name}.path: {f} is {kind}, not a regular file "
                                   "(reading it could block forever); remove it or narrow the path")
-        unreadable = [f for f in files if not os.access(f, os.R_OK)]
+        unreadable = [f for f in files if "://" not in f and not os.access(f, os.R_OK)]
         if unreadable:
             raise RecipeError(
                 f"{origin}: sources.{name}.path: {len(unreadable)} file(s) are not readable, e.g. {unreadable[0]}"
@@ -913,7 +956,13 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
                     )
     if recipe.decontamination is not None:
         for i, pattern in enumerate(recipe.decontamination.eval_sets):
-            if not any(os.path.isfile(f) for f in glob.glob(recipe.resolve(pattern), recursive=True)):
+            if "://" in recipe.resolve(pattern):  # issue 14: object storage
+                from mix_pipeline.core import storage
+
+                found = bool(storage.glob_files(recipe.resolve(pattern)))
+            else:
+                found = any(os.path.isfile(f) for f in glob.glob(recipe.resolve(pattern), recursive=True))
+            if not found:
                 raise RecipeError(
                     f"{origin}: decontamination.eval_sets[{i}]: '{pattern}' matches no file (resolved to {recipe.resolve(pattern)})"
                 )

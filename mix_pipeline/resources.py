@@ -19,11 +19,17 @@ class DatatroveExecutor(dg.ConfigurableResource):
 
     kind: str = "local"
     workers: int | None = None
+    # issue 14 hook: kind "ray" runs the stages' tasks on a Ray cluster (core/executors.py).
+    address: str | None = None
+    cpus_per_task: float = 1
+    memory_per_task_gb: float = 1
 
     def runner(self) -> PipelineRunner:
-        if self.kind != "local":
-            raise ValueError(f"datatrove executor kind '{self.kind}' is not supported yet (supported: local)")
-        return local_runner(self.workers)
+        if self.kind == "local":
+            return local_runner(self.workers)
+        from mix_pipeline.core.executors import runner_for
+
+        return runner_for(self.kind, self.workers, self.address, self.cpus_per_task, self.memory_per_task_gb)
 
 
 @contextlib.contextmanager

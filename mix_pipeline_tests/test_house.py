@@ -17,7 +17,8 @@ from mix_pipeline.recipe import load_recipe
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mix_pipeline"
 # Plain modules: everything Dagster-free the Dagster layer builds on.
-PLAIN = ["mix_pipeline/core", "mix_pipeline/recipe.py", "mix_pipeline/names.py", "mix_pipeline/layout.py"]
+PLAIN = ["mix_pipeline/core", "mix_pipeline/recipe.py", "mix_pipeline/names.py", "mix_pipeline/layout.py",
+         "mix_pipeline/errors.py"]
 
 
 def module_name(path: Path) -> str:

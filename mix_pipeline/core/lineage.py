@@ -29,6 +29,11 @@ def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
     root = recipe.source_root(source, snapshot)
     files = []
     for path in recipe.source_files(source, snapshot):
+        if "://" in path:  # issue 14: an object's size and ETag (core/storage.py)
+            from mix_pipeline.core import storage
+
+            files.append((storage.relpath(path, root), *storage.stat(path)))
+            continue
         st = os.stat(path)
         files.append((os.path.relpath(path, root), st.st_size, st.st_mtime_ns))
     payload = {"spec": recipe.sources[source].model_dump(exclude=MIXTURE_TIME_KEYS), "files": files}

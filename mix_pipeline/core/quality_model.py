@@ -169,6 +169,11 @@ def training_fingerprint(recipe) -> str:
     for source in sorted(set(spec.references) | set(spec.negatives_from(recipe))):
         for snapshot in recipe.snapshots(source):
             for path in recipe.source_files(source, snapshot):
+                if "://" in path:  # issue 14: an object's size and ETag (core/storage.py)
+                    from mix_pipeline.core import storage
+
+                    files.append((source, path, *storage.stat(path)))
+                    continue
                 st = os.stat(path)
                 files.append((source, os.path.relpath(path, recipe.base_dir), st.st_size, st.st_mtime_ns))
     payload = {"spec": spec.model_dump(exclude={"buckets"}), "files": files}

@@ -474,7 +474,26 @@ class SourceReader(PipelineStep):
             yield False, self._quarantine(rel, 0, q.reason, q.detail, raw)
 
     def read_file(self, path: str) -> Iterator[tuple[bool, Document]]:
-        rel = os.path.relpath(path, self.root)
+        from mix_pipeline.core import storage
+
+        if storage.is_url(path):
+            # issue 14: an object is read from a local copy this task downloads: same bytes, same
+            # `file` (relative to the pattern's folder), so the same documents as from local disk.
+            rel = storage.relpath(path, self.root)
+            copy = storage.local_copy(path)
+            try:
+                local = copy.__enter__()
+            except OSError as exc:  # the download failed: unreadable, as a local file would be
+                yield False, self._quarantine(rel, 0, UNREADABLE_FILE, f"{type(exc).__name__}: {exc.strerror or exc}")
+                return
+            try:
+                yield from self._read_file(local, rel)
+            finally:
+                copy.__exit__(None, None, None)
+            return
+        yield from self._read_file(path, os.path.relpath(path, self.root))
+
+    def _read_file(self, path: str, rel: str) -> Iterator[tuple[bool, Document]]:
         try:
             kind = not_regular(path)
             if kind:

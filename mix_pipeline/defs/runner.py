@@ -18,7 +18,8 @@ from collections.abc import Callable
 import dagster as dg
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog
+from mix_pipeline.core import catalog, storage
+from mix_pipeline.core.executors import preflight
 from mix_pipeline.core.lab import recommended_spec
 from mix_pipeline.core.locks import data_root_lock
 from mix_pipeline.core.provenance import add_removals, resolve_request, verify_removals
@@ -204,7 +205,10 @@ def run_recipe(
     for source in backfill_sources or []:
         if source not in recipe.sources:
             raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
+    preflight(recipe)  # a missing extra (ray, s3fs) or an unreachable Ray address fails here, in one line
     run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
+    if storage.is_url(recipe.resolve(recipe.data_root)):  # publish the local mirror as a generation
+        storage.publish_tree(recipe.data_root_path, recipe.resolve(recipe.data_root))
     return _manifests(recipe, sorted(recipe.mixtures) if mixture is None else [mixture])
 
 

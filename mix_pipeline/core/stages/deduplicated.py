@@ -37,7 +37,8 @@ DEDUPLICATED_MAX_FILE_BYTES = 256 * 2**20
 
 
 def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: int, counter: TokenCounter,
-                       max_file_bytes: int = DEDUPLICATED_MAX_FILE_BYTES, batch_rows: int = 1000) -> None:
+                       max_file_bytes: int = DEDUPLICATED_MAX_FILE_BYTES, batch_rows: int = 1000,
+                       ranks: list[int] | None = None) -> None:
     """Filtered shards less the documents `clusters` marks duplicate, with `n_tokens`, in one pass.
 
     The layout is the one datatrove's pipeline (ShardReader → DropDuplicates → CountTokens →
@@ -51,7 +52,7 @@ def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: in
         pq.read_table(clusters, columns=["id"], filters=[("fate", "=", FATE_DUPLICATE)]).column("id").to_pylist()
     )
     names = [f.name for f in DOCUMENT_SCHEMA]
-    for rank in range(tasks):
+    for rank in range(tasks) if ranks is None else ranks:  # `ranks`: one cluster task's share (core/executors.py)
         file_id, sink, writer = 0, None, None
         try:
             for path in inputs[rank::tasks]:
@@ -81,6 +82,21 @@ def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: in
                 sink.close()
 
 
+class DeduplicateRanks:
+    """The deduplicated pass (write_deduplicated) as a datatrove pipeline callable:
+    rank r writes output r (inputs r, r+N, ...), the same files the in-process pass writes, so a
+    cluster spreads the copy without changing a byte. Locally the pass stays in-process (cheaper
+    than a worker pool's start-up); on Ray each rank is a task."""
+
+    def __init__(self, inputs: list[str], clusters: str, out_dir: str, tasks: int, counter):
+        self.inputs, self.clusters, self.out_dir, self.tasks, self.counter = inputs, clusters, out_dir, tasks, counter
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        os.makedirs(self.out_dir, exist_ok=True)
+        write_deduplicated(self.inputs, self.clusters, self.out_dir, self.tasks, self.counter, ranks=[rank])
+        return data
+
+
 @scratch_in_data_root
 def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe = env.recipe
@@ -98,7 +114,11 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     tok = recipe.tokenizer
     if inputs:
         counter = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None)
-        write_deduplicated(inputs, clusters, tmp, env.tasks_for(len(inputs)), counter)
+        if getattr(env.runner, "distributed", False):  # one cluster task per output rank (core/executors.py)
+            env.runner([DeduplicateRanks(inputs, clusters, tmp, env.tasks_for(len(inputs)), counter)],
+                       env.logging_dir(DEDUPLICATED, source, snapshot), env.tasks_for(len(inputs)))
+        else:
+            write_deduplicated(inputs, clusters, tmp, env.tasks_for(len(inputs)), counter)
     parts = normalise_shard_names(tmp)
     tokens = sum(int(pc.sum(pq.read_table(p, columns=["n_tokens"])["n_tokens"]).as_py() or 0) for p in parts)
     stats = {"input_documents": count_rows(inputs), "documents": count_rows(parts), "tokens": tokens}

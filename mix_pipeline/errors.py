@@ -1,0 +1,6 @@
+"""The one error the CLI turns into a one-line message and exit 2 (defined apart from recipe.py so
+that the modules recipe.py builds on, such as core/storage.py, can raise it without a cycle)."""
+
+
+class RecipeError(ValueError):
+    """A recipe or configuration problem, phrased as one line that names the offending key and the fix."""

@@ -1,0 +1,201 @@
+"""`executor: {kind: ray}` on a real two-node Ray cluster (a head and a worker node, both on
+127.0.0.1, started by ray.cluster_utils.Cluster): the stages' tasks run as Ray actors on either
+node, the CLI process is the driver and writes the catalog, and every published file is
+byte-identical to a `kind: local` run of the same recipe. Also: the one-line errors for an
+unreachable address and for a failing task."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# A cluster on 127.0.0.1: Ray would otherwise turn a loopback address into this machine's own
+# address (its "node IP") before connecting, where the nodes bound to 127.0.0.1 do not listen.
+# Read when ray is imported, so set first.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (make install installs it)")
+
+from mix_pipeline.cli import main  # noqa: E402
+from mix_pipeline.core.sample_data import build_sample_corpus  # noqa: E402
+
+RECIPE = """
+name: on_ray
+data_root: data
+allowed_roots: ["{inputs}"]
+executor: {executor}
+sources:
+  web:
+    path: "{inputs}/web/*.jsonl.gz"
+    filters: [{{language: {{languages: [en]}}}}, gopher_repetition, pii]
+  books:
+    path: "{inputs}/books/*.parquet"
+    format: parquet
+    filters: [gopher_repetition]
+decontamination:
+  eval_sets: ["{inputs}/evals/*.jsonl"]
+dedup: {{exact: true, minhash: {{threshold: 0.8}}, priority: [books, web]}}
+mixtures:
+  general:
+    total: 80000
+    weights: {{web: 0.6, books: 0.4}}
+    max_epochs: 4
+    shard_rows: 50
+    seed: 3
+    outputs: {{jsonl: true}}
+"""
+
+
+def published(data_root: Path) -> dict[str, str]:
+    """sha256 of every published file (not the catalog, the work folder or hidden entries); text
+    files are hashed with the data root's absolute path replaced, since each run has its own."""
+    root_bytes = str(data_root.resolve()).encode()
+    out = {}
+    for root, dirs, files in os.walk(data_root):
+        rel = Path(root).relative_to(data_root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (rel == Path(".") and d == "_work"))
+        for name in files:
+            if name.startswith(".") or (rel == Path(".") and name.startswith("catalog.duckdb")):
+                continue
+            data = (Path(root) / name).read_bytes()
+            if name.endswith((".yaml", ".json", ".md", ".txt")):
+                data = data.replace(root_bytes, b"<data_root>")
+            out[str(rel / name)] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def run(work: Path, inputs: Path, executor: str, monkeypatch, capsys) -> int:
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = work / "recipe.yaml"
+    recipe.write_text(RECIPE.format(inputs=inputs, executor=executor))
+    monkeypatch.setenv("DAGSTER_HOME", str(work / "dagster_home"))
+    monkeypatch.setenv("MIX_PIPELINE_LOG_LEVEL", "WARNING")
+    code = main(["run", "--recipe", str(recipe)])
+    return code
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ray_inputs")
+    build_sample_corpus(out, size_mb=0.6, seed=21)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a worker node, one CPU each, on 127.0.0.1."""
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 1, "object_store_memory": 100 * 2**20, "node_ip_address": "127.0.0.1",
+            "resources": {}}
+    c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    c.add_node(**node)
+    c.wait_for_nodes()
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def rank_worker_nodes() -> set[str]:
+    """The nodes datatrove's RankWorker actors (one per Ray task) ran on, from the cluster's GCS."""
+    from ray._private.state import state
+
+    return {a["Address"]["NodeID"] for a in state.actor_table(None).values() if a["ActorClassName"].endswith("RankWorker")}
+
+
+def test_a_two_node_ray_run_publishes_the_local_runs_bytes(inputs, cluster, tmp_path, monkeypatch, capsys):
+    executor = "{kind: local, tasks: 2, workers: 2}"
+    assert run(tmp_path / "local", inputs, executor, monkeypatch, capsys) == 0
+    local = published(tmp_path / "local" / "data")
+    # The same recipe file (so the same recipe hash in the manifest), run on the cluster.
+    monkeypatch.setenv("MIX_PIPELINE_EXECUTOR", f"{{kind: ray, address: '{cluster.address}', memory_per_task_gb: 0.25}}")
+    assert run(tmp_path / "ray", inputs, executor, monkeypatch, capsys) == 0
+    on_ray = published(tmp_path / "ray" / "data")
+    assert any(k.startswith("mixtures/general/") and k.endswith(".parquet") for k in local)
+    assert on_ray == local
+    # The tasks ran as Ray actors, on both nodes (each has one CPU; a stage's two tasks run at once).
+    assert len(rank_worker_nodes()) == 2
+    # Our own deduplicated pass ran as cluster tasks too (locally it runs in-process, no logs).
+    logs = tmp_path / "ray" / "data" / "_work" / "logs" / "deduplicated"
+    assert sorted(p.name for p in logs.rglob("completions/*")) == ["00000", "00000", "00001"]
+    assert not (tmp_path / "local" / "data" / "_work" / "logs" / "deduplicated").exists()
+    manifest = json.loads((tmp_path / "ray" / "data" / "mixtures" / "general" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["documents"] > 0
+
+
+def test_an_unreachable_address_fails_at_once_in_one_line(inputs, tmp_path, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:  # a free port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = run(tmp_path, inputs, f"{{kind: ray, address: '127.0.0.1:{port}'}}", monkeypatch, capsys)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"cannot reach a Ray cluster at 127.0.0.1:{port}" in err and "ray start --head" in err
+    assert not (tmp_path / "data" / "raw").exists()
+
+
+def test_the_ray_executor_without_the_ray_package_fails_in_one_line(inputs, tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` does where the extra is not installed
+    code = run(tmp_path, inputs, "{kind: ray}", monkeypatch, capsys)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    assert "executor.kind 'ray' needs the ray package" in err and "pip install 'mix_pipeline[ray]'" in err
+
+
+def test_a_task_that_fails_on_the_cluster_fails_the_stage_in_one_line(cluster, tmp_path):
+    from mix_pipeline.core.executors import ray_runner
+
+    def step(data, rank, world_size):  # defined here: Ray ships it by value
+        if rank == 1:
+            raise ValueError("rank one cannot read its shard")
+        return data
+
+    with pytest.raises(RuntimeError) as exc:
+        ray_runner(cluster.address, memory_per_task_gb=0.25)([step], str(tmp_path / "logs"), 2)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith("Ray task 1 of 2 failed") and "rank one cannot read its shard" in message, message
+
+
+def test_tasks_on_the_cluster_read_object_storage_with_the_drivers_settings(cluster, tmp_path, monkeypatch):
+    """The nodes were started without any S3 settings: the endpoint and credentials reach the
+    tasks only through the runner (the driver's environment, forwarded per task)."""
+    pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    from mix_pipeline.core import storage
+    from mix_pipeline.core.executors import ray_runner
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.get_host_and_port()[1]}")
+        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.setenv(k, "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        fs = storage.filesystem("s3://bucket")
+        fs.mkdir("s3://bucket")
+        fs.pipe_file("s3://bucket/in/a.txt", b"alpha")
+        fs.pipe_file("s3://bucket/in/b.txt", b"beta")
+        out = tmp_path / "out"
+        out.mkdir()
+
+        def step(data, rank, world_size):  # each rank copies its object out of the store
+            files = storage.glob_files("s3://bucket/in/*.txt")[rank::world_size]
+            for url in files:
+                with storage.local_copy(url) as local, open(local, "rb") as f:
+                    (out / f"{rank}-{url.rsplit('/', 1)[1]}").write_bytes(f.read())
+            return data
+
+        ray_runner(cluster.address, memory_per_task_gb=0.25)([step], str(tmp_path / "logs"), 2)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == {"0-a.txt": b"alpha", "1-b.txt": b"beta"}
+    finally:
+        server.stop()
