@@ -108,7 +108,12 @@ def docs_records(limit: int) -> list[dict]:
         text = topics.topics[key]
         if len(text) > 200:
             records.append({"id": f"topic/{key}", "text": text[:MAX_DOC_BYTES]})
-    return _every(records, limit)
+    # Valid UTF-8 quoting U+FFFD (pages about encodings) is the hard case the raw gate once refused:
+    # it stays in the corpus whatever else is installed (an even sample alone missed it once the
+    # Ray and S3 extras added packages).
+    hard = [r for r in records if "\ufffd" in r["text"]][:10]
+    chosen = {r["id"] for r in hard}
+    return hard + _every([r for r in records if r["id"] not in chosen], limit - len(hard))
 
 
 # ---- web -----------------------------------------------------------------------------------
