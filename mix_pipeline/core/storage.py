@@ -30,6 +30,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
+from mix_pipeline.core.documents import file_sha256
 from mix_pipeline.errors import RecipeError
 
 OPTIONS_ENV = "MIX_PIPELINE_STORAGE_OPTIONS"
@@ -243,16 +244,6 @@ def _published_files(local_root: str) -> list[str]:
     return sorted(out)
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def publish_tree(local_root: str, url: str, log=print) -> str:
     """Publish the mirror's tree to `url` as a generation (see above); returns its id."""
     import hashlib
@@ -261,7 +252,7 @@ def publish_tree(local_root: str, url: str, log=print) -> str:
 
     fs = filesystem(url)
     url = url.rstrip("/")
-    files = [(rel, os.path.getsize(os.path.join(local_root, rel)), _sha256(os.path.join(local_root, rel)))
+    files = [(rel, os.path.getsize(os.path.join(local_root, rel)), file_sha256(os.path.join(local_root, rel)))
              for rel in _published_files(local_root)]
     tree = json.dumps({"files": [{"path": p, "size": s, "sha256": h} for p, s, h in files]}, indent=1, sort_keys=True)
     generation = hashlib.sha256(tree.encode()).hexdigest()[:16]
