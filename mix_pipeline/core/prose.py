@@ -11,8 +11,9 @@ Python loops over the words and n-grams. That was most of the filtered stage's C
   for the chunks it has not seen yet, in one call, and keeps the answer per chunk; a text then
   costs a `str.split` and dictionary lookups. The words are spaCy's, not an approximation.
 - **One split per document**, shared by the filters that run one after the other on it.
-- **Statistics over hashed word ids** with numpy: n-gram counts by sorting, the
-  duplicated-n-gram greedy walk only over the positions whose n-gram occurred before.
+- **Statistics over hashed word ids** with numpy: n-gram counts by sorting, only over the
+  positions whose shorter n-gram repeats (`NgramCandidates`), the duplicated-n-gram greedy walk
+  only over the positions whose n-gram occurred before.
 - **C4's sentence count** follows spaCy's sentencizer over the same tokens, and stops once it
   reaches `min_num_sentences` (only whether it does matters).
 
@@ -227,13 +228,8 @@ def _ngram_ids(ids: np.ndarray, n: int, previous: np.ndarray | None) -> np.ndarr
     return previous[:m] * _MIX + ids[n - 1 : n - 1 + m]
 
 
-def _repeats(h: np.ndarray) -> bool:
-    sh = np.sort(h)
-    return bool((sh[1:] == sh[:-1]).any())
-
-
 def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(positions by id then position, start of each id's run in that order, run lengths)."""
+    """(indices of h by id then index, start of each id's run in that order, run lengths)."""
     order = np.argsort(h, kind="stable")
     sh = h[order]
     starts = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
@@ -241,49 +237,94 @@ def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return order, starts, counts
 
 
-def top_ngram_chars(h: np.ndarray, ngram_chars: np.ndarray) -> int:
+def _repeated(order: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mask (in h's order) of the entries whose id occurs more than once."""
+    mask = np.empty(len(order), dtype=bool)
+    mask[order] = np.repeat(counts > 1, counts)
+    return mask
+
+
+def top_ngram_chars(h: np.ndarray, pos: np.ndarray, ngram_chars: np.ndarray) -> tuple[int, np.ndarray]:
     """datatrove's `find_top_duplicate`: characters of the most frequent n-gram (the first seen
-    of the most frequent ones, as `Counter.most_common` picks) times its count."""
-    sh = np.sort(h)
-    starts = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
-    counts = np.diff(np.append(starts, len(sh)))
-    best = counts.max()
-    best_ids = sh[starts[counts == best]]
-    if len(best_ids) == 1:
-        mask = h == best_ids[0]
-    else:
-        mask = np.isin(h, best_ids)
-    return int(ngram_chars[int(np.argmax(mask))]) * int(best)
+    of the most frequent ones, as `Counter.most_common` picks) times its count.
+
+    `h` holds the ids of the n-grams at positions `pos` (ascending): every position whose
+    n-gram can occur more than once (see `NgramCandidates`); the others are unique. Also returns
+    the positions whose n-gram does occur more than once."""
+    if not len(h):
+        return int(ngram_chars[0]), pos
+    order, starts, counts = _groups(h)
+    best = int(counts.max())
+    if best == 1:  # every n-gram distinct: the first one, once
+        return int(ngram_chars[0]), pos[:0]
+    first = int(pos[order[starts[counts == best]]].min())
+    return int(ngram_chars[first]) * best, pos[_repeated(order, counts)]
 
 
-def duplicated_ngram_chars(h: np.ndarray, n: int, joined_chars: np.ndarray) -> int:
+def duplicated_ngram_chars(h: np.ndarray, pos: np.ndarray, n: int, joined_chars: np.ndarray) -> tuple[int, np.ndarray]:
     """datatrove's `find_all_duplicate`: walk the n-grams; one seen before (among the ones
     walked, not skipped) adds its characters and skips the next n-1 positions. Only positions
-    whose n-gram occurred earlier can repeat, so the walk visits only those."""
-    if not _repeats(h):
-        return 0
+    whose n-gram occurred earlier can repeat, so the walk visits only those.
+
+    `h`, `pos` as in `top_ngram_chars`; also returns the positions whose n-gram occurs more
+    than once."""
+    if not len(h):
+        return 0, pos
     order, starts, counts = _groups(h)
+    if counts.max() == 1:
+        return 0, pos[:0]
     first_of_run = np.zeros(len(h), dtype=bool)
     first_of_run[order[starts]] = True
     first_pos = np.empty(len(h), dtype=np.int64)
-    first_pos[order] = np.repeat(order[starts], counts)
-    repeated = np.flatnonzero(~first_of_run)
+    first_pos[order] = np.repeat(pos[order[starts]], counts)
+    later = ~first_of_run
     skipped: set[int] = set()
     walked: set[int] = set()  # ids of repeated positions that were walked
     total, idx = 0, 0
-    h_list = h.tolist()
-    for c in repeated.tolist():
+    for c, first, ident in zip(pos[later].tolist(), first_pos[later].tolist(), h[later].tolist()):
         if c < idx:
             continue
-        ident = h_list[c]
-        if int(first_pos[c]) not in skipped or ident in walked:
+        if first not in skipped or ident in walked:
             total += int(joined_chars[c])
             skipped.update(range(c + 1, c + n))
             idx = c + n
         else:
             walked.add(ident)
             idx = c + 1
-    return total
+    return total, pos[_repeated(order, counts)]
+
+
+class NgramCandidates:
+    """The n-gram ids of a text's words and, per n, the positions worth sorting.
+
+    An n-gram that occurs twice starts with an (n-1)-gram that occurs twice (at the same two
+    positions), so once the k-grams have been counted only the positions whose k-gram repeats
+    need counting for any n > k: on prose that is a few percent of the words by n = 5, and the
+    sorts shrink with it. The answers are the same as counting every position."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids = ids
+        self._ngrams: dict[int, np.ndarray] = {}
+        self._repeating: tuple[int, np.ndarray] | None = None  # (k, positions whose k-gram repeats)
+
+    def ngram_ids(self, n: int) -> np.ndarray:
+        if n not in self._ngrams:
+            self._ngrams[n] = _ngram_ids(self.ids, n, self._ngrams.get(n - 1))
+        return self._ngrams[n]
+
+    def at(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, positions) of the n-grams that may repeat."""
+        h = self.ngram_ids(n)
+        if self._repeating is None or self._repeating[0] >= n:
+            return h, np.arange(len(h))
+        pos = self._repeating[1]
+        pos = pos[pos < len(h)]
+        return h[pos], pos
+
+    def counted(self, n: int, repeating: np.ndarray) -> None:
+        """Record the positions whose n-gram occurs more than once."""
+        if self._repeating is None or self._repeating[0] < n:
+            self._repeating = (n, repeating)
 
 
 # ---- the filters -----------------------------------------------------------------------------
@@ -311,32 +352,23 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
             return drop(doc, "dup_line_char_frac", value=round(v, 4), limit=self.dup_line_char_frac)
 
         words = splitter.words(text)
-        ids = _word_ids(words)
+        ngrams = NgramCandidates(_word_ids(words))
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         cum = np.concatenate(([0], np.cumsum(lengths)))
-        ngrams: dict[int, np.ndarray] = {}
-
-        def ngram_ids(n: int) -> np.ndarray:
-            if n not in ngrams:
-                ngrams[n] = _ngram_ids(ids, n, ngrams.get(n - 1))
-            return ngrams[n]
-
         for n, n_frac in self.top_n_grams:
             if len(words) < n:
                 continue
             chars = cum[n:] - cum[:-n] + (n - 1)  # " ".join of the n words
-            v = top_ngram_chars(ngram_ids(n), chars) / len(text)
-            if v > n_frac:
+            found, repeating = top_ngram_chars(*ngrams.at(n), chars)
+            ngrams.counted(n, repeating)
+            if (v := found / len(text)) > n_frac:
                 return drop(doc, f"top_{n}_gram", value=round(v, 4), limit=n_frac)
-        distinct_from = None  # n-grams all distinct at this n: so are longer ones (0 chars)
         for n, n_frac in self.dup_n_grams:
-            if len(words) < n or (distinct_from is not None and n > distinct_from):
+            if len(words) < n:
                 continue
-            if not _repeats(ngram_ids(n)):
-                distinct_from = n
-                continue
-            v = duplicated_ngram_chars(ngram_ids(n), n, cum[n:] - cum[:-n]) / len(text)
-            if v > n_frac:
+            found, repeating = duplicated_ngram_chars(*ngrams.at(n), n, cum[n:] - cum[:-n])
+            ngrams.counted(n, repeating)
+            if (v := found / len(text)) > n_frac:
                 return drop(doc, f"duplicated_{n}_n_grams", value=round(v, 4), limit=n_frac)
         return True
 

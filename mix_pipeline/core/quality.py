@@ -227,14 +227,29 @@ def _examples(con, sql: str) -> list[dict]:
     return [{"id": str(i), "snippet": snippet(t)} for i, t in con.execute(sql).fetchall()]
 
 
-def _sample(con, parts: list[str], columns: str = "*"):
+RAW_COLUMNS = ("id", "text", "source", "domain", "metadata")
+
+
+def _sample(con, parts: list[str]):
+    """The ids and text lengths (`chars`) of up to SAMPLE_ROWS documents: never the texts, so
+    memory does not grow with the documents' size."""
     import pandas as pd
 
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in ("id", "text", "source", "domain", "metadata")})
+        return pd.DataFrame({"id": pd.Series(dtype="object"), "chars": pd.Series(dtype="int64")})
     return con.sql(
-        f"SELECT {columns} FROM read_parquet({sql_file_list(parts)}) USING SAMPLE reservoir({SAMPLE_ROWS} ROWS) REPEATABLE (17)"
+        f"SELECT id, length(text) AS chars FROM read_parquet({sql_file_list(parts)}) "
+        f"USING SAMPLE reservoir({SAMPLE_ROWS} ROWS) REPEATABLE (17)"
     ).df()
+
+
+def _columns(con, parts: list[str]):
+    """An empty frame with the shards' columns."""
+    import pandas as pd
+
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in RAW_COLUMNS})
+    return con.sql(f"SELECT * FROM read_parquet({sql_file_list(parts)}) LIMIT 0").df()
 
 
 # ---- per stage -----------------------------------------------------------------------------
@@ -242,14 +257,13 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
     con = scratch_connection()
     docs = f"read_parquet({sql_file_list(parts)})" if parts else None
     out = []
-    sample = _sample(con, parts)
-
     cfg, sev = settings("raw_schema", overrides)
-    columns = ["id", "text", "source", "domain", "metadata"]
-    ok, res = expect(sample, "ExpectTableColumnsToMatchSet", column_set=columns, exact_match=True)
+    columns, found = list(RAW_COLUMNS), _columns(con, parts)
+    ok, res = expect(found, "ExpectTableColumnsToMatchSet", column_set=columns, exact_match=True)
+    sample = _sample(con, parts)
     ok_ids, _ = expect(sample, "ExpectColumnValuesToNotBeNull", column="id") if ok else (False, {})
-    out.append(outcome("raw_schema", sev, ok and ok_ids, sorted(sample.columns), str(columns),
-                       f"columns {sorted(sample.columns)} (ids null: {not ok_ids})"))
+    out.append(outcome("raw_schema", sev, ok and ok_ids, sorted(found.columns), str(columns),
+                       f"columns {sorted(found.columns)} (ids null: {not ok_ids})"))
 
     n = con.sql(f"SELECT count(*) FROM {docs}").fetchall()[0][0] if docs else 0
     cfg, sev = settings("raw_text_not_empty", overrides)
@@ -282,14 +296,16 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
                     "fraction of documents with U+FFFD", _examples(con, f"SELECT id, text {bad_sql} ORDER BY id LIMIT {EXAMPLES}") if bad else []))
 
     cfg, sev = settings("raw_length_bounds", overrides)
-    ok, res = expect(sample, "ExpectColumnValueLengthsToBeBetween", column="text", min_value=cfg["min_chars"],
+    ok, res = expect(sample, "ExpectColumnValuesToBeBetween", column="chars", min_value=cfg["min_chars"],
                      max_value=cfg["max_chars"], mostly=cfg["mostly"])
-    bad_rows = sample.iloc[res.get("partial_unexpected_index_list") or []].head(EXAMPLES)
+    bad_ids = [str(i) for i in sample.id.iloc[res.get("partial_unexpected_index_list") or []].head(EXAMPLES)]
     within = 1.0 - (res.get("unexpected_percent") or 0.0) / 100.0
     out.append(outcome("raw_length_bounds", sev, ok, round(within, 4),
                        f"≥ {cfg['mostly']} of a {len(sample)}-row sample within [{cfg['min_chars']}, {cfg['max_chars']}] chars",
                        f"{within:.2%} of the sample within the length bounds",
-                       [{"id": str(r.id), "snippet": f"{len(r.text or '')} chars: {snippet(r.text)}"} for r in bad_rows.itertuples()]))
+                       [{"id": str(i), "snippet": f"{len(t or '')} chars: {snippet(t)}"} for i, t in con.execute(
+                           f"SELECT id, text FROM {docs} WHERE id IN (SELECT unnest(?::VARCHAR[])) ORDER BY id", [bad_ids]
+                       ).fetchall()] if bad_ids else []))
 
     cfg, sev = settings("raw_quarantine_rate", overrides)
     from mix_pipeline.core.readers import EMPTY_FILE, EMPTY_TEXT

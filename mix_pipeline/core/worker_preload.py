@@ -2,12 +2,15 @@
 workers it forks start with what every stage's pipeline needs already loaded.
 
 Without it each worker of each stage (raw, filtered, dedup index, deduplicated: 12 pools of 2
-on the demo's three text sources) imports datatrove, pyarrow, DuckDB and our stages again,
-and each filtered worker also imports spaCy, builds its English tokenizer and loads the py3langid
-model. Nothing here
+on the demo's three text sources) imports datatrove, pyarrow, DuckDB and our stages again;
+every Parquet writer imports pandas on its first batch (pyarrow's `RecordBatch.from_pylist`
+does: about 0.4 CPU s a worker, 5 CPU s of the 100 MB benchmark); and each filtered worker
+also imports spaCy, builds its English tokenizer and loads the py3langid model. Nothing here
 changes what a worker computes: the same modules and the same model, loaded earlier.
 """
 
+import pandas  # noqa: F401  (pyarrow's RecordBatch.from_pylist imports it: every Parquet writer)
+import pyarrow.parquet  # noqa: F401
 import spacy  # noqa: F401  (datatrove's word tokenizer imports it on first use)
 import spacy.lang.en  # noqa: F401
 from datatrove.pipeline import filters as _datatrove_filters  # noqa: F401

@@ -376,3 +376,37 @@ def test_fast_language_identifier_gives_py3langid_languages_and_scores(sample_3m
     got = [fast.classify(t) for t in texts]
     assert got == [stock.classify(t) for t in texts]
     assert len({lang for lang, _ in got}) >= 4
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=0, max_size=120), st.integers(1, 7))
+@example([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5], 6)
+def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(choices, vocabulary):
+    """Gopher repetition's n-gram statistics, counted only where the shorter n-gram repeats
+    (prose.NgramCandidates), equal datatrove's own functions for every n, in the filter's order."""
+    import numpy as np
+    from datatrove.pipeline.filters.gopher_repetition_filter import (
+        find_all_duplicate,
+        find_top_duplicate,
+        get_n_grams,
+    )
+
+    from mix_pipeline.core import prose
+
+    # One "w" per word, at its start: joined n-grams are equal only if their words are (datatrove
+    # joins the duplicated n-grams' words without a space).
+    words = [f"w{c % vocabulary}" + "a" * (c % 3) for c in choices]
+    ngrams = prose.NgramCandidates(prose._word_ids(words))
+    cum = np.concatenate(([0], np.cumsum([len(w) for w in words], dtype=np.int64)))
+    for n in (2, 3, 4):
+        if len(words) < n:
+            continue
+        found, repeating = prose.top_ngram_chars(*ngrams.at(n), cum[n:] - cum[:-n] + (n - 1))
+        ngrams.counted(n, repeating)
+        assert found == find_top_duplicate(get_n_grams(words, n)), n
+    for n in range(5, 11):
+        if len(words) < n:
+            continue
+        found, repeating = prose.duplicated_ngram_chars(*ngrams.at(n), n, cum[n:] - cum[:-n])
+        ngrams.counted(n, repeating)
+        assert found == find_all_duplicate(words, n), n

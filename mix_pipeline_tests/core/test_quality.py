@@ -34,6 +34,16 @@ def test_raw_checks_catch_duplicate_ids_and_mis_decoded_text(tmp_path):
     assert not loosened["raw_valid_utf8"].passed and not loosened["raw_valid_utf8"].blocks
 
 
+def test_raw_length_bounds_measure_a_sample_of_lengths_and_show_the_outliers(tmp_path):
+    part = _shard(tmp_path / "p.parquet", [{"id": f"d{i}", "text": "word " * 20} for i in range(50)]
+                  + [{"id": "huge", "text": "x" * 5000}, {"id": "long", "text": "y" * 3000}])
+    out = _by_name(quality.raw_checks([part], [], {"raw_length_bounds": {"max_chars": 2000, "mostly": 0.99}}))
+    bounds = out["raw_length_bounds"]
+    assert not bounds.passed and bounds.observed == round(50 / 52, 4)
+    assert [(e["id"], e["snippet"][:10]) for e in bounds.examples] == [("huge", "5000 chars"), ("long", "3000 chars")]
+    assert _by_name(quality.raw_checks([part], [], {"raw_length_bounds": {"max_chars": 5000}}))["raw_length_bounds"].passed
+
+
 def test_raw_checks_on_no_documents_fail_text_not_empty(tmp_path):
     out = _by_name(quality.raw_checks([], [], {}))
     assert not out["raw_text_not_empty"].passed
