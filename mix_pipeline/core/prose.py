@@ -27,7 +27,9 @@ does not split with a blank spaCy pipeline run datatrove's own `filter`.
 from __future__ import annotations
 
 import json
+from array import array
 from itertools import chain
+from typing import NamedTuple
 
 import numpy as np
 from datatrove.data import Document
@@ -52,28 +54,64 @@ def drop(doc: Document, reason: str, **value) -> tuple[bool, str]:
 
 
 # ---- words ---------------------------------------------------------------------------------
+_NON_SYMBOL, _HAS_ALPHA = 1, 2
+_PUNCTUATION = "".join(PUNCTUATION_SET)
+
+
+def _word_flags(word: str) -> int:
+    """The _NON_SYMBOL | _HAS_ALPHA bits of a word (Gopher quality's per-word tests)."""
+    # Stripping the punctuation characters leaves something iff one is not punctuation.
+    return (_NON_SYMBOL if word.strip(_PUNCTUATION) else 0) | (
+        _HAS_ALPHA if word.isalpha() or any(c.isalpha() for c in word) else 0
+    )
+
+
 # Token classes for the sentence count (spaCy's Sentencizer): a sentence-final character, other
 # punctuation, anything else.
 _FINAL, _PUNCT, _OTHER = 2, 1, 0
 
 
+class Words(NamedTuple):
+    """A text's words as arrays, position by position: `hash(word)`, `len(word)` and the
+    `_NON_SYMBOL | _HAS_ALPHA` bits."""
+
+    ids: np.ndarray  # uint64
+    lengths: np.ndarray  # int64
+    flags: np.ndarray  # int8
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class WordSplitter:
     """spaCy's words of a text for one language, split once per distinct whitespace-delimited
-    chunk. The cache holds at most `max_chunks` chunks (then it starts again), so memory stays
-    bounded however large the corpus is; spaCy's own vocabulary does not grow (each call runs
-    in a `memory_zone`)."""
+    chunk. Each chunk gets a number; its words' hashes, lengths and flags are appended to flat
+    arrays (the chunk's slice: `_start`, `_count`), so a text's words as arrays are one gather,
+    with no Python object per word. The cache holds at most `max_chunks` chunks (then it starts
+    again), so memory stays bounded however large the corpus is; spaCy's own vocabulary does
+    not grow (each call runs in a `memory_zone`)."""
 
     def __init__(self, language: str, max_chunks: int = 500_000):
         self.language = language
         self.max_chunks = int(max_chunks)
         self._nlp = None
-        self._words: dict[str, tuple[str, ...]] = {}
-        self._classes: dict[str, tuple[int, ...]] = {}
-        self._last: tuple[str | None, list[str]] = (None, [])
+        self._reset()
+
+    def _reset(self) -> None:
+        self._index: dict[str, int] = {}
+        self._words: list[tuple[str, ...]] = []  # per chunk number
+        self._classes: list[tuple[int, ...]] = []
+        self._start, self._count = array("q"), array("q")  # per chunk number
+        self._ids, self._lengths, self._flags = array("q"), array("q"), array("b")  # per word
+        self._last: tuple[str | None, np.ndarray | None] = (None, None)
+        self._last_words: tuple[str | None, Words | None] = (None, None)
 
     def __getstate__(self):
         # Pickled to every datatrove worker: the settings, not a loaded pipeline or cache.
-        return {**self.__dict__, "_nlp": None, "_words": {}, "_classes": {}, "_last": (None, [])}
+        return {"language": self.language, "max_chunks": self.max_chunks}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
 
     @property
     def nlp(self):
@@ -88,12 +126,11 @@ class WordSplitter:
     def _learn(self, chunks) -> None:
         """Split the chunks not seen yet with spaCy's tokenizer, in calls of ≤ 100k characters."""
         distinct = dict.fromkeys(chunks)
-        missing = [c for c in distinct if c not in self._words]
+        missing = [c for c in distinct if c not in self._index]
         if not missing:
             return
-        if len(self._words) + len(missing) > self.max_chunks:
-            self._words.clear()
-            self._classes.clear()
+        if len(self._index) + len(missing) > self.max_chunks:
+            self._reset()
             missing = list(distinct)
         nlp = self.nlp
         final = self._final
@@ -121,32 +158,52 @@ class WordSplitter:
                         words.append(text)
                         classes.append(_FINAL if text in final else _PUNCT if is_punct else _OTHER)
                     k += 1
-                self._words[chunk] = tuple(words)
-                self._classes[chunk] = tuple(classes)
+                self._index[chunk] = len(self._words)
+                self._words.append(tuple(words))
+                self._classes.append(tuple(classes))
+                self._start.append(len(self._ids))
+                self._count.append(len(words))
+                self._ids.extend(map(hash, words))
+                self._lengths.extend(map(len, words))
+                self._flags.extend(map(_word_flags, words))
 
-    def words(self, text: str) -> list[str]:
-        """datatrove's `split_into_words(text, language)` for a blank-spaCy language."""
+    def _chunk_numbers(self, text: str) -> np.ndarray:
         if text is self._last[0]:
             return self._last[1]
         chunks = text.split()
         try:
-            words = list(chain.from_iterable(map(self._words.__getitem__, chunks)))
+            numbers = np.fromiter(map(self._index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
         except KeyError:
             self._learn(chunks)
-            words = list(chain.from_iterable(map(self._words.__getitem__, chunks)))
-        self._last = (text, words)
-        return words
+            numbers = np.fromiter(map(self._index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
+        self._last = (text, numbers)
+        return numbers
+
+    def words(self, text: str) -> list[str]:
+        """datatrove's `split_into_words(text, language)` for a blank-spaCy language."""
+        numbers = self._chunk_numbers(text).tolist()  # first: learning may start the cache again
+        return list(chain.from_iterable(map(self._words.__getitem__, numbers)))
+
+    def arrays(self, text: str) -> Words:
+        """The words of `text` as arrays (see `Words`), in order."""
+        if text is self._last_words[0]:
+            return self._last_words[1]
+        numbers = self._chunk_numbers(text)
+        counts = np.frombuffer(self._count, dtype=np.int64)[numbers]
+        ends = np.cumsum(counts)
+        # Word k of the text is word (k - first word of its chunk in the text) of its chunk.
+        at = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+        at += np.repeat(np.frombuffer(self._start, dtype=np.int64)[numbers] - (ends - counts), counts)
+        out = Words(np.frombuffer(self._ids, dtype=np.int64)[at].view(np.uint64),
+                    np.frombuffer(self._lengths, dtype=np.int64)[at],
+                    np.frombuffer(self._flags, dtype=np.int8)[at])
+        self._last_words = (text, out)
+        return out
 
     def count_words(self, text: str) -> int:
         """len(self.words(text)), without building the list."""
-        if text is self._last[0]:
-            return len(self._last[1])
-        chunks = text.split()
-        try:
-            return sum(map(len, map(self._words.__getitem__, chunks)))
-        except KeyError:
-            self._learn(chunks)
-            return sum(map(len, map(self._words.__getitem__, chunks)))
+        numbers = self._chunk_numbers(text)
+        return int(np.frombuffer(self._count, dtype=np.int64)[numbers].sum())
 
     def count_sentences(self, line: str, enough: int) -> int:
         """How many sentences datatrove's `split_into_sentences` finds in a stripped line,
@@ -158,10 +215,11 @@ class WordSplitter:
         if " ".join(chunks) != line:
             return self._count_sentences_spacy(line)
         try:
-            line_classes = list(map(self._classes.__getitem__, chunks))
+            numbers = list(map(self._index.__getitem__, chunks))
         except KeyError:
             self._learn(chunks)
-            line_classes = list(map(self._classes.__getitem__, chunks))
+            numbers = list(map(self._index.__getitem__, chunks))
+        line_classes = map(self._classes.__getitem__, numbers)
         n, seen_final = 1, False
         for classes in line_classes:
             for cls in classes:
@@ -351,10 +409,9 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
         if self.dup_line_char_frac and (v := char_duplicates / len(text)) > self.dup_line_char_frac:
             return drop(doc, "dup_line_char_frac", value=round(v, 4), limit=self.dup_line_char_frac)
 
-        words = splitter.words(text)
-        ngrams = NgramCandidates(_word_ids(words))
-        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-        cum = np.concatenate(([0], np.cumsum(lengths)))
+        words = splitter.arrays(text)
+        ngrams = NgramCandidates(words.ids)
+        cum = np.concatenate(([0], np.cumsum(words.lengths)))
         for n, n_frac in self.top_n_grams:
             if len(words) < n:
                 continue
@@ -381,18 +438,16 @@ class FastGopherQualityFilter(GopherQualityFilter):
         if splitter is None:
             return super().filter(doc)
         text = doc.text
-        words = splitter.words(text)
-        n_words = len(words)
-        flags = np.fromiter(map(_WORD_FLAGS.__getitem__, words), dtype=np.int8, count=n_words)
+        words = splitter.arrays(text)
+        n_words, flags = len(words), words.flags
         non_symbol = (flags & _NON_SYMBOL).astype(bool)
         n_non_symbol = int(non_symbol.sum())
         if self.min_doc_words and n_non_symbol < self.min_doc_words:
             return drop(doc, "gopher_short_doc", words=n_non_symbol, limit=self.min_doc_words)
         if self.max_doc_words and n_non_symbol > self.max_doc_words:
             return drop(doc, "gopher_long_doc", words=n_non_symbol, limit=self.max_doc_words)
-        lengths = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
         with np.errstate(invalid="ignore", divide="ignore"):
-            avg = float(np.mean(lengths[non_symbol])) if n_non_symbol else float("nan")
+            avg = float(np.mean(words.lengths[non_symbol])) if n_non_symbol else float("nan")
         if self.min_avg_word_length and avg < self.min_avg_word_length:
             return drop(doc, "gopher_below_avg_threshold", mean_word_length=round(avg, 4), limit=self.min_avg_word_length)
         if self.max_avg_word_length and avg > self.max_avg_word_length:
@@ -416,31 +471,20 @@ class FastGopherQualityFilter(GopherQualityFilter):
             v := int(np.count_nonzero(flags & _HAS_ALPHA)) / n_words
         ) < self.max_non_alpha_words_ratio:
             return drop(doc, "gopher_below_alpha_threshold", value=round(v, 4), limit=self.max_non_alpha_words_ratio)
-        if self.min_stop_words and (v := len(self.stop_words.intersection(words))) < self.min_stop_words:
+        if self.min_stop_words and (v := self._stop_words_in(words)) < self.min_stop_words:
             return drop(doc, "gopher_enough_stop_words", stop_words=v, limit=self.min_stop_words)
         return True
 
-
-_NON_SYMBOL, _HAS_ALPHA = 1, 2
-_PUNCTUATION = "".join(PUNCTUATION_SET)
-
-
-class _WordFlags(dict):
-    """word → _NON_SYMBOL | _HAS_ALPHA bits, computed on first sight (bounded: cleared when
-    large)."""
-
-    def __missing__(self, word: str) -> int:
-        if len(self) > 1_000_000:
-            self.clear()
-        # Stripping the punctuation characters leaves something iff one is not punctuation.
-        flags = (_NON_SYMBOL if word.strip(_PUNCTUATION) else 0) | (
-            _HAS_ALPHA if word.isalpha() or any(c.isalpha() for c in word) else 0
-        )
-        self[word] = flags
-        return flags
+    def _stop_words_in(self, words: Words) -> int:
+        """How many of the stop words occur in the text (by hash, as the words' ids are; hashes
+        of strings differ between processes, so they are kept per process, not on the filter)."""
+        key = frozenset(self.stop_words)
+        if key not in _STOP_IDS:
+            _STOP_IDS[key] = _word_ids(sorted(key))
+        return int(np.isin(_STOP_IDS[key], words.ids).sum())
 
 
-_WORD_FLAGS = _WordFlags()
+_STOP_IDS: dict[frozenset, np.ndarray] = {}
 
 
 class FastC4QualityFilter(C4QualityFilter):

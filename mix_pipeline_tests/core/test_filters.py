@@ -352,7 +352,13 @@ def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_
 
     small, stock_words = prose.WordSplitter("en", max_chunks=500), SpaCyTokenizer("en")
     for d in docs[:60]:
-        assert small.words(d.text) == stock_words.word_tokenize(d.text)
+        want = stock_words.word_tokenize(d.text)
+        assert small.words(d.text) == want
+        arrays = small.arrays(d.text)  # the same words as hashes, lengths and flags
+        assert arrays.ids.tolist() == prose._word_ids(want).tolist()
+        assert arrays.lengths.tolist() == [len(w) for w in want]
+        assert arrays.flags.tolist() == [prose._word_flags(w) for w in want]
+        assert small.count_words(d.text) == len(want)
 
 
 def test_languages_datatrove_does_not_split_with_blank_spacy_keep_its_tokenizer():
