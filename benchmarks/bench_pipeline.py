@@ -269,11 +269,10 @@ def datatrove_filter(name: str, params: dict, exclusion_writer=None):
         """The language filter as a datatrove user writes it with py3langid: its own `classify`
         (ours computes the same answer with array operations, see core.fastlang)."""
 
-        def _identify(self, text: str) -> tuple[str, float]:
+        def identify(self, texts: list[str]) -> list[tuple[str, float]]:
             from mix_pipeline.core.filters import language_identifier
 
-            lang, prob = language_identifier().classify(text[:10_000])
-            return lang, float(prob)
+            return [(lang, float(prob)) for lang, prob in (language_identifier().classify(t[:10_000]) for t in texts)]
 
     classes = {
         "language": Py3langidFilter,

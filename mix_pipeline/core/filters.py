@@ -63,26 +63,31 @@ class LanguageIdFilter(BaseFilter):
     name = "🌍 Language ID (py3langid, offline)"
 
     def __init__(self, languages: list[str] | None = None, min_score: float = 0.5, max_chars: int = 3000,
-                 exclusion_writer=None):
-        super().__init__(exclusion_writer)
+                 exclusion_writer=None, batch_size: int = 64):
+        # Documents are classified `batch_size` at a time (core.fastlang walks a batch at once);
+        # each answer is the one the document gets alone.
+        super().__init__(exclusion_writer, batch_size=batch_size)
         self.languages = list(languages or ["en"])
         self.min_score = float(min_score)
         if int(max_chars) < 1:
             raise ValueError(f"max_chars must be ≥ 1 (got {max_chars})")
         self.max_chars = int(max_chars)
-        self._identifier = None
 
-    def _identify(self, text: str) -> tuple[str, float]:
-        if self._identifier is None:
-            self._identifier = fast_language_identifier()
-        # The first `max_chars` characters decide: enough for a stable answer, and the cost per
-        # document is bounded (3,000 instead of 10,000 changed 1 decision in 2,289 documents of
-        # the 20 MB sample corpus and cut the filter's CPU by 40%).
-        lang, prob = self._identifier.classify(text[: self.max_chars])
-        return lang, float(prob)
+    def identify(self, texts: list[str]) -> list[tuple[str, float]]:
+        """(language, probability) of each text, from its first `max_chars` characters: enough
+        for a stable answer, and the cost per document is bounded (3,000 instead of 10,000
+        changed 1 decision in 2,289 documents of the 20 MB sample corpus and cut the filter's
+        CPU by 40%)."""
+        return [(lang, float(prob)) for lang, prob in
+                fast_language_identifier().classify_batch([t[: self.max_chars] for t in texts])]
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        lang, score = self._identify(doc.text)
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
+        return [self._decide(doc, lang, score) for doc, (lang, score) in zip(batch, self.identify([d.text for d in batch]))]
+
+    def _decide(self, doc: Document, lang: str, score: float) -> bool | tuple[bool, str]:
         score = round(score, 4)
         doc.metadata[META_LANGUAGE] = lang
         doc.metadata[META_LANGUAGE_SCORE] = score

@@ -382,6 +382,12 @@ def test_fast_language_identifier_gives_py3langid_languages_and_scores(sample_3m
     got = [fast.classify(t) for t in texts]
     assert got == [stock.classify(t) for t in texts]
     assert len({lang for lang, _ in got}) >= 4
+    # A batch walks the texts end to end: each still gets the answer it gets alone, whatever
+    # its neighbours (the edge cases between long texts, in batches of several sizes).
+    mixed = [t for pair in zip(texts[:40], texts[-9:] * 5) for t in pair]
+    for size in (1, 7, 64):
+        assert [a for i in range(0, len(mixed), size) for a in fast.classify_batch(mixed[i:i + size])] == \
+            [stock.classify(t) for t in mixed]
 
 
 @settings(max_examples=300, deadline=None)
