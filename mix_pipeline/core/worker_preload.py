@@ -13,11 +13,13 @@ import pandas  # noqa: F401  (pyarrow's RecordBatch.from_pylist imports it: ever
 import pyarrow.parquet  # noqa: F401
 import spacy  # noqa: F401  (datatrove's word tokenizer imports it on first use)
 import spacy.lang.en  # noqa: F401
-from datatrove.pipeline import filters as _datatrove_filters  # noqa: F401
+from datatrove.pipeline.filters import GopherRepetitionFilter
 
 from mix_pipeline.core import stages as _stages  # noqa: F401  (every stage module)
 from mix_pipeline.core.filters import fast_language_identifier
 from mix_pipeline.core.prose import word_splitter
 
 fast_language_identifier()
-_ = word_splitter("en").nlp  # the blank English pipeline the prose filters split words with
+# The blank English pipeline the prose filters split words with, under the key they ask for
+# (datatrove's default language, "eng").
+_ = word_splitter(GopherRepetitionFilter().language).nlp

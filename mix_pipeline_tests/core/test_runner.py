@@ -22,12 +22,15 @@ class ProbeWorker(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         import os
 
-        from mix_pipeline.core import filters
+        from mix_pipeline.core import filters, prose
 
+        language = filters.build_filter("gopher_repetition", {}).language  # what the prose filters ask for
         loaded = {
             "pid": os.getpid(),
             "spacy": "spacy.lang.en" in sys.modules,
             "langid_model": filters.language_identifier.cache_info().currsize == 1,
+            "word_splitter": language in prose._splitters and prose._splitters[language]._nlp is not None,
+            "pandas": "pandas" in sys.modules,
         }
         with open(f"{self.out}/rank-{rank}.json", "w") as f:
             json.dump(loaded, f)
@@ -55,4 +58,4 @@ def test_pool_workers_are_forked_with_the_preloaded_modules_and_model(tmp_path):
     subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=300)
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2)]
     assert all(r["pid"] != int((tmp_path / "parent").read_text()) for r in ranks)  # pool workers
-    assert all(r["spacy"] and r["langid_model"] for r in ranks), ranks
+    assert all(r["spacy"] and r["langid_model"] and r["word_splitter"] and r["pandas"] for r in ranks), ranks
