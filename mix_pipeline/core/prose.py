@@ -308,15 +308,26 @@ def top_ngram_chars(h: np.ndarray, pos: np.ndarray, ngram_chars: np.ndarray) -> 
 
     `h` holds the ids of the n-grams at positions `pos` (ascending): every position whose
     n-gram can occur more than once (see `NgramCandidates`); the others are unique. Also returns
-    the positions whose n-gram does occur more than once."""
+    the positions whose n-gram does occur more than once. Counting sorts the ids (a plain sort:
+    several times cheaper than the argsort `_groups` needs)."""
     if not len(h):
         return int(ngram_chars[0]), pos
-    order, starts, counts = _groups(h)
+    sh = np.sort(h)
+    starts = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
+    counts = np.diff(np.append(starts, len(sh)))
     best = int(counts.max())
     if best == 1:  # every n-gram distinct: the first one, once
         return int(ngram_chars[0]), pos[:0]
-    first = int(pos[order[starts[counts == best]]].min())
-    return int(ngram_chars[first]) * best, pos[_repeated(order, counts)]
+    best_ids = sh[starts[counts == best]]
+    first = np.argmax(h == best_ids[0]) if len(best_ids) == 1 else np.argmax(_members(h, best_ids))
+    return int(ngram_chars[pos[first]]) * best, pos[_members(h, sh[starts[counts > 1]])]
+
+
+def _members(h: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """Mask of the entries of h that are in `sorted_ids` (sorted, not empty)."""
+    at = np.searchsorted(sorted_ids, h)
+    at[at == len(sorted_ids)] = 0
+    return sorted_ids[at] == h
 
 
 def duplicated_ngram_chars(h: np.ndarray, pos: np.ndarray, n: int, joined_chars: np.ndarray) -> tuple[int, np.ndarray]:
