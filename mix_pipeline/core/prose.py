@@ -308,8 +308,8 @@ def top_ngram_chars(h: np.ndarray, pos: np.ndarray, ngram_chars: np.ndarray) -> 
 
     `h` holds the ids of the n-grams at positions `pos` (ascending): every position whose
     n-gram can occur more than once (see `NgramCandidates`); the others are unique. Also returns
-    the positions whose n-gram does occur more than once. Counting sorts the ids (a plain sort:
-    several times cheaper than the argsort `_groups` needs)."""
+    positions that include every one whose n-gram occurs more than once. Counting sorts the ids
+    (a plain sort: several times cheaper than the argsort `_groups` needs)."""
     if not len(h):
         return int(ngram_chars[0]), pos
     sh = np.sort(h)
@@ -319,15 +319,17 @@ def top_ngram_chars(h: np.ndarray, pos: np.ndarray, ngram_chars: np.ndarray) -> 
     if best == 1:  # every n-gram distinct: the first one, once
         return int(ngram_chars[0]), pos[:0]
     best_ids = sh[starts[counts == best]]
-    first = np.argmax(h == best_ids[0]) if len(best_ids) == 1 else np.argmax(_members(h, best_ids))
-    return int(ngram_chars[pos[first]]) * best, pos[_members(h, sh[starts[counts > 1]])]
+    first = np.argmax(h == best_ids[0]) if len(best_ids) == 1 else np.argmax(np.isin(h, best_ids))
+    return int(ngram_chars[pos[first]]) * best, pos[_maybe_repeated(h)]
 
 
-def _members(h: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
-    """Mask of the entries of h that are in `sorted_ids` (sorted, not empty)."""
-    at = np.searchsorted(sorted_ids, h)
-    at[at == len(sorted_ids)] = 0
-    return sorted_ids[at] == h
+def _maybe_repeated(h: np.ndarray) -> np.ndarray:
+    """Mask of the entries of h whose id may occur more than once: every one that does, and a
+    few others (ids sharing a bucket of a table 8 times h's size). Cheaper than finding exactly
+    the repeated ones, and only ever used to narrow down where to count longer n-grams."""
+    size = 1 << max(4, (8 * len(h)).bit_length())
+    buckets = ((h ^ (h >> np.uint64(29))) & np.uint64(size - 1)).astype(np.intp)
+    return np.bincount(buckets, minlength=size)[buckets] > 1
 
 
 def duplicated_ngram_chars(h: np.ndarray, pos: np.ndarray, n: int, joined_chars: np.ndarray) -> tuple[int, np.ndarray]:
@@ -368,8 +370,9 @@ class NgramCandidates:
 
     An n-gram that occurs twice starts with an (n-1)-gram that occurs twice (at the same two
     positions), so once the k-grams have been counted only the positions whose k-gram repeats
-    need counting for any n > k: on prose that is a few percent of the words by n = 5, and the
-    sorts shrink with it. The answers are the same as counting every position."""
+    need counting for any n > k (a superset of them will do): on prose that is a few percent of
+    the words by n = 5, and the sorts shrink with it. The answers are the same as counting every
+    position."""
 
     def __init__(self, ids: np.ndarray):
         self.ids = ids
