@@ -132,7 +132,7 @@ class ShardReader(PipelineStep):
     type = "📖 - READER"
     name = "📒 Stage shards"
 
-    def __init__(self, files: list[str], batch_size: int = 1000):
+    def __init__(self, files: list[str], batch_size: int = 200):
         super().__init__()
         self.files = files
         self.batch_size = batch_size
