@@ -77,13 +77,8 @@ class FastIdentifier:
         b = np.frombuffer(b"".join(data), dtype=np.uint8).astype(np.int64)
         text_of = np.repeat(np.arange(len(data)), sizes)
         out = self.output[self.states(b, room=ends[text_of] - np.arange(len(b)))]
-        hit = out >= 0
-        # (text, feature) keys; sorting the first visits puts them text by text, each in py3langid's
-        # Counter order (first visit).
+        keys, counts = self._first_visit_counts(text_of, out)
         n_features = len(self.weights)
-        keys, first, counts = np.unique(text_of[hit] * n_features + out[hit], return_index=True, return_counts=True)
-        order = np.argsort(first, kind="stable")
-        keys, counts = keys[order], counts[order]
         bounds = np.searchsorted(keys // n_features, np.arange(len(data) + 1))
         features = keys % n_features
         results = []
@@ -101,6 +96,31 @@ class FastIdentifier:
                 scores[c] = 0.0
             results.append(scores)
         return results
+
+    def _first_visit_counts(self, text_of: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct (text, feature) keys (text * features + feature) of the visited states
+        that output a feature, with their counts, text by text and, within a text, in order of
+        first visit (py3langid's Counter order). What np.unique(return_index, return_counts) and
+        an argsort of the first visits give, with plain sorts of packed integers instead (several
+        times cheaper than the stable argsorts those need)."""
+        hit = np.flatnonzero(out >= 0)
+        keys = text_of[hit] * len(self.weights) + out[hit]
+        if not len(keys):
+            return keys, keys
+        n = int(hit[-1]) + 1
+        if int(keys.max()) >= (1 << 62) // n or n >= (1 << 31):  # too large to pack: the same with np.unique
+            keys, first, counts = np.unique(keys, return_index=True, return_counts=True)
+            order = np.argsort(first, kind="stable")
+            return keys[order], counts[order]
+        packed = np.sort(keys * n + hit)  # by key, then position
+        sorted_keys = packed // n
+        starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+        counts = np.diff(np.append(starts, len(packed)))
+        first = packed[starts] % n  # each key's first position
+        # Positions grow text by text, so ordering by first position is text by text, then first visit.
+        d = len(starts)
+        order = np.sort(first * d + np.arange(d)) % d
+        return sorted_keys[starts][order], counts[order]
 
     def classify(self, text: str) -> tuple[str, float]:
         return self.classify_batch([text])[0]
