@@ -318,8 +318,13 @@ _IPV4_SHAPE = re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d")  # inside every IPv4 match
 _PHONE_SHAPE = re.compile(r"\+\d|\d[ .-]\(?\d\d\d|\)[ .-]\d\d\d")
 
 
+_last_digit_count: list = [None, 0]  # (text, its digits): three prechecks ask about the same text
+
+
 def _digit_count(text: str) -> int:
-    return sum(map(text.count, "0123456789"))
+    if _last_digit_count[0] is not text:
+        _last_digit_count[:] = [text, sum(map(text.count, "0123456789"))]
+    return _last_digit_count[1]
 
 
 def _may_have_secret(text: str) -> bool:

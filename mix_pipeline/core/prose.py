@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from itertools import chain
+from itertools import chain, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -171,11 +171,15 @@ class WordSplitter:
         if text is self._last[0]:
             return self._last[1]
         chunks = text.split()
-        try:
-            numbers = np.fromiter(map(self._index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
-        except KeyError:
+        numbers = np.fromiter(map(self._index.get, chunks, repeat(-1)), dtype=np.int64, count=len(chunks))
+        if len(numbers) and numbers.min() < 0:  # chunks not seen yet
+            index = self._index
             self._learn(chunks)
-            numbers = np.fromiter(map(self._index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
+            if self._index is index:  # the cache did not start again: only the new chunks changed
+                missing = np.flatnonzero(numbers < 0)
+                numbers[missing] = [index[chunks[i]] for i in missing.tolist()]
+            else:
+                numbers = np.fromiter(map(self._index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
         self._last = (text, numbers)
         return numbers
 
@@ -319,8 +323,15 @@ def top_ngram_chars(h: np.ndarray, pos: np.ndarray, ngram_chars: np.ndarray) -> 
     if best == 1:  # every n-gram distinct: the first one, once
         return int(ngram_chars[0]), pos[:0]
     best_ids = sh[starts[counts == best]]
-    first = np.argmax(h == best_ids[0]) if len(best_ids) == 1 else np.argmax(np.isin(h, best_ids))
+    first = np.argmax(h == best_ids[0]) if len(best_ids) == 1 else np.argmax(_members(h, best_ids))
     return int(ngram_chars[pos[first]]) * best, pos[_maybe_repeated(h)]
+
+
+def _members(h: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """Mask of the entries of h that are in `sorted_ids` (sorted, not empty)."""
+    at = np.searchsorted(sorted_ids, h)
+    at[at == len(sorted_ids)] = 0
+    return sorted_ids[at] == h
 
 
 def _maybe_repeated(h: np.ndarray) -> np.ndarray:
@@ -399,6 +410,17 @@ class NgramCandidates:
             self._repeating = (n, repeating)
 
 
+def split_lines(text: str) -> list[str]:
+    """`re.split("\\n+", text)` (Gopher repetition's lines) with str.split: runs of newlines
+    separate, an empty piece stays only at the start or the end."""
+    lines = [line for line in text.split("\n") if line]
+    if text.startswith("\n") or not text:
+        lines.insert(0, "")
+    if text.endswith("\n"):
+        lines.append("")
+    return lines
+
+
 # ---- the filters -----------------------------------------------------------------------------
 class FastGopherRepetitionFilter(GopherRepetitionFilter):
     """datatrove's GopherRepetitionFilter on shared words and hashed n-grams."""
@@ -416,7 +438,7 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
             return drop(doc, "dup_para_frac", value=round(v, 4), limit=self.dup_para_frac)
         if self.dup_para_char_frac and (v := char_duplicates / len(text)) > self.dup_para_char_frac:
             return drop(doc, "dup_para_char_frac", value=round(v, 4), limit=self.dup_para_char_frac)
-        lines = self._line_splitter.split(text)
+        lines = split_lines(text) if self._line_splitter.pattern == "\n+" else self._line_splitter.split(text)
         line_duplicates, char_duplicates = find_duplicates(lines)
         if self.dup_line_frac and (v := line_duplicates / len(lines)) > self.dup_line_frac:
             return drop(doc, "dup_line_frac", value=round(v, 4), limit=self.dup_line_frac)

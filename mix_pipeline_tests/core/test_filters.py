@@ -422,3 +422,16 @@ def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(cho
         found, repeating = prose.duplicated_ngram_chars(*ngrams.at(n), n, cum[n:] - cum[:-n])
         ngrams.counted(n, repeating)
         assert found == find_all_duplicate(words, n), n
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ab\n\r ", max_size=30))
+@example("")
+@example("\n")
+@example("\n\n")
+def test_split_lines_is_gopher_repetitions_regex_split(text):
+    import re
+
+    from mix_pipeline.core import prose
+
+    assert prose.split_lines(text) == re.split("\n+", text)
