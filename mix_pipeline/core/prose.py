@@ -566,7 +566,9 @@ class FastC4QualityFilter(C4QualityFilter):
         if num_sentences < self.min_num_sentences:
             return drop(doc, "too_few_sentences", sentences=num_sentences, kept_lines=len(kept_lines),
                          limit=self.min_num_sentences)
-        doc.text = "\n".join(kept_lines).strip()
+        text = "\n".join(kept_lines).strip()
+        if text != doc.text:  # unchanged: keep the same object, whose words the splitter has cached
+            doc.text = text
         return True
 
 
