@@ -934,6 +934,8 @@ def main(args) -> int:
     log_dir.mkdir(exist_ok=True)
 
     measurements, results = {}, {}
+    if args.ours_only:
+        return print_ours_only(*run_variant("ours", args, corpus, run_dir, log_dir), text_mb)
     for variant in ("ours", "datatrove"):
         measurements[variant], results[variant] = run_variant(variant, args, corpus, run_dir, log_dir)
     scale, small_result = None, None
@@ -1052,6 +1054,15 @@ def main(args) -> int:
     return 0
 
 
+def print_ours_only(m: Measurement, result: dict, text_mb: float) -> int:
+    """`--ours-only`: our variant's whole-tree CPU, peak memory and CPU per stage, to compare
+    commits quickly (no datatrove run, no ratios)."""
+    stages = " ".join(f"{name}={seconds:.1f}" for name, seconds in result["stage_cpu_s"].items())
+    print(f"ours_cpu_s={m.cpu_s:.1f} mb_s_core={text_mb / m.cpu_s:.2f} peak_rss_mb={m.peak_rss_mb:.0f} "
+          f"ours_wall_s={m.wall_s:.1f} stage_cpu_s: {stages}")
+    return m.returncode
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=20.0, help="sample corpus size (default 20)")
@@ -1068,6 +1079,8 @@ def parse_args(argv=None):
         help="also run ours at size-mb / scale and report rss_ratio = peak(size) / peak(size/scale); "
         "1 skips it (default 5)",
     )
+    parser.add_argument("--ours-only", action="store_true",
+                        help="run only our variant and print its CPU, peak memory and CPU per stage")
     # Internal: how the parent starts a variant's child process.
     parser.add_argument("--variant", choices=["ours", "datatrove"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)

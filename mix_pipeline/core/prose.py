@@ -116,7 +116,7 @@ class WordSplitter:
     @property
     def nlp(self):
         if self._nlp is None:
-            import spacy
+            spacy = import_spacy()
             from spacy.pipeline import Sentencizer
 
             self._nlp = spacy.blank(self.language)
@@ -251,6 +251,26 @@ class WordSplitter:
             elif final:
                 seen_final = True
         return n
+
+
+def import_spacy():
+    """`import spacy`, without torch: spaCy's thinc imports torch whenever it is installed (the
+    `lab` extra installs it), ~1 CPU s and a few hundred MB per process, for tokenizers that
+    never use it. torch is hidden only while spaCy loads; code that imports it later gets it."""
+    import sys
+
+    if "spacy" in sys.modules:
+        return sys.modules["spacy"]
+    hidden = "torch" not in sys.modules
+    if hidden:
+        sys.modules["torch"] = None  # `import torch` raises ImportError: thinc runs without it
+    try:
+        import spacy
+        import spacy.lang.en  # noqa: F401
+    finally:
+        if hidden:
+            del sys.modules["torch"]
+    return spacy
 
 
 _splitters: dict[str, WordSplitter] = {}

@@ -9,29 +9,15 @@ also imports spaCy, builds its English tokenizer and loads the py3langid model. 
 changes what a worker computes: the same modules and the same model, loaded earlier.
 """
 
-import sys
-
 import pandas  # noqa: F401  (pyarrow's RecordBatch.from_pylist imports it: every Parquet writer)
 import pyarrow.parquet  # noqa: F401
-
-# spaCy's thinc imports torch whenever it is installed (the `lab` extra installs it): ~1 CPU s
-# and a few hundred MB in this process, for tokenizers that never use it. Hide it while spaCy
-# loads; a step that imports torch itself later still gets it.
-_torch_hidden = "torch" not in sys.modules
-if _torch_hidden:
-    sys.modules["torch"] = None  # `import torch` raises ImportError: thinc runs without it
-try:
-    import spacy  # noqa: F401  (datatrove's word tokenizer imports it on first use)
-    import spacy.lang.en  # noqa: F401
-finally:
-    if _torch_hidden:
-        del sys.modules["torch"]
 from datatrove.pipeline.filters import GopherRepetitionFilter
 
 from mix_pipeline.core import stages as _stages  # noqa: F401  (every stage module)
 from mix_pipeline.core.filters import fast_language_identifier
-from mix_pipeline.core.prose import word_splitter
+from mix_pipeline.core.prose import import_spacy, word_splitter
 
+import_spacy()  # datatrove's word tokenizer imports it on first use (without torch: see there)
 fast_language_identifier()
 # The blank English pipeline the prose filters split words with, under the key they ask for
 # (datatrove's default language, "eng").
