@@ -48,7 +48,7 @@ CLUSTER_SCHEMA = pa.schema(
     ]
 )
 _WORD = re.compile(r"\w+")
-# Shingles handed to rensa per call: about 8 MB of Python strings, whatever the batch's documents.
+# Words (≈ shingles) handed to rensa per call: a few MB of Python strings, whatever the batch's documents.
 SHINGLES_PER_CALL = 100_000
 DUCKDB_MEMORY_LIMIT = "1GB"
 # Odd 64-bit multipliers to fold a band's rows into one hash (wrapping arithmetic is intended).
@@ -61,13 +61,28 @@ def content_hash(text: str) -> int:
     return xxhash.xxh3_64_intdigest(text.encode("utf-8")) - (1 << 63)
 
 
-def shingles(text: str, ngram: int) -> list[str]:
-    """Lower-cased word n-grams joined by one space; a text of at most `ngram` words is one shingle."""
-    words = _WORD.findall(text.lower())
-    if len(words) <= ngram:
-        return [" ".join(words)]
-    # zip over shifted views builds each n-gram without a slice per position.
-    return list(map(" ".join, zip(*[words[i:] for i in range(ngram)])))
+# Shingles are hashed, not joined: how a shingle hash is made. Stored in the dedup state
+# (stages/dedup_index.dedup_config), so a build whose signatures were made another way is
+# recomputed, never matched against these.
+SHINGLE_HASH = "rensa-word-hash-rolling-v1"
+_ROLL = np.uint64(0x9E3779B97F4A7C15)
+
+
+def shingle_words(text: str) -> list[str]:
+    """Lower-cased words (runs of \\w), the units of a shingle."""
+    return _WORD.findall(text.lower())
+
+
+def shingle_hashes(word_hashes: list[int], ngram: int) -> np.ndarray:
+    """One uint64 per shingle of `ngram` consecutive words, from the words' hashes by wrapping
+    arithmetic (h = h * _ROLL + next); a text of at most `ngram` words is one shingle (no words:
+    the hash 0). The same shingle hashes to the same value in every text and process."""
+    h = np.asarray(word_hashes, dtype=np.uint64)
+    m = max(1, len(h) - ngram + 1)
+    out = h[:m].copy() if len(h) else np.zeros(1, dtype=np.uint64)
+    for k in range(1, min(ngram, len(h))):
+        out = out * _ROLL + h[k:k + m]
+    return out
 
 
 def band_matrix(signatures: np.ndarray, bands: int) -> np.ndarray:
@@ -93,9 +108,11 @@ def signature_batch(
 ) -> pa.Table:
     """Signature rows (SIGNATURE schema) for a batch of documents.
 
-    One call into rensa hashes the whole batch (`digest_matrix_from_token_sets`, the same digests
-    as `RMinHash.update` + `digest` one document at a time); band hashes are folded for the whole
-    matrix at once, so per document only the shingles and the content hash are built in Python.
+    Each document's words are hashed by rensa (`hash_token_sets`), its shingles hashed from
+    them with array arithmetic (`shingle_hashes`: no string per shingle), and one call into
+    rensa digests a whole chunk of documents (`digest_matrix_from_flat_token_hashes`, the same
+    digests as `RMinHash` over each document's shingle hashes); band hashes are folded for the
+    whole matrix at once.
     """
     from rensa import RMinHash
 
@@ -107,12 +124,15 @@ def signature_batch(
     def digest() -> None:
         nonlocal pending
         if chunk:
-            rows.extend(RMinHash.digest_matrix_from_token_sets(chunk, num_perm, seed).to_rows())
+            per_doc = [shingle_hashes(h, ngram) for h in RMinHash.hash_token_sets(chunk)]
+            offsets = np.concatenate(([0], np.cumsum([len(h) for h in per_doc]))).astype(np.uint64)
+            rows.extend(RMinHash.digest_matrix_from_flat_token_hashes(np.concatenate(per_doc), offsets,
+                                                                      num_perm, seed).to_rows())
             chunk.clear()
             pending = 0
 
     for text in texts:
-        chunk.append(shingles(text, ngram))
+        chunk.append(shingle_words(text))
         pending += len(chunk[-1])
         if pending >= SHINGLES_PER_CALL:  # bounds the Python strings alive at once
             digest()

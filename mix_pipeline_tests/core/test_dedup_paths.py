@@ -46,15 +46,23 @@ PRIORITY = {"books": 0, "papers": 1, "web": 2}
 _FOLD = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64)
 
 
-# ---- the implementation before batching, kept here as the reference --------------------------
+# ---- one document at a time, written plainly: the reference for the batched signatures --------
 def reference_row(text: str, num_perm: int = 128, bands: int = 32, ngram: int = 5, seed: int = 1):
+    """Word hashes from rensa, each shingle's hash rolled over its words in Python integers
+    (mod 2**64), one RMinHash over the document's shingle hashes."""
     words = re.findall(r"\w+", text.lower())
-    shingles = [" ".join(words)] if len(words) <= ngram else [
-        " ".join(words[i : i + ngram]) for i in range(len(words) - ngram + 1)
+    word_hashes = RMinHash.hash_token_sets([words])[0]
+    windows = [word_hashes] if len(words) <= ngram else [
+        word_hashes[i : i + ngram] for i in range(len(words) - ngram + 1)
     ]
-    mh = RMinHash(num_perm=num_perm, seed=seed)
-    mh.update(shingles)
-    sig = np.asarray(mh.digest(), dtype=np.uint32)
+    shingle_hashes = []
+    for window in windows:
+        h = window[0] if window else 0
+        for w in window[1:]:
+            h = (h * 0x9E3779B97F4A7C15 + w) % 2**64
+        shingle_hashes.append(h)
+    sig = np.asarray(RMinHash.digest_matrix_from_token_hash_sets([shingle_hashes], num_perm, seed).to_rows()[0],
+                     dtype=np.uint32)
     rows = sig.astype(np.uint64).reshape(bands, -1)
     with np.errstate(over="ignore"):
         folded = (rows * np.resize(_FOLD, rows.shape[1])).sum(axis=1, dtype=np.uint64).view(np.int64)
@@ -300,3 +308,19 @@ def test_cluster_and_index_files_stream_in_fixed_row_groups(tmp_path, monkeypatc
     assert set(table.column("fate").to_pylist()) == {"duplicate"}  # books outranks every web copy
     index = pq.read_table(tmp_path / "a" / "index" / "books" / "default.parquet")
     assert index.num_rows == len(base)  # the near copies ("x..") are duplicates of their originals
+
+
+def test_signatures_made_another_way_are_never_reused(ingested, tmp_path):
+    """The dedup state records how shingles are hashed: a build whose state lacks it (made
+    before shingles were hashed from word hashes) or names another way reuses nothing."""
+    from mix_pipeline import layout
+    from mix_pipeline.core.stages.dedup_index import dedup_config, reusable_generations
+
+    config = dedup_config(load_recipe(ingested[0] / "recipe.yaml"))
+    assert config["shingle_hash"] == dedup.SHINGLE_HASH
+    generations = [{"snapshot": "default", "partitions": [("web", "abc")]}]
+    state = tmp_path / layout.DEDUP_STATE_FILE
+    for stored, reused in [(config, 1), ({k: v for k, v in config.items() if k != "shingle_hash"}, 0),
+                           (config | {"shingle_hash": "joined-strings"}, 0)]:
+        state.write_text(json.dumps({"config": stored, "generations": generations}))
+        assert reusable_generations(str(tmp_path), config, generations)[0] == reused

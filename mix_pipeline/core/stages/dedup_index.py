@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from mix_pipeline import layout
 from mix_pipeline.core import catalog, quality
-from mix_pipeline.core.dedup import EMPTY_STATS, ShardSignatures, dedup_generation
+from mix_pipeline.core.dedup import EMPTY_STATS, SHINGLE_HASH, ShardSignatures, dedup_generation
 from mix_pipeline.core.documents import file_sha256, list_parts, publish_dir, staging_dir
 from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.integrity import require_intact
@@ -131,6 +131,7 @@ def dedup_config(recipe) -> dict:
     return {
         "exact": recipe.dedup.exact,
         "minhash": mh.model_dump() if mh else None,
+        "shingle_hash": SHINGLE_HASH if mh else None,
         "ranks": {s: recipe.priority_rank(s) for s in sorted(recipe.sources)},
     }
 
