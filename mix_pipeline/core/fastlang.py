@@ -34,11 +34,10 @@ class FastIdentifier:
         depth = np.full(len(self.rowbase), -1, dtype=np.int64)
         depth[0], level, d = 0, np.array([0]), 0
         while len(level):
-            moves = self.nextmove[(self.rowbase[level][:, None] + np.arange(256)).ravel()].astype(np.int64)
-            fresh = np.unique(moves[depth[moves] < 0])
+            moves = self.nextmove[(self.rowbase[level][:, None] + np.arange(256)).ravel()]
             d += 1
-            depth[fresh] = d
-            level = fresh
+            depth[moves[depth[moves] < 0]] = d  # no sort: a state reached twice gets d twice
+            level = np.flatnonzero(depth == d)
         self.depth = depth
         self.max_depth = int(depth.max())
 
