@@ -48,8 +48,8 @@ CLUSTER_SCHEMA = pa.schema(
     ]
 )
 _WORD = re.compile(r"\w+")
-# Words (≈ shingles) handed to rensa per call: a few MB of Python strings, whatever the batch's documents.
-SHINGLES_PER_CALL = 100_000
+# Words handed to rensa per call (about as many shingles): a few MB of Python strings, whatever the batch's documents.
+WORDS_PER_CALL = 100_000
 DUCKDB_MEMORY_LIMIT = "1GB"
 # Odd 64-bit multipliers to fold a band's rows into one hash (wrapping arithmetic is intended).
 _FOLD = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64)
@@ -134,7 +134,7 @@ def signature_batch(
     for text in texts:
         chunk.append(shingle_words(text))
         pending += len(chunk[-1])
-        if pending >= SHINGLES_PER_CALL:  # bounds the Python strings alive at once
+        if pending >= WORDS_PER_CALL:  # bounds the Python strings alive at once
             digest()
     digest()
     sig = np.array(rows, dtype=np.uint32).reshape(n, num_perm)

@@ -62,9 +62,6 @@ class FastIdentifier:
             ends[alive] = node[alive]
         return state
 
-    def decide(self, text: str) -> np.ndarray:
-        return self.decide_batch([text])[0]
-
     def decide_batch(self, texts: list[str]) -> list[np.ndarray]:
         """py3langid's normalised class probabilities of each text. The DFA walk and the feature
         counts run once over the batch (numpy's per-call cost dominates texts of a few thousand

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import json
 from array import array
+from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import NamedTuple
 
 import numpy as np
 from datatrove.data import Document
@@ -71,7 +71,8 @@ def _word_flags(word: str) -> int:
 _FINAL, _PUNCT, _OTHER = 2, 1, 0
 
 
-class Words(NamedTuple):
+@dataclass(frozen=True)
+class Words:
     """A text's words as arrays, position by position: `hash(word)`, `len(word)` and the
     `_NON_SYMBOL | _HAS_ALPHA` bits."""
 
@@ -167,10 +168,8 @@ class WordSplitter:
                 self._lengths.extend(map(len, words))
                 self._flags.extend(map(_word_flags, words))
 
-    def _chunk_numbers(self, text: str) -> np.ndarray:
-        if text is self._last[0]:
-            return self._last[1]
-        chunks = text.split()
+    def _numbers(self, chunks: list[str]) -> np.ndarray:
+        """The chunks' numbers, learning the ones not seen yet."""
         numbers = np.fromiter(map(self._index.get, chunks, repeat(-1)), dtype=np.int64, count=len(chunks))
         if len(numbers) and numbers.min() < 0:  # chunks not seen yet
             index = self._index
@@ -180,8 +179,13 @@ class WordSplitter:
                 numbers[missing] = [index[chunks[i]] for i in missing.tolist()]
             else:
                 numbers = np.fromiter(map(self._index.__getitem__, chunks), dtype=np.int64, count=len(chunks))
-        self._last = (text, numbers)
         return numbers
+
+    def _chunk_numbers(self, text: str) -> np.ndarray:
+        """`_numbers` of the text's chunks, kept for the last text (the filters ask in turn)."""
+        if text is not self._last[0]:
+            self._last = (text, self._numbers(text.split()))
+        return self._last[1]
 
     def words(self, text: str) -> list[str]:
         """datatrove's `split_into_words(text, language)` for a blank-spaCy language."""
@@ -218,12 +222,7 @@ class WordSplitter:
             return 0
         if " ".join(chunks) != line:
             return self._count_sentences_spacy(line)
-        try:
-            numbers = list(map(self._index.__getitem__, chunks))
-        except KeyError:
-            self._learn(chunks)
-            numbers = list(map(self._index.__getitem__, chunks))
-        line_classes = map(self._classes.__getitem__, numbers)
+        line_classes = map(self._classes.__getitem__, self._numbers(chunks).tolist())
         n, seen_final = 1, False
         for classes in line_classes:
             for cls in classes:

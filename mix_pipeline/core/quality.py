@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from mix_pipeline.core.documents import scratch_connection, sql_file_list
+from mix_pipeline.core.documents import DOCUMENT_SCHEMA, scratch_connection, sql_file_list
 from mix_pipeline.names import DECONTAMINATION, FILTER_NAMES, META_FILTER_REASON, META_FILTER_VALUE, META_LANGUAGE
 
 SEVERITIES = ("error", "warn")
@@ -227,9 +227,6 @@ def _examples(con, sql: str) -> list[dict]:
     return [{"id": str(i), "snippet": snippet(t)} for i, t in con.execute(sql).fetchall()]
 
 
-RAW_COLUMNS = ("id", "text", "source", "domain", "metadata")
-
-
 def _sample(con, parts: list[str]):
     """The ids and text lengths (`chars`) of up to SAMPLE_ROWS documents: never the texts, so
     memory does not grow with the documents' size."""
@@ -248,7 +245,7 @@ def _columns(con, parts: list[str]):
     import pandas as pd
 
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in RAW_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in DOCUMENT_SCHEMA.names})
     return con.sql(f"SELECT * FROM read_parquet({sql_file_list(parts)}) LIMIT 0").df()
 
 
@@ -258,7 +255,7 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
     docs = f"read_parquet({sql_file_list(parts)})" if parts else None
     out = []
     cfg, sev = settings("raw_schema", overrides)
-    columns, found = list(RAW_COLUMNS), _columns(con, parts)
+    columns, found = DOCUMENT_SCHEMA.names, _columns(con, parts)
     ok, res = expect(found, "ExpectTableColumnsToMatchSet", column_set=columns, exact_match=True)
     sample = _sample(con, parts)
     ok_ids, _ = expect(sample, "ExpectColumnValuesToNotBeNull", column="id") if ok else (False, {})

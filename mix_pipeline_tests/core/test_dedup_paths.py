@@ -69,9 +69,9 @@ def reference_row(text: str, num_perm: int = 128, bands: int = 32, ngram: int = 
     return sig.tolist(), folded.tolist()
 
 
-@pytest.mark.parametrize("shingles_per_call", [100_000, 50])
-def test_batch_signatures_are_the_per_document_ones(shingles_per_call, monkeypatch):
-    monkeypatch.setattr(dedup, "SHINGLES_PER_CALL", shingles_per_call)
+@pytest.mark.parametrize("words_per_call", [100_000, 50])
+def test_batch_signatures_are_the_per_document_ones(words_per_call, monkeypatch):
+    monkeypatch.setattr(dedup, "WORDS_PER_CALL", words_per_call)
     texts = [
         "", "one", "Just four words here", "exactly five words are here", "Six words, with punctuation: yes!",
         "Ünïcödé wörds — ß and 東京 too, mixed_with under_scores 42 times 42",
