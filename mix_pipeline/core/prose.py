@@ -13,7 +13,8 @@ Python loops over the words and n-grams. That was most of the filtered stage's C
 - **One split per document**, shared by the filters that run one after the other on it.
 - **Statistics over hashed word ids** with numpy: n-gram counts by sorting, only over the
   positions whose shorter n-gram repeats (`NgramCandidates`), the duplicated-n-gram greedy walk
-  only over the positions whose n-gram occurred before.
+  only over the positions whose n-gram occurred before. Gopher repetition counts a batch of
+  documents (up to `BATCH_WORDS` words) with one sort per n, the text's number in each key.
 - **C4's sentence count** follows spaCy's sentencizer over the same tokens, and stops once it
   reaches `min_num_sentences` (only whether it does matters).
 
@@ -92,10 +93,17 @@ class WordSplitter:
     again), so memory stays bounded however large the corpus is; spaCy's own vocabulary does
     not grow (each call runs in a `memory_zone`)."""
 
+    # The words of the texts asked for last, for the filters that ask in turn: a batch filter
+    # (Gopher repetition) asks for a batch, the next filters for each of its texts. Bounded by
+    # words (≈17 bytes each), not texts, so a batch of books does not hold hundreds of MB.
+    RECENT_WORDS = 2_000_000
+
     def __init__(self, language: str, max_chunks: int = 500_000):
         self.language = language
         self.max_chunks = int(max_chunks)
         self._nlp = None
+        self._recent: dict[int, tuple[str, Words]] = {}  # id(text) -> (text, its words)
+        self._recent_words = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -105,7 +113,6 @@ class WordSplitter:
         self._start, self._count = array("q"), array("q")  # per chunk number
         self._ids, self._lengths, self._flags = array("q"), array("q"), array("b")  # per word
         self._last: tuple[str | None, np.ndarray | None] = (None, None)
-        self._last_words: tuple[str | None, Words | None] = (None, None)
 
     def __getstate__(self):
         # Pickled to every datatrove worker: the settings, not a loaded pipeline or cache.
@@ -194,8 +201,9 @@ class WordSplitter:
 
     def arrays(self, text: str) -> Words:
         """The words of `text` as arrays (see `Words`), in order."""
-        if text is self._last_words[0]:
-            return self._last_words[1]
+        recent = self._recent.get(id(text))  # the entry holds the text: no other has its id
+        if recent is not None:
+            return recent[1]
         numbers = self._chunk_numbers(text)
         counts = np.frombuffer(self._count, dtype=np.int64)[numbers]
         ends = np.cumsum(counts)
@@ -205,11 +213,21 @@ class WordSplitter:
         out = Words(np.frombuffer(self._ids, dtype=np.int64)[at].view(np.uint64),
                     np.frombuffer(self._lengths, dtype=np.int64)[at],
                     np.frombuffer(self._flags, dtype=np.int8)[at])
-        self._last_words = (text, out)
+        self._remember(text, out)
         return out
+
+    def _remember(self, text: str, words: Words) -> None:
+        while self._recent and self._recent_words + len(words) > self.RECENT_WORDS:
+            _, dropped = self._recent.pop(next(iter(self._recent)))  # the oldest
+            self._recent_words -= len(dropped)
+        self._recent[id(text)] = (text, words)
+        self._recent_words += len(words)
 
     def count_words(self, text: str) -> int:
         """len(self.words(text)), without building the list."""
+        recent = self._recent.get(id(text))
+        if recent is not None:
+            return len(recent[1])
         numbers = self._chunk_numbers(text)
         return int(np.frombuffer(self._count, dtype=np.int64)[numbers].sum())
 
@@ -325,64 +343,108 @@ def _repeated(order: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return mask
 
 
-def top_ngram_chars(h: np.ndarray, pos: np.ndarray, ngram_chars: np.ndarray) -> tuple[int, np.ndarray]:
-    """datatrove's `find_top_duplicate`: characters of the most frequent n-gram (the first seen
-    of the most frequent ones, as `Counter.most_common` picks) times its count.
+# A batch's n-gram keys carry the text's number in their top bits, so one sort groups the
+# n-grams text by text; the id keeps the other 56 bits (collisions: 2**-56 per pair in a text).
+_TEXT_SHIFT = np.uint64(56)
+MAX_BATCH = 1 << 8
 
-    `h` holds the ids of the n-grams at positions `pos` (ascending): every position whose
-    n-gram can occur more than once (see `NgramCandidates`); the others are unique. Also returns
-    positions that include every one whose n-gram occurs more than once. Counting sorts the ids
-    (a plain sort: several times cheaper than the argsort `_groups` needs)."""
-    if not len(h):
-        return int(ngram_chars[0]), pos
-    sh = np.sort(h)
-    starts = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
-    counts = np.diff(np.append(starts, len(sh)))
-    best = int(counts.max())
-    if best == 1:  # every n-gram distinct: the first one, once
-        return int(ngram_chars[0]), pos[:0]
-    best_ids = sh[starts[counts == best]]
-    first = np.argmax(h == best_ids[0]) if len(best_ids) == 1 else np.argmax(_members(h, best_ids))
-    return int(ngram_chars[pos[first]]) * best, pos[_maybe_repeated(h)]
+
+def top_ngram_chars(keys: np.ndarray, pos: np.ndarray, batch: NgramCandidates, chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """datatrove's `find_top_duplicate` for each text of the batch: characters of its most
+    frequent n-gram (the first seen of the most frequent ones, as `Counter.most_common` picks)
+    times its count; a text whose n-grams are all distinct gets its first n-gram, once.
+
+    `keys` holds the n-gram keys at positions `pos` (ascending): every position whose n-gram
+    can occur more than once in its text (see `NgramCandidates`). `chars[p]`: characters of
+    the n-gram at p. Also returns positions that include every one whose n-gram repeats.
+    Counting sorts the keys (a plain sort: several times cheaper than an argsort)."""
+    found = chars[batch.starts[:-1].clip(max=len(chars) - 1)]  # each text's first n-gram, once
+    if not len(keys):
+        return found, pos
+    sk = np.sort(keys)
+    starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+    counts = np.diff(np.append(starts, len(sk)))
+    text = (sk[starts] >> _TEXT_SHIFT).astype(np.intp)
+    best = np.ones(batch.n_texts, dtype=np.int64)
+    np.maximum.at(best, text, counts)
+    winners = counts == best[text]
+    winners &= counts > 1
+    if winners.any():
+        hits = np.flatnonzero(_members(keys, sk[starts[winners]]))  # ascending positions
+        hit_text = batch.text[pos[hits]]
+        first = np.flatnonzero(np.concatenate(([True], hit_text[1:] != hit_text[:-1])))
+        where = pos[hits[first]]
+        found[hit_text[first]] = chars[where] * best[hit_text[first]]
+    return found, pos[_maybe_repeated(keys)]
+
+
+def _buckets(h: np.ndarray, size: int) -> np.ndarray:
+    """Bucket of each id in a table of `size` (a power of two) entries."""
+    return ((h ^ (h >> np.uint64(29))) & np.uint64(size - 1)).astype(np.intp)
+
+
+def _table_size(n: int) -> int:
+    """A table 2-4 times n's size: small enough to stay in cache, few ids per bucket."""
+    return 1 << max(4, (2 * n).bit_length())
 
 
 def _members(h: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
-    """Mask of the entries of h that are in `sorted_ids` (sorted, not empty)."""
-    at = np.searchsorted(sorted_ids, h)
+    """Mask of the entries of h that are in `sorted_ids` (sorted, not empty): the entries whose
+    bucket holds one of them, then a binary search for those few only."""
+    size = _table_size(len(h))
+    marked = np.zeros(size, dtype=bool)
+    marked[_buckets(sorted_ids, size)] = True
+    maybe = np.flatnonzero(marked[_buckets(h, size)])
+    at = np.searchsorted(sorted_ids, h[maybe])
     at[at == len(sorted_ids)] = 0
-    return sorted_ids[at] == h
+    mask = np.zeros(len(h), dtype=bool)
+    mask[maybe] = sorted_ids[at] == h[maybe]
+    return mask
 
 
 def _maybe_repeated(h: np.ndarray) -> np.ndarray:
     """Mask of the entries of h whose id may occur more than once: every one that does, and a
-    few others (ids sharing a bucket of a table 8 times h's size). Cheaper than finding exactly
-    the repeated ones, and only ever used to narrow down where to count longer n-grams."""
-    size = 1 << max(4, (8 * len(h)).bit_length())
-    buckets = ((h ^ (h >> np.uint64(29))) & np.uint64(size - 1)).astype(np.intp)
-    return np.bincount(buckets, minlength=size)[buckets] > 1
+    few others (ids sharing a bucket). Cheaper than finding exactly the repeated ones, and only
+    ever used to narrow down where to count longer n-grams."""
+    buckets = _buckets(h, _table_size(len(h)))
+    return np.bincount(buckets)[buckets] > 1
 
 
-def duplicated_ngram_chars(h: np.ndarray, pos: np.ndarray, n: int, joined_chars: np.ndarray) -> tuple[int, np.ndarray]:
-    """datatrove's `find_all_duplicate`: walk the n-grams; one seen before (among the ones
-    walked, not skipped) adds its characters and skips the next n-1 positions. Only positions
-    whose n-gram occurred earlier can repeat, so the walk visits only those.
+def duplicated_ngram_chars(keys: np.ndarray, pos: np.ndarray, batch: NgramCandidates, n: int,
+                           joined_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """datatrove's `find_all_duplicate` for each text of the batch: walk the n-grams; one seen
+    before (among the ones walked, not skipped) adds its characters and skips the next n-1
+    positions. Only positions whose n-gram occurred earlier in the text can repeat, so the walk
+    visits only those.
 
-    `h`, `pos` as in `top_ngram_chars`; also returns the positions whose n-gram occurs more
-    than once."""
-    if not len(h):
-        return 0, pos
-    order, starts, counts = _groups(h)
+    `keys`, `pos` as in `top_ngram_chars`; also returns the positions whose n-gram occurs more
+    than once in its text."""
+    found = np.zeros(batch.n_texts, dtype=np.int64)
+    if not len(keys):
+        return found, pos
+    order, starts, counts = _groups(keys)
     if counts.max() == 1:
-        return 0, pos[:0]
-    first_of_run = np.zeros(len(h), dtype=bool)
+        return found, pos[:0]
+    first_of_run = np.zeros(len(keys), dtype=bool)
     first_of_run[order[starts]] = True
-    first_pos = np.empty(len(h), dtype=np.int64)
+    first_pos = np.empty(len(keys), dtype=np.int64)
     first_pos[order] = np.repeat(pos[order[starts]], counts)
     later = ~first_of_run
+    at, firsts, ids = pos[later], first_pos[later], keys[later]
+    bounds = np.searchsorted(at, batch.starts).tolist()  # each text's stretch of `at`
+    for t in np.flatnonzero(np.diff(bounds)).tolist():
+        lo, hi = bounds[t], bounds[t + 1]
+        found[t] = _walk(at[lo:hi].tolist(), firsts[lo:hi].tolist(), ids[lo:hi].tolist(), n, joined_chars)
+    return found, pos[_repeated(order, counts)]
+
+
+def _walk(at: list[int], firsts: list[int], ids: list[int], n: int, joined_chars: np.ndarray) -> int:
+    """The greedy walk of `find_all_duplicate` over one text's positions whose n-gram occurred
+    before (`firsts`: where it first occurred)."""
     skipped: set[int] = set()
     walked: set[int] = set()  # ids of repeated positions that were walked
     total, idx = 0, 0
-    for c, first, ident in zip(pos[later].tolist(), first_pos[later].tolist(), h[later].tolist()):
+    for c, first, ident in zip(at, firsts, ids):
         if c < idx:
             continue
         if first not in skipped or ident in walked:
@@ -392,20 +454,30 @@ def duplicated_ngram_chars(h: np.ndarray, pos: np.ndarray, n: int, joined_chars:
         else:
             walked.add(ident)
             idx = c + 1
-    return total, pos[_repeated(order, counts)]
+    return total
 
 
 class NgramCandidates:
-    """The n-gram ids of a text's words and, per n, the positions worth sorting.
+    """The n-gram keys of a batch of texts' words (end to end) and, per n, the positions worth
+    sorting.
 
-    An n-gram that occurs twice starts with an (n-1)-gram that occurs twice (at the same two
-    positions), so once the k-grams have been counted only the positions whose k-gram repeats
-    need counting for any n > k (a superset of them will do): on prose that is a few percent of
-    the words by n = 5, and the sorts shrink with it. The answers are the same as counting every
-    position."""
+    An n-gram that occurs twice in a text starts with an (n-1)-gram that occurs twice (at the
+    same two positions), so once the k-grams have been counted only the positions whose k-gram
+    repeats need counting for any n > k (a superset of them will do): on prose that is a few
+    percent of the words by n = 5, and the sorts shrink with it. The answers are the same as
+    counting every position. A batch is counted with one sort per n, however many texts it
+    holds (numpy's per-call cost dominates texts of a few thousand words)."""
 
-    def __init__(self, ids: np.ndarray):
-        self.ids = ids
+    def __init__(self, texts: list[np.ndarray]):
+        if len(texts) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} texts per batch (got {len(texts)})")
+        sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        self.n_texts = len(texts)
+        self.starts = np.concatenate(([0], np.cumsum(sizes)))  # each text's first position
+        self.ids = np.concatenate(texts) if texts else np.zeros(0, dtype=np.uint64)
+        self.text = np.repeat(np.arange(len(texts)), sizes)  # the text of each position
+        self.room = self.starts[1:][self.text] - np.arange(len(self.ids))  # words to its text's end
+        self._tag = self.text.astype(np.uint64) << _TEXT_SHIFT
         self._ngrams: dict[int, np.ndarray] = {}
         self._repeating: tuple[int, np.ndarray] | None = None  # (k, positions whose k-gram repeats)
 
@@ -414,17 +486,21 @@ class NgramCandidates:
             self._ngrams[n] = _ngram_ids(self.ids, n, self._ngrams.get(n - 1))
         return self._ngrams[n]
 
-    def at(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, positions) of the n-grams that may repeat."""
+    def at(self, n: int, skip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, positions) of the n-grams that may repeat within their text, leaving out the
+        texts where `skip` is set."""
         h = self.ngram_ids(n)
         if self._repeating is None or self._repeating[0] >= n:
-            return h, np.arange(len(h))
-        pos = self._repeating[1]
-        pos = pos[pos < len(h)]
-        return h[pos], pos
+            pos = np.flatnonzero(self.room[:len(h)] >= n)
+        else:
+            pos = self._repeating[1]
+            pos = pos[self.room[pos] >= n]
+        if skip is not None and skip.any():
+            pos = pos[~skip[self.text[pos]]]
+        return (h[pos] >> np.uint64(64 - int(_TEXT_SHIFT))) | self._tag[pos], pos
 
     def counted(self, n: int, repeating: np.ndarray) -> None:
-        """Record the positions whose n-gram occurs more than once."""
+        """Record the positions whose n-gram occurs more than once in its text."""
         if self._repeating is None or self._repeating[0] < n:
             self._repeating = (n, repeating)
 
@@ -442,12 +518,41 @@ def split_lines(text: str) -> list[str]:
 
 # ---- the filters -----------------------------------------------------------------------------
 class FastGopherRepetitionFilter(GopherRepetitionFilter):
-    """datatrove's GopherRepetitionFilter on shared words and hashed n-grams."""
+    """datatrove's GopherRepetitionFilter on shared words and hashed n-grams, `batch_size`
+    documents at a time (one sort per n-gram length for the whole batch)."""
+
+    BATCH_WORDS = 8192
+
+    def __init__(self, *args, batch_size: int = 64, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not 1 <= int(batch_size) <= MAX_BATCH:
+            raise ValueError(f"batch_size must be within 1..{MAX_BATCH} (got {batch_size})")
+        self.batch_size = int(batch_size)
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return self.filter_batch([doc])[0]
+
+    def filter_batch(self, batch: list[Document]) -> list[bool | tuple[bool, str]]:
         splitter = word_splitter(self.language)
         if splitter is None:
-            return super().filter(doc)
+            return [super(FastGopherRepetitionFilter, self).filter(doc) for doc in batch]
+        verdicts = [self._line_checks(doc) for doc in batch]
+        todo = [(i, splitter.arrays(batch[i].text)) for i, verdict in enumerate(verdicts) if verdict is None]
+        # Counted together up to BATCH_WORDS words: beyond that a batch's arrays outgrow the
+        # CPU caches and numpy's per-call cost no longer matters (a book is counted alone).
+        group, words = [], 0
+        for i, text_words in todo + [(None, None)]:
+            if group and (i is None or words + len(text_words) > self.BATCH_WORDS):
+                for (j, _), verdict in zip(group, self._ngram_checks([batch[j] for j, _ in group], [w for _, w in group])):
+                    verdicts[j] = verdict
+                group, words = [], 0
+            if i is not None:
+                group.append((i, text_words))
+                words += len(text_words)
+        return verdicts
+
+    def _line_checks(self, doc: Document) -> tuple[bool, str] | None:
+        """The paragraph and line repetition checks: a drop, or None to go on to the words."""
         text = doc.text
         if not text:
             return drop(doc, "empty", chars=0)
@@ -463,26 +568,34 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
             return drop(doc, "dup_line_frac", value=round(v, 4), limit=self.dup_line_frac)
         if self.dup_line_char_frac and (v := char_duplicates / len(text)) > self.dup_line_char_frac:
             return drop(doc, "dup_line_char_frac", value=round(v, 4), limit=self.dup_line_char_frac)
+        return None
 
-        words = splitter.arrays(text)
-        ngrams = NgramCandidates(words.ids)
-        cum = np.concatenate(([0], np.cumsum(words.lengths)))
-        for n, n_frac in self.top_n_grams:
-            if len(words) < n:
+    def _ngram_checks(self, docs: list[Document], words: list[Words]) -> list[bool | tuple[bool, str]]:
+        """The top and duplicated n-gram checks of `docs` (with their `words`), in datatrove's
+        order: each statistic is counted for all of them at once, and a document drops at the
+        first check it fails (later statistics leave the dropped documents out)."""
+        ngrams = NgramCandidates([w.ids for w in words])
+        cum = np.concatenate(([0], np.cumsum(np.concatenate([w.lengths for w in words]) if words else [])))
+        cum = cum.astype(np.int64)
+        sizes = [len(w) for w in words]
+        verdicts: list = [True] * len(docs)
+        dropped = np.zeros(len(docs), dtype=bool)
+        checks = [("top", n, n_frac) for n, n_frac in self.top_n_grams]
+        checks += [("duplicated", n, n_frac) for n, n_frac in self.dup_n_grams]
+        for kind, n, n_frac in checks:
+            if max(sizes, default=0) < n:
                 continue
-            chars = cum[n:] - cum[:-n] + (n - 1)  # " ".join of the n words
-            found, repeating = top_ngram_chars(*ngrams.at(n), chars)
+            if kind == "top":
+                found, repeating = top_ngram_chars(*ngrams.at(n, dropped), ngrams, cum[n:] - cum[:-n] + (n - 1))
+            else:
+                found, repeating = duplicated_ngram_chars(*ngrams.at(n, dropped), ngrams, n, cum[n:] - cum[:-n])
             ngrams.counted(n, repeating)
-            if (v := found / len(text)) > n_frac:
-                return drop(doc, f"top_{n}_gram", value=round(v, 4), limit=n_frac)
-        for n, n_frac in self.dup_n_grams:
-            if len(words) < n:
-                continue
-            found, repeating = duplicated_ngram_chars(*ngrams.at(n), n, cum[n:] - cum[:-n])
-            ngrams.counted(n, repeating)
-            if (v := found / len(text)) > n_frac:
-                return drop(doc, f"duplicated_{n}_n_grams", value=round(v, 4), limit=n_frac)
-        return True
+            name = f"top_{n}_gram" if kind == "top" else f"duplicated_{n}_n_grams"
+            for t in np.flatnonzero(~dropped).tolist():
+                if sizes[t] >= n and (v := int(found[t]) / len(docs[t].text)) > n_frac:
+                    verdicts[t] = drop(docs[t], name, value=round(v, 4), limit=n_frac)
+                    dropped[t] = True
+        return verdicts
 
 
 class FastGopherQualityFilter(GopherQualityFilter):

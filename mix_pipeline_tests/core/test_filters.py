@@ -340,6 +340,13 @@ def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_
     stock = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter()]
     got, want = _decisions(ours, docs), _decisions(stock, docs)
     assert [(i, v, t) for i, v, t, _ in got] == [(i, v, t) for i, v, t, _ in want]
+    # In a pipeline Gopher repetition decides a batch at a time (the batch's statistics in one
+    # pass): each document still gets the verdict it gets alone, whatever its neighbours.
+    alone = [v for _, v, _, _ in _decisions(stock[:1], docs)]
+    for size in (1, 5, 64):
+        copies = [Document(text=d.text, id=d.id, metadata={}) for d in docs]
+        batched = [v for i in range(0, len(copies), size) for v in ours[0].filter_batch(copies[i:i + size])]
+        assert ["kept" if v is True else v for v in batched] == alone, size
     for _, verdict, _, meta in got:
         if verdict != "kept":
             assert json.loads(json.loads(meta)["filter_value"]), verdict
@@ -391,11 +398,13 @@ def test_fast_language_identifier_gives_py3langid_languages_and_scores(sample_3m
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(0, 6), min_size=0, max_size=120), st.integers(1, 7))
-@example([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5], 6)
-def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(choices, vocabulary):
-    """Gopher repetition's n-gram statistics, counted only where the shorter n-gram repeats
-    (prose.NgramCandidates), equal datatrove's own functions for every n, in the filter's order."""
+@given(st.lists(st.lists(st.integers(0, 6), min_size=0, max_size=120), min_size=1, max_size=5), st.integers(1, 7))
+@example([[0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]], 6)
+@example([[0, 1, 0, 1], [0, 1, 0, 1, 0, 1], [], [2, 3]], 4)
+def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(texts, vocabulary):
+    """Gopher repetition's n-gram statistics, counted for a batch of texts at once and only
+    where the shorter n-gram repeats (prose.NgramCandidates), equal datatrove's own functions
+    on each text alone, for every n, in the filter's order."""
     import numpy as np
     from datatrove.pipeline.filters.gopher_repetition_filter import (
         find_all_duplicate,
@@ -407,21 +416,26 @@ def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(cho
 
     # One "w" per word, at its start: joined n-grams are equal only if their words are (datatrove
     # joins the duplicated n-grams' words without a space).
-    words = [f"w{c % vocabulary}" + "a" * (c % 3) for c in choices]
-    ngrams = prose.NgramCandidates(prose._word_ids(words))
-    cum = np.concatenate(([0], np.cumsum([len(w) for w in words], dtype=np.int64)))
+    batch = [[f"w{c % vocabulary}" + "a" * (c % 3) for c in choices] for choices in texts]
+    ngrams = prose.NgramCandidates([prose._word_ids(words) for words in batch])
+    cum = np.concatenate(([0], np.cumsum([len(w) for words in batch for w in words], dtype=np.int64)))
+    longest = max(map(len, batch))
     for n in (2, 3, 4):
-        if len(words) < n:
+        if longest < n:
             continue
-        found, repeating = prose.top_ngram_chars(*ngrams.at(n), cum[n:] - cum[:-n] + (n - 1))
+        found, repeating = prose.top_ngram_chars(*ngrams.at(n), ngrams, cum[n:] - cum[:-n] + (n - 1))
         ngrams.counted(n, repeating)
-        assert found == find_top_duplicate(get_n_grams(words, n)), n
+        for t, words in enumerate(batch):
+            if len(words) >= n:
+                assert found[t] == find_top_duplicate(get_n_grams(words, n)), (n, t)
     for n in range(5, 11):
-        if len(words) < n:
+        if longest < n:
             continue
-        found, repeating = prose.duplicated_ngram_chars(*ngrams.at(n), n, cum[n:] - cum[:-n])
+        found, repeating = prose.duplicated_ngram_chars(*ngrams.at(n), ngrams, n, cum[n:] - cum[:-n])
         ngrams.counted(n, repeating)
-        assert found == find_all_duplicate(words, n), n
+        for t, words in enumerate(batch):
+            if len(words) >= n:
+                assert found[t] == find_all_duplicate(words, n), (n, t)
 
 
 @settings(max_examples=500, deadline=None)
