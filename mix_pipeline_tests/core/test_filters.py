@@ -62,7 +62,7 @@ def test_secret_key_shapes_are_redacted(key):
     assert text == "config: <SECRET_KEY> end"
 
 
-@pytest.mark.parametrize("text, kind, value", [
+FOUND = [
     ("Call +49 30 1234567 today.", "phone", "+49 30 1234567"),
     ("The office is on 020 7946 0958.", "phone", "020 7946 0958"),  # the full stop ends the sentence
     ("Dial +33 1 23 45 67 89, then wait.", "phone", "+33 1 23 45 67 89"),
@@ -78,19 +78,25 @@ def test_secret_key_shapes_are_redacted(key):
     ("hook https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX posted", "secret_key",
      "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"),
     ("key=AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe;", "secret_key", "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"),
-])
+]
+
+
+@pytest.mark.parametrize("text, kind, value", FOUND)
 def test_international_phones_ipv6_and_slack_google_keys_are_redacted(text, kind, value):
     redacted, counts = redact_pii(text)
     assert counts == {kind: 1} and value not in redacted, redacted
     assert find_pii(redacted) is None
 
 
-@pytest.mark.parametrize("text", [
+NOT_PII = [
     "Fixed in version 1.2.3.4 of the driver.", "Version: 10.0.0.1 is out.", "Pin it with foo==1.2.3.4 please.",
     "Upgrade to release 4.3.2.1 first.", "Build 2.0.1.7 broke it.", "requires >= 1.2.3.4", "Python 3.11.4.1",
     "Slices a[1::2] and b[10::3], C++ std::vector and abc::def, 12:30:45, MAC 00:1a:2b:3c:4d:5e.",
     "The sum +3 10 20 is arithmetic.", "Scores 1.5 -2.5 and ratio 3:4.",
-])
+]
+
+
+@pytest.mark.parametrize("text", NOT_PII)
 def test_version_strings_and_code_are_not_pii(text):
     assert redact_pii(text) == (text, {})
 
@@ -130,15 +136,36 @@ def test_nothing_the_gate_looks_for_survives_redaction(pieces):
     assert find_pii(text) is None, text
 
 
+# Decimal digits that are not ASCII (Arabic-Indic, extended Arabic-Indic, Devanagari, fullwidth):
+# the patterns' `\d` matches them, so the prechecks must count them as digits.
+OTHER_DIGITS = "٠١٢٣٤٥٦٧٨٩۴७１９"
 # Text built to sit on the prechecks' edges: PII pieces glued to digits, separators, brackets,
 # colons, dots and key-prefix fragments in any order, with no space between them.
 EDGE_PIECES = st.one_of(
     PIECES,
-    st.text(alphabet="0123456789 .:-+()@_/=\nabcdefxyzAKISGHPkpolru", max_size=30),
+    st.text(alphabet="0123456789 .:-+()@_/=\nabcdefxyzAKISGHPkpolruF" + OTHER_DIGITS[::3], max_size=30),
     st.sampled_from(["ASIA", "AIza", "ya29.", "sk-", "sk_live_", "rk_test_", "github_pat_", "gho_", "xoxp-",
-                     "https://hooks.slack.com/workflows/", "-----BEGIN ", "PRIVATE KEY-----", "(206) ", "555-0123"]),
+                     "https://hooks.slack.com/workflows/", "-----BEGIN ", "PRIVATE KEY-----", "(206) ", "555-0123",
+                     # digit shapes: IPv4 octets of one to three digits, full-form IPv6 (hex letters
+                     # too), printed card groupings, national phone groups, digits that are not ASCII
+                     "1.255.3.4", "٩.٢.٣.٤", "1:2:3:4:5:6:7", "a:b:c:d:e:f:a:b", "ABCD:EF01:2345:6789:",
+                     "3782-822463-10005", "4111-1111-1111-1111", "١١١١ ", "(٠٢٠) ", ")-555", "+٤٤", "７９４６"]),
 )
 BARE = {kind: dataclasses.replace(spec, may_match=None) for kind, spec in PII.items()}
+
+
+def _outputs(text: str):
+    found = find_pii(text)
+    return redact_pii(text), found and (found[0], found[1].span())
+
+
+def _outputs_without_prechecks(text: str):
+    original = dict(PII)
+    try:
+        PII.update(BARE)
+        return _outputs(text)
+    finally:
+        PII.update(original)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, database=None)
@@ -154,15 +181,34 @@ def test_pii_prechecks_never_skip_a_match(pieces, sep):
     for kind, bare in BARE.items():
         found = any(bare.valid is None or bare.valid(m) for m in bare.pattern.finditer(text))
         assert not found or PII[kind].may_match(text), (kind, text)
-    original = dict(PII)
-    try:
-        PII.update(BARE)
-        expected = redact_pii(text), find_pii(text)
-    finally:
-        PII.update(original)
-    got = redact_pii(text), find_pii(text)
-    assert got[0] == expected[0], text
-    assert (got[1] and (got[1][0], got[1][1].span())) == (expected[1] and (expected[1][0], expected[1][1].span()))
+    assert _outputs(text) == _outputs_without_prechecks(text), text
+
+
+# PII written with digits that are not ASCII (the prechecks once counted ASCII digits only and
+# skipped these), and digit shapes on the prechecks' edges.
+HAND_WRITTEN = [
+    "call +٤٤٢٠٧٩٤٦٠١٢٣ now", "+44 20 7946 012٣", "host ٩.٢.٣.٤ up", "host 10.٢.٣.٤ up", "１９２.０.２.７",
+    "card ４１１１１１１１１１１１１１１１ ok", "card 411111111111111١ x", "(٠٢٠) ٧٩٤٦ ٠٩٥٨", "3782-822463-10005",
+    "(020) 7946-0958 or 020.7946.0958", "host 1.255.3.4 or 1.2.255.4", "255.255.255.255.1", "a:b:c:d:e:f:a:b",
+    "1:2:3:4:5:6:7:", "ABCD:EF01:2345:6789:ABCD:EF01:2345:6789", "4111-1111-1111-1111-111", "4222 2222 2222 2",
+    "4222-2222-2222-2", "4222222222222", "3056 930902 5904", "+1 (206) 555-0123", "call 12 345 678", "+1 234 5678",
+    "+1 (2) 34 56 78 90", "dial +1 23 45 67 89.",
+    "nothing here at all", "",
+    # a key for each prefix the secret precheck looks for, each alone in its text
+    "ya29.a0AfH6SMBxYz1234567890abcd", "sk_live_a1B2c3D4e5F6g7H8", "rk_test_a1B2c3D4e5F6g7H8", "ASIAY34FZKBOKMUTVV7A",
+    "github_pat_11ABCDEFG0123456789abcdef", *(f"gh{c}_" + "aB3dE5" * 6 for c in "pousr"), "xoxp-1234-5678-abcd",
+]
+
+
+def test_prechecks_change_no_redaction():
+    """Redaction and find_pii with the prechecks equal the bare patterns on the texts these
+    tests build and the hand-written edges above."""
+    texts = CARDS + KEYS + [text for text, _, _ in FOUND] + NOT_PII + HAND_WRITTEN
+    texts += [f"Charge it to {card}, please." for card in CARDS] + [f"config: {key} end" for key in KEYS]
+    texts += [prose_doc(seed) for seed in range(3)] + [" ".join(texts), "".join(texts), "\n".join(HAND_WRITTEN)]
+    for text in texts:
+        assert _outputs(text) == _outputs_without_prechecks(text), text
+    assert redact_pii("call +٤٤٢٠٧٩٤٦٠١٢٣, host ٩.٢.٣.٤")[1] == {"ip": 1, "phone": 1}
 
 
 def test_no_pii_left_gate_uses_the_redactors_patterns_and_kinds(tmp_path):
