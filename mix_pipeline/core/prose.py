@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from array import array
+from collections import Counter
 from dataclasses import dataclass
 from itertools import chain, repeat
 
@@ -649,7 +650,12 @@ class FastGopherQualityFilter(GopherQualityFilter):
         key = frozenset(self.stop_words)
         if key not in _STOP_IDS:
             _STOP_IDS[key] = _word_ids(sorted(key))
-        return int(np.isin(_STOP_IDS[key], words.ids).sum())
+        stop = _STOP_IDS[key]
+        if len(stop) > 64:
+            return int(np.isin(stop, words.ids).sum())
+        # A handful of stop words (datatrove's 8): one comparison per word and stop word is
+        # several times cheaper than isin's sorts.
+        return int(np.count_nonzero((words.ids[:, None] == stop).any(axis=0)))
 
 
 _STOP_IDS: dict[frozenset, np.ndarray] = {}
@@ -662,39 +668,49 @@ class FastC4QualityFilter(C4QualityFilter):
         splitter = word_splitter(self.language)
         if splitter is None or not self.split_paragraph:
             return super().filter(doc)
+        lines: Counter = Counter()
+        try:
+            return self._filter_lines(doc, splitter, lines)
+        finally:
+            # datatrove updates its line statistics once per line; added up per document the
+            # totals are the same, at a fraction of the cost (a third of this filter's).
+            for label, n in lines.items():
+                self.stat_update(label, value=n)
+
+    def _filter_lines(self, doc: Document, splitter: WordSplitter, lines: Counter) -> bool | tuple[bool, str]:
         num_sentences = 0
         kept_lines = []
         enough = self.min_num_sentences
         for line in doc.text.splitlines():
             line = line.strip()
             words = line.split()
-            self.stat_update("line-total")
-            if self.max_word_length != -1 and any(len(word) > self.max_word_length for word in words):
-                self.stat_update("line-filter-too_long_word")
+            lines["line-total"] += 1
+            if self.max_word_length != -1 and max(map(len, words), default=0) > self.max_word_length:
+                lines["line-filter-too_long_word"] += 1
                 continue
             if self.remove_citations:
                 line = CITATION_REGEX.sub("", line)
             if self.filter_no_terminal_punct and (not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)):
-                self.stat_update("line-filter-no_terminal_punc")
+                lines["line-filter-no_terminal_punc"] += 1
                 continue
             if len(words) < self.min_words_per_line:
-                self.stat_update("line-filter-too_few_words")
+                lines["line-filter-too_few_words"] += 1
                 continue
             line_l = line.lower()
             if self.filter_lorem_ipsum and "lorem ipsum" in line_l:
                 return drop(doc, "lorem_ipsum", line=line[:80])
             if self.filter_javascript and "javascript" in line_l:
-                self.stat_update("line-filter-javascript")
+                lines["line-filter-javascript"] += 1
                 continue
             if self.filter_curly_bracket and "{" in line:
                 return drop(doc, "curly_bracket", line=line[:80])
             if self.filter_policy and any(p in line_l for p in POLICY_SUBSTRINGS):
-                self.stat_update("line-filter-policy")
+                lines["line-filter-policy"] += 1
                 continue
             if self.min_num_sentences != -1 and num_sentences < enough:
                 num_sentences += splitter.count_sentences(line, enough - num_sentences)
             kept_lines.append(line)
-            self.stat_update("line-kept")
+            lines["line-kept"] += 1
         if num_sentences < self.min_num_sentences:
             return drop(doc, "too_few_sentences", sentences=num_sentences, kept_lines=len(kept_lines),
                          limit=self.min_num_sentences)

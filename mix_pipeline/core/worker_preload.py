@@ -9,6 +9,8 @@ also imports spaCy, builds its English tokenizer and loads the py3langid model. 
 changes what a worker computes: the same modules and the same model, loaded earlier.
 """
 
+import gc
+
 import pandas  # noqa: F401  (pyarrow's RecordBatch.from_pylist imports it: every Parquet writer)
 import pyarrow.parquet  # noqa: F401
 from datatrove.pipeline.filters import GopherRepetitionFilter
@@ -22,3 +24,6 @@ fast_language_identifier()
 # The blank English pipeline the prose filters split words with, under the key they ask for
 # (datatrove's default language, "eng").
 _ = word_splitter(GopherRepetitionFilter().language).nlp
+# What was loaded here lives as long as every worker: out of the cyclic GC's scans, so a
+# worker's collections neither walk it nor touch (copy) the pages it shares with the forkserver.
+gc.freeze()
