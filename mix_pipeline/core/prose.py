@@ -96,8 +96,9 @@ class WordSplitter:
 
     # The words of the texts asked for last, for the filters that ask in turn: a batch filter
     # (Gopher repetition) asks for a batch, the next filters for each of its texts. Bounded by
-    # words (≈17 bytes each), not texts, so a batch of books does not hold hundreds of MB.
-    RECENT_WORDS = 2_000_000
+    # words (≈17 bytes each, and the texts: ≈ 6 MB), not texts, so a batch of books does not
+    # hold hundreds of MB; the first texts of a batch larger than that are split again.
+    RECENT_WORDS = 262_144
 
     def __init__(self, language: str, max_chunks: int = 500_000):
         self.language = language
