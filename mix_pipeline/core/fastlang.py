@@ -50,12 +50,11 @@ class FastIdentifier:
             level = np.flatnonzero(depth == d)
         return depth
 
-    def states(self, data: bytes | np.ndarray, room: np.ndarray | None = None) -> np.ndarray:
-        """The DFA's state after each byte of `data`. With `room` (bytes from each position to
-        the end of its text) `data` is several texts end to end, each walked from the start
-        state: no walk crosses from one text into the next."""
-        b = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
-        b = b.astype(np.int32)
+    def states(self, data: np.ndarray, room: np.ndarray) -> np.ndarray:
+        """The DFA's state after each byte of `data` (uint8): several texts end to end, each
+        walked from the start state; `room` (bytes from each position to the end of its text)
+        keeps every walk inside its text."""
+        b = data.astype(np.int32)
         n = len(b)
         state = np.zeros(n, dtype=np.int32)
         node = np.zeros(n, dtype=np.int32)  # node[j]: trie node of bytes j..j+k-1 (when alive)
@@ -66,8 +65,7 @@ class FastIdentifier:
             at += b[k - 1:]
             node = self.nextmove.take(at)
             alive = alive[:m] & (self.depth.take(node) == k)
-            if room is not None:
-                alive &= room[:m] >= k
+            alive &= room[:m] >= k
             np.copyto(state[k - 1:], node, where=alive)
         return state
 

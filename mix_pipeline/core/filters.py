@@ -349,13 +349,14 @@ _PHONE_SHAPE = re.compile(rb"\+0|0[ .-]000")
 _last_shape: list = [(None, b"", 0)]
 
 
-def _digit_shape(text: str) -> tuple[str | None, bytes, int]:
+def _digit_shape(text: str) -> tuple[bytes, int]:
+    """The text's digit shape and its digit count."""
     memo = _last_shape[0]
     if memo[0] is not text:
         plain = text if text.isascii() else _OTHER_DIGIT.sub("0", text)
         shape = plain.encode("utf-8", "surrogatepass").translate(_ASCII_DIGITS_TO_0)
         memo = _last_shape[0] = (text, shape, shape.count(b"0"))
-    return memo
+    return memo[1], memo[2]
 
 
 def _may_have_secret(text: str) -> bool:
@@ -363,7 +364,7 @@ def _may_have_secret(text: str) -> bool:
 
 
 def _may_have_card(text: str) -> bool:
-    _, shape, digits = _digit_shape(text)
+    shape, digits = _digit_shape(text)
     return digits >= 13 and _CARD_SHAPE.search(shape) is not None
 
 
@@ -375,7 +376,7 @@ def _may_have_ip(text: str) -> bool:
     # IPv6: a '::'-compressed form, or eight groups (seven ':'); IPv4: four dotted numbers.
     if "::" in text:
         return True
-    _, shape, digits = _digit_shape(text)
+    shape, digits = _digit_shape(text)
     if text.count(":") >= 7 and _IPV6_FULL_SHAPE.search(shape.translate(_HEX_LETTERS_TO_0)):
         return True
     return digits >= 4 and _IPV4_SHAPE.search(shape) is not None
@@ -383,7 +384,7 @@ def _may_have_ip(text: str) -> bool:
 
 def _may_have_phone(text: str) -> bool:
     # The validator wants 8 digits in the match.
-    _, shape, digits = _digit_shape(text)
+    shape, digits = _digit_shape(text)
     return digits >= 8 and _PHONE_SHAPE.search(shape) is not None
 
 

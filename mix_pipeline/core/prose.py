@@ -329,13 +329,16 @@ def _ngram_ids(ids: np.ndarray, n: int, previous: np.ndarray | None) -> np.ndarr
     return previous[:m] * _MIX + ids[n - 1 : n - 1 + m]
 
 
+def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start of each run of equal values, run lengths) of a sorted, non-empty array."""
+    starts = np.flatnonzero(np.concatenate(([True], sorted_values[1:] != sorted_values[:-1])))
+    return starts, np.diff(np.append(starts, len(sorted_values)))
+
+
 def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indices of h by id then index, start of each id's run in that order, run lengths)."""
     order = np.argsort(h, kind="stable")
-    sh = h[order]
-    starts = np.flatnonzero(np.concatenate(([True], sh[1:] != sh[:-1])))
-    counts = np.diff(np.append(starts, len(sh)))
-    return order, starts, counts
+    return order, *_runs(h[order])
 
 
 def _repeated(order: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -364,8 +367,7 @@ def top_ngram_chars(keys: np.ndarray, pos: np.ndarray, batch: NgramCandidates, c
     if not len(keys):
         return found, pos
     sk = np.sort(keys)
-    starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
-    counts = np.diff(np.append(starts, len(sk)))
+    starts, counts = _runs(sk)
     text = (sk[starts] >> _TEXT_SHIFT).astype(np.intp)
     best = np.ones(batch.n_texts, dtype=np.int64)
     np.maximum.at(best, text, counts)
@@ -374,7 +376,7 @@ def top_ngram_chars(keys: np.ndarray, pos: np.ndarray, batch: NgramCandidates, c
     if winners.any():
         hits = np.flatnonzero(_members(keys, sk[starts[winners]]))  # ascending positions
         hit_text = batch.text[pos[hits]]
-        first = np.flatnonzero(np.concatenate(([True], hit_text[1:] != hit_text[:-1])))
+        first, _ = _runs(hit_text)  # each text's first hit
         where = pos[hits[first]]
         found[hit_text[first]] = chars[where] * best[hit_text[first]]
     return found, pos[_maybe_repeated(keys)]
@@ -518,6 +520,20 @@ def split_lines(text: str) -> list[str]:
     return lines
 
 
+def _up_to_words(items: list[tuple[int, Words]], limit: int):
+    """`items` (index, words) in consecutive groups of at most `limit` words (a longer text
+    alone)."""
+    group, words = [], 0
+    for item in items:
+        if group and words + len(item[1]) > limit:
+            yield group
+            group, words = [], 0
+        group.append(item)
+        words += len(item[1])
+    if group:
+        yield group
+
+
 # ---- the filters -----------------------------------------------------------------------------
 class FastGopherRepetitionFilter(GopherRepetitionFilter):
     """datatrove's GopherRepetitionFilter on shared words and hashed n-grams, `batch_size`
@@ -542,15 +558,9 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
         todo = [(i, splitter.arrays(batch[i].text)) for i, verdict in enumerate(verdicts) if verdict is None]
         # Counted together up to BATCH_WORDS words: beyond that a batch's arrays outgrow the
         # CPU caches and numpy's per-call cost no longer matters (a book is counted alone).
-        group, words = [], 0
-        for i, text_words in todo + [(None, None)]:
-            if group and (i is None or words + len(text_words) > self.BATCH_WORDS):
-                for (j, _), verdict in zip(group, self._ngram_checks([batch[j] for j, _ in group], [w for _, w in group])):
-                    verdicts[j] = verdict
-                group, words = [], 0
-            if i is not None:
-                group.append((i, text_words))
-                words += len(text_words)
+        for group in _up_to_words(todo, self.BATCH_WORDS):
+            for (i, _), verdict in zip(group, self._ngram_checks([batch[i] for i, _ in group], [w for _, w in group])):
+                verdicts[i] = verdict
         return verdicts
 
     def _line_checks(self, doc: Document) -> tuple[bool, str] | None:
@@ -577,8 +587,7 @@ class FastGopherRepetitionFilter(GopherRepetitionFilter):
         order: each statistic is counted for all of them at once, and a document drops at the
         first check it fails (later statistics leave the dropped documents out)."""
         ngrams = NgramCandidates([w.ids for w in words])
-        cum = np.concatenate(([0], np.cumsum(np.concatenate([w.lengths for w in words]) if words else [])))
-        cum = cum.astype(np.int64)
+        cum = np.concatenate(([0], np.cumsum(np.concatenate([w.lengths for w in words]))))
         sizes = [len(w) for w in words]
         verdicts: list = [True] * len(docs)
         dropped = np.zeros(len(docs), dtype=bool)

@@ -8,6 +8,7 @@ as the same Dagster job the daemon would launch, in this process, against the pe
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -127,17 +128,13 @@ def _wait_for_daemon_runs(instance: dg.DagsterInstance, poll: float = 2.0) -> No
         time.sleep(poll)
 
 
-_FROZEN = []
-
-
+@functools.cache
 def _freeze_imports() -> None:
     """Move what is loaded so far (Dagster's and our modules, the definitions: objects that
     live as long as the process) out of the cyclic GC's scans; each full collection walked them
     all, ~1 CPU s of a 100 MB run. Once per process: objects frozen later, then dropped in a
     cycle, would never be collected."""
-    if not _FROZEN:
-        gc.freeze()
-        _FROZEN.append(True)
+    gc.freeze()
 
 
 def run_pipeline(
