@@ -32,6 +32,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -40,7 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from mix_pipeline.core.documents import sql_file_list, sql_strings
+from mix_pipeline.core.documents import sql_strings
 from mix_pipeline.core.faults import crash_point
 
 SPLITS = ("train", "validation", "test")
@@ -716,51 +718,46 @@ def write_mixture(
 ) -> dict[str, dict]:
     """Join the selection with the deduplicated documents and write shuffled shards per split.
 
-    Rows are joined by position (file, row) and streamed by DuckDB in `order_key` order
-    (spilling to disk when it must); pyarrow writes fixed-size shards, so the same selection
-    always yields the same bytes. Chat sources get a `messages` column.
+    Rows are joined by position (file, row) and written in `order_key` order; pyarrow writes
+    fixed-size shards, so the same selection always yields the same bytes. Chat sources get a
+    `messages` column.
 
-    The phases: a DuckDB view of the documents (`_documents_view`), then per split its rows in
-    output order (`_split_reader`) into fixed-size shards (`ShardWriter`) and its summary
-    (`split_summary`).
+    The phases, per split: its rows with their documents spread over one file per range of the
+    output order (`_spread_by_range`, a row group of the documents at a time), each range sorted
+    on its own by DuckDB (`_rows_in_order`), so memory holds a row group and a range and not the
+    split; then fixed-size shards (`ShardWriter`) and the split's summary (`split_summary`).
     """
-    con = _documents_view(selection, source_files, duckdb_temp_dir)
+    selection = selection.append_column("sort_range", pa.array(sort_ranges(selection), pa.int32()))
     metadata, extra = _output_columns(chat_sources)
     sums = selection.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
     counted = {(r["split"], r["source"]): r for r in sums.to_pylist()}
     splits: dict[str, dict] = {}
+    os.makedirs(duckdb_temp_dir, exist_ok=True)
     for split in SPLITS:
         split_dir = os.path.join(out_dir, split)
         os.makedirs(split_dir, exist_ok=True)
         shards = ShardWriter(split_dir, shard_rows, jsonl)
-        for batch in _split_reader(con, split, metadata, extra, shard_rows):
-            shards.write(batch)
+        folder = tempfile.mkdtemp(prefix=f"mixture-{split}-", dir=duckdb_temp_dir)
+        try:
+            ranges = _spread_by_range(selection.filter(pc.equal(selection["split"], split)), source_files, folder)
+            for batch in _rows_in_order(ranges, metadata, extra, duckdb_temp_dir):
+                shards.write(batch)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         shards.close()
         splits[split] = split_summary(split, counted, sorted(source_files), out_dir, shards)
         log(f"mixture: {split}: {shards.rows} rows in {len(shards.files)} shard(s)")
-    con.close()
     return splits
 
 
-def _documents_view(selection: pa.Table, source_files: dict[str, list[str]], duckdb_temp_dir: str):
-    """A DuckDB connection (memory bounded, spilling to `duckdb_temp_dir`) holding the `selection`
-    and a `docs` view of every source file's rows, keyed by (src, file index, row number)."""
+def _duckdb(temp_dir: str):
+    """A DuckDB connection whose memory is bounded, spilling to `temp_dir`."""
     import duckdb
 
-    os.makedirs(duckdb_temp_dir, exist_ok=True)
+    os.makedirs(temp_dir, exist_ok=True)
     con = duckdb.connect()
-    con.execute(f"SET temp_directory='{duckdb_temp_dir}'")
+    con.execute(f"SET temp_directory='{temp_dir}'")
     con.execute("SET memory_limit='1GB'")
-    con.register("selection", selection)
-    listing = [(s, k, path) for s in sorted(source_files) for k, path in enumerate(source_files[s])]
-    con.register("files", pa.table({"src": [x[0] for x in listing], "file": pa.array([x[1] for x in listing], pa.int32()),
-                                    "path": [x[2] for x in listing]}))
-    con.execute(
-        f"""CREATE VIEW docs AS
-            SELECT f.src, f.file, d.file_row_number AS row, d.id, d.text, d.source, d.domain, d.metadata, d.n_tokens
-            FROM read_parquet({sql_file_list([x[2] for x in listing])}, filename=true, file_row_number=true) d
-            JOIN files f ON f.path = d.filename"""
-    )
     return con
 
 
@@ -777,22 +774,123 @@ def _output_columns(chat_sources: list[str]) -> tuple[str, str]:
     return metadata, extra
 
 
-def _split_reader(con, split: str, metadata: str, extra: str, batch_rows: int):
-    """The split's rows joined with their documents, in output order, as a stream of record batches."""
-    return con.sql(
-        f"""
-        SELECT d.id, d.text, d.source, d.domain, d.n_tokens, s.repeat AS epoch, {metadata} AS metadata{extra}
-        FROM selection s JOIN docs d ON d.src = s.source AND d.file = s.file AND d.row = s.row
-        WHERE s.split = '{split}'
-        ORDER BY s.order_key, s.source, d.id, s.repeat
-        """
-    ).to_arrow_reader(batch_rows)
+# ---- output order in bounded memory ------------------------------------------------------------
+# A split is sorted one range of `order_key` at a time: its rows are first spread over range files
+# (one pass over the documents), then each range is sorted alone. About this many tokens per range
+# (~8 MB of text), so sorting holds one range's documents however large the mixture is...
+SORT_RANGE_TOKENS = 2_000_000
+# ...and no more ranges than this (files open at once while spreading); past it ranges grow, and
+# DuckDB's sort spills a range that outgrows its memory limit.
+MAX_SORT_RANGES = 256
+# The documents' columns a mixture row carries.
+_DOCUMENT_COLUMNS = ["id", "text", "source", "domain", "metadata", "n_tokens"]
+
+
+def sort_ranges(selection: pa.Table) -> np.ndarray:
+    """Each row's range of `order_key` within its split: consecutive key ranges of about
+    `SORT_RANGE_TOKENS` tokens (rows count one token more, so documents without tokens still
+    spread), numbered in key order. Rows with the same key share a range."""
+    ranges = np.zeros(selection.num_rows, np.int32)
+    splits = selection.column("split").to_numpy(zero_copy_only=False)
+    keys = selection.column("order_key").to_numpy()
+    weights = selection.column("tokens").to_numpy().astype(np.int64) + 1
+    for split in SPLITS:
+        at = np.flatnonzero(splits == split)
+        if not len(at):
+            continue
+        order = np.argsort(keys[at], kind="stable")
+        cumulative = np.cumsum(weights[at][order])
+        total = int(cumulative[-1])
+        per_range = max(SORT_RANGE_TOKENS, -(-total // MAX_SORT_RANGES))
+        cuts = np.searchsorted(cumulative, np.arange(per_range, total, per_range), side="right")
+        first_keys = np.unique(keys[at][order][cuts[cuts < len(at)]])  # where each range after the first starts
+        ranges[at] = np.searchsorted(first_keys, keys[at], side="right")
+    return ranges
+
+
+def _spread_by_range(rows: pa.Table, source_files: dict[str, list[str]], folder: str) -> list[str]:
+    """Write a split's selected `rows` with their documents to one Parquet file per sort range,
+    reading the documents a row group at a time (and only row groups with a selected row); the
+    files' paths, in range order. Each range is sorted later, so rows go in as they are read."""
+    names, codes = np.unique(rows.column("source").to_numpy(zero_copy_only=False), return_inverse=True)
+    row_numbers = rows.column("row").to_numpy()
+    # Rows by (source, file, row): each file's rows are one slice, in file order.
+    file_keys = (codes.astype(np.int64) << 32) | rows.column("file").to_numpy().astype(np.int64)
+    order = np.lexsort((row_numbers, file_keys))
+    file_keys = file_keys[order]
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for code, src in enumerate(names.tolist()):
+            for k, path in enumerate(source_files[src]):
+                lo, hi = np.searchsorted(file_keys, [(code << 32) | k, ((code << 32) | k) + 1])
+                if hi == lo:
+                    continue
+                at = order[lo:hi]
+                for group, positions, picked in _row_group_picks(pq.ParquetFile(path), row_numbers[at], at):
+                    picked_rows = rows.take(pa.array(picked))
+                    piece = group.take(pa.array(positions)).select(_DOCUMENT_COLUMNS)
+                    piece = (piece.append_column("epoch", picked_rows["repeat"])
+                             .append_column("order_key", picked_rows["order_key"])
+                             .append_column("src", picked_rows["source"]))
+                    _scatter(piece, picked_rows["sort_range"].to_numpy(), writers, folder)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [writers[k].where for k in sorted(writers)]
+
+
+def _row_group_picks(parquet: pq.ParquetFile, wanted: np.ndarray, ids: np.ndarray):
+    """(row group table, positions in it, ids of those rows) for each row group holding one of the
+    `wanted` row numbers (sorted; repeats allowed), in file order. Row groups with none are not read."""
+    start = 0
+    for g in range(parquet.metadata.num_row_groups):
+        end = start + parquet.metadata.row_group(g).num_rows
+        lo, hi = np.searchsorted(wanted, [start, end])
+        if hi > lo:
+            yield parquet.read_row_group(g, columns=_DOCUMENT_COLUMNS), wanted[lo:hi] - start, ids[lo:hi]
+        start = end
+
+
+def _scatter(piece: pa.Table, ranges: np.ndarray, writers: dict, folder: str) -> None:
+    """Append each row of `piece` to its range's file (opened on first use)."""
+    order = np.argsort(ranges, kind="stable")
+    ranges, piece = ranges[order], piece.take(pa.array(order))
+    starts = np.flatnonzero(np.concatenate(([True], ranges[1:] != ranges[:-1])))
+    for start, end in zip(starts.tolist(), [*starts[1:].tolist(), len(ranges)]):
+        k = int(ranges[start])
+        if k not in writers:
+            # Read back once, right away: no compression, no dictionary, no statistics.
+            writers[k] = pq.ParquetWriter(os.path.join(folder, f"range-{k:05d}.parquet"), piece.schema,
+                                          compression="none", use_dictionary=False, write_statistics=False)
+        writers[k].write_table(piece.slice(start, end - start))
+
+
+def _rows_in_order(range_files: list[str], metadata: str, extra: str, temp_dir: str):
+    """The rows of each range file, sorted in output order, as a stream of record batches. Each
+    range has its own DuckDB connection: closing it gives back what the sort held."""
+    for path in range_files:
+        con = _duckdb(temp_dir)
+        try:
+            yield from con.sql(
+                f"""SELECT d.id, d.text, d.source, d.domain, d.n_tokens, d.epoch, {metadata} AS metadata{extra}
+                    FROM read_parquet({sql_strings([path])}) d
+                    ORDER BY d.order_key, d.src, d.id, d.epoch"""
+            ).to_arrow_reader(ROW_GROUP_ROWS)
+        finally:
+            con.close()
+        os.remove(path)
+
+
+# Rows per row group of a mixture shard (datatrove's ParquetWriter default): a shard is written
+# a row group at a time, so writing holds one row group's documents, not a shard's.
+ROW_GROUP_ROWS = 1_000
 
 
 class ShardWriter:
     """One split's shards: part-NNNNN.parquet (and .jsonl when asked) of exactly `shard_rows`
-    rows each but the last, cut at fixed row counts whatever batches arrive, so the same rows
-    always give the same bytes."""
+    rows each but the last, in row groups of `ROW_GROUP_ROWS` rows (the shard's last may be
+    shorter). Both are cut at fixed row counts whatever batches arrive, so the same rows always
+    give the same bytes."""
 
     def __init__(self, split_dir: str, shard_rows: int, jsonl: bool):
         self.split_dir, self.shard_rows, self.jsonl = split_dir, shard_rows, jsonl
@@ -800,23 +898,40 @@ class ShardWriter:
         self.jsonl_files: list[str] = []
         self.rows = 0
         self._writer, self._jsonl_file, self._in_shard = None, None, 0
+        self._pending: list[pa.RecordBatch] = []  # rows not written yet, fewer than a row group
+        self._pending_rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        offset = 0
-        while offset < batch.num_rows:
-            if self._writer is None:
-                self._open(batch.schema)
-            take = min(self.shard_rows - self._in_shard, batch.num_rows - offset)
-            piece = batch.slice(offset, take)
-            self._writer.write_table(pa.Table.from_batches([piece]), row_group_size=self.shard_rows)
-            crash_point("mixture.rows")
-            if self._jsonl_file is not None:
-                _write_jsonl(self._jsonl_file, piece)
-            self._in_shard += take
-            offset += take
-            if self._in_shard == self.shard_rows:
-                self.close()
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
         self.rows += batch.num_rows
+        while self._pending_rows and self._pending_rows >= self._group_rows():
+            self._write_group(self._group_rows())
+
+    def close(self) -> None:
+        """Write what is pending and close the shard; call once, after the split's last batch."""
+        if self._pending_rows:
+            self._write_group(self._pending_rows)
+        self._close_shard()
+
+    def _group_rows(self) -> int:
+        """Rows of the next row group: a full one, or what is left of the shard."""
+        return min(ROW_GROUP_ROWS, self.shard_rows - self._in_shard)
+
+    def _write_group(self, rows: int) -> None:
+        table = pa.Table.from_batches(self._pending)
+        group, rest = table.slice(0, rows), table.slice(rows)
+        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+        if self._writer is None:
+            self._open(table.schema)
+        self._writer.write_table(group, row_group_size=rows)
+        crash_point("mixture.rows")
+        if self._jsonl_file is not None:
+            for piece in group.to_batches():
+                _write_jsonl(self._jsonl_file, piece)
+        self._in_shard += rows
+        if self._in_shard == self.shard_rows:
+            self._close_shard()
 
     def _open(self, schema: pa.Schema) -> None:
         path = os.path.join(self.split_dir, f"part-{len(self.files):05d}.parquet")
@@ -825,13 +940,13 @@ class ShardWriter:
         if self.jsonl:
             self.jsonl_files.append(path.removesuffix(".parquet") + ".jsonl")
             self._jsonl_file = open(self.jsonl_files[-1], "wb")
-        self._in_shard = 0
 
-    def close(self) -> None:
-        """Close the open shard, if any (the next write opens a new one)."""
+    def _close_shard(self) -> None:
+        """Close the open shard, if any (the next row group opens a new one)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._in_shard = 0
         if self._jsonl_file is not None:
             self._jsonl_file.close()
             self._jsonl_file = None
