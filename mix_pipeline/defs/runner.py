@@ -25,10 +25,10 @@ from mix_pipeline.core.executors import preflight
 from mix_pipeline.core.lab import recommended_spec
 from mix_pipeline.core.locks import data_root_lock
 from mix_pipeline.core.provenance import add_removals, resolve_request, verify_removals
-from mix_pipeline.core.stages.base import StageEnv
+from mix_pipeline.core.stages.base import StageEnv, release_workers
 from mix_pipeline.core.stages.mixture import run_mixture
 from mix_pipeline.defs import build_definitions
-from mix_pipeline.defs.jobs import INGEST_JOB, LAB_JOB, QUALITY_MODEL_JOB
+from mix_pipeline.defs.jobs import INGEST_JOB, LAB_JOB, QUALITY_MODEL_JOB, WORKER_JOBS
 from mix_pipeline.defs.partitions import discovered_keys, register
 from mix_pipeline.defs.plan import PLANNED_TAG, next_wave, runs_in_flight
 from mix_pipeline.names import MIXTURE, MIXTURE_LAB, REMOVALS_FILE, split_partition_key
@@ -174,6 +174,10 @@ def run_pipeline(
                 said = True
             if not steps:
                 return
+            if not WORKER_JOBS.intersection(step.job for step in steps):
+                # Waves come in pipeline order: no worker pool follows, so the idle workers'
+                # forkserver need not hold its memory through the mixtures.
+                release_workers()
             for step in steps:
                 if step.damaged:
                     word = "ingest" if step.job == INGEST_JOB else "deduplicated"

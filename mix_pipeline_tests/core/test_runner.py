@@ -59,3 +59,31 @@ def test_pool_workers_are_forked_with_the_preloaded_modules_and_model(tmp_path):
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2)]
     assert all(r["pid"] != int((tmp_path / "parent").read_text()) for r in ranks)  # pool workers
     assert all(r["spacy"] and r["langid_model"] and r["word_splitter"] and r["pandas"] for r in ranks), ranks
+
+
+def test_released_workers_stop_their_forkserver_and_the_next_pool_starts_a_preloaded_one(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os
+        from multiprocess import forkserver
+        from mix_pipeline.core.stages import local_runner
+        from mix_pipeline.core.stages.base import release_workers
+        from mix_pipeline_tests.core.test_runner import ProbeWorker
+
+        if __name__ == "__main__":
+            pids = []
+            for round in ("first", "second"):
+                os.makedirs({str(tmp_path)!r} + "/" + round)
+                local_runner(2)([ProbeWorker({str(tmp_path)!r} + "/" + round)], {str(tmp_path / "logs")!r}, 2)
+                pids.append(forkserver._forkserver._forkserver_pid)
+                release_workers()
+                alive = os.path.exists(f"/proc/{{pids[-1]}}")
+                pids.append(alive)
+            json.dump(pids, open({str(tmp_path / "pids.json")!r}, "w"))
+    """))
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=300)
+    first, first_alive, second, second_alive = json.loads((tmp_path / "pids.json").read_text())
+    assert first and second and first != second
+    assert not first_alive and not second_alive
+    ranks = [json.loads((tmp_path / "second" / f"rank-{r}.json").read_text()) for r in range(2)]
+    assert all(r["spacy"] and r["langid_model"] and r["word_splitter"] for r in ranks), ranks

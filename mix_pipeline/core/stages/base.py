@@ -46,6 +46,16 @@ def preload_workers() -> None:
     multiprocess.get_context("forkserver").set_forkserver_preload(list(WORKER_PRELOAD))
 
 
+def release_workers() -> None:
+    """Stop the forkserver `preload_workers` started in this process, if any. It holds what it
+    preloaded (~290 MB) while idle; a process that runs stage after stage (the CLI) calls this once
+    no pool is left to start (the next pool would start a new one, preloading again). multiprocess
+    has no public call for this: `_stop` is the one its own tests use."""
+    from multiprocess import forkserver
+
+    forkserver._forkserver._stop()
+
+
 def local_runner(workers: int | None = None) -> PipelineRunner:
     """datatrove's LocalPipelineExecutor; `workers` processes (default: all cores)."""
 
