@@ -30,9 +30,9 @@ MIX_JOB = "mix"
 COMPARE_JOB = "compare_mixtures"
 LAB_JOB = "run_mixture_lab"  # not "mixture_lab": a job may not share its name with an asset
 QUALITY_MODEL_JOB = "train_quality_model"
-# The jobs whose stages run datatrove worker pools on every run (the mixture stage does only to
-# tokenize, when a mixture asks for tokenized outputs).
-WORKER_JOBS = frozenset({INGEST_JOB, DEDUP_INDEX_JOB, DEDUPLICATE_JOB})
+# The jobs that come after every job whose stage runs datatrove worker pools (ingest, dedup index,
+# deduplicate; the mixture stage starts a pool only to tokenize, when a mixture asks for it).
+AFTER_WORKER_JOBS = frozenset({MIX_JOB, COMPARE_JOB})
 
 
 def build(recipe: Recipe) -> dict:

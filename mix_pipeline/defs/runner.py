@@ -28,7 +28,7 @@ from mix_pipeline.core.provenance import add_removals, resolve_request, verify_r
 from mix_pipeline.core.stages.base import StageEnv, release_workers
 from mix_pipeline.core.stages.mixture import run_mixture
 from mix_pipeline.defs import build_definitions
-from mix_pipeline.defs.jobs import INGEST_JOB, LAB_JOB, QUALITY_MODEL_JOB, WORKER_JOBS
+from mix_pipeline.defs.jobs import AFTER_WORKER_JOBS, INGEST_JOB, LAB_JOB, QUALITY_MODEL_JOB
 from mix_pipeline.defs.partitions import discovered_keys, register
 from mix_pipeline.defs.plan import PLANNED_TAG, next_wave, runs_in_flight
 from mix_pipeline.names import MIXTURE, MIXTURE_LAB, REMOVALS_FILE, split_partition_key
@@ -174,8 +174,8 @@ def run_pipeline(
                 said = True
             if not steps:
                 return
-            if not WORKER_JOBS.intersection(step.job for step in steps):
-                # Waves come in pipeline order: no worker pool follows, so the idle workers'
+            if {step.job for step in steps} <= AFTER_WORKER_JOBS:
+                # Waves come in pipeline order, so no worker stage follows: the idle workers'
                 # forkserver need not hold its memory through the mixtures.
                 release_workers()
             for step in steps:
