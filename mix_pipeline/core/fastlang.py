@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from mix_pipeline.core.arrays import runs
+
 
 class FastIdentifier:
     """`classify(text)` exactly as py3langid's LanguageIdentifier computes it."""
@@ -117,8 +119,7 @@ class FastIdentifier:
             return keys[order], counts[order]
         packed = np.sort(keys * n + hit)  # by key, then position
         sorted_keys = packed // n
-        starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
-        counts = np.diff(np.append(starts, len(packed)))
+        starts, counts = runs(sorted_keys)
         first = packed[starts] % n  # each key's first position
         # Positions grow text by text, so ordering by first position is text by text, then first visit.
         d = len(starts)

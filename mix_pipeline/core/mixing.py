@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from mix_pipeline.core.arrays import runs
 from mix_pipeline.core.documents import sql_strings
 from mix_pipeline.core.faults import crash_point
 
@@ -855,14 +856,14 @@ def _scatter(piece: pa.Table, ranges: np.ndarray, writers: dict, folder: str) ->
     """Append each row of `piece` to its range's file (opened on first use)."""
     order = np.argsort(ranges, kind="stable")
     ranges, piece = ranges[order], piece.take(pa.array(order))
-    starts = np.flatnonzero(np.concatenate(([True], ranges[1:] != ranges[:-1])))
-    for start, end in zip(starts.tolist(), [*starts[1:].tolist(), len(ranges)]):
+    starts, counts = runs(ranges)
+    for start, count in zip(starts.tolist(), counts.tolist()):
         k = int(ranges[start])
         if k not in writers:
             # Read back once, right away: no compression, no dictionary, no statistics.
             writers[k] = pq.ParquetWriter(os.path.join(folder, f"range-{k:05d}.parquet"), piece.schema,
                                           compression="none", use_dictionary=False, write_statistics=False)
-        writers[k].write_table(piece.slice(start, end - start))
+        writers[k].write_table(piece.slice(start, count))
 
 
 def _rows_in_order(range_files: list[str], metadata: str, extra: str, temp_dir: str):

@@ -45,6 +45,7 @@ from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_
 from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
 from datatrove.utils.text import PUNCTUATION_SET
 
+from mix_pipeline.core.arrays import runs
 from mix_pipeline.names import META_FILTER_VALUE
 
 
@@ -329,16 +330,10 @@ def _ngram_ids(ids: np.ndarray, n: int, previous: np.ndarray | None) -> np.ndarr
     return previous[:m] * _MIX + ids[n - 1 : n - 1 + m]
 
 
-def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start of each run of equal values, run lengths) of a sorted, non-empty array."""
-    starts = np.flatnonzero(np.concatenate(([True], sorted_values[1:] != sorted_values[:-1])))
-    return starts, np.diff(np.append(starts, len(sorted_values)))
-
-
 def _groups(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indices of h by id then index, start of each id's run in that order, run lengths)."""
     order = np.argsort(h, kind="stable")
-    return order, *_runs(h[order])
+    return order, *runs(h[order])
 
 
 def _repeated(order: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -367,7 +362,7 @@ def top_ngram_chars(keys: np.ndarray, pos: np.ndarray, batch: NgramCandidates, c
     if not len(keys):
         return found, pos
     sk = np.sort(keys)
-    starts, counts = _runs(sk)
+    starts, counts = runs(sk)
     text = (sk[starts] >> _TEXT_SHIFT).astype(np.intp)
     best = np.ones(batch.n_texts, dtype=np.int64)
     np.maximum.at(best, text, counts)
@@ -376,7 +371,7 @@ def top_ngram_chars(keys: np.ndarray, pos: np.ndarray, batch: NgramCandidates, c
     if winners.any():
         hits = np.flatnonzero(_members(keys, sk[starts[winners]]))  # ascending positions
         hit_text = batch.text[pos[hits]]
-        first, _ = _runs(hit_text)  # each text's first hit
+        first, _ = runs(hit_text)  # each text's first hit
         where = pos[hits[first]]
         found[hit_text[first]] = chars[where] * best[hit_text[first]]
     return found, pos[_maybe_repeated(keys)]
