@@ -728,7 +728,6 @@ def write_mixture(
     on its own by DuckDB (`_rows_in_order`), so memory holds a row group and a range and not the
     split; then fixed-size shards (`ShardWriter`) and the split's summary (`split_summary`).
     """
-    selection = selection.append_column("sort_range", pa.array(sort_ranges(selection), pa.int32()))
     metadata, extra = _output_columns(chat_sources)
     sums = selection.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
     counted = {(r["split"], r["source"]): r for r in sums.to_pylist()}
@@ -740,8 +739,9 @@ def write_mixture(
         shards = ShardWriter(split_dir, shard_rows, jsonl)
         folder = tempfile.mkdtemp(prefix=f"mixture-{split}-", dir=duckdb_temp_dir)
         try:
-            ranges = _spread_by_range(selection.filter(pc.equal(selection["split"], split)), source_files, folder)
-            for batch in _rows_in_order(ranges, metadata, extra, duckdb_temp_dir):
+            rows = selection.filter(pc.equal(selection["split"], split))
+            range_files = _spread_by_range(rows, sort_ranges(rows), source_files, folder)
+            for batch in _rows_in_order(range_files, metadata, extra, duckdb_temp_dir):
                 shards.write(batch)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -787,32 +787,28 @@ MAX_SORT_RANGES = 256
 _DOCUMENT_COLUMNS = ["id", "text", "source", "domain", "metadata", "n_tokens"]
 
 
-def sort_ranges(selection: pa.Table) -> np.ndarray:
-    """Each row's range of `order_key` within its split: consecutive key ranges of about
+def sort_ranges(rows: pa.Table) -> np.ndarray:
+    """Each of a split's rows' range of `order_key`: consecutive key ranges of about
     `SORT_RANGE_TOKENS` tokens (rows count one token more, so documents without tokens still
     spread), numbered in key order. Rows with the same key share a range."""
-    ranges = np.zeros(selection.num_rows, np.int32)
-    splits = selection.column("split").to_numpy(zero_copy_only=False)
-    keys = selection.column("order_key").to_numpy()
-    weights = selection.column("tokens").to_numpy().astype(np.int64) + 1
-    for split in SPLITS:
-        at = np.flatnonzero(splits == split)
-        if not len(at):
-            continue
-        order = np.argsort(keys[at], kind="stable")
-        cumulative = np.cumsum(weights[at][order])
-        total = int(cumulative[-1])
-        per_range = max(SORT_RANGE_TOKENS, -(-total // MAX_SORT_RANGES))
-        cuts = np.searchsorted(cumulative, np.arange(per_range, total, per_range), side="right")
-        first_keys = np.unique(keys[at][order][cuts[cuts < len(at)]])  # where each range after the first starts
-        ranges[at] = np.searchsorted(first_keys, keys[at], side="right")
-    return ranges
+    keys = rows.column("order_key").to_numpy()
+    if not len(keys):
+        return np.zeros(0, np.int32)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    cumulative = np.cumsum(rows.column("tokens").to_numpy().astype(np.int64)[order] + 1)
+    total = int(cumulative[-1])
+    per_range = max(SORT_RANGE_TOKENS, -(-total // MAX_SORT_RANGES))
+    cuts = np.searchsorted(cumulative, np.arange(per_range, total, per_range), side="right")
+    first_keys = np.unique(sorted_keys[cuts])  # where each range after the first starts
+    return np.searchsorted(first_keys, keys, side="right").astype(np.int32)
 
 
-def _spread_by_range(rows: pa.Table, source_files: dict[str, list[str]], folder: str) -> list[str]:
-    """Write a split's selected `rows` with their documents to one Parquet file per sort range,
-    reading the documents a row group at a time (and only row groups with a selected row); the
-    files' paths, in range order. Each range is sorted later, so rows go in as they are read."""
+def _spread_by_range(rows: pa.Table, ranges: np.ndarray, source_files: dict[str, list[str]], folder: str) -> list[str]:
+    """Write a split's selected `rows` with their documents to one Parquet file per sort range
+    (`ranges`, see `sort_ranges`), reading the documents a row group at a time (and only row
+    groups with a selected row); the files' paths, in range order. Each range is sorted later,
+    so rows go in as they are read."""
     names, codes = np.unique(rows.column("source").to_numpy(zero_copy_only=False), return_inverse=True)
     row_numbers = rows.column("row").to_numpy()
     # Rows by (source, file, row): each file's rows are one slice, in file order.
@@ -833,7 +829,7 @@ def _spread_by_range(rows: pa.Table, source_files: dict[str, list[str]], folder:
                     piece = (piece.append_column("epoch", picked_rows["repeat"])
                              .append_column("order_key", picked_rows["order_key"])
                              .append_column("src", picked_rows["source"]))
-                    _scatter(piece, picked_rows["sort_range"].to_numpy(), writers, folder)
+                    _scatter(piece, ranges[picked], writers, folder)
     finally:
         for writer in writers.values():
             writer.close()
