@@ -23,8 +23,12 @@ RECOMMENDED_SUFFIX = "_recommended"
 # the placeholder (crawl/{snapshot}/*.jsonl.gz) has one snapshot per sub-folder there.
 DEFAULT_SNAPSHOT = "default"
 SNAPSHOT_PLACEHOLDER = "{snapshot}"
-# A source×snapshot partition key is "<source>|<snapshot>".
-PARTITION_SEPARATOR = "|"
+# A source×snapshot partition key is "<source>:<snapshot>". Not `|`: the Dagster UI's Materialize…
+# dialog splits a `partition` it is opened with at `|` (its multi-partition delimiter), so `web|x`
+# arrived there as `web`. `:` is an ordinary character to the UI's partition-selection grammar (as
+# in Dagster's own hourly keys, `2024-05-13-00:00`), needs no quoting there, and cannot occur in a
+# source name, so a key splits at its first `:`.
+PARTITION_SEPARATOR = ":"
 
 
 def snapshot_order(snapshot: str) -> tuple[bool, str]:
@@ -42,8 +46,11 @@ def split_partition_key(key: str) -> tuple[str, str]:
 
 
 # What Dagster refuses in a partition key (dagster's INVALID_PARTITION_SUBSTRINGS). The separator
-# `|` is fine in a snapshot name: source names cannot hold it, so a key splits at its first `|`.
+# `:` is fine in a snapshot name: source names cannot hold it, so a key splits at its first `:`.
 _INVALID_KEY_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+# What the UI cannot take in a one-dimensional key: its Materialize… dialog splits the partition it
+# is opened with at `|` (the multi-partition delimiter), so `web:2024|05` would arrive as `web:2024`.
+_UI_KEY_CHARACTERS = {"|": "the Dagster UI splits partition keys at '|' (its multi-partition delimiter)"}
 
 
 def snapshot_name_problem(name: str) -> str | None:
@@ -55,6 +62,9 @@ def snapshot_name_problem(name: str) -> str | None:
     bad = next((s for s in _INVALID_KEY_SUBSTRINGS if s in name), None)
     if bad is not None:
         return f"its name holds {bad!r}, which a partition key cannot"
+    bad = next((c for c in _UI_KEY_CHARACTERS if c in name), None)
+    if bad is not None:
+        return f"its name holds {bad!r}: {_UI_KEY_CHARACTERS[bad]}"
     return None
 
 

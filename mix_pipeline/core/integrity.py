@@ -1,6 +1,6 @@
 """Published partitions, checked against what their stage wrote before anything trusts them.
 
-Each stage that publishes a source|snapshot partition (raw + quarantine, filtered + dropped,
+Each stage that publishes a source:snapshot partition (raw + quarantine, filtered + dropped,
 deduplicated) first writes a seal, `_published.json`, into every folder it publishes: each
 file's path, size, rows (Parquet) and sha256. `verify_partition` compares the folders with their
 seals: a shard deleted, truncated, rewritten or added after publication is named, so the caller
@@ -20,7 +20,7 @@ import os
 
 from mix_pipeline import layout
 from mix_pipeline.core.documents import file_sha256
-from mix_pipeline.names import DEDUPLICATED, FILTERED, RAW
+from mix_pipeline.names import DEDUPLICATED, FILTERED, RAW, partition_key
 
 SEAL = "_published.json"
 
@@ -119,6 +119,6 @@ def require_intact(root: str, stage: str, source: str, snapshot: str) -> None:
     problem = verify(os.path.join(root, READ_FOLDER[stage], source, snapshot), require_seal=False)
     if problem:
         raise DamagedPartition(
-            f"{stage}[{source}|{snapshot}]: {problem}; nothing downstream may read it: rebuild it with "
+            f"{stage}[{partition_key(source, snapshot)}]: {problem}; nothing downstream may read it: rebuild it with "
             "`mix-pipeline run` (it rebuilds partitions whose published files changed) or `mix-pipeline run --full`"
         )

@@ -76,7 +76,7 @@ def read_removals(data_root: str) -> list[dict]:
 
 
 def partition_removals(data_root: str, source: str, snapshot: str) -> dict[str, str]:
-    """{id: reason} of the removals of one source|snapshot partition."""
+    """{id: reason} of the removals of one source:snapshot partition."""
     return {e["id"]: e["reason"] for e in read_removals(data_root) if e["source"] == source and e["snapshot"] == snapshot}
 
 
@@ -304,7 +304,7 @@ def resolve_mixture_row(con, data_root: str, ref: str) -> tuple[str, str] | None
 
 def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool = True) -> list[dict]:
     """The history of the document `ref` names (an id, or a mixture row MIXTURE/SPLIT/FILE:ROW), one
-    entry per source|snapshot that holds a document with that id. `with_mixtures=False` skips
+    entry per source:snapshot that holds a document with that id. `with_mixtures=False` skips
     the search of every mixture's shards for the rows that hold it."""
     from mix_pipeline.core.filters import is_dropping
     from mix_pipeline.core.licenses import document_license

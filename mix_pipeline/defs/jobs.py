@@ -2,7 +2,7 @@
 
 Cross-source dedup makes the graph wide in the middle: every source must be filtered before
 the index is built, and the index must exist before any source is deduplicated. So a full run
-is ingest (per source|snapshot) → dedup_index → deduplicate (per source|snapshot) → mix
+is ingest (per source:snapshot) → dedup_index → deduplicate (per source:snapshot) → mix
 (per mixture) → compare_mixtures.
 """
 

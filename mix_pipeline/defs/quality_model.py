@@ -8,7 +8,7 @@ import dagster as dg
 
 from mix_pipeline.core import quality_model as qm
 from mix_pipeline.defs.metadata import INPUT_FINGERPRINT, markdown_table
-from mix_pipeline.names import QUALITY_MODEL
+from mix_pipeline.names import QUALITY_MODEL, partition_key
 from mix_pipeline.recipe import Recipe
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -72,7 +72,7 @@ def build(recipe: Recipe) -> list:
                 "negatives": dg.MetadataValue.int(int(info.get("negatives", 0))),
                 "score_distribution": markdown_table(distribution_rows(report)),
                 "kept_share_by_threshold": markdown_table(kept_share_rows(report)),
-                **{f"mean_score/{r['source']}|{r['snapshot']}": dg.MetadataValue.float(float(r["mean_score"] or 0.0))
+                **{f"mean_score/{partition_key(r['source'], r['snapshot'])}": dg.MetadataValue.float(float(r["mean_score"] or 0.0))
                    for r in report},
                 INPUT_FINGERPRINT: info.get("fingerprint", sha),
             },

@@ -279,7 +279,7 @@ def test_a_source_with_no_documents_is_refused_and_the_good_output_kept(tmp_path
         with pytest.raises(GateFailed) as err:
             run_raw(env, "web")
         message = str(err.value)
-        assert message.startswith("raw[web|default]: quality gate failed, output not published")
+        assert message.startswith("raw[web:default]: quality gate failed, output not published")
         assert f"raw_text_not_empty: no documents: all 2 record(s) were quarantined {reasons}" in message
         assert "\n" not in message
         assert _hashes(tmp_path / "data") == good

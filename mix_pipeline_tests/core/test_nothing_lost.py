@@ -94,7 +94,7 @@ def test_snapshot_folders_with_odd_names_are_partitions_or_refused_naming_the_fo
     from mix_pipeline.defs.partitions import discovered_keys
     from mix_pipeline.names import split_partition_key
 
-    names = ["2024|05", "a b", "ünï", "2024[06]"]
+    names = ["2024:05", "a b", "ünï", "2024[06]"]  # `2024:05` holds the separator: keys split at the first `:`
     for i, name in enumerate(names):
         write_jsonl(tmp_path / "crawl" / name / "part.jsonl", [{"id": f"{i}-{j}", "text": f"doc {j}"} for j in range(20)])
     body = 'name: t\nsources:\n  web: {path: "crawl/{snapshot}/*.jsonl"}\n'
@@ -104,8 +104,9 @@ def test_snapshot_folders_with_odd_names_are_partitions_or_refused_naming_the_fo
     read = sum(run_raw(env, *split_partition_key(k)).stats["documents"] for k in keys)
     assert read == 20 * len(names)  # every record of every folder, none skipped
 
-    # A name that cannot be a partition key is refused at load, in one line naming the folder.
-    for bad in ("default", "2024...05"):
+    # A name that cannot be a partition key is refused at load, in one line naming the folder; `|`
+    # because the UI's Materialize… dialog splits a key at it (its multi-partition delimiter).
+    for bad in ("default", "2024...05", "2024|05"):
         folder = tmp_path / "crawl" / bad
         write_jsonl(folder / "part.jsonl", [{"id": "x", "text": "x"}])
         with pytest.raises(RecipeError, match=r"snapshot folder .*" + re.escape(bad) + r".* rename the folder") as err:
@@ -207,7 +208,7 @@ def test_a_deleted_or_altered_published_shard_is_named_before_anything_reads_it(
     rows = pq.read_metadata(shard).num_rows
     shard.unlink()
     assert verify_partition(str(root), DEDUPLICATED, "books", "default") == f"{shard} ({rows:,} rows) is missing"
-    with pytest.raises(DamagedPartition, match=re.escape(f"deduplicated[books|default]: {shard}") + ".*" + fix) as err:
+    with pytest.raises(DamagedPartition, match=re.escape(f"deduplicated[books:default]: {shard}") + ".*" + fix) as err:
         run_mixture(env, "m")
     assert "\n" not in str(err.value)
     run_deduplicated(env, "books")  # rebuilding the partition is the fix
@@ -220,7 +221,7 @@ def test_a_deleted_or_altered_published_shard_is_named_before_anything_reads_it(
     shard.write_bytes(bytes(data))
     assert "changed since it was published (its sha256 differs)" in verify_partition(str(root), FILTERED, "books", "default")
     for stage in (run_dedup_index, lambda e: run_deduplicated(e, "books")):
-        with pytest.raises(DamagedPartition, match=re.escape(f"filtered[books|default]: {shard} changed")):
+        with pytest.raises(DamagedPartition, match=re.escape(f"filtered[books:default]: {shard} changed")):
             stage(env)
     # An extra shard dropped into a raw partition: filtered refuses to read it.
     extra = root / "raw" / "web" / "default" / "part-00009.parquet"

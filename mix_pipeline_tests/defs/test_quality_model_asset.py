@@ -35,5 +35,5 @@ def test_quality_model_asset_trains_and_shows_the_threshold_trade_off(sample_3mb
     assert meta["references"] == ["books", "papers"] and meta["negatives_from"] == ["web"]
     assert "| web | default |" in meta["score_distribution"]
     assert "≥0.5" in meta["kept_share_by_threshold"] and "| web | default |" in meta["kept_share_by_threshold"]
-    assert 0.0 < meta["mean_score/web|default"] < 1.0
+    assert 0.0 < meta["mean_score/web:default"] < 1.0
     assert meta["input_fingerprint"] == qm.training_fingerprint(recipe)

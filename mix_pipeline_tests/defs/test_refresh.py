@@ -84,7 +84,7 @@ def test_incremental_dedup_equals_a_full_recompute(incremental, corpus, tmp_path
     # The second incremental build reused the two earlier snapshots instead of recomputing them.
     record = incremental["instance"].fetch_materializations(dg.AssetKey(DEDUP_INDEX), limit=1).records[0]
     meta = record.asset_materialization.metadata
-    assert meta["reused_generations"].value == 3 and meta["generations"].value == 4  # books|default + 3 weeks
+    assert meta["reused_generations"].value == 3 and meta["generations"].value == 4  # books:default + 3 weeks
     # Every cross-snapshot planted copy is gone; what it copied survives in its older snapshot.
     ids = kept(full_path)
     web_kept = set().union(*(v for (s, _), v in ids.items() if s == "web"))
@@ -107,10 +107,10 @@ def test_sensor_registers_a_new_snapshot_and_requests_its_run(incremental, corpu
     assert "up to date" in result.skip_message
     write_snapshot(tmp / "web" / "2024-01-22", corpus["snapshots"]["2024-01-15"][:20])
     result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
-    assert [(r.job_name, r.partition_key) for r in result] == [("ingest", "web|2024-01-22")]
-    assert "web|2024-01-22" in instance.get_dynamic_partitions("refresh__source_snapshots")
+    assert [(r.job_name, r.partition_key) for r in result] == [("ingest", "web:2024-01-22")]
+    assert "web:2024-01-22" in instance.get_dynamic_partitions("refresh__source_snapshots")
     shutil.rmtree(tmp / "web" / "2024-01-22")
-    instance.delete_dynamic_partition("refresh__source_snapshots", "web|2024-01-22")
+    instance.delete_dynamic_partition("refresh__source_snapshots", "web:2024-01-22")
 
 
 def test_schedule_requests_only_partitions_whose_input_changed(incremental, corpus):
@@ -122,7 +122,7 @@ def test_schedule_requests_only_partitions_whose_input_changed(incremental, corp
     assert isinstance(schedule.evaluate_tick(context).skip_message, str)
     write_snapshot(tmp / "web" / "2024-01-08", corpus["snapshots"]["2024-01-08"] + [{"id": "late", "text": "A late addition."}])
     requests = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def())).run_requests
-    assert [r.partition_key for r in requests] == ["web|2024-01-08"]
+    assert [r.partition_key for r in requests] == ["web:2024-01-08"]
     make_root(tmp, corpus, ["2024-01-08"])  # restore
     run_recipe(str(recipe_path), instance=instance)
 
@@ -131,7 +131,7 @@ def test_backfill_after_a_threshold_change_replaces_one_source(incremental):
     recipe_path, instance = incremental["path"], incremental["instance"]
     before = {k: len(instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(RAW), asset_partitions=[k]), limit=100).records)
-        for k in ("books|default", "web|2024-01-01")}
+        for k in ("books:default", "web:2024-01-01")}
     manifest_path = incremental["tmp"] / "data" / "mixtures" / "general" / "manifest.json"
     previous = json.loads(manifest_path.read_text())
     text = recipe_path.read_text()
@@ -142,8 +142,8 @@ def test_backfill_after_a_threshold_change_replaces_one_source(incremental):
     after = {k: len(instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(RAW), asset_partitions=[k]), limit=100).records)
         for k in before}
-    assert after["web|2024-01-01"] == before["web|2024-01-01"] + 1
-    assert after["books|default"] == before["books|default"]
+    assert after["web:2024-01-01"] == before["web:2024-01-01"] + 1
+    assert after["books:default"] == before["books:default"]
     assert manifests["general"]["output_sha256"] != previous["output_sha256"]
     assert manifests["general"]["sources"]["web"]["available_documents"] < previous["sources"]["web"]["available_documents"]
     for key in ("available_documents", "available_units"):  # books' pool is untouched
@@ -156,7 +156,7 @@ def test_a_shifted_snapshot_raises_drift_and_the_mixture_follows(incremental, co
     recipe = load_recipe(recipe_path)
     latest = instance.fetch_materializations(dg.AssetKey(FILTERED), limit=1).records[0].storage_id
     # The unshifted snapshots did not drift.
-    for key in ("web|2024-01-08", "web|2024-01-15"):
+    for key in ("web:2024-01-08", "web:2024-01-15"):
         record = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(FILTERED), asset_partitions=[key]), limit=1).records[0]
         assert record.asset_materialization.metadata["drift_exceeded"].value is False
@@ -164,7 +164,7 @@ def test_a_shifted_snapshot_raises_drift_and_the_mixture_follows(incremental, co
     write_snapshot(tmp / "web" / "2024-01-29", corpus["shifted"])
     run_recipe(str(recipe_path), instance=instance)
     record = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(FILTERED), asset_partitions=["web|2024-01-29"]), limit=1).records[0]
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(FILTERED), asset_partitions=["web:2024-01-29"]), limit=1).records[0]
     meta = record.asset_materialization.metadata
     assert meta["drift_exceeded"].value is True and meta["drift_score"].value > 0.1
     assert "2024-01-29" in meta["drift_history"].value
@@ -172,12 +172,12 @@ def test_a_shifted_snapshot_raises_drift_and_the_mixture_follows(incremental, co
     evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey(FILTERED), "drift")])
     entry = next(iter(evaluation.values())).event
-    assert entry.dagster_event.event_specific_data.partition == "web|2024-01-29"
+    assert entry.dagster_event.event_specific_data.partition == "web:2024-01-29"
     assert entry.dagster_event.event_specific_data.metadata["observed"].value > 0.1
     # The mixture was re-mixed after dedup took the drifted snapshot in (drift.remix defaults to true).
     mixed = instance.fetch_materializations(dg.AssetKey(MIXTURE), limit=1).records[0].storage_id
     deduplicated = instance.fetch_materializations(dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey("deduplicated"), asset_partitions=["web|2024-01-29"]), limit=1).records[0]
+        asset_key=dg.AssetKey("deduplicated"), asset_partitions=["web:2024-01-29"]), limit=1).records[0]
     assert mixed > deduplicated.storage_id > record.storage_id and mixed > mixed_before
     assert next_wave(instance, recipe) == ([], [])
     # Without drift.backfill nothing more is requested.
@@ -186,7 +186,7 @@ def test_a_shifted_snapshot_raises_drift_and_the_mixture_follows(incremental, co
     # path) and an explicit run accepts it; with drift.backfill the other snapshots are re-ingested.
     holding = recipe.model_copy(update={"drift": recipe.drift.model_copy(update={"remix": False, "backfill": True})})
     requests, _ = drift_backfill_requests(holding, instance, latest)
-    assert sorted(r.partition_key for r in requests) == ["web|2024-01-01", "web|2024-01-08", "web|2024-01-15"]
+    assert sorted(r.partition_key for r in requests) == ["web:2024-01-01", "web:2024-01-08", "web:2024-01-15"]
     shutil.rmtree(tmp / "web" / "2024-01-29")
 
 
@@ -213,7 +213,7 @@ def test_four_partition_runs_in_parallel_leave_a_consistent_catalog(corpus, tmp_
     with dg.DagsterInstance.from_config(str(home)) as instance:
         from mix_pipeline.defs.partitions import register
         register(instance, load_recipe(tmp_path / "recipe.yaml"))
-    keys = [f"web|{s}" for s in ("2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22")]
+    keys = [f"web:{s}" for s in ("2024-01-01", "2024-01-08", "2024-01-15", "2024-01-22")]
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
     runs = [subprocess.Popen([sys.executable, "-c", RUN_ONE, str(tmp_path / "recipe.yaml"), k], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in keys]

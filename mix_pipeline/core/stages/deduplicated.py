@@ -106,7 +106,7 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     indexed = pq.read_metadata(clusters).num_rows if os.path.exists(clusters) else 0
     if indexed != count_rows(inputs):
         raise StaleDedupIndex(
-            f"{DEDUP_INDEX} lists {indexed} documents of {source}|{snapshot} but {FILTERED} has "
+            f"{DEDUP_INDEX} lists {indexed} documents of {partition_key(source, snapshot)} but {FILTERED} has "
             f"{count_rows(inputs)}: materialize {DEDUP_INDEX} again before {DEDUPLICATED}"
         )
     final = layout.partition_dir(env.root, layout.DEDUPLICATED_DIR, source, snapshot)
@@ -123,9 +123,9 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     tokens = sum(int(pc.sum(pq.read_table(p, columns=["n_tokens"])["n_tokens"]).as_py() or 0) for p in parts)
     stats = {"input_documents": count_rows(inputs), "documents": count_rows(parts), "tokens": tokens}
     stats["duplicates"] = stats["input_documents"] - stats["documents"]
-    env.log(f"deduplicated[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']} ({tokens} tokens)")
+    env.log(f"deduplicated[{partition_key(source, snapshot)}]: kept {stats['documents']} of {stats['input_documents']} ({tokens} tokens)")
     checks = quality.deduplicated_checks(stats["input_documents"], stats["documents"], recipe.sources[source].checks)
-    gate(f"{DEDUPLICATED}[{source}|{snapshot}]", checks, [tmp])
+    gate(f"{DEDUPLICATED}[{partition_key(source, snapshot)}]", checks, [tmp])
     seal(tmp)
     publish_dir(tmp, final)
     with env.connect() as con:

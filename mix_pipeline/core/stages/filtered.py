@@ -60,6 +60,7 @@ def run_filtered(
     """`profiles` maps the source's snapshots to their profiles (for drift); by default the catalog's."""
     recipe = env.recipe
     spec = recipe.sources[source]
+    key = partition_key(source, snapshot)
     if profiles is None:
         with env.connect() as con:
             profiles = catalog.profiles(con, source)
@@ -79,7 +80,7 @@ def run_filtered(
         steps.append(build_filter(f.name, f.params, exclusion_writer=writer, resolve=recipe.resolve))
     steps.append(parquet_writer(out_tmp))
     names = dropping_steps(recipe, source)
-    env.log(f"filtered[{source}|{snapshot}]: {len(inputs)} shard(s) through {names or 'no filters'}")
+    env.log(f"filtered[{key}]: {len(inputs)} shard(s) through {names or 'no filters'}")
     if inputs:
         env.runner(steps, env.logging_dir(FILTERED, source, snapshot), env.tasks_for(len(inputs)))
     kept = normalise_shard_names(out_tmp)
@@ -92,7 +93,7 @@ def run_filtered(
     stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
     with scratch_connection() as con:
         stats.update(_filter_count_stats(catalog.filter_counts(con, kept + [p for ps in dropped_parts.values() for p in ps])))
-    env.log(f"filtered[{source}|{snapshot}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
+    env.log(f"filtered[{key}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
     language = next((f for f in spec.filters if f.name == "language"), None)
     checks = quality.filtered_checks(
         stats["input_documents"],
@@ -105,7 +106,7 @@ def run_filtered(
     current = drift.profile(kept, stats["input_documents"], dropped, [p for ps in dropped_parts.values() for p in ps])
     refs = drift.references(snapshot, {k: v for k, v in (profiles or {}).items() if k != snapshot}, snapshot_order)
     checks.append(quality.drift_check(current, refs, spec.checks))
-    gate(f"{FILTERED}[{source}|{snapshot}]", checks, [out_tmp, dropped_tmp])
+    gate(f"{FILTERED}[{key}]", checks, [out_tmp, dropped_tmp])
     seal(out_tmp)
     seal(dropped_tmp)
     publish_dir(out_tmp, out_final)

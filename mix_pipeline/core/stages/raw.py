@@ -108,6 +108,7 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
 @scratch_in_data_root
 def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe, spec = env.recipe, env.recipe.sources[source]
+    key = partition_key(source, snapshot)
     files = recipe.source_files(source, snapshot)
     if not files:
         where = f" for snapshot '{snapshot}'" if recipe.has_snapshots(source) else ""
@@ -120,7 +121,7 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     raw_final = layout.partition_dir(env.root, layout.RAW_DIR, source, snapshot)
     quarantine_final = layout.partition_dir(env.root, layout.QUARANTINE_DIR, source, snapshot)
     raw_tmp, quarantine_tmp = staging_dir(raw_final), staging_dir(quarantine_final)
-    env.log(f"raw[{source}|{snapshot}]: reading {len(files)} file(s) as {spec.format}")
+    env.log(f"raw[{key}]: reading {len(files)} file(s) as {spec.format}")
     reader = SourceReader(
         files=files,
         root=recipe.source_root(source, snapshot),
@@ -139,7 +140,7 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
                                           source, recipe.domain_of(source))
     if duplicates:
         quarantine_parts = list_parts(quarantine_tmp)
-        env.log(f"raw[{source}|{snapshot}]: {duplicates} record(s) reuse an earlier record's id: quarantined as duplicate_id")
+        env.log(f"raw[{key}]: {duplicates} record(s) reuse an earlier record's id: quarantined as duplicate_id")
     # Removal requests (core/provenance.py): set aside in a quarantine shard of their own, which
     # the quarantine-rate check does not count.
     unread = quarantine_parts
@@ -147,13 +148,13 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
                                 partition_removals(env.root, source, snapshot), source, recipe.domain_of(source))
     if removed:
         quarantine_parts = list_parts(quarantine_tmp)
-        env.log(f"raw[{source}|{snapshot}]: {removed} document(s) set aside on removal requests")
+        env.log(f"raw[{key}]: {removed} document(s) set aside on removal requests")
     stats = {"input_files": len(files), "documents": count_rows(raw_parts), "quarantined": count_rows(unread),
              "duplicate_ids": duplicates, "removed": removed}
     stats["records"] = stats["documents"] + stats["quarantined"] + removed
-    env.log(f"raw[{source}|{snapshot}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
+    env.log(f"raw[{key}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
     checks = quality.raw_checks(raw_parts, unread, spec.checks)
-    gate(f"{RAW}[{source}|{snapshot}]", checks, [raw_tmp, quarantine_tmp])
+    gate(f"{RAW}[{key}]", checks, [raw_tmp, quarantine_tmp])
     seal(raw_tmp)
     seal(quarantine_tmp)
     publish_dir(raw_tmp, raw_final)
