@@ -215,8 +215,19 @@ def band(name: str, severity: str, value: float, low: float | None, high: float 
     import pandas as pd
 
     ok, _ = expect(pd.DataFrame({name: [value]}), "ExpectColumnValuesToBeBetween", column=name, min_value=low, max_value=high)
-    expected = f"[{'' if low is None else _num(low)}, {'' if high is None else _num(high)}]"
+    expected = bounds(low, high)
     return outcome(name, severity, ok, value, expected, f"{what} = {_num(value)}, expected {expected}", examples)
+
+
+def bounds(low: float | None, high: float | None) -> str:
+    """A band as a person writes it: "≤ 0.05", "≥ 0.5", "0.1 – 0.9", "= 0" (None: unbounded)."""
+    if low is None and high is None:
+        return "any value"
+    if low is None:
+        return f"≤ {_num(high)}"
+    if high is None:
+        return f"≥ {_num(low)}"
+    return f"= {_num(low)}" if low == high else f"{_num(low)} – {_num(high)}"
 
 
 def _num(value) -> str:
@@ -298,7 +309,7 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
     bad_ids = [str(i) for i in sample.id.iloc[res.get("partial_unexpected_index_list") or []].head(EXAMPLES)]
     within = 1.0 - (res.get("unexpected_percent") or 0.0) / 100.0
     out.append(outcome("raw_length_bounds", sev, ok, round(within, 4),
-                       f"≥ {cfg['mostly']} of a {len(sample)}-row sample within [{cfg['min_chars']}, {cfg['max_chars']}] chars",
+                       f"≥ {cfg['mostly']} of a {len(sample)}-row sample {bounds(cfg['min_chars'], cfg['max_chars'])} chars long",
                        f"{within:.2%} of the sample within the length bounds",
                        [{"id": str(i), "snippet": f"{len(t or '')} chars: {snippet(t)}"} for i, t in con.execute(
                            f"SELECT id, text FROM {docs} WHERE id IN (SELECT unnest(?::VARCHAR[])) ORDER BY id", [bad_ids]
@@ -349,8 +360,8 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
                                        f"json_extract_string(metadata, '$.{META_FILTER_VALUE}')) || ': ' || text "
                                        f"FROM read_parquet({sql_file_list(files)}) ORDER BY id LIMIT 2")
     out.append(outcome("filter_drop_rate", sev, ok, {r["filter"]: round(r["drop_rate"], 4) for r in rows},
-                       "; ".join(f"{r['filter']} in [{r['low']}, {r['high']}]" for r in rows) or "no filters",
-                       "; ".join(f"{r.filter} dropped {r.drop_rate:.1%} (band [{r.low}, {r.high}])" for r in bad.itertuples()),
+                       "; ".join(f"{r['filter']} {bounds(r['low'], r['high'])}" for r in rows) or "no filters",
+                       "; ".join(f"{r.filter} dropped {r.drop_rate:.1%} (expected {bounds(r.low, r.high)})" for r in bad.itertuples()),
                        examples))
 
     kept = con.sql(f"SELECT count(*) FROM read_parquet({sql_file_list(kept_parts)})").fetchall()[0][0] if kept_parts else 0
@@ -513,7 +524,8 @@ def mixture_checks(
     else:
         ok, _ = expect(rows, "ExpectColumnValuesToBeInSet", column="balanced", value_set=[True])
         bad = rows[~rows.balanced.astype(bool)]
-        out.append(outcome("conservation", sev, ok, {r.source: bool(r.balanced) for r in rows.itertuples()},
+        out.append(outcome("conservation", sev, ok,
+                           {r.source: "balanced" if r.balanced else "not balanced" for r in rows.itertuples()},
                            "records = kept + dropped + duplicate + quarantined",
                            "; ".join(f"{r.source}: {r.records} records but {r.kept}+{r.dropped}+{r.duplicate}+{r.quarantined}"
                                      for r in bad.itertuples())))

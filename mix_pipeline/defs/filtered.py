@@ -20,6 +20,7 @@ from mix_pipeline.resources import DatatroveExecutor
 def build(recipe: Recipe) -> list:
     @dg.asset(
         name=FILTERED,
+        output_required=False,  # a refused gate publishes nothing (defs/checks.gated)
         deps=[RAW, *upstream_of_filtered(recipe)],
         partitions_def=source_snapshots(recipe),
         group_name="documents",
@@ -35,6 +36,8 @@ def build(recipe: Recipe) -> list:
         env = stage_env(recipe, datatrove, context, catalog)
         fingerprint = input_fingerprint(recipe, source, snapshot)
         result = yield from gated(lambda: run_filtered(env, source, snapshot))
+        if result is None:
+            return
         stats, report = result.stats, result.report
         drift = next(c for c in result.checks if c.name == "drift")
         n_in = stats["input_documents"]

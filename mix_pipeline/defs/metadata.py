@@ -12,11 +12,20 @@ DRIFT_SCORE = "drift_score"
 DRIFT_EXCEEDED = "drift_exceeded"
 
 
-def markdown_table(rows: list[dict], columns: list[str] | None = None) -> dg.MetadataValue:
+# Short column labels: the UI cuts a markdown table wider than its metadata panel at the panel's
+# edge, with no scroll bar and no hint, so a wide table (the mixture ledger, the comparison) is shown
+# as two tables of at most eight short columns, the key columns repeated in each.
+SHORT_HEADERS = {"requested_weight": "requested", "target_weight": "target", "achieved_weight": "achieved",
+                 "available_units": "available", "max_epochs": "max epochs", "shortfall_units": "shortfall"}
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None, headers: dict[str, str] | None = None) -> dg.MetadataValue:
+    """`rows` as a markdown table of `columns` (all of the first row's by default), each headed by its
+    label in `headers` or its own name."""
     if not rows:
         return dg.MetadataValue.md("_(none)_")
     columns = columns or list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join((headers or {}).get(c, c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
     return dg.MetadataValue.md("\n".join(lines))

@@ -18,6 +18,7 @@ from mix_pipeline.resources import DatatroveExecutor
 def build(recipe: Recipe) -> list:
     @dg.asset(
         name=RAW,
+        output_required=False,  # a refused gate publishes nothing (defs/checks.gated)
         partitions_def=source_snapshots(recipe),
         group_name="documents",
         kinds={"datatrove", "parquet"},
@@ -31,6 +32,8 @@ def build(recipe: Recipe) -> list:
         env = stage_env(recipe, datatrove, context, catalog)
         fingerprint = input_fingerprint(recipe, source, snapshot)
         result = yield from gated(lambda: run_raw(env, source, snapshot))
+        if result is None:
+            return
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={

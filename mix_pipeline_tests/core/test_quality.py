@@ -138,3 +138,27 @@ def test_a_big_boilerplate_cluster_passes_a_cluster_swallowing_a_source_does_not
     # Small clusters never fail, whatever share of a tiny source they are.
     tiny = _clusters(tmp_path / "c.parquet", {"web": [("page", 3), ("other", 1)]})
     assert quality.dedup_index_checks([tiny], {})[0].passed
+
+
+def test_bands_read_as_a_person_writes_them():
+    assert quality.bounds(None, 0.05) == "≤ 0.05"
+    assert quality.bounds(0.5, None) == "≥ 0.5"
+    assert quality.bounds(0.1, 0.9) == "0.1 – 0.9"
+    assert quality.bounds(0, 0) == "= 0"
+    assert quality.bounds(None, None) == "any value"
+    rate = quality.band("raw_quarantine_rate", "error", 0.5, None, 0.05, "quarantined share of 30 records")
+    assert rate.expected == "≤ 0.05" and rate.message == "quarantined share of 30 records = 0.5, expected ≤ 0.05"
+    share = quality.band("language_share", "error", 0.75, 0.99, None, "share of kept documents")
+    assert share.expected == "≥ 0.99" and not share.passed
+
+
+def test_drop_rate_bands_and_conservation_read_as_text(tmp_path):
+    out = _by_name(quality.filtered_checks(10, [], [("language", 10)], {}, None, {}))
+    assert out["filter_drop_rate"].expected == "language 0 – 0.95"
+    assert out["filter_drop_rate"].message == "language dropped 100.0% (expected 0 – 0.95)"
+    rows = [{"source": "books", "records": 4, "kept": 4, "dropped": 0, "duplicate": 0, "quarantined": 0, "balanced": True},
+            {"source": "web", "records": 5, "kept": 3, "dropped": 1, "duplicate": 0, "quarantined": 0, "balanced": False}]
+    ledger = [{"source": "books", "target_weight": 1.0, "achieved_weight": 1.0, "units": 4, "available_units": 4, "epochs": 1.0}]
+    checks = _by_name(quality.mixture_checks(ledger, {"books": 1.0}, 0.05, str(tmp_path), {}, {}, rows, {}))
+    assert checks["conservation"].observed == {"books": "balanced", "web": "not balanced"}
+    assert not checks["conservation"].passed and "web: 5 records but 3+1+0+0" in checks["conservation"].message

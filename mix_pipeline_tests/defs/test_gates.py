@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from mix_pipeline.core.quality import CheckOutcome
 from mix_pipeline.core.sample_data import build_sample_corpus
 from mix_pipeline.defs import build_definitions
+from mix_pipeline.defs.checks import to_result
 from mix_pipeline.defs.partitions import register
 from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, RAW
 from mix_pipeline.recipe import RecipeError, load_recipe
-from mix_pipeline_tests.conftest import write_jsonl
-from mix_pipeline_tests.helpers import demo_like_recipe
+from mix_pipeline_tests.conftest import prose_doc, write_jsonl, write_recipe
+from mix_pipeline_tests.helpers import check_statuses, demo_like_recipe
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -68,7 +73,7 @@ def materialized(result) -> set[str]:
 def test_good_run_passes_every_check(baseline):
     with dg.instance_for_test() as instance:
         recipe_path = baseline / "recipe.yaml"
-        result = materialize(recipe_path, instance, [RAW, FILTERED], "web|default")
+        result = materialize(recipe_path, instance, [RAW, FILTERED], "web:default")
         assert result.success
         evals = evaluations(result)
         assert {k for k in evals} >= {f"{RAW}.raw_quarantine_rate", f"{FILTERED}.filter_drop_rate", f"{FILTERED}.language_share"}
@@ -84,8 +89,13 @@ def test_raw_gate_stops_empty_texts(copy):
     web_glob = recipe.sources["web"].path
     (root / "recipe.yaml").write_text(text.replace(web_glob, str(bad_input / "*.jsonl")))
     before = tree_digest(root / "data" / "raw" / "web")
-    result = materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web|default")
-    assert not result.success
+    result = materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web:default")
+    # A refused gate publishes nothing and the run succeeds: `filtered` was skipped, so its checks
+    # read "Skipped" on the partition, not "Execution failed" (what a failed run makes of them).
+    assert result.success
+    statuses = check_statuses(instance, RAW, "web:default")
+    assert statuses["raw_text_not_empty"] == "FAILED" and statuses["raw_quarantine_rate"] == "SUCCEEDED"
+    assert set(check_statuses(instance, FILTERED, "web:default").values()) == {"SKIPPED"}
     evals = evaluations(result)
     # Empty records lose no text, so the quarantine rate does not count them; a source with
     # nothing but empty records is stopped for having no documents, the reason in the message.
@@ -103,7 +113,7 @@ def test_filter_gate_stops_a_filter_that_drops_everything(copy):
     (root / "recipe.yaml").write_text(text.replace("gopher_quality, c4", "{gopher_quality: {min_doc_words: 100000}}, c4"))
     before = tree_digest(root / "data" / "filtered" / "web")
     mixture_before = tree_digest(root / "data" / "mixtures")
-    result = materialize(root / "recipe.yaml", instance, [FILTERED, DEDUPLICATED], "web|default")
+    result = materialize(root / "recipe.yaml", instance, [FILTERED, DEDUPLICATED], "web:default")
     evals = evaluations(result)
     drop = evals[f"{FILTERED}.filter_drop_rate"]
     assert not drop.passed and "gopher_quality dropped 100.0%" in drop.description
@@ -132,7 +142,7 @@ def _giant_cluster(root: Path) -> None:
 def test_dedup_gate_stops_a_runaway_cluster(copy):
     root, instance = copy
     _giant_cluster(root)
-    assert materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web|default").success
+    assert materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web:default").success
     before = tree_digest(root / "data" / "dedup_index")
     result = materialize(root / "recipe.yaml", instance, [DEDUP_INDEX], None)
     check = evaluations(result)[f"{DEDUP_INDEX}.max_cluster_size"]
@@ -146,7 +156,7 @@ def test_dedup_gate_stops_a_runaway_cluster(copy):
 def test_recipe_can_loosen_a_threshold_or_demote_a_check_to_warn(copy):
     root, instance = copy
     _giant_cluster(root)
-    assert materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web|default").success
+    assert materialize(root / "recipe.yaml", instance, [RAW, FILTERED], "web:default").success
     text = (root / "recipe.yaml").read_text()
     warn = text.replace("priority: [books, papers, code, web]",
                         "priority: [books, papers, code, web]\n  checks: {max_cluster_size: {severity: warn}}")
@@ -167,9 +177,12 @@ def test_mixture_gate_keeps_the_previous_mixture(copy):
     text = (root / "recipe.yaml").read_text()
     (root / "recipe.yaml").write_text(text.replace("total: 120000", "total: 50000000"))
     result = materialize(root / "recipe.yaml", instance, [MIXTURE], "general")
-    assert not result.success
+    assert result.success  # refused: nothing published, the failed check is the record of it
     check = evaluations(result)[f"{MIXTURE}.weights_within_tolerance"]
     assert not check.passed and "is short: the target needs" in check.description
+    # It cannot be planned, so only its weights were checked: the other checks did not run.
+    statuses = check_statuses(instance, MIXTURE, "general")
+    assert statuses.pop("weights_within_tolerance") == "FAILED" and set(statuses.values()) == {"SKIPPED"}
     assert materialized(result) == set()
     assert tree_digest(root / "data" / "mixtures" / "general") == before
     assert json.loads((root / "data" / "mixtures" / "general" / "manifest.json").read_text())["total_target"] == 120000
@@ -184,3 +197,62 @@ def test_unknown_check_names_are_recipe_errors(copy):
     (root / "recipe.yaml").write_text(text.replace("seed: 1234", "seed: 1234\n    checks: {conservation: {severity: loud}}"))
     with pytest.raises(RecipeError, match="conservation.severity: must be 'error' or 'warn'"):
         load_recipe(root / "recipe.yaml")
+
+
+def test_a_refused_gate_in_a_cli_run_prints_one_line_and_skips_the_checks_after_it(tmp_path):
+    """`mix-pipeline run` with a snapshot of half broken lines: raw's gate refuses it; the console
+    says so in one line per failed check and one for the stage, with no stack trace (no Dagster
+    internals, no `nanobind: leaked …` at exit); on that partition raw's check is failed and
+    `filtered`'s checks, which never ran, are skipped."""
+    inputs = tmp_path / "inputs"
+    for snapshot, offset in (("2024-01-01", 0), ("2024-01-08", 50)):
+        lines = [json.dumps({"id": f"{snapshot}-{i}", "text": prose_doc(offset + i)}) for i in range(30)]
+        if offset:  # every other line is not JSON: quarantined as unreadable, half the records
+            lines = [line if i % 2 == 0 else "{broken" for i, line in enumerate(lines)]
+        (inputs / "web" / snapshot).mkdir(parents=True)
+        (inputs / "web" / snapshot / "part-0.jsonl").write_text("\n".join(lines) + "\n")
+    write_jsonl(inputs / "books" / "part-0.jsonl", [{"id": f"b{i}", "text": prose_doc(100 + i, 20)} for i in range(12)])
+    recipe = write_recipe(tmp_path, f"""
+        name: refused
+        data_root: {tmp_path / 'data'}
+        allowed_roots: [{inputs}]
+        executor: {{kind: local, tasks: 1, workers: 1}}
+        sources:
+          web: {{path: "{inputs}/web/{{snapshot}}/*.jsonl", filters: []}}
+          books: {{path: "{inputs}/books/*.jsonl", filters: []}}
+        mixtures:
+          general: {{unit: documents, total: 40, weights: {{web: 0.6, books: 0.4}}, max_epochs: 4, seed: 1}}
+        """)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    done = subprocess.run([str(Path(sys.executable).parent / "mix-pipeline"), "run", "--recipe", str(recipe)],
+                          capture_output=True, text=True, env={**os.environ, "DAGSTER_HOME": str(home)}, timeout=600)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 1, out[-3000:] + err[-3000:]
+    assert [line.strip() for line in out.splitlines() if "check FAILED" in line] == [
+        "check FAILED: raw.raw_quarantine_rate: quarantined share of 30 records = 0.5, expected ≤ 0.05"]
+    assert "raw: quality gate failed (raw_quarantine_rate), output not published" in out
+    errors = [line for line in err.splitlines() if " - ERROR - " in line]
+    assert len(errors) == 1 and "raw[web:2024-01-08]: quality gate failed, output not published" in errors[0], err[-3000:]
+    for noise in ("Traceback", "Stack Trace", "dagster._core", "nanobind", "leaked"):
+        assert noise not in err, err[-3000:]
+    assert (tmp_path / "data" / "mixtures" / "general" / "manifest.json").exists()  # the rest went on
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert check_statuses(instance, RAW, "web:2024-01-08")["raw_quarantine_rate"] == "FAILED"
+        skipped = check_statuses(instance, FILTERED, "web:2024-01-08")
+        assert skipped and set(skipped.values()) == {"SKIPPED"}, skipped
+        assert set(check_statuses(instance, FILTERED, "web:2024-01-01").values()) == {"SUCCEEDED"}
+
+
+def test_observed_values_read_as_text_with_a_plottable_entry_per_number():
+    per_filter = to_result(CheckOutcome("filter_drop_rate", True, "error", {"language": 0.5123456, "c4": 0.02},
+                                        "language ≤ 0.95; c4 ≤ 0.95", "ok"))
+    assert per_filter.metadata["observed"] == dg.MetadataValue.text("language: 0.5123; c4: 0.02")
+    assert per_filter.metadata["observed/language"] == dg.MetadataValue.float(0.5123456)
+    assert per_filter.metadata["observed/c4"] == dg.MetadataValue.float(0.02)
+    conservation = to_result(CheckOutcome("conservation", False, "error", {"books": "balanced", "web": "not balanced"},
+                                          "records = kept + dropped + duplicate + quarantined", "web: 5 records but 1+1+1+1"))
+    assert conservation.metadata["observed"] == dg.MetadataValue.text("books: balanced; web: not balanced")
+    assert not [k for k in conservation.metadata if k.startswith("observed/")]
+    assert to_result(CheckOutcome("splits_disjoint", True, "error", 0, "= 0", "ok")).metadata["observed"] == dg.MetadataValue.int(0)

@@ -120,6 +120,16 @@ def test_comparison_shows_every_mixture(demo_run):
     event = demo_run["instance"].get_latest_materialization_event(dg.AssetKey(MIXTURE_COMPARISON))
     metadata = event.asset_materialization.metadata
     assert "| sft | examples | chat_qa |" in metadata["comparison"].value
+    # Every table narrow enough for the UI's metadata panel (it cuts wider ones at its edge): the
+    # comparison and each mixture's ledger come as two tables of short columns.
+    ledger = demo_run["instance"].fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(MIXTURE), asset_partitions=["general"]), limit=1).records[0].asset_materialization.metadata
+    tables = {**{f"comparison {k}": v for k, v in metadata.items()}, **{f"general {k}": v for k, v in ledger.items()}}
+    for name, value in tables.items():
+        if isinstance(value, dg.MarkdownMetadataValue) and value.value.startswith("| "):
+            header = value.value.splitlines()[0]
+            assert header.count(" | ") + 1 <= 8 and len(header) <= 100, (name, header)
+    assert ledger["ledger_supply"].value.startswith("| source | documents | available | epochs | max epochs | shortfall |")
 
 
 def test_catalog_proves_conservation(demo_run, sample):
@@ -185,7 +195,7 @@ def test_every_drop_is_explained_and_per_filter_drops_add_up(demo_run):
     assert con.execute("SELECT count(*) FROM document_fates WHERE fate = 'dropped' AND reason NOT LIKE '%_:_%'").fetchall() == [(0,)]
     for source in demo_run["recipe"].sources:
         stats = dict(con.execute("SELECT metric, value FROM stage_stats WHERE stage = ? AND partition = ?",
-                                 [FILTERED, f"{source}|default"]).fetchall())
+                                 [FILTERED, f"{source}:default"]).fetchall())
         by_filter = dict(con.execute("SELECT filter, documents FROM filter_drops WHERE source = ?", [source]).fetchall())
         assert sum(by_filter.values()) == stats["dropped"], source
         assert by_filter == {k.removeprefix("dropped_by_"): v for k, v in stats.items() if k.startswith("dropped_by_") and v}
@@ -203,7 +213,7 @@ def test_every_drop_is_explained_and_per_filter_drops_add_up(demo_run):
 
 def test_filtered_materialization_shows_per_filter_counts_and_samples(demo_run):
     records = demo_run["instance"].fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(FILTERED), asset_partitions=["web|default"]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(FILTERED), asset_partitions=["web:default"]), limit=1).records
     meta = records[0].asset_materialization.metadata
     drops = meta["drops_per_filter"].value
     for name in ("decontamination", "language", "safety", "gopher_repetition", "fineweb"):
@@ -242,7 +252,7 @@ def test_asset_graph_and_materializations(demo_run):
     assert parents[MIXTURE_COMPARISON] == {MIXTURE}
     assert parents[MIXTURE_LAB] == {DEDUPLICATED}  # the demo recipe declares an experiment
     instance = demo_run["instance"]
-    keys = {f"{source}|default" for source in demo_run["recipe"].sources}
+    keys = {f"{source}:default" for source in demo_run["recipe"].sources}
     for asset in (RAW, FILTERED, DEDUPLICATED):
         assert instance.get_materialized_partitions(dg.AssetKey(asset)) == keys
     assert instance.get_materialized_partitions(dg.AssetKey(MIXTURE)) == {"general", "sft"}
