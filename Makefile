@@ -39,8 +39,8 @@ test: install
 	$(BIN)/python -m pytest
 
 ui: sample
-	mkdir -p $(DAGSTER_HOME)
-	test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+# The instance the CLI creates (mix_pipeline/defs/orphans.py DAGSTER_YAML: no telemetry, run monitoring).
+	$(BIN)/python -c "from mix_pipeline.defs.runner import dagster_instance; dagster_instance()"
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 bench: install

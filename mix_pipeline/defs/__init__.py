@@ -35,6 +35,10 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
         jobs=list(all_jobs.values()),
         sensors=all_sensors,
         schedules=schedules,
+        # Every run, the UI's Materialize and backfills too, in its run worker's process: each stage
+        # parallelises inside itself, and the worker's pid names the run's owner (defs/orphans.py),
+        # which a step subprocess ending mid-run would not.
+        executor=dg.in_process_executor,
         resources={
             # Every executor setting but `tasks` (which the stages read from the recipe), with
             # MIX_PIPELINE_EXECUTOR's applied (core/executors.py).

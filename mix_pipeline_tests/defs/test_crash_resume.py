@@ -33,7 +33,9 @@ import pytest
 from mix_pipeline.core.catalog import conservation
 from mix_pipeline.core.documents import file_sha256
 from mix_pipeline.core.faults import CRASH_AT, CRASH_TRACE
+from mix_pipeline.core.integrity import SEAL
 from mix_pipeline.core.sample_data import build_sample_corpus
+from mix_pipeline_tests.helpers import TEXT_SUFFIXES, root_independent_seal
 
 # Change it to draw other kill points; CI uses the default so a failure is reproducible.
 SEED = int(os.environ.get("MIX_PIPELINE_FAULT_SEED", "20261121"))
@@ -145,8 +147,8 @@ def _run(work: Path, template: tuple[Path, str], env_extra: dict[str, str] | Non
 def published(data_root: Path) -> dict[str, str]:
     """sha256 of every file a reader can see: everything but the catalog, the work folder, and
     hidden entries (which `leftovers` checks separately). Text files that name the data root (the
-    OLMo-core mix lists absolute shard paths) are hashed with it replaced, since every scenario
-    has its own root."""
+    OLMo-core mix lists absolute shard paths) are hashed with it replaced, and seals without those
+    files' hashes, since every scenario has its own root."""
     root_bytes = str(data_root.resolve()).encode()
     out = {}
     for root, dirs, files in os.walk(data_root):
@@ -156,7 +158,10 @@ def published(data_root: Path) -> dict[str, str]:
             if name.startswith(".") or (rel_root == Path(".") and name.startswith("catalog.duckdb")):
                 continue
             path = os.path.join(root, name)
-            if name.endswith((".yaml", ".json", ".md", ".txt")):
+            if name == SEAL:
+                with open(path, "rb") as f:
+                    out[str(rel_root / name)] = hashlib.sha256(root_independent_seal(f.read())).hexdigest()
+            elif name.endswith(TEXT_SUFFIXES):
                 with open(path, "rb") as f:
                     out[str(rel_root / name)] = hashlib.sha256(f.read().replace(root_bytes, b"<data_root>")).hexdigest()
             else:

@@ -20,7 +20,9 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed (make i
 from mix_pipeline.cli import main  # noqa: E402
 from mix_pipeline.core import storage  # noqa: E402
 from mix_pipeline.core.faults import CRASH_AT  # noqa: E402
+from mix_pipeline.core.integrity import SEAL  # noqa: E402
 from mix_pipeline.core.sample_data import build_sample_corpus  # noqa: E402
+from mix_pipeline_tests.helpers import TEXT_SUFFIXES, root_independent_seal  # noqa: E402
 
 RECIPE = """
 name: on_s3
@@ -91,7 +93,9 @@ def normalised(files: dict[str, bytes], root: str) -> dict[str, str]:
     recipe_sha = json.loads(files["mixtures/general/manifest.json"])["recipe_sha256"].encode()
     out = {}
     for path, data in files.items():
-        if path.endswith((".json", ".md", ".yaml", ".txt")):
+        if path.endswith(SEAL):
+            data = root_independent_seal(data)
+        elif path.endswith(TEXT_SUFFIXES):
             data = data.replace(root.encode(), b"<data_root>").replace(recipe_sha, b"<recipe>")
         out[path] = hashlib.sha256(data).hexdigest()
     return out
