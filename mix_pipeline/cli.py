@@ -110,17 +110,25 @@ def _cmd_lab(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from mix_pipeline.defs.runner import run_recipe
+    from mix_pipeline.defs.runner import RunFailed, run_recipe
 
-    run_recipe(args.recipe, args.mixture, full=args.full)
+    try:
+        run_recipe(args.recipe, args.mixture, full=args.full)
+    except RunFailed:
+        print_ledger(args.recipe, [args.mixture] if args.mixture else None)  # what was built all the same
+        raise
     print_ledger(args.recipe, [args.mixture] if args.mixture else None)
     return 0
 
 
 def _cmd_backfill(args) -> int:
-    from mix_pipeline.defs.runner import run_recipe
+    from mix_pipeline.defs.runner import RunFailed, run_recipe
 
-    run_recipe(args.recipe, full=False, backfill_sources=args.source)
+    try:
+        run_recipe(args.recipe, full=False, backfill_sources=args.source)
+    except RunFailed:
+        print_ledger(args.recipe)
+        raise
     print_ledger(args.recipe)
     return 0
 

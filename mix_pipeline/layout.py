@@ -20,10 +20,11 @@ DEDUP_INDEX_DIR = "dedup_index"
 MIXTURES_DIR = "mixtures"
 LAB_DIR = "lab"
 WORK_DIR = "_work"  # scratch: logs, DuckDB spill, locks; never an output
+RETIRED_DIR = "_retired"  # partitions the recipe no longer discovers, moved aside (core/retire.py)
 
 # Folders the pipeline writes under data_root: a source inside one would read the pipeline's output.
 DATA_ROOT_OUTPUTS = (RAW_DIR, QUARANTINE_DIR, FILTERED_DIR, DROPPED_DIR, DEDUPLICATED_DIR, DEDUP_INDEX_DIR,
-                     MIXTURES_DIR, LAB_DIR, WORK_DIR)
+                     MIXTURES_DIR, LAB_DIR, WORK_DIR, RETIRED_DIR)
 
 CATALOG_FILE = "catalog.duckdb"
 MANIFEST_FILE = "manifest.json"
@@ -78,6 +79,11 @@ def lab_dir(data_root: str, experiment: str) -> str:
 
 def work_dir(data_root: str, *parts: str) -> str:
     return os.path.join(data_root, WORK_DIR, *parts)
+
+
+def retired_dir(data_root: str, stamp: str) -> str:
+    """Where one retirement (core/retire.py) moved the folders of partitions no longer discovered."""
+    return os.path.join(data_root, RETIRED_DIR, stamp)
 
 
 def catalog_path(data_root: str) -> str:

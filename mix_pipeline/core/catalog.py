@@ -93,6 +93,10 @@ SCHEMA = [
         mixture VARCHAR, source VARCHAR, target_weight DOUBLE, achieved_weight DOUBLE,
         target_units BIGINT, units BIGINT, documents BIGINT, rows BIGINT,
         available_units BIGINT, available_documents BIGINT, epochs DOUBLE)""",
+    # Partitions taken out because the recipe no longer discovers them (core/retire.py): when,
+    # where their folders went, how many input records they had.
+    """CREATE TABLE IF NOT EXISTS retired_partitions (
+        source VARCHAR, snapshot VARCHAR, retired_at VARCHAR, moved_to VARCHAR, records BIGINT)""",
     """CREATE TABLE IF NOT EXISTS snapshot_profiles (
         source VARCHAR, snapshot VARCHAR, profile JSON, drift_score DOUBLE)""",
     # One row per source: the conservation identity, records = kept + dropped + duplicate + quarantined + removed.
@@ -127,6 +131,11 @@ class _Transaction:
         if not exc_type:
             crash_point("catalog.commit")
         self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def transaction(con) -> _Transaction:
+    """`with transaction(con):` one all-or-nothing change (the schema ensured first)."""
+    return _Transaction(con)
 
 
 def record_stats(con, stage: str, partition: str, stats: dict[str, float]) -> None:

@@ -60,8 +60,90 @@ def published_problem(recipe: Recipe, source: str, snapshot: str) -> str | None:
     return None
 
 
-def file_fingerprint(paths: list[str], extra=None) -> str:
-    """Content fingerprint of published files (used where outputs, not inputs, are compared)."""
-    from mix_pipeline.core.documents import file_sha256
+# ---- what the later stages are built from ---------------------------------------------------------
+# Content, not time: each fingerprint below changes only when the bytes a stage reads change, so a
+# refresh rebuilds a deduplicated partition only when its verdicts (or its filtered documents)
+# changed, and a mixture only when a partition it draws from changed bytes. Each stage records its
+# fingerprint with its materialization; the planner (defs/plan.py) computes the same function from
+# what is on disk now and rebuilds on a difference. The seals (core/integrity.py) already hold every
+# published file's sha256, so a partition's content costs one small file read, not a rehash.
 
-    return _digest({"files": [(os.path.basename(p), file_sha256(p)) for p in paths if os.path.exists(p)], "extra": extra})
+
+def seal_digest(root: str, folder: str, source: str, snapshot: str) -> str | None:
+    """sha256 of a published partition folder's seal (its files' names, sizes and sha256s), or None."""
+    from mix_pipeline import layout
+    from mix_pipeline.core.integrity import SEAL
+
+    path = os.path.join(layout.partition_dir(root, folder, source, snapshot), SEAL)
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def verdict_digests(root: str) -> dict[str, str]:
+    """{"source/snapshot": sha256 of its dedup verdicts}, as the published dedup index recorded them
+    (core/stages/dedup_index.py): one small file read, however many partitions."""
+    import json
+
+    from mix_pipeline import layout
+
+    try:
+        with open(os.path.join(layout.dedup_index_dir(root), layout.DEDUP_STATE_FILE)) as f:
+            return json.load(f).get("verdicts", {})
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def published_partitions(recipe: Recipe, folder: str, sources=None) -> list[tuple[str, str]]:
+    """(source, snapshot) of the partitions the recipe discovers now whose `folder` stage is
+    published, in generation order. A later stage reads these and nothing else: a snapshot folder
+    the recipe no longer discovers (a changed layout, core/retire.py) is never read."""
+    from mix_pipeline import layout
+    from mix_pipeline.names import snapshot_order
+
+    out = []
+    for source in sorted(recipe.sources if sources is None else sources):
+        for snapshot in sorted(recipe.snapshots(source), key=snapshot_order):
+            if os.path.isdir(layout.partition_dir(recipe.data_root_path, folder, source, snapshot)):
+                out.append((source, snapshot))
+    return out
+
+
+def index_fingerprint(recipe: Recipe) -> str:
+    """What dedup_index reads: every published filtered partition's content and the dedup settings."""
+    from mix_pipeline import layout
+
+    root = recipe.data_root_path
+    return _digest({"dedup": recipe.dedup.model_dump(), "priority": {s: recipe.priority_rank(s) for s in sorted(recipe.sources)},
+                    "filtered": [(s, snap, seal_digest(root, layout.FILTERED_DIR, s, snap))
+                                 for s, snap in published_partitions(recipe, layout.FILTERED_DIR)]})
+
+
+def deduplicated_fingerprint(recipe: Recipe, source: str, snapshot: str, verdicts: dict | None = None) -> str:
+    """What a deduplicated partition is built from: its filtered shards, its dedup verdicts, the
+    tokenizer. `verdicts`: verdict_digests(), when the caller has read it already."""
+    from mix_pipeline import layout
+
+    root = recipe.data_root_path
+    verdicts = verdict_digests(root) if verdicts is None else verdicts
+    return _digest({"filtered": seal_digest(root, layout.FILTERED_DIR, source, snapshot),
+                    "verdicts": verdicts.get(f"{source}/{snapshot}"),
+                    "tokenizer": recipe.tokenizer.model_dump()})
+
+
+def mixture_fingerprint(recipe: Recipe, name: str) -> str:
+    """What a mixture is built from: the recipe (its manifest records the recipe's sha256) and the
+    deduplicated partitions and dedup verdicts of the sources it draws from."""
+    from mix_pipeline import layout
+
+    root = recipe.data_root_path
+    from mix_pipeline.core.quality_model import base_source
+
+    sources = {base_source(s) for s in recipe.mixture_sources(name)}
+    parts = published_partitions(recipe, layout.DEDUPLICATED_DIR, sources)
+    verdicts = verdict_digests(root)
+    return _digest({"recipe": recipe.sha256, "mixture": name,
+                    "deduplicated": [(s, snap, seal_digest(root, layout.DEDUPLICATED_DIR, s, snap),
+                                      verdicts.get(f"{s}/{snap}")) for s, snap in parts]})

@@ -6,8 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mix_pipeline import layout
-from mix_pipeline.core.documents import list_parts
-from mix_pipeline.core.lineage import file_fingerprint
+from mix_pipeline.core.lineage import deduplicated_fingerprint
 from mix_pipeline.core.stages.deduplicated import run_deduplicated
 from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env
@@ -18,17 +17,12 @@ from mix_pipeline.recipe import Recipe
 from mix_pipeline.resources import DatatroveExecutor
 
 
-def deduplicated_input_fingerprint(recipe: Recipe, root: str, source: str, snapshot: str, clusters: str) -> str:
-    """What a deduplicated partition is built from: its filtered shards, its dedup verdicts, the tokenizer."""
-    filtered = list_parts(layout.partition_dir(root, layout.FILTERED_DIR, source, snapshot))
-    return file_fingerprint(filtered + [clusters], extra=recipe.tokenizer.model_dump())
-
-
 def build(recipe: Recipe) -> list:
     partitions = source_snapshots(recipe)
 
     @dg.asset(
         name=DEDUPLICATED,
+        output_required=False,  # a refused gate publishes nothing (defs/checks.gated)
         deps=[FILTERED, DEDUP_INDEX],
         partitions_def=partitions,
         group_name="dedup",
@@ -41,8 +35,10 @@ def build(recipe: Recipe) -> list:
         source, snapshot = parse(recipe, context.partition_key)
         env = stage_env(recipe, datatrove, context, catalog)
         clusters = layout.clusters_file(env.root, source, snapshot)
-        fingerprint = deduplicated_input_fingerprint(recipe, env.root, source, snapshot, clusters)
+        fingerprint = deduplicated_fingerprint(recipe, source, snapshot)  # what it reads, before it reads it
         result = yield from gated(lambda: run_deduplicated(env, source, snapshot))
+        if result is None:
+            return
         yield dg.MaterializeResult(
             check_results=[to_result(o) for o in result.checks],
             metadata={

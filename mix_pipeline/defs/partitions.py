@@ -1,9 +1,9 @@
 """Partition definitions built from the recipe.
 
 Documents are partitioned by source × snapshot as one dynamic dimension with keys
-"<source>|<snapshot>" (e.g. "web|2024-05-06", "books|default"): only combinations that exist
+"<source>:<snapshot>" (e.g. "web:2024-05-06", "books:default"; names.PARTITION_SEPARATOR): only combinations that exist
 on disk appear, the snapshot sensor adds new ones as drops land, and a source's partitions
-are the keys that start with "<source>|". Mixtures are static: one partition per named mixture;
+are the keys that start with "<source>:". Mixtures are static: one partition per named mixture;
 so are mixture-lab experiments.
 """
 
@@ -46,6 +46,25 @@ def register(instance: dg.DagsterInstance, recipe: Recipe) -> list[str]:
     if new:
         instance.add_dynamic_partitions(name, new)
     return new
+
+
+def retire(instance: dg.DagsterInstance, recipe: Recipe, log=print) -> list[str]:
+    """Retire what the recipe no longer discovers (core/retire.py: folders moved aside, catalog
+    rows taken out) and drop those keys from the UI's partition list; returns the dropped keys.
+    Keys of a source that discovers no snapshot at all are kept (an outage, not a new layout)."""
+    from mix_pipeline.core.retire import retire as retire_folders
+
+    retire_folders(recipe, log=log)
+    name = source_snapshots(recipe).name
+    discovered = set(discovered_keys(recipe))
+    silent = {s for s in recipe.sources if not recipe.snapshots(s)}
+    gone = [k for k in instance.get_dynamic_partitions(name)
+            if k not in discovered and split_partition_key(k)[0] not in silent]
+    for key in gone:
+        instance.delete_dynamic_partition(name, key)
+    if gone:
+        log(f"removed {len(gone)} partition(s) the recipe no longer discovers from the partition list: {', '.join(gone[:10])}")
+    return gone
 
 
 def parse(recipe: Recipe, key: str) -> tuple[str, str]:

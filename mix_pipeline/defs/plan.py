@@ -7,14 +7,20 @@ files on disk and returns the earliest stage that has work, as one run per parti
 
 - the quality model (when the recipe trains one) whose training inputs changed: the filtered stage
   of the sources it scores reads it, and their fingerprint includes it;
-- ingest (raw + filtered) of a source|snapshot whose input files or recipe entry changed since
+- ingest (raw + filtered) of a source:snapshot whose input files or recipe entry changed since
   both stages last recorded them (the input fingerprint), or that was never built;
-- dedup_index when any filtered partition was materialized after it;
-- deduplicated partitions materialized before their filtered partition or the index;
-- and at ingest and deduplicated, a built partition whose published files no longer match what
-  its stage sealed (a deleted or altered shard: core.integrity) is rebuilt;
-- mixtures materialized before any deduplicated partition of a source they draw from;
+- dedup_index when what it reads changed (the filtered partitions' seals, the dedup settings);
+- deduplicated partitions whose filtered documents or own dedup verdicts changed;
+- mixtures whose recipe, or the deduplicated partitions and verdicts they draw from, changed bytes;
+- and at ingest, deduplicated and mixture, a built partition whose published files no longer
+  match what its stage sealed (a deleted or altered shard: core.integrity) is rebuilt;
 - mixture_comparison when a mixture was rebuilt after it.
+
+Each comparison is of content fingerprints (core/lineage.py) the stage recorded with its
+materialization against the same function computed from disk now: a refresh rewrites only what
+changed. A step whose latest attempt for the same inputs was refused is held (`held_reason`) and
+the rest proceeds on that partition's last good version; partitions the recipe no longer
+discovers are retired before planning (core/retire.py), so nothing reads them.
 
 The CLI runs the waves one after the other in its own process; the `pipeline` sensor requests the
 same waves from the daemon, one at a time (never while runs it requested are in flight). Because
@@ -28,13 +34,22 @@ disk; recorded materializations can.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 import dagster as dg
 
+from mix_pipeline import layout
 from mix_pipeline.core import quality_model as qm
-from mix_pipeline.core.integrity import verify_partition
-from mix_pipeline.core.lineage import input_fingerprint, published_problem
+from mix_pipeline.core.integrity import verify, verify_partition
+from mix_pipeline.core.lineage import (
+    deduplicated_fingerprint,
+    index_fingerprint,
+    input_fingerprint,
+    mixture_fingerprint,
+    published_problem,
+    verdict_digests,
+)
 from mix_pipeline.defs.jobs import (
     COMPARE_JOB,
     DEDUP_INDEX_JOB,
@@ -62,6 +77,15 @@ STAGE_OF_JOB = {QUALITY_MODEL_JOB: QUALITY_MODEL, INGEST_JOB: f"{RAW} → {FILTE
                 MIX_JOB: MIXTURE, COMPARE_JOB: MIXTURE_COMPARISON}
 # Tag on every run the planner starts (CLI or daemon), valued with the recipe's name.
 PLANNED_TAG = "mix_pipeline/planned"
+# Tag on every run the planner starts, valued with its step's run_key (job, partition, inputs):
+# how the planner finds the latest attempt of a step (held_reason, attempts).
+STEP_TAG = "mix_pipeline/step"
+# Tag on a run failed because the process that ran it died: killed, not refused (defined in defs/orphans.py).
+from mix_pipeline.defs.orphans import ORPHANED_TAG  # noqa: E402
+# Tag the planner's callers put on a run whose failure holds its step: the reason, in the Runs list.
+HELD_TAG = "mix_pipeline/held"
+# Errors that say the run was interrupted (a signal), not that its step refused anything.
+INTERRUPTIONS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
 
 
 @dataclass(frozen=True)
@@ -86,10 +110,13 @@ class Step:
 
 @dataclass(frozen=True)
 class Held:
-    """A stale step the planner will not start by itself (see `drift.remix`)."""
+    """A stale step the planner will not start by itself: its latest attempt failed for the same
+    inputs (`held_reason`), or drift with `drift.remix: false`."""
 
     step: Step
     reason: str
+    # The run that failed for the step's current inputs (None for a drift hold).
+    run_id: str | None = None
 
 
 def _latest(instance: dg.DagsterInstance, asset: str, keys: list[str] | None) -> dict:
@@ -150,6 +177,98 @@ def _drifted_sources(filtered: dict, after: int) -> dict[str, str]:
     return out
 
 
+# ---- held steps: one partition never holds the others ---------------------------------------------
+def cause(error) -> str:
+    """The innermost message of a step's error: "No space left on device", not "Error occurred
+    while executing op"."""
+    while error.cause is not None:
+        error = error.cause
+    lines = (error.message or "").strip().splitlines()
+    return lines[-1] if lines else error.cls_name or "unknown error"
+
+
+def refusal(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """Why a finished run refused its step: its failed error-severity checks, else its step's
+    error; None when it recorded neither (the process was killed: nothing was refused)."""
+    from dagster._core.events import DagsterEventType
+
+    events = instance.all_logs(run.run_id, of_type={DagsterEventType.ASSET_CHECK_EVALUATION,
+                                                    DagsterEventType.STEP_FAILURE})
+    checks, errors = [], []
+    for entry in events:
+        event = entry.dagster_event
+        data = event.event_specific_data
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
+                checks.append(f"{data.asset_key.to_user_string()}.{data.check_name} failed"
+                              + (f" ({data.description})" if data.description else ""))
+        elif data is not None and data.error is not None and data.error.cls_name not in INTERRUPTIONS:
+            errors.append(cause(data.error))
+    return "; ".join(checks or errors) or None
+
+
+def held_reason(instance: dg.DagsterInstance, step: Step) -> tuple[str, str] | None:
+    """Why the planner will not start `step` again by itself: its latest run (same step, same
+    inputs) was refused by a gate or failed in its own code. A run that was killed, cancelled or
+    left by a dead process (defs/orphans.py) refused nothing: the step is retried. Returns (why,
+    the run's id) or None. A held step
+    runs again when its inputs or the recipe change, when it is forced (`mix-pipeline backfill`,
+    `run --full`), or when someone materializes it in the UI."""
+    # The latest run of the step's job for its partition: if another state ran since (inputs that
+    # changed, then changed back), this state's old outcome says nothing about now.
+    tags = {"dagster/partition": step.partition} if step.partition is not None else {}
+    runs = instance.get_runs(dg.RunsFilter(job_name=step.job, tags=tags), limit=1)
+    if not runs or runs[0].tags.get(STEP_TAG) != step.run_key:
+        return None
+    run = runs[0]
+    if run.status not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS):
+        return None
+    if run.tags.get(ORPHANED_TAG):
+        return None
+    why = refusal(instance, run)
+    if run.status == dg.DagsterRunStatus.SUCCESS and why is None:
+        if step.damaged:  # built, then damaged since: rebuild it
+            return None
+        # Built for these very inputs, yet still stale: starting it again would loop for ever.
+        why = "its run succeeded but left it stale; materialize it in the UI, and report this as a bug"
+    if why is None:
+        return None
+    return f"{why} (run {run.run_id[:8]})", run.run_id
+
+
+def mark_held(instance: dg.DagsterInstance, held: list[Held]) -> None:
+    """Tag each held step's failed run with why it is held, so the UI's Runs list says it."""
+    for h in held:
+        if h.run_id is not None:
+            run = instance.get_run_by_id(h.run_id)
+            if run is not None and HELD_TAG not in run.tags:
+                instance.add_run_tags(h.run_id, {HELD_TAG: f"{h.step.label}: held until its input changes"})
+
+
+def attempts(instance: dg.DagsterInstance, step: Step) -> int:
+    """How many runs were started for this step (same inputs) so far: the daemon's run key counts
+    them, so a retry after a killed run is a new run key, never one Dagster already used."""
+    return instance.get_runs_count(dg.RunsFilter(tags={STEP_TAG: step.run_key}))
+
+
+def _split_held(instance: dg.DagsterInstance, steps: list[Step], forced=frozenset()) -> tuple[list[Step], list[Held]]:
+    go, held = [], []
+    for step in steps:
+        why = None if step.partition in forced else held_reason(instance, step)
+        if why is None:
+            go.append(step)
+        else:
+            held.append(Held(step, *why))
+    return go, held
+
+
+def _recorded(records: dict, key) -> str | None:
+    if key not in records:
+        return None
+    value = records[key].asset_materialization.metadata.get(INPUT_FINGERPRINT)
+    return value.value if value is not None else None
+
+
 def next_wave(
     instance: dg.DagsterInstance,
     recipe: Recipe,
@@ -159,72 +278,98 @@ def next_wave(
     mixtures: list[str] | None = None,
     accept_drift: bool = False,
 ) -> tuple[list[Step], list[Held]]:
-    """The earliest stage with stale partitions, as steps in a stable order (and what is held).
+    """The earliest stage with stale partitions that may run, as steps in a stable order, and
+    every stale step that is held (its latest attempt for the same inputs failed, see
+    `held_reason`; or drift, see `drift.remix`). A held partition holds nothing else: the later
+    stages proceed on its last good published version, or without it if it never had one.
 
-    `force_ingest` partitions are ingested even if unchanged (backfills, `--full`), `retrain`
-    retrains the quality model even if its inputs did not change (`--full`); `mixtures`
-    limits the mixture steps to those names; `accept_drift` builds mixtures that `drift.remix:
-    false` would hold (an explicit `mix-pipeline run` is a person's acceptance)."""
+    `force_ingest` partitions are ingested even if unchanged (backfills, `--full`), and even if
+    held; `retrain` retrains the quality model even if its inputs did not change (`--full`);
+    `mixtures` limits the mixture steps to those names; `accept_drift` builds mixtures that
+    `drift.remix: false` would hold (an explicit `mix-pipeline run` is a person's acceptance)."""
+    held: list[Held] = []
     if qm.needs_training(recipe):
         fingerprint = qm.training_fingerprint(recipe)
         if retrain or qm.recorded_fingerprint(qm.model_path(recipe)) != fingerprint:
-            return [Step(QUALITY_MODEL_JOB, None, "its training inputs changed, or forced", fingerprint)], []
+            steps, h = _split_held(instance, [Step(QUALITY_MODEL_JOB, None, "its training inputs changed, or forced",
+                                                   fingerprint)], frozenset([None]) if retrain else frozenset())
+            if steps:
+                return steps, h
+            held += h
     keys = [k for k in discovered_keys(recipe)
             if k in set(instance.get_dynamic_partitions(source_snapshots(recipe).name))]
     stale = stale_ingest(instance, recipe, [k for k in keys if k not in force_ingest])
     stale.update({k: (input_fingerprint(recipe, *split_partition_key(k)), "forced", False)
                   for k in force_ingest if k in keys})
-    if stale:
-        # The reason is part of the state: a damaged partition rebuilt from unchanged input is a new run.
-        return [Step(INGEST_JOB, k, stale[k][1], _state(*stale[k]), stale[k][2]) for k in keys if k in stale], []
-
-    filtered = _latest(instance, FILTERED, keys)
-    index = _latest(instance, DEDUP_INDEX, None)
-    newest_filtered = max((_sid(filtered, k) for k in keys), default=-1)
-    if keys and _sid(index, None) < newest_filtered:
-        return [Step(DEDUP_INDEX_JOB, None, "a filtered partition is newer than the index",
-                     _state(sorted((k, _sid(filtered, k)) for k in keys)))], []
-
-    deduplicated = _latest(instance, DEDUPLICATED, keys)
-    steps = []
-    for k in keys:
-        built = k in deduplicated
-        damaged = bool(built and (why := verify_partition(recipe.data_root_path, DEDUPLICATED, *split_partition_key(k))))
-        if not damaged:
-            if _sid(deduplicated, k) >= max(_sid(filtered, k), _sid(index, None)):
-                continue
-            why = "its filtered partition or the index is newer"
-        steps.append(Step(DEDUPLICATE_JOB, k, why, _state(_sid(filtered, k), _sid(index, None), why), damaged))
+    steps, h = _split_held(instance, [Step(INGEST_JOB, k, stale[k][1], _state(stale[k][0]), stale[k][2])
+                                      for k in keys if k in stale], force_ingest)
+    held += h
     if steps:
-        return steps, []
+        return steps, held
+
+    # From here on only partitions with published filtered documents count: a held partition that
+    # was never built is left out, one that was keeps its last good version.
+    root = recipe.data_root_path
+    built = [k for k in keys if os.path.isdir(layout.partition_dir(root, layout.FILTERED_DIR, *split_partition_key(k)))]
+    index = _latest(instance, DEDUP_INDEX, None)
+    fingerprint = index_fingerprint(recipe)
+    if built and _recorded(index, None) != fingerprint:
+        steps, h = _split_held(instance, [Step(DEDUP_INDEX_JOB, None, "the filtered partitions changed since it was built",
+                                               _state(fingerprint))])
+        held += h
+        if steps:
+            return steps, held
+
+    deduplicated = _latest(instance, DEDUPLICATED, built)
+    verdicts = verdict_digests(root)
+    steps = []
+    for k in built:
+        source, snapshot = split_partition_key(k)
+        fingerprint = deduplicated_fingerprint(recipe, source, snapshot, verdicts)
+        why = k in deduplicated and verify_partition(root, DEDUPLICATED, source, snapshot)
+        if why:
+            steps.append(Step(DEDUPLICATE_JOB, k, why, _state(fingerprint), True))
+        elif _recorded(deduplicated, k) != fingerprint:
+            steps.append(Step(DEDUPLICATE_JOB, k, "its filtered documents or dedup verdicts changed", _state(fingerprint)))
+    steps, h = _split_held(instance, steps)
+    held += h
+    if steps:
+        return steps, held
 
     names = sorted(n for n in recipe.mixtures if mixtures is None or n in mixtures)
-    built = _latest(instance, MIXTURE, names)
-    steps, held = [], []
+    mixed = _latest(instance, MIXTURE, names)
+    filtered = _latest(instance, FILTERED, built)
+    steps = []
     for name in names:
-        sources = set(recipe.mixtures[name].source_names(recipe.sources))
-        inputs = [k for k in keys if split_partition_key(k)[0] in sources]
-        newest = max((_sid(deduplicated, k) for k in inputs), default=-1)
-        if _sid(built, name) >= newest and name in built:
+        fingerprint = mixture_fingerprint(recipe, name)
+        why = name in mixed and verify(layout.mixture_dir(root, name))
+        if why:
+            steps.append(Step(MIX_JOB, name, why, _state(fingerprint), True))
             continue
-        step = Step(MIX_JOB, name, "a deduplicated partition it draws from is newer",
-                    _state(sorted((k, _sid(deduplicated, k)) for k in inputs)))
-        drifted = {s: k for s, k in _drifted_sources(filtered, _sid(built, name)).items() if s in sources}
-        if drifted and name in built and not recipe.drift.remix and not accept_drift:
+        if _recorded(mixed, name) == fingerprint:
+            continue
+        step = Step(MIX_JOB, name, "a partition it draws from changed", _state(fingerprint))
+        sources = {qm.base_source(s) for s in recipe.mixture_sources(name)}
+        drifted = {s: k for s, k in _drifted_sources(filtered, _sid(mixed, name)).items() if s in sources}
+        if drifted and name in mixed and not recipe.drift.remix and not accept_drift:
             held.append(Held(step, f"drift in {', '.join(sorted(drifted.values()))} and drift.remix is false: "
                                    f"materialize it (UI) or run `mix-pipeline run` to accept"))
         else:
             steps.append(step)
-    if steps or held:
+    steps, h = _split_held(instance, steps)
+    held += h
+    if steps:
         return steps, held
 
     if recipe.mixtures:
         comparison = _latest(instance, MIXTURE_COMPARISON, None)
-        newest_mix = max((r.storage_id for r in built.values()), default=-1)
-        if built and _sid(comparison, None) < newest_mix:
-            return [Step(COMPARE_JOB, None, "a mixture is newer than the comparison",
-                         _state(sorted((n, r.storage_id) for n, r in built.items())))], []
-    return [], []
+        every = _latest(instance, MIXTURE, sorted(recipe.mixtures))
+        newest_mix = max((r.storage_id for r in every.values()), default=-1)
+        if every and _sid(comparison, None) < newest_mix:
+            steps, h = _split_held(instance, [Step(COMPARE_JOB, None, "a mixture is newer than the comparison",
+                                                   _state(sorted((n, r.storage_id) for n, r in every.items())))])
+            return steps, held + h
+    return [], held
 
 
 def runs_in_flight(instance: dg.DagsterInstance) -> list[str]:

@@ -8,11 +8,11 @@ as the same Dagster job the daemon would launch, in this process, against the pe
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -29,14 +29,22 @@ from mix_pipeline.core.stages.base import StageEnv, release_workers
 from mix_pipeline.core.stages.mixture import run_mixture
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.jobs import AFTER_WORKER_JOBS, INGEST_JOB, LAB_JOB, QUALITY_MODEL_JOB
-from mix_pipeline.defs.partitions import discovered_keys, register
-from mix_pipeline.defs.plan import PLANNED_TAG, next_wave, runs_in_flight
+# Every run a process starts carries its host and pid (owner_tags), so a later one can fail the runs
+# of a killed process (fail_orphaned_runs); HOST_TAG and PID_TAG are re-exported for old importers.
+from mix_pipeline.defs.orphans import (  # noqa: F401
+    DAGSTER_YAML,
+    HOST_TAG,
+    PID_TAG,
+    fail_orphaned_runs,
+    open_instance,
+    owner_tags,
+)
+from mix_pipeline.defs.partitions import discovered_keys, register, retire
+from mix_pipeline.defs.plan import PLANNED_TAG, STEP_TAG, cause, mark_held, next_wave, runs_in_flight
 from mix_pipeline.names import MIXTURE, MIXTURE_LAB, REMOVALS_FILE, split_partition_key
 from mix_pipeline.recipe import Recipe, RecipeError, load_recipe
 
 DEFAULT_DAGSTER_HOME = ".dagster_home"
-# Tags on every run a process starts, so a later one can tell the runs of a killed process.
-HOST_TAG, PID_TAG = "mix_pipeline/host", "mix_pipeline/pid"
 
 
 class RunFailed(RuntimeError):
@@ -49,45 +57,11 @@ def dagster_instance() -> dg.DagsterInstance:
     os.makedirs(home, exist_ok=True)
     config = os.path.join(home, "dagster.yaml")
     if not os.path.exists(config):
-        # Offline by default: no usage statistics leave the machine.
-        with open(config, "w") as f:
-            f.write("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.get()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark failed the runs a killed process on this host left as started: without it, a run killed
-    mid-way (SIGKILL, OOM, a lost node) would show as running in the UI for ever."""
-    host = socket.gethostname()
-    orphaned = []
-    for run in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={HOST_TAG: host})):
-        pid = int(run.tags.get(PID_TAG, "0"))
-        if pid and not _alive(pid):
-            instance.report_run_failed(run, message=f"the mix-pipeline process (pid {pid}) ended without finishing this run")
-            orphaned.append(run.run_id)
-    if orphaned:
-        print(f"marked {len(orphaned)} run(s) of a killed earlier process as failed: "
-              f"{', '.join(r[:8] for r in orphaned)}", flush=True)
-    return orphaned
-
-
-def _cause(error) -> str:
-    """The innermost message of a step's error: "No space left on device", not "Error occurred
-    while executing op"."""
-    while error.cause is not None:
-        error = error.cause
-    lines = (error.message or "").strip().splitlines()
-    return lines[-1] if lines else error.cls_name or "unknown error"
+        # Offline by default: no usage statistics leave the machine; run monitoring on (defs/orphans.py).
+        with open(config + ".tmp", "w") as f:  # renamed into place: a kill never leaves half a file
+            f.write(DAGSTER_YAML)
+        os.replace(config + ".tmp", config)
+    return open_instance(home)  # never a half-made one a kill left (defs/orphans.py)
 
 
 def execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, partition_key: str | None,
@@ -99,7 +73,7 @@ def execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, p
         instance=instance,
         partition_key=partition_key,
         raise_on_error=False,
-        tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})},
+        tags={**owner_tags(), **(tags or {})},
         run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("MIX_PIPELINE_LOG_LEVEL", "INFO")}}}},
     )
     evaluations = result.get_asset_check_evaluations()
@@ -112,7 +86,11 @@ def execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, p
         reasons = []
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-                reasons.append(_cause(event.step_failure_data.error))
+                reasons.append(cause(event.step_failure_data.error))
+        # A refused gate is a successful run that published nothing (defs/checks.gated): one line per stage.
+        for stage in dict.fromkeys(e.asset_key.to_user_string() for e in failed):
+            names = ", ".join(e.asset_check_key.name for e in failed if e.asset_key.to_user_string() == stage)
+            reasons.append(f"{stage}: quality gate failed ({names}), output not published")
         raise RunFailed(f"{label} failed (run {result.run_id}): " + "; ".join(reasons or ["see the run in the UI"]))
     passed = len(evaluations) - len(warned)
     print(f"    done in {time.monotonic() - started:.1f}s, checks: {passed} passed, {len(warned)} warned "
@@ -121,7 +99,10 @@ def execute(defs: dg.Definitions, job_name: str, instance: dg.DagsterInstance, p
 
 def _wait_for_daemon_runs(instance: dg.DagsterInstance, poll: float = 2.0) -> None:
     said = False
-    while runs := runs_in_flight(instance):
+    while True:
+        fail_orphaned_runs(instance)  # also a run whose process dies while we wait (a killed run worker)
+        if not (runs := runs_in_flight(instance)):
+            return
         if not said:
             print(f"waiting for what the daemon started to finish: {', '.join(runs[:5])}…", flush=True)
             said = True
@@ -133,8 +114,11 @@ def _freeze_imports() -> None:
     """Move what is loaded so far (Dagster's and our modules, the definitions: objects that
     live as long as the process) out of the cyclic GC's scans; each full collection walked them
     all, ~1 CPU s of a 100 MB run. Once per process: objects frozen later, then dropped in a
-    cycle, would never be collected."""
+    cycle, would never be collected. Unfrozen at exit: the interpreter's last collections skip
+    frozen objects, so duckdb's bindings (nanobind) would find theirs alive and print ~40
+    "nanobind: leaked …" lines on every run's stderr."""
     gc.freeze()
+    atexit.register(gc.unfreeze)
 
 
 def run_pipeline(
@@ -145,8 +129,9 @@ def run_pipeline(
     force_sources: list[str] | None = None,
     full: bool = False,
     log: Callable[[str], None] = lambda line: print(line, flush=True),
-) -> None:
-    """Build everything stale, wave by wave, as the daemon would (see defs/plan.py). Without an
+) -> list[str]:
+    """Build everything stale, wave by wave, as the daemon would (see defs/plan.py); a step that
+    fails is held and the rest goes on. Returns the failures (one line each). Without an
     `instance`, the one in DAGSTER_HOME, opened under the data root's lock (two processes creating
     a new instance's tables at once would collide)."""
     def waiting(pid: int | None) -> None:
@@ -161,9 +146,11 @@ def run_pipeline(
         new = register(instance, recipe)
         if new:
             log(f"registered {len(new)} new partition(s): {', '.join(new)}")
+        retire(instance, recipe, log=log)
         keys = discovered_keys(recipe)
         force = frozenset(k for k in keys if full or split_partition_key(k)[0] in (force_sources or []))
         done: set[str] = set()
+        failed: list[str] = []
         retrain, said = full, False
         while True:
             steps, held = next_wave(instance, recipe, force_ingest=force, retrain=retrain, accept_drift=True,
@@ -173,19 +160,30 @@ def run_pipeline(
                 log(f"ingest: {ingest} of {len(keys)} partition(s) to (re)build, the rest are unchanged")
                 said = True
             if not steps:
-                return
+                mark_held(instance, held)
+                for h in held:
+                    log(f"held: {h.step.label}: {h.reason}")
+                if held:
+                    log("a held step runs again when its input or the recipe changes; to retry it now, materialize it "
+                        "in the UI or run `mix-pipeline backfill --source SOURCE` (`run --full` for everything)")
+                return failed
             if {step.job for step in steps} <= AFTER_WORKER_JOBS:
                 # Waves come in pipeline order, so no worker stage follows: the idle workers'
                 # forkserver need not hold its memory through the mixtures.
                 release_workers()
             for step in steps:
                 if step.damaged:
-                    word = "ingest" if step.job == INGEST_JOB else "deduplicated"
-                    log(f"{word} [{step.partition}]: {step.why}: rebuilding it")
-                if step.run_key in done:  # a step that succeeded must not be stale again
+                    log(f"{step.label}: {step.why}: rebuilding it")
+                if step.run_key in done:  # a step that ran must not come back: held if it failed, else built
                     raise RunFailed(f"{step.label}: still stale after it ran; see the run in the UI")
-                execute(defs, step.job, instance, step.partition, step.label, tags={PLANNED_TAG: recipe.name})
                 done.add(step.run_key)
+                try:
+                    execute(defs, step.job, instance, step.partition, step.label,
+                            tags={PLANNED_TAG: recipe.name, STEP_TAG: step.run_key})
+                except RunFailed as exc:
+                    # Held from now on (plan.held_reason): the rest proceeds without it.
+                    log(f"    {exc}")
+                    failed.append(str(exc))
             # What was forced is done once its wave ran.
             retrain = retrain and steps[0].job != QUALITY_MODEL_JOB
             force = force if steps[0].job == QUALITY_MODEL_JOB else frozenset()
@@ -211,7 +209,7 @@ def run_recipe(
 ) -> dict[str, dict]:
     """Build everything stale in a recipe (see defs/plan.py); returns the manifest of each mixture.
 
-    Incremental: a source|snapshot partition is ingested only when it is new or its input files or
+    Incremental: a source:snapshot partition is ingested only when it is new or its input files or
     recipe entry changed; `backfill_sources` forces every snapshot of those sources, `full` every
     partition; the later stages follow what changed, in the order the daemon would run them.
     """
@@ -222,9 +220,12 @@ def run_recipe(
         if source not in recipe.sources:
             raise RecipeError(f"--source: recipe has no source '{source}' (sources: {', '.join(recipe.sources)})")
     preflight(recipe)  # a missing extra (ray, s3fs) or an unreachable Ray address fails here, in one line
-    run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
+    failed = run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
     if storage.is_url(recipe.resolve(recipe.data_root)):  # publish the local mirror as a generation
         storage.publish_tree(recipe.data_root_path, recipe.resolve(recipe.data_root))
+    if failed:
+        raise RunFailed(f"{len(failed)} step(s) failed and are held until their input changes; everything else "
+                        f"was built: " + " | ".join(failed))
     return _manifests(recipe, sorted(recipe.mixtures) if mixture is None else [mixture])
 
 

@@ -16,8 +16,9 @@ import dagster as dg
 from mix_pipeline.core.locks import lock_holder
 from mix_pipeline.defs.jobs import INGEST_JOB
 from mix_pipeline.defs.metadata import DRIFT_EXCEEDED, DRIFT_SCORE
-from mix_pipeline.defs.partitions import register, source_snapshots
-from mix_pipeline.defs.plan import PLANNED_TAG, next_wave, runs_in_flight
+from mix_pipeline.defs.orphans import fail_orphaned_runs
+from mix_pipeline.defs.partitions import register, retire, source_snapshots
+from mix_pipeline.defs.plan import PLANNED_TAG, STEP_TAG, attempts, mark_held, next_wave, runs_in_flight
 from mix_pipeline.names import DEDUPLICATED, FILTERED, split_partition_key
 from mix_pipeline.recipe import Recipe
 
@@ -35,17 +36,23 @@ def planned_requests(recipe: Recipe, instance: dg.DagsterInstance) -> list[dg.Ru
     if pid is not None:
         return dg.SkipReason(f"a mix-pipeline run (pid {pid}) holds the data root; it builds what is stale")
     new = register(instance, recipe)
+    # A run whose process is gone (a killed run worker, or daemon) would be in flight for ever.
+    fail_orphaned_runs(instance, daemon_running=True, log=dg.get_dagster_logger().warning)
     in_flight = runs_in_flight(instance)
     if in_flight:
         return dg.SkipReason(f"waiting for what is in flight: {', '.join(in_flight[:5])}")
+    retire(instance, recipe, log=dg.get_dagster_logger().info)
     steps, held = next_wave(instance, recipe)
+    mark_held(instance, held)
     for h in held:
         dg.get_dagster_logger().info(f"held: {h.step.label}: {h.reason}")
     if not steps:
         why = "; ".join(f"{h.step.label} held: {h.reason}" for h in held) or "everything is up to date"
         return dg.SkipReason(f"registered {len(new)} new partition(s); {why}" if new else why)
-    return [dg.RunRequest(job_name=s.job, partition_key=s.partition, run_key=s.run_key,
-                          tags={PLANNED_TAG: recipe.name, "mix_pipeline/why": s.why}) for s in steps]
+    # The run key counts attempts: a step retried after a killed run gets a key Dagster has not used.
+    return [dg.RunRequest(job_name=s.job, partition_key=s.partition, run_key=f"{s.run_key}#{attempts(instance, s)}",
+                          tags={PLANNED_TAG: recipe.name, STEP_TAG: s.run_key, "mix_pipeline/why": s.why[:200]})
+            for s in steps]
 
 
 def drift_backfill_requests(recipe: Recipe, instance: dg.DagsterInstance, after: int | None) -> tuple[list, int | None]:

@@ -15,13 +15,15 @@ import dagster as dg
 import pytest
 
 from mix_pipeline.defs import build_definitions
-from mix_pipeline.defs.plan import runs_in_flight
+from mix_pipeline.defs.plan import HELD_TAG, next_wave, runs_in_flight
 from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.names import FILTERED, MIXTURE, MIXTURE_COMPARISON, RAW
 from mix_pipeline.recipe import load_recipe
-from mix_pipeline_tests.helpers import daemon, latest_sid, settle, snapshot_corpus, write_snapshot
+from mix_pipeline_tests.helpers import check_statuses, daemon, latest_sid, settle, snapshot_corpus, write_snapshot
 
 FLOW_TIMEOUT_S = 900
+# The snapshot the first test drops refused (its refused run stays on the instance).
+BAD = "web:2024-01-10"
 
 # Both kinds of mixture: weights, and a temperature over every source (the drift sensor used to
 # crash on the latter).
@@ -96,24 +98,66 @@ def live(tmp_path_factory):
                    "corpus": corpus}
 
 
-def test_a_new_snapshot_flows_through_to_the_mixtures(live):
+def test_a_bad_drop_is_held_and_a_good_one_flows_through_to_the_mixtures(live):
+    """A snapshot that fails raw's gate is refused and held (with its reason on its run); a
+    good snapshot dropped after it still reaches every mixture unattended, which then equal a
+    from-scratch run without the bad snapshot. Once the bad folder is gone its partition is retired."""
     instance, recipe = live["instance"], load_recipe(live["recipe"])
+    bad, good = live["inputs"] / "web" / "2024-01-10", live["inputs"] / "web" / "2024-01-15"
+    dedup_before = latest_sid(instance, "dedup_index")
+    # Half of its lines are not JSON: raw's quarantine-rate gate refuses the snapshot.
+    records = live["corpus"]["snapshots"]["2024-01-01"][:20]
+    write_snapshot(bad, [r if i % 2 else "{not json" for i, r in enumerate(records)])
+    deadline, data = time.monotonic() + FLOW_TIMEOUT_S, None
+    while time.monotonic() < deadline:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(RAW), "raw_quarantine_rate")])
+        evaluation = next(iter(latest.values()), None)
+        # While the check runs its latest record is the planned evaluation; then the evaluation.
+        done = evaluation is not None and evaluation.status.value in ("SUCCEEDED", "FAILED")
+        data = evaluation.event.dagster_event.event_specific_data if done else None
+        if data is not None and data.partition == "web:2024-01-10" and not runs_in_flight(instance):
+            break
+        time.sleep(2)
+    assert data is not None and data.partition == "web:2024-01-10", (live["home"] / "daemon.log").read_text()[-3000:]
+    assert data.passed is False and data.severity == dg.AssetCheckSeverity.ERROR
+    assert data.metadata["observed"].value > 0.05  # a number, so the UI can plot it
+    time.sleep(8)  # a few more sensor ticks: nothing downstream starts, the bad partition is not retried
+    assert latest_sid(instance, FILTERED, "web:2024-01-10") == -1
+    assert latest_sid(instance, "dedup_index") == dedup_before
+    # A refusal publishes nothing and its run succeeds (defs/checks.gated): no run failed, and
+    # filtered's checks, which never ran, read "Skipped" on the partition, not "Execution failed".
+    assert instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])) == []
+    refused = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "web:2024-01-10"}))
+    assert [r.status for r in refused] == [dg.DagsterRunStatus.SUCCESS]
+    assert HELD_TAG in refused[0].tags  # the Runs list says it is held
+    assert set(check_statuses(instance, FILTERED, "web:2024-01-10").values()) == {"SKIPPED"}
+
     before = latest_sid(instance, MIXTURE_COMPARISON)
-    write_snapshot(live["inputs"] / "web" / "2024-01-15", live["corpus"]["snapshots"]["2024-01-15"])
-    seconds = settle(instance, recipe, live["home"], before, FLOW_TIMEOUT_S)
-    print(f"new snapshot → rebuilt mixtures and comparison in {seconds:.0f} s")
+    write_snapshot(good, live["corpus"]["snapshots"]["2024-01-15"])
+    seconds = settle(instance, recipe, live["home"], before, FLOW_TIMEOUT_S, may_fail=("web:2024-01-10",))
+    print(f"new snapshot after a refused one → rebuilt mixtures and comparison in {seconds:.0f} s")
+    steps, held = next_wave(instance, recipe)
+    assert steps == [] and [h.step.partition for h in held] == ["web:2024-01-10"]
+    assert "raw_quarantine_rate failed" in held[0].reason
+    assert len(instance.get_runs(dg.RunsFilter(tags={"dagster/partition": "web:2024-01-10"}))) == 1  # never retried
     for name in ("general", "tempered"):  # every downstream asset rematerialized
-        assert latest_sid(instance, MIXTURE, name) > latest_sid(instance, FILTERED, "web|2024-01-15")
+        assert latest_sid(instance, MIXTURE, name) > latest_sid(instance, FILTERED, "web:2024-01-15")
+    shutil.rmtree(bad)
     assert built(live["recipe"]) == from_scratch(live["tmp"] / "scratch", live["inputs"])
+    deadline = time.monotonic() + 60
+    while "web:2024-01-10" in instance.get_dynamic_partitions("live__source_snapshots") and time.monotonic() < deadline:
+        time.sleep(2)
+    assert "web:2024-01-10" not in instance.get_dynamic_partitions("live__source_snapshots")
 
 
 def test_a_drifted_snapshot_is_remixed_after_dedup_took_it_in(live):
     instance, recipe = live["instance"], load_recipe(live["recipe"])
     before = latest_sid(instance, MIXTURE_COMPARISON)
     write_snapshot(live["inputs"] / "web" / "2024-01-29", live["corpus"]["shifted"])
-    settle(instance, recipe, live["home"], before, FLOW_TIMEOUT_S)
+    settle(instance, recipe, live["home"], before, FLOW_TIMEOUT_S, may_fail=(BAD,))
     record = instance.fetch_materializations(dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey(FILTERED), asset_partitions=["web|2024-01-29"]), limit=1).records[0]
+        asset_key=dg.AssetKey(FILTERED), asset_partitions=["web:2024-01-29"]), limit=1).records[0]
     assert record.asset_materialization.metadata["drift_exceeded"].value is True
     assert built(live["recipe"]) == from_scratch(live["tmp"] / "scratch", live["inputs"])
 
@@ -125,44 +169,13 @@ def test_a_backfill_through_the_instance_rebuilds_the_mixtures(live):
     instance, recipe = live["instance"], load_recipe(live["recipe"])
     before = {name: latest_sid(instance, MIXTURE, name) for name in ("general", "tempered")}
     comparison = latest_sid(instance, MIXTURE_COMPARISON)
-    web = sorted(k for k in instance.get_dynamic_partitions("live__source_snapshots") if k.startswith("web|"))
+    web = sorted(k for k in instance.get_dynamic_partitions("live__source_snapshots") if k.startswith("web:"))
     # What the UI's "Materialize → backfill" of raw and filtered over a range of web partitions submits.
     instance.add_backfill(PartitionBackfill.from_asset_partitions(
         backfill_id=make_new_backfill_id(), asset_graph=build_definitions(recipe).resolve_asset_graph(),
         partition_names=web[:2], asset_selection=[dg.AssetKey(RAW), dg.AssetKey(FILTERED)],
         backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=instance, all_partitions=False,
         title="web backfill", description=None, run_config=None))
-    settle(instance, recipe, live["home"], comparison, FLOW_TIMEOUT_S)
+    settle(instance, recipe, live["home"], comparison, FLOW_TIMEOUT_S, may_fail=(BAD,))
     assert all(latest_sid(instance, MIXTURE, name) > sid for name, sid in before.items())
     assert built(live["recipe"]) == from_scratch(live["tmp"] / "scratch", live["inputs"])
-
-
-def test_a_failed_gate_is_a_failed_check_on_its_partition_and_stops_there(live):
-    instance, key = live["instance"], "web|2024-02-05"
-    dedup_before = latest_sid(instance, "dedup_index")
-    # Mostly lines that are not JSON: raw's quarantine-rate gate refuses the snapshot.
-    records = live["corpus"]["snapshots"]["2024-01-01"][:3] + ["{not json"] * 40
-    write_snapshot(live["inputs"] / "web" / "2024-02-05", records)
-    try:
-        deadline, data = time.monotonic() + FLOW_TIMEOUT_S, None
-        while time.monotonic() < deadline:
-            latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-                [dg.AssetCheckKey(dg.AssetKey(RAW), "raw_quarantine_rate")])
-            evaluation = next(iter(latest.values()), None)
-            # While the check runs its latest record is the planned evaluation; then the evaluation.
-            done = evaluation is not None and evaluation.status.value in ("SUCCEEDED", "FAILED")
-            data = evaluation.event.dagster_event.event_specific_data if done else None
-            if data is not None and data.partition == key and not runs_in_flight(instance):
-                break
-            time.sleep(2)
-        assert data is not None and data.partition == key, (live["home"] / "daemon.log").read_text()[-3000:]
-        assert data.passed is False and data.severity == dg.AssetCheckSeverity.ERROR
-        assert data.metadata["observed"].value > 0.05  # a number, so the UI can plot it
-        failed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
-        assert [r.tags.get("dagster/partition") for r in failed] == [key]
-        time.sleep(10)  # a few more sensor ticks: nothing downstream starts
-        assert latest_sid(instance, FILTERED, key) == -1
-        assert latest_sid(instance, "dedup_index") == dedup_before
-        assert not runs_in_flight(instance)
-    finally:
-        shutil.rmtree(live["inputs"] / "web" / "2024-02-05", ignore_errors=True)

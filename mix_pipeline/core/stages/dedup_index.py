@@ -21,14 +21,15 @@ from mix_pipeline.core.dedup import EMPTY_STATS, SHINGLE_HASH, ShardSignatures, 
 from mix_pipeline.core.documents import file_sha256, list_parts, publish_dir, staging_dir
 from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.integrity import require_intact
+from mix_pipeline.core.lineage import published_partitions
 from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
 from mix_pipeline.names import DEDUP_INDEX, FILTERED, snapshot_order
 
 
 def filtered_partitions(env: StageEnv) -> list[tuple[str, str]]:
-    """(source, snapshot) of every published filtered partition of the recipe's sources."""
-    return [(source, s) for source in sorted(env.recipe.sources)
-            for s in layout.snapshots_of(env.root, layout.FILTERED_DIR, source)]
+    """(source, snapshot) of every published filtered partition the recipe discovers now: a
+    folder of a snapshot it no longer discovers (a changed layout) is never read."""
+    return published_partitions(env.recipe, layout.FILTERED_DIR)
 
 
 def partition_fingerprint(files: list[str]) -> str:
@@ -117,7 +118,8 @@ def run_dedup_index(env: StageEnv) -> StageResult:
         )
         crash_point("dedup.generation")
     with open(os.path.join(tmp, layout.DEDUP_STATE_FILE), "w") as f:
-        json.dump({"config": config, "generations": current}, f, indent=2, sort_keys=True)
+        json.dump({"config": config, "generations": current, "verdicts": verdict_digests(tmp, current)},
+                  f, indent=2, sort_keys=True)
     checks = quality.dedup_index_checks(sorted(glob.glob(os.path.join(tmp, "clusters", "*", "*.parquet"))), dd.checks)
     gate(DEDUP_INDEX, checks, [tmp])
     publish_dir(tmp, final)
@@ -166,6 +168,18 @@ def reusable_generations(final: str, config: dict, current: list[dict]) -> tuple
             break
         reuse += 1
     return reuse, {(src, g["snapshot"], fp) for g in old_generations for src, fp in g["partitions"]}
+
+
+def verdict_digests(index_dir: str, generations: list[dict]) -> dict[str, str]:
+    """{"source/snapshot": sha256 of its cluster file}: what the planner compares to decide whether
+    a deduplicated partition must be rewritten (core/lineage.py), without hashing the files itself."""
+    out = {}
+    for gen in generations:
+        for source, _ in gen["partitions"]:
+            path = os.path.join(index_dir, "clusters", source, f"{gen['snapshot']}.parquet")
+            if os.path.exists(path):
+                out[f"{source}/{gen['snapshot']}"] = file_sha256(path)
+    return out
 
 
 def _link_generation(final: str, tmp: str, gen: dict) -> None:

@@ -19,7 +19,8 @@ from mix_pipeline.core.documents import list_parts, publish_dir, staging_dir
 from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
 from mix_pipeline.core.faults import crash_point
 from mix_pipeline.core.filters import pii_kinds
-from mix_pipeline.core.integrity import require_intact
+from mix_pipeline.core.integrity import require_intact, seal
+from mix_pipeline.core.lineage import published_partitions
 from mix_pipeline.core.licenses import license_shares, restrict_licenses
 from mix_pipeline.core.mixing import (
     SPLITS,
@@ -36,7 +37,7 @@ from mix_pipeline.core.provenance import sample_rows_markdown
 from mix_pipeline.core.quality import GateFailed
 from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
 from mix_pipeline.core.tokens import TokenCounter
-from mix_pipeline.names import DEDUPLICATED, MIXTURE, snapshot_order
+from mix_pipeline.names import DEDUPLICATED, MIXTURE
 
 
 class SourceRowsReader(PipelineStep):
@@ -90,8 +91,8 @@ def tokenize_splits(env: StageEnv, name: str, out_dir: str, splits: dict[str, di
 
 
 def deduplicated_files(env: StageEnv, source: str) -> list[str]:
-    """Every snapshot's deduplicated shards of a source, in generation order."""
-    snapshots = sorted(layout.snapshots_of(env.root, layout.DEDUPLICATED_DIR, source), key=snapshot_order)
+    """Every discovered snapshot's deduplicated shards of a source, in generation order."""
+    snapshots = [snap for _, snap in published_partitions(env.recipe, layout.DEDUPLICATED_DIR, [source])]
     for snap in snapshots:
         require_intact(env.root, DEDUPLICATED, source, snap)
     return [p for snap in snapshots for p in list_parts(layout.partition_dir(env.root, layout.DEDUPLICATED_DIR, source, snap))]
@@ -176,17 +177,23 @@ def run_mixture(env: StageEnv, name: str) -> StageResult:
     crash_point("mixture.manifest")
     with open(os.path.join(tmp, layout.MANIFEST_FILE), "w") as f:
         f.write(manifest_text(manifest))
+    report = record(env, name, manifest, tmp)
+    # Sealed like the document stages (core/integrity.py): a shard, export or manifest deleted or
+    # changed after publication is found by the next run, which rebuilds the mixture to the same bytes.
+    seal(tmp)
     publish_dir(tmp, final)
     shutil.rmtree(env.work_dir("licenses", name), ignore_errors=True)
-    return StageResult(manifest, checks, report=record(env, name, manifest))
+    report["dataset_card"] = os.path.join(final, os.path.relpath(report["dataset_card"], tmp))
+    with env.connect() as con:  # a few published rows traced to their origin, for the UI
+        report["provenance"] = sample_rows_markdown(con, recipe, name)
+    return StageResult(manifest, checks, report=report)
 
 
-def record(env: StageEnv, name: str, manifest: dict) -> dict:
-    """The mixture's ledger in the catalog and its dataset card beside the manifest; returns the
-    ledger, the card's path and a few traced rows for the report."""
+def record(env: StageEnv, name: str, manifest: dict, folder: str) -> dict:
+    """The mixture's ledger in the catalog and its dataset card into `folder` (the staged mixture,
+    beside the manifest); returns the ledger and the card's path for the report."""
     ledger = [{"source": s, **row} for s, row in sorted(manifest["sources"].items())]
     with env.connect() as con:
         catalog.record_mixture(con, name, ledger)
-        card = write_dataset_card(con, env.recipe, name, layout.mixture_dir(env.root, name))
-        traced = sample_rows_markdown(con, env.recipe, name)
-    return {"ledger": ledger, "dataset_card": card, "provenance": traced}
+        card = write_dataset_card(con, env.recipe, name, folder)
+    return {"ledger": ledger, "dataset_card": card}
