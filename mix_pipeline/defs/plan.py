@@ -84,8 +84,16 @@ STEP_TAG = "mix_pipeline/step"
 from mix_pipeline.defs.orphans import ORPHANED_TAG  # noqa: E402
 # Tag the planner's callers put on a run whose failure holds its step: the reason, in the Runs list.
 HELD_TAG = "mix_pipeline/held"
-# Errors that say the run was interrupted (a signal), not that its step refused anything.
-INTERRUPTIONS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+# Errors that say the run was interrupted or lost its workers (a signal, a Ray worker or node that
+# died, a local worker pool whose process was killed), not that its step refused anything: retried.
+INTERRUPTIONS = frozenset({
+    "DagsterExecutionInterruptedError", "KeyboardInterrupt", "BrokenProcessPool",
+    "WorkerCrashedError", "RayActorError", "ActorDiedError", "NodeDiedError", "ObjectLostError",
+    "OwnerDiedError", "LocalRayletDiedError",
+})
+# A step whose runs for the same inputs died this many times without a refusal is held all the same:
+# a worker the machine kills every time (out of memory) must not be restarted for ever.
+MAX_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,15 @@ def cause(error) -> str:
     return lines[-1] if lines else error.cls_name or "unknown error"
 
 
+def _interrupted(error) -> bool:
+    """Whether an error, or any error it was raised from, is an interruption (INTERRUPTIONS)."""
+    while error is not None:
+        if error.cls_name in INTERRUPTIONS:
+            return True
+        error = error.cause
+    return False
+
+
 def refusal(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     """Why a finished run refused its step: its failed error-severity checks, else its step's
     error; None when it recorded neither (the process was killed: nothing was refused)."""
@@ -202,7 +219,7 @@ def refusal(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
             if not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
                 checks.append(f"{data.asset_key.to_user_string()}.{data.check_name} failed"
                               + (f" ({data.description})" if data.description else ""))
-        elif data is not None and data.error is not None and data.error.cls_name not in INTERRUPTIONS:
+        elif data is not None and data.error is not None and not _interrupted(data.error):
             errors.append(cause(data.error))
     return "; ".join(checks or errors) or None
 
@@ -210,10 +227,10 @@ def refusal(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
 def held_reason(instance: dg.DagsterInstance, step: Step) -> tuple[str, str] | None:
     """Why the planner will not start `step` again by itself: its latest run (same step, same
     inputs) was refused by a gate or failed in its own code. A run that was killed, cancelled or
-    left by a dead process (defs/orphans.py) refused nothing: the step is retried. Returns (why,
-    the run's id) or None. A held step
-    runs again when its inputs or the recipe change, when it is forced (`mix-pipeline backfill`,
-    `run --full`), or when someone materializes it in the UI."""
+    left by a dead process (defs/orphans.py) refused nothing: the step is retried, up to
+    MAX_ATTEMPTS runs. Returns (why, the run's id) or None. A held step runs again when its inputs
+    or the recipe change, when it is forced (`mix-pipeline backfill`, `run --full`), or when
+    someone materializes it in the UI."""
     # The latest run of the step's job for its partition: if another state ran since (inputs that
     # changed, then changed back), this state's old outcome says nothing about now.
     tags = {"dagster/partition": step.partition} if step.partition is not None else {}
@@ -223,14 +240,15 @@ def held_reason(instance: dg.DagsterInstance, step: Step) -> tuple[str, str] | N
     run = runs[0]
     if run.status not in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS):
         return None
-    if run.tags.get(ORPHANED_TAG):
-        return None
-    why = refusal(instance, run)
+    why = None if run.tags.get(ORPHANED_TAG) else refusal(instance, run)
     if run.status == dg.DagsterRunStatus.SUCCESS and why is None:
         if step.damaged:  # built, then damaged since: rebuild it
             return None
         # Built for these very inputs, yet still stale: starting it again would loop for ever.
         why = "its run succeeded but left it stale; materialize it in the UI, and report this as a bug"
+    if why is None and attempts(instance, step) >= MAX_ATTEMPTS:
+        why = (f"its last {MAX_ATTEMPTS} runs for the same inputs died before finishing (out of memory? "
+               "killed?); materialize it in the UI to try again")
     if why is None:
         return None
     return f"{why} (run {run.run_id[:8]})", run.run_id

@@ -216,3 +216,24 @@ def test_a_damaged_mixture_is_rebuilt_to_the_same_bytes(corpus, tmp_path, capsys
             said = capsys.readouterr().out
             assert f"mixture [general]: {target}" in said and "rebuilding it" in said, said[-2000:]
             assert hashes(tmp_path / "data", "mixtures") == reference, rel
+
+
+def test_a_step_killed_again_and_again_is_held_at_last():
+    """Killed runs are retried (the process died: nothing was refused), but not for ever: a worker
+    the machine kills every time (out of memory) would otherwise be restarted on every tick."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from mix_pipeline.defs.jobs import INGEST_JOB
+    from mix_pipeline.defs.orphans import ORPHANED_TAG
+    from mix_pipeline.defs.plan import MAX_ATTEMPTS, STEP_TAG, Step, held_reason
+
+    step = Step(INGEST_JOB, "web:2024-01-01", "input changed or never built", "f" * 64)
+    with dg.instance_for_test() as instance:
+        for n in range(MAX_ATTEMPTS):
+            assert held_reason(instance, step) is None, n
+            instance.add_run(DagsterRun(job_name=INGEST_JOB, run_id=f"{n:08d}-0000-0000-0000-000000000000",
+                                        status=dg.DagsterRunStatus.FAILURE,
+                                        tags={STEP_TAG: step.run_key, ORPHANED_TAG: "1",
+                                              "dagster/partition": step.partition}))
+        why, run_id = held_reason(instance, step)
+        assert f"its last {MAX_ATTEMPTS} runs for the same inputs died" in why and run_id.startswith(f"{MAX_ATTEMPTS - 1:08d}")
