@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mix_pipeline.core.dataset_card import parse_card
-from mix_pipeline.core.documents import DEDUPLICATED_SCHEMA
+from mix_pipeline.core.documents import DEDUPLICATED_SCHEMA, file_sha256
+from mix_pipeline.core.integrity import SEAL
 from mix_pipeline.core.sample_data import build_sample_corpus
 from mix_pipeline.defs.plan import next_wave, runs_in_flight
 from mix_pipeline.names import MIXTURE_COMPARISON
@@ -106,6 +108,31 @@ def root_independent_seal(data: bytes) -> bytes:
     entries = json.loads(data)["files"]
     return json.dumps([{k: v for k, v in e.items() if not (e["path"].endswith(TEXT_SUFFIXES) and k in ("bytes", "sha256"))}
                        for e in entries], sort_keys=True).encode()
+
+
+def published(data_root: Path) -> dict[str, str]:
+    """sha256 of every file a reader can see: everything but the catalog, the work folder, and
+    hidden entries (which `leftovers` checks separately). Text files that name the data root (the
+    OLMo-core mix lists absolute shard paths) are hashed with it replaced, and seals without those
+    files' hashes, since every scenario has its own root."""
+    root_bytes = str(data_root.resolve()).encode()
+    out = {}
+    for root, dirs, files in os.walk(data_root):
+        rel_root = Path(root).relative_to(data_root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (rel_root == Path(".") and d == "_work"))
+        for name in files:
+            if name.startswith(".") or (rel_root == Path(".") and name.startswith("catalog.duckdb")):
+                continue
+            path = os.path.join(root, name)
+            if name == SEAL:
+                with open(path, "rb") as f:
+                    out[str(rel_root / name)] = hashlib.sha256(root_independent_seal(f.read())).hexdigest()
+            elif name.endswith(TEXT_SUFFIXES):
+                with open(path, "rb") as f:
+                    out[str(rel_root / name)] = hashlib.sha256(f.read().replace(root_bytes, b"<data_root>")).hexdigest()
+            else:
+                out[str(rel_root / name)] = file_sha256(path)
+    return out
 
 
 def latest_sid(instance, asset: str, partition: str | None = None) -> int:

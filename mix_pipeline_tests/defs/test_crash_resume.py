@@ -14,7 +14,6 @@ point, then the same command again.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import multiprocessing
 import os
@@ -31,11 +30,9 @@ import duckdb
 import pytest
 
 from mix_pipeline.core.catalog import conservation
-from mix_pipeline.core.documents import file_sha256
 from mix_pipeline.core.faults import CRASH_AT, CRASH_TRACE
-from mix_pipeline.core.integrity import SEAL
 from mix_pipeline.core.sample_data import build_sample_corpus
-from mix_pipeline_tests.helpers import TEXT_SUFFIXES, root_independent_seal
+from mix_pipeline_tests.helpers import published
 
 # Change it to draw other kill points; CI uses the default so a failure is reproducible.
 SEED = int(os.environ.get("MIX_PIPELINE_FAULT_SEED", "20261121"))
@@ -142,31 +139,6 @@ def _run(work: Path, template: tuple[Path, str], env_extra: dict[str, str] | Non
         os.killpg(child.pid, signal.SIGKILL)
         child.join()
     return Outcome(child.exitcode, log.read_text(errors="replace"))
-
-
-def published(data_root: Path) -> dict[str, str]:
-    """sha256 of every file a reader can see: everything but the catalog, the work folder, and
-    hidden entries (which `leftovers` checks separately). Text files that name the data root (the
-    OLMo-core mix lists absolute shard paths) are hashed with it replaced, and seals without those
-    files' hashes, since every scenario has its own root."""
-    root_bytes = str(data_root.resolve()).encode()
-    out = {}
-    for root, dirs, files in os.walk(data_root):
-        rel_root = Path(root).relative_to(data_root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (rel_root == Path(".") and d == "_work"))
-        for name in files:
-            if name.startswith(".") or (rel_root == Path(".") and name.startswith("catalog.duckdb")):
-                continue
-            path = os.path.join(root, name)
-            if name == SEAL:
-                with open(path, "rb") as f:
-                    out[str(rel_root / name)] = hashlib.sha256(root_independent_seal(f.read())).hexdigest()
-            elif name.endswith(TEXT_SUFFIXES):
-                with open(path, "rb") as f:
-                    out[str(rel_root / name)] = hashlib.sha256(f.read().replace(root_bytes, b"<data_root>")).hexdigest()
-            else:
-                out[str(rel_root / name)] = file_sha256(path)
-    return out
 
 
 def leftovers(data_root: Path) -> list[str]:

@@ -6,7 +6,6 @@ unreachable address and for a failing task."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (make in
 
 from mix_pipeline.cli import main  # noqa: E402
 from mix_pipeline.core.sample_data import build_sample_corpus  # noqa: E402
+from mix_pipeline_tests.helpers import published  # noqa: E402
 
 RECIPE = """
 name: on_ray
@@ -47,24 +47,6 @@ mixtures:
     seed: 3
     outputs: {{jsonl: true}}
 """
-
-
-def published(data_root: Path) -> dict[str, str]:
-    """sha256 of every published file (not the catalog, the work folder or hidden entries); text
-    files are hashed with the data root's absolute path replaced, since each run has its own."""
-    root_bytes = str(data_root.resolve()).encode()
-    out = {}
-    for root, dirs, files in os.walk(data_root):
-        rel = Path(root).relative_to(data_root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (rel == Path(".") and d == "_work"))
-        for name in files:
-            if name.startswith(".") or (rel == Path(".") and name.startswith("catalog.duckdb")):
-                continue
-            data = (Path(root) / name).read_bytes()
-            if name.endswith((".yaml", ".json", ".md", ".txt")):
-                data = data.replace(root_bytes, b"<data_root>")
-            out[str(rel / name)] = hashlib.sha256(data).hexdigest()
-    return out
 
 
 def run(work: Path, inputs: Path, executor: str, monkeypatch, capsys) -> int:
