@@ -187,8 +187,8 @@ def differences(data: Path, clean) -> list[str]:
 def draw_delays(seconds: float, seed: int) -> list[list[float]]:
     """Per chain, how long each successive process runs before it is killed. Even chains start
     with a kill in the first 2 s (before any Dagster run starts, or as the first is created), then
-    kill each resume a little further on; odd chains kill a fresh run late in the clean run's
-    timeline (dedup, deduplicated, mixture), then its resumes within their first seconds."""
+    kill each resume a little further on; odd chains kill a fresh run a moment after a late stage
+    (dedup, deduplicated, mixture) began, then its resumes within their first seconds."""
     rng = random.Random(seed)
     chains = []
     for i in range(CHAINS):
@@ -197,8 +197,31 @@ def draw_delays(seconds: float, seed: int) -> list[list[float]]:
             # A resume skips what was published: it reaches the next moment about moment - previous s on.
             chains.append([moments[0]] + [max(0.2, b - a) for a, b in zip(moments, moments[1:])])
         else:
-            chains.append([rng.uniform(0.55 * seconds, 0.95 * seconds)] + [rng.uniform(0.2, 3.0) for _ in range(KILLS_PER_CHAIN - 1)])
+            # Late: a moment after a late stage began, whatever the machine's speed (two chains run
+            # at once, so a time taken from the clean run alone would land in ingest).
+            late = (rng.choice(LATE_STAGES), rng.uniform(0.0, 1.5))
+            chains.append([late] + [rng.uniform(0.2, 3.0) for _ in range(KILLS_PER_CHAIN - 1)])
     return chains
+
+
+# Stages a late kill waits for (the CLI prints "==> <stage> [...]" as each begins).
+LATE_STAGES = ("dedup_index", "deduplicated", "mixture")
+
+
+def _join(child, log: Path, delay) -> str:
+    """Wait `delay` seconds for the child, or with (stage, seconds) until that stage began and then
+    those seconds; returns how the kill moment was chosen, for the report."""
+    if not isinstance(delay, tuple):
+        child.join(delay)
+        return f"{delay:.2f}"
+    stage, after = delay
+    deadline = time.monotonic() + RESUME_TIMEOUT_S
+    while child.exitcode is None and time.monotonic() < deadline:
+        if log.exists() and any(line.startswith(f"==> {stage}") for line in log.read_text(errors="replace").splitlines()):
+            break
+        time.sleep(0.05)
+    child.join(after)
+    return f"{stage}+{after:.2f}"
 
 
 def kill_chain(delays: list[float], clean, template, work: Path) -> dict:
@@ -207,13 +230,13 @@ def kill_chain(delays: list[float], clean, template, work: Path) -> dict:
     kills, problems = [], []
     for delay in delays:
         child, log = _start(work, template)
-        child.join(delay)
+        moment = _join(child, log, delay)
         if child.exitcode is None:
             _kill(child)
             child.join()
-            kills.append((round(delay, 2), _stage(log.read_text(errors="replace"))))
+            kills.append((moment, _stage(log.read_text(errors="replace"))))
         elif child.exitcode != 0:
-            problems.append(f"a run meant to be killed after {delay:.1f} s failed: {log.read_text()[-3000:]}")
+            problems.append(f"a run meant to be killed at {moment} failed: {log.read_text()[-3000:]}")
             break
         else:
             break  # it finished first: it was the final resume
