@@ -59,6 +59,8 @@ from mix_pipeline.defs.jobs import (
     QUALITY_MODEL_JOB,
 )
 from mix_pipeline.defs.metadata import DRIFT_EXCEEDED, INPUT_FINGERPRINT
+# A run failed because the process that ran it died carries ORPHANED_TAG: killed, not refused.
+from mix_pipeline.defs.orphans import ORPHANED_TAG
 from mix_pipeline.defs.partitions import discovered_keys, source_snapshots
 from mix_pipeline.names import (
     DEDUP_INDEX,
@@ -80,8 +82,6 @@ PLANNED_TAG = "mix_pipeline/planned"
 # Tag on every run the planner starts, valued with its step's run_key (job, partition, inputs):
 # how the planner finds the latest attempt of a step (held_reason, attempts).
 STEP_TAG = "mix_pipeline/step"
-# Tag on a run failed because the process that ran it died: killed, not refused (defined in defs/orphans.py).
-from mix_pipeline.defs.orphans import ORPHANED_TAG  # noqa: E402
 # Tag the planner's callers put on a run whose failure holds its step: the reason, in the Runs list.
 HELD_TAG = "mix_pipeline/held"
 # Errors that say the run was interrupted or lost its workers (a signal, a Ray worker or node that
@@ -152,11 +152,7 @@ def _state(*parts) -> str:
 
 def recorded_fingerprint(instance: dg.DagsterInstance, asset: str, key: str) -> str | None:
     """The input fingerprint stored with a partition's latest materialization, if any."""
-    records = _latest(instance, asset, [key])
-    if key not in records:
-        return None
-    value = records[key].asset_materialization.metadata.get(INPUT_FINGERPRINT)
-    return value.value if value is not None else None
+    return _recorded(_latest(instance, asset, [key]), key)
 
 
 def stale_ingest(instance: dg.DagsterInstance, recipe: Recipe, keys: list[str]) -> dict[str, tuple[str, str, bool]]:
@@ -281,6 +277,7 @@ def _split_held(instance: dg.DagsterInstance, steps: list[Step], forced=frozense
 
 
 def _recorded(records: dict, key) -> str | None:
+    """The input fingerprint stored with the record of `key` in `records` (from _latest), if any."""
     if key not in records:
         return None
     value = records[key].asset_materialization.metadata.get(INPUT_FINGERPRINT)
