@@ -46,12 +46,13 @@ def _catalog_partitions(con, sources: list[str]) -> set[tuple[str, str]]:
     return {(s, snap) for s, snap in rows if s in sources}
 
 
-def undiscovered(recipe, con=None) -> tuple[list[tuple[str, str]], list[str]]:
+def undiscovered(recipe, discovered: dict[str, list[str]], con=None) -> tuple[list[tuple[str, str]], list[str]]:
     """((source, snapshot) published on disk or recorded in the catalog that the recipe no longer
-    discovers, sources kept because they discover no snapshot at all)."""
+    discovers, sources kept because they discover no snapshot at all). `discovered`: each
+    source's snapshots now (Recipe.snapshots)."""
     root = recipe.data_root_path
     found, silent = set(), []
-    discovered = {s: set(recipe.snapshots(s)) for s in recipe.sources}
+    discovered = {s: set(snaps) for s, snaps in discovered.items()}
     for source in sorted(recipe.sources):
         if not discovered[source]:
             silent.append(source)
@@ -66,18 +67,21 @@ def undiscovered(recipe, con=None) -> tuple[list[tuple[str, str]], list[str]]:
     return sorted(found), silent
 
 
-def retire(recipe, log=print) -> list[Retired]:
+def retire(recipe, log=print, discovered: dict[str, list[str]] | None = None) -> list[Retired]:
     """Move the undiscovered partitions' folders aside and take them out of the catalog. Call it
-    only while nothing else writes the data root (the CLI's lock; the sensor with nothing in flight)."""
+    only while nothing else writes the data root (the CLI's lock; the sensor with nothing in flight).
+    `discovered`: each source's snapshots, when the caller has listed them already."""
+    if discovered is None:
+        discovered = {s: recipe.snapshots(s) for s in recipe.sources}
     root = recipe.data_root_path
     path = layout.catalog_path(root)
     has_catalog = os.path.exists(path)
     if has_catalog:
         with catalog.connect(path) as con:
             catalog.ensure_schema(con)
-            partitions, silent = undiscovered(recipe, con)
+            partitions, silent = undiscovered(recipe, discovered, con)
     else:
-        partitions, silent = undiscovered(recipe)
+        partitions, silent = undiscovered(recipe, discovered)
     for source in silent:
         log(f"source '{source}' discovers no snapshot at {recipe.sources[source].path}; its published "
             "partitions are kept as they are (restore the input, or remove the source from the recipe)")

@@ -54,10 +54,11 @@ def retire(instance: dg.DagsterInstance, recipe: Recipe, log=print) -> list[str]
     Keys of a source that discovers no snapshot at all are kept (an outage, not a new layout)."""
     from mix_pipeline.core.retire import retire as retire_folders
 
-    retire_folders(recipe, log=log)
+    snapshots = {s: recipe.snapshots(s) for s in recipe.sources}  # listed once, for both
+    retire_folders(recipe, log=log, discovered=snapshots)
     name = source_snapshots(recipe).name
-    discovered = set(discovered_keys(recipe))
-    silent = {s for s in recipe.sources if not recipe.snapshots(s)}
+    discovered = {partition_key(s, snap) for s, snaps in snapshots.items() for snap in snaps}
+    silent = {s for s, snaps in snapshots.items() if not snaps}
     gone = [k for k in instance.get_dynamic_partitions(name)
             if k not in discovered and split_partition_key(k)[0] not in silent]
     for key in gone:
