@@ -30,15 +30,8 @@ from mix_pipeline.core.stages.mixture import run_mixture
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.jobs import AFTER_WORKER_JOBS, INGEST_JOB, LAB_JOB, QUALITY_MODEL_JOB
 # Every run a process starts carries its host and pid (owner_tags), so a later one can fail the runs
-# of a killed process (fail_orphaned_runs); HOST_TAG and PID_TAG are re-exported for old importers.
-from mix_pipeline.defs.orphans import (  # noqa: F401
-    DAGSTER_YAML,
-    HOST_TAG,
-    PID_TAG,
-    fail_orphaned_runs,
-    open_instance,
-    owner_tags,
-)
+# of a killed process (fail_orphaned_runs).
+from mix_pipeline.defs.orphans import DAGSTER_YAML, fail_orphaned_runs, open_instance, owner_tags
 from mix_pipeline.defs.partitions import discovered_keys, register, retire
 from mix_pipeline.defs.plan import PLANNED_TAG, STEP_TAG, cause, mark_held, next_wave, runs_in_flight
 from mix_pipeline.names import MIXTURE, MIXTURE_LAB, REMOVALS_FILE, split_partition_key
