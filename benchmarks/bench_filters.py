@@ -41,8 +41,8 @@ def main(argv=None) -> int:
         GopherRepetitionFilter,
     )
 
-    from mix_pipeline.core.filters import SharedSpaCyTokenizer, fast_language_identifier, language_identifier
-    from mix_pipeline.core.prose import (
+    from mix_pipeline.core.filters.registry import SharedSpaCyTokenizer, fast_language_identifier, language_identifier
+    from mix_pipeline.core.filters.prose import (
         FastC4QualityFilter,
         FastFineWebQualityFilter,
         FastGopherQualityFilter,
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     # prechecks that skip a kind's regex where it cannot match (core.filters.PIIKind.may_match).
     import dataclasses
 
-    from mix_pipeline.core import filters
+    from mix_pipeline.core.filters import registry as filters
 
     redacted = {}
     for name, table in [

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg  # noqa: E402
 
-from mix_pipeline.core.sample_data import build_sample_corpus  # noqa: E402
+from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
 from mix_pipeline.defs.runner import run_recipe  # noqa: E402
 from mix_pipeline.names import MIXTURE_COMPARISON  # noqa: E402
 

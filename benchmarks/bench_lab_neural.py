@@ -1,4 +1,4 @@
-"""Time the lab's neural proxy (core/lab_neural.py) per candidate at several sizes, on the CPU
+"""Time the lab's neural proxy (core/lab/neural.py) per candidate at several sizes, on the CPU
 or a GPU, and check whether the candidates' ranking holds between sizes.
 
 Self-contained (numpy + torch only, no corpus, no Dagster): three synthetic sources (Markov
@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mix_pipeline.core.lab_neural import NeuralProxy, encode, eval_windows  # noqa: E402
+from mix_pipeline.core.lab.neural import NeuralProxy, encode, eval_windows  # noqa: E402
 
 SIZES = {  # name: (d_model, layers, heads)
     "tiny": (32, 2, 2),

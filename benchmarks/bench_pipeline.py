@@ -76,7 +76,7 @@ NOTES = [
     "language filter: py3langid in both (datatrove's LanguageFilter downloads a fastText model at run time); "
     "the script classifies 10,000 characters with py3langid's classify, ours 3,000 with core.fastlang",
     "prose filters: datatrove's classes in the script, core.prose's subclasses in ours (filter_agreement compares them)",
-    "pii in both: mix_pipeline.core.filters.PIIRedactor (datatrove's PIIFormatter has no phone numbers)",
+    "pii in both: mix_pipeline.core.filters.registry.PIIRedactor (datatrove's PIIFormatter has no phone numbers)",
     f"datatrove MinHash: {DT_NUM_BUCKETS} buckets x {DT_HASHES_PER_BUCKET} hashes, {NGRAM}-grams, "
     f"no signature verification; ours: {NUM_PERM} perms / {BANDS} bands, verified at {THRESHOLD}, plus exact hashes",
     "datatrove MinHash shingles hashed with sha1: its default xxhash fails under xxhash 4.1 (str input)",
@@ -94,7 +94,7 @@ def size_label(size_mb: float) -> str:
 
 def ensure_corpus(out: Path, size_mb: float) -> tuple[Path, dict]:
     """Build the sample corpus once per size; building takes a while and it is deterministic."""
-    from mix_pipeline.core.sample_data import build_sample_corpus
+    from mix_pipeline.sample.corpus import build_sample_corpus
 
     corpus = out / f"corpus-{size_label(size_mb)}mb"
     truth_path = corpus / "ground_truth.json"
@@ -263,14 +263,14 @@ def datatrove_filter(name: str, params: dict, exclusion_writer=None):
         GopherRepetitionFilter,
     )
 
-    from mix_pipeline.core.filters import LanguageIdFilter, PIIRedactor
+    from mix_pipeline.core.filters.registry import LanguageIdFilter, PIIRedactor
 
     class Py3langidFilter(LanguageIdFilter):
         """The language filter as a datatrove user writes it with py3langid: its own `classify`
         (ours computes the same answer with array operations, see core.fastlang)."""
 
         def identify(self, texts: list[str]) -> list[tuple[str, float]]:
-            from mix_pipeline.core.filters import language_identifier
+            from mix_pipeline.core.filters.registry import language_identifier
 
             return [(lang, float(prob)) for lang, prob in (language_identifier().classify(t[:10_000]) for t in texts)]
 

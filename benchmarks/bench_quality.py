@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from datatrove.data import Document  # noqa: E402
 
-from mix_pipeline.core import quality_model as qm  # noqa: E402
-from mix_pipeline.core.sample_data import build_sample_corpus  # noqa: E402
+from mix_pipeline.core.filters import quality_model as qm  # noqa: E402
+from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
 from mix_pipeline.recipe import load_recipe  # noqa: E402
 
 

@@ -25,8 +25,8 @@ import zstandard
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mix_pipeline.core.readers import render_messages  # noqa: E402
-from mix_pipeline.core.tokens import TokenCounter  # noqa: E402
+from mix_pipeline.core.io.readers import render_messages  # noqa: E402
+from mix_pipeline.core.mixing.tokens import TokenCounter  # noqa: E402
 
 
 def read_sources(root: Path) -> dict[str, list[str]]:
@@ -66,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.sample) if args.sample else Path(tmp) / "sample"
         if not args.sample:
-            from mix_pipeline.core.sample_data import build_sample_corpus
+            from mix_pipeline.sample.corpus import build_sample_corpus
 
             build_sample_corpus(root, size_mb=args.size_mb, seed=0)
         texts = read_sources(root)

@@ -28,7 +28,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_sample_data(args) -> int:
-    from mix_pipeline.core.sample_data import build_sample_corpus
+    from mix_pipeline.sample.corpus import build_sample_corpus
 
     truth = build_sample_corpus(args.out, size_mb=args.size_mb, seed=args.seed, log=print)
     print(f"sample corpus: {truth['counts']['total_documents']} documents in {os.path.abspath(args.out)}")
@@ -78,7 +78,7 @@ def print_lab(results: dict, folder: str) -> None:
     print(f"  leave-one-out Spearman (predicted vs observed objective): {'n/a' if rho is None else f'{rho:.3f}'}")
     print(f"  recommended vs uniform: {results['improvement_vs_uniform']:+.4f}, vs prior: "
           f"{results['improvement_vs_prior']:+.4f} (observed; positive = lower loss)")
-    from mix_pipeline.core.lab import proxy_line, reuse_line, transfer_rows
+    from mix_pipeline.core.lab.search import proxy_line, reuse_line, transfer_rows
 
     print(f"  proxy: {proxy_line(results)}; proxies trained: {results.get('proxies_trained', '?')}")
     prior = results["candidates"][0]
@@ -98,7 +98,7 @@ def print_lab(results: dict, folder: str) -> None:
 
 
 def _cmd_lab(args) -> int:
-    from mix_pipeline.core.lab import recommended_spec
+    from mix_pipeline.core.lab.search import recommended_spec
     from mix_pipeline.defs.runner import run_lab_experiment
 
     recipe = load_recipe(args.recipe)
@@ -146,7 +146,7 @@ def _open_catalog(recipe_path: str):
 
 
 def _cmd_report(args) -> int:
-    from mix_pipeline.core.catalog import conservation
+    from mix_pipeline.core.provenance.catalog import conservation
 
     _, con = _open_catalog(args.recipe)
     if con is None:
@@ -165,7 +165,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_score(args) -> int:
-    from mix_pipeline.core.scoring import score_filtering
+    from mix_pipeline.sample.scoring import score_filtering
 
     recipe, con = _open_catalog(args.recipe)
     if con is None:
@@ -237,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-# ---- provenance: trace and forget (core/provenance.py) ----------------------------------------------
+# ---- provenance: trace and forget (core/provenance/trace.py) ----------------------------------------------
 def _cmd_trace(args) -> int:
-    from mix_pipeline.core.provenance import ProvenanceError, format_trace, trace
+    from mix_pipeline.core.provenance.trace import ProvenanceError, format_trace, trace
 
     recipe, con = _open_catalog(args.recipe)
     if con is None:

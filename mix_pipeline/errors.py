@@ -1,5 +1,5 @@
 """The one error the CLI turns into a one-line message and exit 2 (defined apart from recipe.py so
-that the modules recipe.py builds on, such as core/storage.py, can raise it without a cycle)."""
+that the modules recipe.py builds on, such as core/io/storage.py, can raise it without a cycle)."""
 
 
 class RecipeError(ValueError):

@@ -20,7 +20,7 @@ DEDUP_INDEX_DIR = "dedup_index"
 MIXTURES_DIR = "mixtures"
 LAB_DIR = "lab"
 WORK_DIR = "_work"  # scratch: logs, DuckDB spill, locks; never an output
-RETIRED_DIR = "_retired"  # partitions the recipe no longer discovers, moved aside (core/retire.py)
+RETIRED_DIR = "_retired"  # partitions the recipe no longer discovers, moved aside (core/provenance/retire.py)
 
 # Folders the pipeline writes under data_root: a source inside one would read the pipeline's output.
 DATA_ROOT_OUTPUTS = (RAW_DIR, QUARANTINE_DIR, FILTERED_DIR, DROPPED_DIR, DEDUPLICATED_DIR, DEDUP_INDEX_DIR,
@@ -82,7 +82,7 @@ def work_dir(data_root: str, *parts: str) -> str:
 
 
 def retired_dir(data_root: str, stamp: str) -> str:
-    """Where one retirement (core/retire.py) moved the folders of partitions no longer discovered."""
+    """Where one retirement (core/provenance/retire.py) moved the folders of partitions no longer discovered."""
     return os.path.join(data_root, RETIRED_DIR, stamp)
 
 

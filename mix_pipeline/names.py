@@ -1,7 +1,7 @@
 """Names shared by the plain modules and the Dagster layer, defined once.
 
 One stage, one name: the asset key, its modules (core/stages/<name>.py, defs/<name>.py), its
-checks' stage (core/quality.py, the recipe's `checks` overrides) and its rows in the catalog's
+checks' stage (core/gates/checks.py, the recipe's `checks` overrides) and its rows in the catalog's
 `stage_stats`. Jobs are phases of several stages and carry their own names (defs/jobs.py): a job
 may not share its name with an asset. Paths live in mix_pipeline/layout.py."""
 
@@ -15,7 +15,7 @@ DEDUPLICATED = "deduplicated"
 MIXTURE = "mixture"
 MIXTURE_COMPARISON = "mixture_comparison"
 MIXTURE_LAB = "mixture_lab"
-QUALITY_MODEL = "quality_model"  # the recipe's trained quality classifier (core/quality_model.py)
+QUALITY_MODEL = "quality_model"  # the recipe's trained quality classifier (core/filters/quality_model.py)
 # The lab's recommendation for experiment E becomes mixture E + this suffix.
 RECOMMENDED_SUFFIX = "_recommended"
 
@@ -74,10 +74,10 @@ FATE_DROPPED = "dropped"
 FATE_DUPLICATE = "duplicate"
 FATE_QUARANTINED = "quarantined"
 # Taken out on a removal request (`mix-pipeline forget`): the raw stage sets it aside unread
-# by any later stage, keeping no text (see core/provenance.py).
+# by any later stage, keeping no text (see core/provenance/trace.py).
 FATE_REMOVED = "removed"
 FATES = (FATE_KEPT, FATE_DROPPED, FATE_DUPLICATE, FATE_QUARANTINED, FATE_REMOVED)
-# The removal requests of a data_root, one JSON object a line (core/provenance.py).
+# The removal requests of a data_root, one JSON object a line (core/provenance/trace.py).
 REMOVALS_FILE = "removals.jsonl"
 
 # Filters a recipe may list, in the order they are documented.

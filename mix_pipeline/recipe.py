@@ -20,11 +20,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mix_pipeline import layout
-from mix_pipeline.core import quality, quality_model
-from mix_pipeline.core.decontamination import eval_set_name
-from mix_pipeline.core.filters import check_params as check_filter_params
-from mix_pipeline.core.filters import path_params
-from mix_pipeline.core.readers import DEFAULT_MAX_DOCUMENT_BYTES, not_regular
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.filters import quality_model
+from mix_pipeline.core.filters.decontamination import eval_set_name
+from mix_pipeline.core.filters.registry import check_params as check_filter_params
+from mix_pipeline.core.filters.registry import path_params
+from mix_pipeline.core.io.readers import DEFAULT_MAX_DOCUMENT_BYTES, not_regular
 from mix_pipeline.errors import RecipeError
 from mix_pipeline.names import (
     DEFAULT_SNAPSHOT,
@@ -94,7 +95,7 @@ class SourceSpec(_Strict):
     filters: list[FilterSpec] = Field(default_factory=list)
     # Overrides of the raw/filtered/deduplicated quality gates for this source.
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # Licenses (core/licenses.py): the source's license (an SPDX id), the input field that holds
+    # Licenses (core/mixing/licenses.py): the source's license (an SPDX id), the input field that holds
     # a per-document license, and whether to read license headers (SPDX lines, common texts) of
     # code files. Read at mixture time only: changing them rebuilds no partition.
     license: str | None = None
@@ -245,7 +246,7 @@ class MixtureSpec(_Strict):
     tolerance: float = Field(0.01, gt=0.0, lt=1.0)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     checks: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # Only documents under these licenses (SPDX ids as core/licenses.py reports them; `unknown`
+    # Only documents under these licenses (SPDX ids as core/mixing/licenses.py reports them; `unknown`
     # for documents with none) are drawn; the manifest says how much the others were.
     allowed_licenses: list[str] | None = Field(None, min_length=1)
 
@@ -303,7 +304,7 @@ class MixtureSpec(_Strict):
 class ProxySpec(_Strict):
     """The lab's proxy language model: `bigram`, an interpolated absolute-discounting word bigram
     model over a hashed (capped) vocabulary, or `neural`, a small byte-level decoder-only
-    transformer trained from scratch per candidate (core/lab_neural.py; needs the `lab` extra)."""
+    transformer trained from scratch per candidate (core/lab/neural.py; needs the `lab` extra)."""
 
     kind: Literal["bigram", "neural"] = "bigram"
     # Words are hashed into this many ids; collisions merge rare words (a capped vocabulary).
@@ -337,7 +338,7 @@ class ProxySpec(_Strict):
 
 class TransferSpec(_Strict):
     """Does the ranking of candidates hold at larger scale? Re-run some candidates bigger and
-    compare rank correlations (core/lab_transfer.py)."""
+    compare rank correlations (core/lab/transfer.py)."""
 
     # How many candidates are re-run (the prior, uniform, then the draws in order).
     candidates: int = Field(6, ge=3, le=256)
@@ -473,7 +474,7 @@ class DriftSpec(_Strict):
 
 
 class QualityModelSpec(_Strict):
-    """The quality classifier (core/quality_model.py): trained from `references` (positives)
+    """The quality classifier (core/filters/quality_model.py): trained from `references` (positives)
     against a sample of the raw input of the sources it scores, or read from `model`."""
 
     # Sources whose documents are the examples of good text (books, papers, an instruction set).
@@ -516,7 +517,7 @@ class QualityModelSpec(_Strict):
 
 
 class ExecutorSpec(_Strict):
-    # local: datatrove's LocalPipelineExecutor; ray: its RayPipelineExecutor (core/executors.py).
+    # local: datatrove's LocalPipelineExecutor; ray: its RayPipelineExecutor (core/stages/executors.py).
     kind: Literal["local", "ray"] = "local"
     # Tasks fix how work is sharded (and so the stage shard layout); workers are processes (local)
     # or tasks running at once on the cluster (ray). Outputs depend on tasks only.
@@ -551,9 +552,9 @@ class Recipe(_Strict):
     mixtures: dict[str, MixtureSpec] = Field(default_factory=dict)
     schedule: ScheduleSpec | None = None
     drift: DriftSpec = Field(default_factory=DriftSpec)
-    # Mixture-lab experiments (see core/lab.py); one `mixture_lab` partition each.
+    # Mixture-lab experiments (see core/lab/search.py); one `mixture_lab` partition each.
     experiments: dict[str, ExperimentSpec] = Field(default_factory=dict)
-    # The quality classifier's model (see core/quality_model.py); null: no model-based filtering.
+    # The quality classifier's model (see core/filters/quality_model.py); null: no model-based filtering.
     quality_model: QualityModelSpec | None = None
 
     # Set by load_recipe, not by the YAML.
@@ -636,8 +637,8 @@ class Recipe(_Strict):
     def data_root_path(self) -> str:
         if "://" in self.resolve(self.data_root):
             # issue 14: data_root on object storage: the pipeline works in a local mirror and
-            # publishes it there after a run (core/storage.py, publish_tree).
-            from mix_pipeline.core import storage
+            # publishes it there after a run (core/io/storage.py, publish_tree).
+            from mix_pipeline.core.io import storage
 
             return storage.work_dir(self.resolve(self.data_root), self.base_dir)
         return self.resolve(self.data_root)
@@ -713,8 +714,8 @@ class Recipe(_Strict):
         if not self.has_snapshots(source):
             return [DEFAULT_SNAPSHOT]
         parent = self.resolve(self.sources[source].path.split(SNAPSHOT_PLACEHOLDER)[0] or ".")
-        if "://" in parent:  # issue 14: object storage (core/storage.py)
-            from mix_pipeline.core import storage
+        if "://" in parent:  # issue 14: object storage (core/io/storage.py)
+            from mix_pipeline.core.io import storage
 
             entries, names = storage.list_dirs(parent)
         elif not os.path.isdir(parent):
@@ -757,8 +758,8 @@ class Recipe(_Strict):
         """The files a pattern names, sorted, each file once: paths that reach the same file through
         symlinks (a `**` through a link to a parent folder) or hard links count once, under the
         path without symlinks where there is one, else the shortest."""
-        if "://" in pattern:  # issue 14: object storage (core/storage.py)
-            from mix_pipeline.core import storage
+        if "://" in pattern:  # issue 14: object storage (core/io/storage.py)
+            from mix_pipeline.core.io import storage
 
             return storage.glob_files(pattern)
         files: set[str] = set()
@@ -792,8 +793,8 @@ class Recipe(_Strict):
             return []
         files: set[str] = set()
         for pattern in self.decontamination.eval_sets:
-            if "://" in self.resolve(pattern):  # issue 14: object storage (core/storage.py)
-                from mix_pipeline.core import storage
+            if "://" in self.resolve(pattern):  # issue 14: object storage (core/io/storage.py)
+                from mix_pipeline.core.io import storage
 
                 files.update(storage.glob_files(self.resolve(pattern)))
                 continue
@@ -803,8 +804,8 @@ class Recipe(_Strict):
     def source_root(self, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> str:
         """The folder that ids of text-directory documents are relative to."""
         pattern = self._pattern(source, snapshot)
-        if "://" in pattern:  # issue 14: object storage (core/storage.py)
-            from mix_pipeline.core import storage
+        if "://" in pattern:  # issue 14: object storage (core/io/storage.py)
+            from mix_pipeline.core.io import storage
 
             if not any(ch in pattern for ch in "*?[") and storage.isdir(pattern):
                 return pattern.rstrip("/")
@@ -957,7 +958,7 @@ def check_source_paths(recipe: Recipe, origin: str = "recipe") -> None:
     if recipe.decontamination is not None:
         for i, pattern in enumerate(recipe.decontamination.eval_sets):
             if "://" in recipe.resolve(pattern):  # issue 14: object storage
-                from mix_pipeline.core import storage
+                from mix_pipeline.core.io import storage
 
                 found = bool(storage.glob_files(recipe.resolve(pattern)))
             else:

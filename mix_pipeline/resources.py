@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from mix_pipeline.core.catalog import writer_lock
+from mix_pipeline.core.provenance.catalog import writer_lock
 from mix_pipeline.core.stages.base import PipelineRunner, local_runner
 
 
@@ -19,7 +19,7 @@ class DatatroveExecutor(dg.ConfigurableResource):
 
     kind: str = "local"
     workers: int | None = None
-    # issue 14 hook: kind "ray" runs the stages' tasks on a Ray cluster (core/executors.py).
+    # issue 14 hook: kind "ray" runs the stages' tasks on a Ray cluster (core/stages/executors.py).
     address: str | None = None
     cpus_per_task: float = 1
     memory_per_task_gb: float = 1
@@ -27,7 +27,7 @@ class DatatroveExecutor(dg.ConfigurableResource):
     def runner(self) -> PipelineRunner:
         if self.kind == "local":
             return local_runner(self.workers)
-        from mix_pipeline.core.executors import runner_for
+        from mix_pipeline.core.stages.executors import runner_for
 
         return runner_for(self.kind, self.workers, self.address, self.cpus_per_task, self.memory_per_task_gb)
 
@@ -35,6 +35,6 @@ class DatatroveExecutor(dg.ConfigurableResource):
 @contextlib.contextmanager
 def catalog_connection(catalog: DuckDBResource) -> Iterator:
     """A writing connection from the catalog resource, taken under the catalog's writer lock
-    (core/catalog.py `writer_lock`: writers from parallel partition runs take turns)."""
+    (core/provenance/catalog.py `writer_lock`: writers from parallel partition runs take turns)."""
     with writer_lock(catalog.database), catalog.get_connection() as con:
         yield con

@@ -68,7 +68,7 @@ def write_recipe(folder: Path, body: str) -> Path:
 @pytest.fixture(scope="session")
 def sample_3mb(tmp_path_factory) -> Path:
     """The sample corpus (3 MB, seed 0), built once for every test that needs it."""
-    from mix_pipeline.core.sample_data import build_sample_corpus
+    from mix_pipeline.sample.corpus import build_sample_corpus
 
     out = tmp_path_factory.mktemp("sample")
     build_sample_corpus(out, size_mb=3, seed=0)

@@ -23,10 +23,10 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mix_pipeline.core.dataset_card import parse_card
-from mix_pipeline.core.documents import DEDUPLICATED_SCHEMA, file_sha256
-from mix_pipeline.core.integrity import SEAL
-from mix_pipeline.core.sample_data import build_sample_corpus
+from mix_pipeline.core.mixing.dataset_card import parse_card
+from mix_pipeline.core.io.documents import DEDUPLICATED_SCHEMA, file_sha256
+from mix_pipeline.core.io.integrity import SEAL
+from mix_pipeline.sample.corpus import build_sample_corpus
 from mix_pipeline.defs.plan import next_wave, runs_in_flight
 from mix_pipeline.names import MIXTURE_COMPARISON
 from mix_pipeline_tests.conftest import prose_doc, write_jsonl
@@ -151,7 +151,7 @@ def check_statuses(instance, asset: str, partition: str) -> dict[str, str]:
     from dagster._core.event_api import PartitionKeyFilter
     from dagster._core.loader import LoadingContextForTest
 
-    from mix_pipeline.core.quality import checks_for
+    from mix_pipeline.core.gates.checks import checks_for
 
     keys = [dg.AssetCheckKey(dg.AssetKey(asset), name) for name in checks_for(asset)]
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(

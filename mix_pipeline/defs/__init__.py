@@ -6,7 +6,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mix_pipeline import layout
-from mix_pipeline.core.executors import effective_spec
+from mix_pipeline.core.stages.executors import effective_spec
 from mix_pipeline.defs import (
     dedup_index,
     deduplicated,
@@ -41,7 +41,7 @@ def build_definitions(recipe: Recipe) -> dg.Definitions:
         executor=dg.in_process_executor,
         resources={
             # Every executor setting but `tasks` (which the stages read from the recipe), with
-            # MIX_PIPELINE_EXECUTOR's applied (core/executors.py).
+            # MIX_PIPELINE_EXECUTOR's applied (core/stages/executors.py).
             "datatrove": DatatroveExecutor(**effective_spec(recipe).model_dump(exclude={"tasks"})),
             "catalog": DuckDBResource(database=layout.catalog_path(recipe.data_root_path)),
         },

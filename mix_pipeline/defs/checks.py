@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 
-from mix_pipeline.core.quality import CHECKS, CheckOutcome, GateFailed, checks_for
+from mix_pipeline.core.gates.checks import CHECKS, CheckOutcome, GateFailed, checks_for
 from mix_pipeline.core.stages.base import StageResult
 from mix_pipeline.defs.metadata import markdown_table
 

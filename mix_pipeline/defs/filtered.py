@@ -4,8 +4,8 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mix_pipeline import layout
-from mix_pipeline.core.lineage import input_fingerprint
-from mix_pipeline.core.quality import snippet
+from mix_pipeline.core.provenance.lineage import input_fingerprint
+from mix_pipeline.core.gates.checks import snippet
 from mix_pipeline.core.stages.filtered import run_filtered
 from mix_pipeline.defs.checks import check_specs, gated, to_result
 from mix_pipeline.defs.env import CATALOG_POOL, stage_env

@@ -5,8 +5,8 @@ import os
 import dagster as dg
 
 from mix_pipeline import layout
-from mix_pipeline.core.comparison import COLUMNS as COMPARISON_COLUMNS
-from mix_pipeline.core.comparison import JSON_FILE, MARKDOWN_FILE
+from mix_pipeline.core.mixing.comparison import COLUMNS as COMPARISON_COLUMNS
+from mix_pipeline.core.mixing.comparison import JSON_FILE, MARKDOWN_FILE
 from mix_pipeline.core.stages.mixture_comparison import run_comparison
 from mix_pipeline.defs.env import stage_env
 from mix_pipeline.defs.metadata import SHORT_HEADERS, markdown_table

@@ -1,11 +1,11 @@
-"""The `mixture_lab` asset: one lab experiment (core/lab.py) and its recommended mixture."""
+"""The `mixture_lab` asset: one lab experiment (core/lab/search.py) and its recommended mixture."""
 
 import os
 
 import dagster as dg
 
 from mix_pipeline import layout
-from mix_pipeline.core.lab import candidate_rows, run_lab, weight_rows
+from mix_pipeline.core.lab.search import candidate_rows, run_lab, weight_rows
 from mix_pipeline.defs.env import stage_env
 from mix_pipeline.defs.metadata import markdown_table
 from mix_pipeline.defs.partitions import experiment_partitions

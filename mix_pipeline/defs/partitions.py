@@ -49,10 +49,10 @@ def register(instance: dg.DagsterInstance, recipe: Recipe) -> list[str]:
 
 
 def retire(instance: dg.DagsterInstance, recipe: Recipe, log=print) -> list[str]:
-    """Retire what the recipe no longer discovers (core/retire.py: folders moved aside, catalog
+    """Retire what the recipe no longer discovers (core/provenance/retire.py: folders moved aside, catalog
     rows taken out) and drop those keys from the UI's partition list; returns the dropped keys.
     Keys of a source that discovers no snapshot at all are kept (an outage, not a new layout)."""
-    from mix_pipeline.core.retire import retire as retire_folders
+    from mix_pipeline.core.provenance.retire import retire as retire_folders
 
     snapshots = {s: recipe.snapshots(s) for s in recipe.sources}  # listed once, for both
     retire_folders(recipe, log=log, discovered=snapshots)

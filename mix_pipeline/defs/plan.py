@@ -16,11 +16,11 @@ files on disk and returns the earliest stage that has work, as one run per parti
   match what its stage sealed (a deleted or altered shard: core.integrity) is rebuilt;
 - mixture_comparison when a mixture was rebuilt after it.
 
-Each comparison is of content fingerprints (core/lineage.py) the stage recorded with its
+Each comparison is of content fingerprints (core/provenance/lineage.py) the stage recorded with its
 materialization against the same function computed from disk now: a refresh rewrites only what
 changed. A step whose latest attempt for the same inputs was refused is held (`held_reason`) and
 the rest proceeds on that partition's last good version; partitions the recipe no longer
-discovers are retired before planning (core/retire.py), so nothing reads them.
+discovers are retired before planning (core/provenance/retire.py), so nothing reads them.
 
 The CLI runs the waves one after the other in its own process; the `pipeline` sensor requests the
 same waves from the daemon, one at a time (never while runs it requested are in flight). Because
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import dagster as dg
 
 from mix_pipeline import layout
-from mix_pipeline.core import quality_model as qm
-from mix_pipeline.core.integrity import verify, verify_partition
-from mix_pipeline.core.lineage import (
+from mix_pipeline.core.filters import quality_model as qm
+from mix_pipeline.core.io.integrity import verify, verify_partition
+from mix_pipeline.core.provenance.lineage import (
     deduplicated_fingerprint,
     index_fingerprint,
     input_fingerprint,

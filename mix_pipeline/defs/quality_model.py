@@ -6,7 +6,7 @@ import hashlib
 
 import dagster as dg
 
-from mix_pipeline.core import quality_model as qm
+from mix_pipeline.core.filters import quality_model as qm
 from mix_pipeline.defs.metadata import INPUT_FINGERPRINT, markdown_table
 from mix_pipeline.names import QUALITY_MODEL, partition_key
 from mix_pipeline.recipe import Recipe

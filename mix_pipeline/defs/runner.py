@@ -20,11 +20,12 @@ from collections.abc import Callable
 import dagster as dg
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog, storage
-from mix_pipeline.core.executors import preflight
-from mix_pipeline.core.lab import recommended_spec
-from mix_pipeline.core.locks import data_root_lock
-from mix_pipeline.core.provenance import add_removals, resolve_request, verify_removals
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.io import storage
+from mix_pipeline.core.stages.executors import preflight
+from mix_pipeline.core.lab.search import recommended_spec
+from mix_pipeline.core.io.locks import data_root_lock
+from mix_pipeline.core.provenance.trace import add_removals, resolve_request, verify_removals
 from mix_pipeline.core.stages.base import StageEnv, release_workers
 from mix_pipeline.core.stages.mixture import run_mixture
 from mix_pipeline.defs import build_definitions

@@ -13,7 +13,7 @@ import os
 
 import dagster as dg
 
-from mix_pipeline.core.locks import lock_holder
+from mix_pipeline.core.io.locks import lock_holder
 from mix_pipeline.defs.jobs import INGEST_JOB
 from mix_pipeline.defs.metadata import DRIFT_EXCEEDED, DRIFT_SCORE
 from mix_pipeline.defs.orphans import fail_orphaned_runs

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.core import catalog
-from mix_pipeline.core.documents import file_sha256, list_parts
-from mix_pipeline.core.quality import GateFailed
-from mix_pipeline.core.readers import SourceReader
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.io.documents import file_sha256, list_parts
+from mix_pipeline.core.gates.checks import GateFailed
+from mix_pipeline.core.io.readers import SourceReader
 from mix_pipeline.core.stages import StageEnv, local_runner, run_raw
 from mix_pipeline.recipe import RecipeError, load_recipe
 from mix_pipeline_tests.conftest import write_jsonl, write_recipe

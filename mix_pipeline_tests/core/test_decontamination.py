@@ -10,9 +10,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.core import catalog
-from mix_pipeline.core.decontamination import EvalIndex
-from mix_pipeline.core.documents import list_parts
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.filters.decontamination import EvalIndex
+from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.core.stages import StageEnv, dropped_files, kept_files, local_runner, run_filtered, run_raw
 from mix_pipeline.recipe import RecipeError, load_recipe
 from mix_pipeline_tests.conftest import prose_doc, write_jsonl, write_recipe

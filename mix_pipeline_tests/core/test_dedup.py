@@ -3,7 +3,7 @@ import random
 import pyarrow.parquet as pq
 from datatrove.data import Document
 
-from mix_pipeline.core.dedup import SignatureWriter, dedup_generation
+from mix_pipeline.core.dedup.minhash import SignatureWriter, dedup_generation
 
 
 def random_text(seed: int, words: int = 300) -> str:

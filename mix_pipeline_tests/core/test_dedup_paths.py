@@ -19,9 +19,9 @@ from datatrove.data import Document
 from rensa import RMinHash
 
 from mix_pipeline import layout
-from mix_pipeline.core import dedup
-from mix_pipeline.core.dedup import DropDuplicates, SignatureWriter, content_hash, dedup_generation, signature_batch
-from mix_pipeline.core.documents import (
+from mix_pipeline.core.dedup import minhash as dedup
+from mix_pipeline.core.dedup.minhash import DropDuplicates, SignatureWriter, content_hash, dedup_generation, signature_batch
+from mix_pipeline.core.io.documents import (
     DEDUPLICATED_SCHEMA,
     file_sha256,
     list_parts,
@@ -38,7 +38,7 @@ from mix_pipeline.core.stages import (
     run_filtered,
     run_raw,
 )
-from mix_pipeline.core.tokens import CountTokens, TokenCounter
+from mix_pipeline.core.mixing.tokens import CountTokens, TokenCounter
 from mix_pipeline.recipe import load_recipe
 
 SOURCES = ("web", "books", "papers")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from random import Random
 
-from mix_pipeline.core import drift
-from mix_pipeline.core.sample_data import LANGUAGES, _english_model, _foreign_doc
+from mix_pipeline.core.gates import drift
+from mix_pipeline.sample.corpus import LANGUAGES, _english_model, _foreign_doc
 from mix_pipeline.core.stages import StageEnv, local_runner, run_filtered, run_raw
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.conftest import write_jsonl, write_recipe

@@ -13,9 +13,11 @@ from datatrove.data import Document
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mix_pipeline.core import catalog, mixing, quality
-from mix_pipeline.core.documents import DOCUMENT_SCHEMA
-from mix_pipeline.core.filters import (
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.mixing import selection as mixing
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.io.documents import DOCUMENT_SCHEMA
+from mix_pipeline.core.filters.registry import (
     PII,
     CodeQualityFilter,
     LanguageIdFilter,
@@ -312,7 +314,7 @@ def test_shared_tokenizer_splits_words_and_sentences_like_datatrove(sample_3mb):
     web document and (as C4 asks) every line of it, across cache resets too."""
     from datatrove.utils.word_tokenizers import SpaCyTokenizer
 
-    from mix_pipeline.core.filters import SharedSpaCyTokenizer
+    from mix_pipeline.core.filters.registry import SharedSpaCyTokenizer
 
     texts = [t for _, t in _sample_texts(sample_3mb, "web")][:150]
     lines = [line.strip() for t in texts for line in t.splitlines() if line.strip()]
@@ -330,7 +332,7 @@ def test_shared_tokenizer_splits_words_and_sentences_like_datatrove(sample_3mb):
 
 
 def test_memoized_words_are_a_copy_per_caller():
-    from mix_pipeline.core.filters import SharedSpaCyTokenizer
+    from mix_pipeline.core.filters.registry import SharedSpaCyTokenizer
 
     shared = SharedSpaCyTokenizer("en", memo_size=2)
     words = shared.word_tokenize("One two three.")
@@ -367,8 +369,8 @@ def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_
         GopherRepetitionFilter,
     )
 
-    from mix_pipeline.core import prose
-    from mix_pipeline.core.filters import build_filter
+    from mix_pipeline.core.filters import prose
+    from mix_pipeline.core.filters.registry import build_filter
 
     docs = [doc(text, i) for i, text in _sample_texts(sample_3mb, "web")]
     # Documents that stress the word split and the n-gram walk: contractions, abbreviations,
@@ -382,7 +384,7 @@ def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_
     ])]
     names = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
     ours = [build_filter(name, {}) for name in names]
-    assert [type(s).__module__ for s in ours] == ["mix_pipeline.core.prose"] * 4
+    assert [type(s).__module__ for s in ours] == ["mix_pipeline.core.filters.prose"] * 4
     stock = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(), FineWebQualityFilter()]
     got, want = _decisions(ours, docs), _decisions(stock, docs)
     assert [(i, v, t) for i, v, t, _ in got] == [(i, v, t) for i, v, t, _ in want]
@@ -415,8 +417,8 @@ def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_
 
 
 def test_languages_datatrove_does_not_split_with_blank_spacy_keep_its_tokenizer():
-    from mix_pipeline.core.filters import build_filter
-    from mix_pipeline.core.prose import word_splitter
+    from mix_pipeline.core.filters.registry import build_filter
+    from mix_pipeline.core.filters.prose import word_splitter
 
     assert word_splitter("fr") is not None and build_filter("gopher_quality", {"language": "fr"}).language == "fr"
     assert word_splitter("ja") is None and build_filter("fineweb", {"language": "ja"}).language == "ja"
@@ -426,7 +428,7 @@ def test_fast_language_identifier_gives_py3langid_languages_and_scores(sample_3m
     """The array walk of core.fastlang returns py3langid's own (language, probability), to the
     last bit, on the sample corpus (English and foreign web documents, books, papers) and on
     edge cases: empty, one byte, all upper case, non-Latin scripts."""
-    from mix_pipeline.core.filters import fast_language_identifier, language_identifier
+    from mix_pipeline.core.filters.registry import fast_language_identifier, language_identifier
 
     stock, fast = language_identifier(), fast_language_identifier()
     texts = [t[:10_000] for folder in ("web", "papers") for _, t in _sample_texts(sample_3mb, folder)][:400]
@@ -458,7 +460,7 @@ def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(tex
         get_n_grams,
     )
 
-    from mix_pipeline.core import prose
+    from mix_pipeline.core.filters import prose
 
     # One "w" per word, at its start: joined n-grams are equal only if their words are (datatrove
     # joins the duplicated n-grams' words without a space).
@@ -492,6 +494,6 @@ def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(tex
 def test_split_lines_is_gopher_repetitions_regex_split(text):
     import re
 
-    from mix_pipeline.core import prose
+    from mix_pipeline.core.filters import prose
 
     assert prose.split_lines(text) == re.split("\n+", text)

@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mix_pipeline.core.readers import SourceReader
+from mix_pipeline.core.io.readers import SourceReader
 from mix_pipeline.recipe import Recipe, RecipeError, load_recipe
 
 # Random examples locally (where a new failure is found), a fixed draw under CI (`CI` set), so a

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mix_pipeline.core.lab import BigramCounts, WordHasher, recommended_spec, run_lab, stream_texts
+from mix_pipeline.core.lab.search import BigramCounts, WordHasher, recommended_spec, run_lab, stream_texts
 from mix_pipeline.core.stages import StageEnv
 from mix_pipeline.recipe import RecipeError, parse_recipe
 from mix_pipeline_tests.helpers import markov_documents, markov_language, write_deduplicated_source
@@ -90,7 +90,7 @@ def test_lab_is_deterministic(lab_corpus, lab_results):
 
 
 def test_held_out_documents_never_train(lab_corpus, lab_results):
-    from mix_pipeline.core.lab import prepare_source
+    from mix_pipeline.core.lab.search import prepare_source
 
     recipe, _ = lab_results
     files = sorted(str(p) for p in (lab_corpus / "data" / "deduplicated" / "news" / "default").glob("part-*"))
@@ -194,7 +194,7 @@ def test_neural_proxy_moves_the_recommendation_toward_the_disjoint_source(neural
 
 
 def test_neural_proxy_is_deterministic_on_the_cpu():
-    from mix_pipeline.core.lab_neural import NeuralProxy, encode, eval_windows
+    from mix_pipeline.core.lab.neural import NeuralProxy, encode, eval_windows
     from mix_pipeline.recipe import ProxySpec
 
     spec = ProxySpec(**TINY_NEURAL | {"steps": 5})
@@ -273,7 +273,7 @@ def test_small_corpus_holdout_adapts_or_refuses_in_one_line(tmp_path):
     for source in ("news", "forum", "alien"):
         write_deduplicated_source(tmp_path / "data", source, markov_documents(rng, language, 4, length=30))
     logs = []
-    from mix_pipeline.core.mixing import InfeasibleMixture
+    from mix_pipeline.core.mixing.selection import InfeasibleMixture
 
     # The full-size mixture cannot be built from this corpus: refused in one line naming the fix.
     with pytest.raises(InfeasibleMixture, match=r"^lab\[lab\]: .*mixture 'base' .*lower mixtures\.base\.total"):
@@ -292,7 +292,7 @@ def test_small_corpus_holdout_adapts_or_refuses_in_one_line(tmp_path):
 
 
 def test_natural_pull_and_repetition_cap(lab_corpus, lab_results):
-    from mix_pipeline.core.lab import kl_divergence
+    from mix_pipeline.core.lab.search import kl_divergence
 
     _, plain = lab_results
     natural = np.array([plain["natural_mix"][s] for s in plain["sources"]])
@@ -313,7 +313,7 @@ def test_natural_pull_and_repetition_cap(lab_corpus, lab_results):
 def test_neural_proxy_without_torch_is_refused_in_one_line(monkeypatch):
     import sys
 
-    from mix_pipeline.core.lab_neural import NeuralUnavailable, require_torch
+    from mix_pipeline.core.lab.neural import NeuralUnavailable, require_torch
 
     monkeypatch.setitem(sys.modules, "torch", None)  # what an environment without the lab extra sees
     with pytest.raises(NeuralUnavailable, match=r"needs torch: pip install -e '\.\[lab\]'"):

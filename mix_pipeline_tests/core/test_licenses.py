@@ -8,8 +8,8 @@ import sysconfig
 
 import pytest
 
-from mix_pipeline.core.licenses import PUBLIC_DOMAIN, detect, document_license, hf_license
-from mix_pipeline.core.lineage import input_fingerprint
+from mix_pipeline.core.mixing.licenses import PUBLIC_DOMAIN, detect, document_license, hf_license
+from mix_pipeline.core.provenance.lineage import input_fingerprint
 from mix_pipeline.recipe import RecipeError, SourceSpec, load_recipe
 from mix_pipeline_tests.conftest import write_jsonl, write_recipe
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mix_pipeline.core.mixing import (
+from mix_pipeline.core.mixing.selection import (
     SPLITS,
     InfeasibleMixture,
     Pool,

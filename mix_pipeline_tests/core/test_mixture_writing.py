@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.core import mixing
-from mix_pipeline.core.documents import DEDUPLICATED_SCHEMA
-from mix_pipeline.core.mixing import SPLITS, ShardWriter, write_mixture
+from mix_pipeline.core.mixing import selection as mixing
+from mix_pipeline.core.io.documents import DEDUPLICATED_SCHEMA
+from mix_pipeline.core.mixing.selection import SPLITS, ShardWriter, write_mixture
 
 
 def _documents(folder, source: str, files: int, rows: int) -> list[str]:

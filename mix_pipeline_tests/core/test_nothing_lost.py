@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.core import catalog
-from mix_pipeline.core.documents import list_parts
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.core.stages import StageEnv, local_runner, run_raw
 from mix_pipeline.recipe import RecipeError, load_recipe
 from mix_pipeline_tests.conftest import write_jsonl, write_recipe
@@ -191,7 +191,7 @@ def _build(env: StageEnv, stages=("raw", "filtered", "dedup", "deduplicated")) -
 
 
 def test_a_deleted_or_altered_published_shard_is_named_before_anything_reads_it(tmp_path):
-    from mix_pipeline.core.integrity import DamagedPartition, verify_partition
+    from mix_pipeline.core.io.integrity import DamagedPartition, verify_partition
     from mix_pipeline.core.stages import run_dedup_index, run_deduplicated, run_filtered, run_mixture
     from mix_pipeline.names import DEDUPLICATED, FILTERED, RAW
 

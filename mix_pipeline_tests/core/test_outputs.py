@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from mix_pipeline import layout
-from mix_pipeline.core.documents import list_parts
-from mix_pipeline.core.exports import read_idx
-from mix_pipeline.core.mixing import SPLITS, Pool, split_codes
+from mix_pipeline.core.io.documents import list_parts
+from mix_pipeline.core.mixing.exports import read_idx
+from mix_pipeline.core.mixing.selection import SPLITS, Pool, split_codes
 from mix_pipeline.core.stages import (
     StageEnv,
     local_runner,
@@ -26,7 +26,7 @@ from mix_pipeline.core.stages import (
     run_mixture,
     run_raw,
 )
-from mix_pipeline.core.tokens import TokenCounter
+from mix_pipeline.core.mixing.tokens import TokenCounter
 from mix_pipeline.recipe import OutputsSpec, load_recipe
 from mix_pipeline_tests.conftest import EOS, train_bpe
 

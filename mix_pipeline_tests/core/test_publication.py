@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mix_pipeline.core import documents
-from mix_pipeline.core.documents import publish_dir, recover, staging_dir, write_text_atomic
-from mix_pipeline.core.faults import CRASH_AT, CRASH_TRACE
+from mix_pipeline.core.io import documents
+from mix_pipeline.core.io.documents import publish_dir, recover, staging_dir, write_text_atomic
+from mix_pipeline.core.io.faults import CRASH_AT, CRASH_TRACE
 
 
 def _fill(folder: str, **files: str) -> None:
@@ -90,7 +90,7 @@ def test_a_kill_during_publication_leaves_one_complete_version(tmp_path, point, 
     _fill(str(final), data="old")
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from mix_pipeline.core import documents
+        from mix_pipeline.core.io import documents
         if not {exchange}:
             documents._renameat2 = False
         staged = documents.staging_dir({str(final)!r})
@@ -108,7 +108,7 @@ def test_a_kill_during_publication_leaves_one_complete_version(tmp_path, point, 
 def test_stage_queries_spill_under_the_data_root(tmp_path):
     """In-memory DuckDB connections of a stage spill into data_root/_work, not DuckDB's default
     ./.tmp in whatever folder the process happens to run from."""
-    from mix_pipeline.core.documents import duckdb_scratch, scratch_connection
+    from mix_pipeline.core.io.documents import duckdb_scratch, scratch_connection
 
     scratch = tmp_path / "data" / "_work" / "duckdb"
     with duckdb_scratch(str(scratch)):

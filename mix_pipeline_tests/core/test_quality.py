@@ -3,8 +3,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mix_pipeline.core import quality
-from mix_pipeline.core.documents import DOCUMENT_SCHEMA
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.io.documents import DOCUMENT_SCHEMA
 
 GATES_DOC = Path(__file__).resolve().parents[2] / "docs" / "quality-gates.md"
 
@@ -114,7 +114,7 @@ def test_default_bands_pass_a_real_crawls_drop_rates_and_stop_a_typo(tmp_path):
 
 def _clusters(path: Path, groups: dict[str, list[tuple[str, int]]]) -> str:
     """groups: source → [(survivor id, members)], every member of one source."""
-    from mix_pipeline.core.dedup import CLUSTER_SCHEMA
+    from mix_pipeline.core.dedup.minhash import CLUSTER_SCHEMA
 
     rows = []
     for source, clusters in groups.items():

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mix_pipeline import layout
-from mix_pipeline.core import quality_model as qm
-from mix_pipeline.core.documents import list_parts
+from mix_pipeline.core.filters import quality_model as qm
+from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.core.stages import (
     StageEnv,
     local_runner,

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.core.documents import list_parts
+from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.core.stages import StageEnv, local_runner, run_raw
 from mix_pipeline.recipe import RecipeError, load_recipe
 from mix_pipeline_tests.conftest import write_jsonl, write_recipe

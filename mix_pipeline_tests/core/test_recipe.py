@@ -133,7 +133,7 @@ def test_symlinks_out_of_the_folder_are_refused_and_allowed_roots_let_paths_out(
 
 # ---- weights and types (bad-input catalogue) ---------------------------------------------------------
 def test_weights_not_summing_to_one_are_normalised_and_non_finite_numbers_refused(folder):
-    from mix_pipeline.core.mixing import allocate, requested_weights
+    from mix_pipeline.core.mixing.selection import allocate, requested_weights
 
     # Weights are relative: {web: 3, books: 1} is a 75/25 mixture, documented as "normalised".
     relative = load_recipe(write_recipe(folder, GOOD.replace("weights: {web: 0.5, books: 0.5}", "weights: {web: 3, books: 1}")))

@@ -22,7 +22,7 @@ class ProbeWorker(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         import os
 
-        from mix_pipeline.core import filters, prose
+        from mix_pipeline.core.filters import registry as filters, prose
 
         language = filters.build_filter("gopher_repetition", {}).language  # what the prose filters ask for
         loaded = {
@@ -52,7 +52,7 @@ def test_pool_workers_are_forked_with_the_preloaded_modules_and_model(tmp_path):
             local_runner(2)([ProbeWorker({str(tmp_path)!r})], {str(tmp_path / "logs")!r}, 2)
             import sys
             # The parent never loaded the model: the workers got it from the forkserver.
-            from mix_pipeline.core import filters
+            from mix_pipeline.core.filters import registry as filters
             assert filters.language_identifier.cache_info().currsize == 0
     """))
     subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=300)

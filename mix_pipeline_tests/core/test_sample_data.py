@@ -17,8 +17,8 @@ from datatrove.pipeline.filters import (
     GopherRepetitionFilter,
 )
 
-from mix_pipeline.core.filters import PII, CodeQualityFilter, SafetyFilter, redact_pii
-from mix_pipeline.core.sample_data import _PII_TEMPLATES, PII_KINDS, _pii_value, _plant_version, build_sample_corpus
+from mix_pipeline.core.filters.registry import PII, CodeQualityFilter, SafetyFilter, redact_pii
+from mix_pipeline.sample.corpus import _PII_TEMPLATES, PII_KINDS, _pii_value, _plant_version, build_sample_corpus
 
 DEFECT_LISTS = ("exact_duplicates", "near_duplicates", "cross_source_duplicates", "spam", "short", "long",
                 "non_english", "offensive", "contaminated", "pii", "bad_code")

@@ -29,9 +29,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from mix_pipeline.core.catalog import conservation
-from mix_pipeline.core.faults import CRASH_AT, CRASH_TRACE
-from mix_pipeline.core.sample_data import build_sample_corpus
+from mix_pipeline.core.provenance.catalog import conservation
+from mix_pipeline.core.io.faults import CRASH_AT, CRASH_TRACE
+from mix_pipeline.sample.corpus import build_sample_corpus
 from mix_pipeline_tests.helpers import published
 
 # Change it to draw other kill points; CI uses the default so a failure is reproducible.

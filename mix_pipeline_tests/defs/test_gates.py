@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mix_pipeline.core.quality import CheckOutcome
-from mix_pipeline.core.sample_data import build_sample_corpus
+from mix_pipeline.core.gates.checks import CheckOutcome
+from mix_pipeline.sample.corpus import build_sample_corpus
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.checks import to_result
 from mix_pipeline.defs.partitions import register

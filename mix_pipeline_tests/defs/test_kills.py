@@ -30,7 +30,7 @@ from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
-from mix_pipeline.core.faults import CRASH_AT, CRASH_TRACE
+from mix_pipeline.core.io.faults import CRASH_AT, CRASH_TRACE
 from mix_pipeline.defs import orphans
 from mix_pipeline.defs.orphans import IN_FLIGHT, ORPHANED_TAG, PID_TAG, START_TIMEOUT_ENV, fail_orphaned_runs
 from mix_pipeline.defs.plan import next_wave

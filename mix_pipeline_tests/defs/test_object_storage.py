@@ -1,6 +1,6 @@
 """Sources, eval sets and data_root on s3:// against a real S3-compatible server (moto's server
 mode on 127.0.0.1): the pipeline reads the corpus through s3fs and publishes its outputs as a
-generation (core/storage.py); what it publishes is byte-identical to a run on local disk, also
+generation (core/io/storage.py); what it publishes is byte-identical to a run on local disk, also
 after SIGKILLs mid-pipeline and mid-publish and a rerun."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ pytest.importorskip("s3fs", reason="the s3 extra is not installed (make install 
 pytest.importorskip("moto.server", reason="moto[server] is not installed (make install installs it)")
 
 from mix_pipeline.cli import main  # noqa: E402
-from mix_pipeline.core import storage  # noqa: E402
-from mix_pipeline.core.faults import CRASH_AT  # noqa: E402
-from mix_pipeline.core.integrity import SEAL  # noqa: E402
-from mix_pipeline.core.sample_data import build_sample_corpus  # noqa: E402
+from mix_pipeline.core.io import storage  # noqa: E402
+from mix_pipeline.core.io.faults import CRASH_AT  # noqa: E402
+from mix_pipeline.core.io.integrity import SEAL  # noqa: E402
+from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
 from mix_pipeline_tests.helpers import TEXT_SUFFIXES, root_independent_seal  # noqa: E402
 
 RECIPE = """

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from mix_pipeline.cli import main
-from mix_pipeline.core.catalog import conservation
-from mix_pipeline.core.documents import file_sha256, list_parts
-from mix_pipeline.core.scoring import score_filtering
+from mix_pipeline.core.provenance.catalog import conservation
+from mix_pipeline.core.io.documents import file_sha256, list_parts
+from mix_pipeline.sample.scoring import score_filtering
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, FILTERED, MIXTURE, MIXTURE_COMPARISON, MIXTURE_LAB, RAW

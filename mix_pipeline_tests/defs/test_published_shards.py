@@ -9,7 +9,7 @@ import json
 import dagster as dg
 import duckdb
 
-from mix_pipeline.core import catalog
+from mix_pipeline.core.provenance import catalog
 from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline_tests.conftest import write_recipe
 from mix_pipeline_tests.helpers import TWO_SOURCES_RECIPE, write_two_sources

@@ -8,7 +8,7 @@ import hashlib
 
 import dagster as dg
 
-from mix_pipeline.core import quality_model as qm
+from mix_pipeline.core.filters import quality_model as qm
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.jobs import QUALITY_MODEL_JOB
 from mix_pipeline.names import FILTERED, QUALITY_MODEL

@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (make install installs it)")
 
 from mix_pipeline.cli import main  # noqa: E402
-from mix_pipeline.core.sample_data import build_sample_corpus  # noqa: E402
+from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
 from mix_pipeline_tests.helpers import published  # noqa: E402
 
 RECIPE = """
@@ -133,7 +133,7 @@ def test_the_ray_executor_without_the_ray_package_fails_in_one_line(inputs, tmp_
 
 
 def test_a_task_that_fails_on_the_cluster_fails_the_stage_in_one_line(cluster, tmp_path):
-    from mix_pipeline.core.executors import ray_runner
+    from mix_pipeline.core.stages.executors import ray_runner
 
     def step(data, rank, world_size):  # defined here: Ray ships it by value
         if rank == 1:
@@ -153,8 +153,8 @@ def test_tasks_on_the_cluster_read_object_storage_with_the_drivers_settings(clus
     pytest.importorskip("s3fs")
     from moto.server import ThreadedMotoServer
 
-    from mix_pipeline.core import storage
-    from mix_pipeline.core.executors import ray_runner
+    from mix_pipeline.core.io import storage
+    from mix_pipeline.core.stages.executors import ray_runner
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 
 from mix_pipeline import layout
-from mix_pipeline.core import quality
-from mix_pipeline.core.documents import list_parts
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.real_text import RECIPE, build_real_text_corpus
 

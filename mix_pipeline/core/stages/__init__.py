@@ -1,5 +1,6 @@
 """The stages, one module each, named as their Dagster assets: raw → filtered → dedup_index →
-deduplicated → mixture → mixture_comparison (base.py holds what they share).
+deduplicated → mixture → mixture_comparison (base.py holds what they share, executors.py where
+their tasks run: local processes or Ray, worker_preload.py what each worker imports once).
 
 Each `run_<stage>` runs, checks, publishes and records one partition; nothing here imports Dagster.
 """

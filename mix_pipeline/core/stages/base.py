@@ -21,10 +21,10 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog
-from mix_pipeline.core import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
-from mix_pipeline.core.documents import duckdb_scratch
-from mix_pipeline.core.quality import CheckOutcome, GateFailed
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.io import logs as _datatrove_logs  # noqa: F401  (quiet datatrove's terminal echo)
+from mix_pipeline.core.io.documents import duckdb_scratch
+from mix_pipeline.core.gates.checks import CheckOutcome, GateFailed
 from mix_pipeline.recipe import Recipe
 
 # (pipeline, logging_dir, tasks) → None
@@ -34,7 +34,7 @@ PipelineRunner = Callable[[list, str, int], None]
 # What every worker of ours needs: imported (and warmed) once in datatrove's forkserver, which
 # forks each pool worker with it already loaded instead of every worker of every stage importing
 # datatrove, pyarrow, DuckDB, spaCy and loading the language-ID model again.
-WORKER_PRELOAD = ("__main__", "mix_pipeline.core.worker_preload")
+WORKER_PRELOAD = ("__main__", "mix_pipeline.core.stages.worker_preload")
 
 
 def preload_workers() -> None:

@@ -1,7 +1,7 @@
 """The `dedup_index` stage: exact and MinHash near-duplicate verdicts across every source.
 
 Snapshots are generations, in order (`default` first, then by name): each generation's
-signatures (core/dedup.py `ShardSignatures`, one launch for all its sources) are clustered against
+signatures (core/dedup/minhash.py `ShardSignatures`, one launch for all its sources) are clustered against
 an index of what earlier generations kept, so a document is only ever a duplicate of one that
 stays. Unchanged leading generations are reused as they are. Checked, published, recorded."""
 
@@ -16,12 +16,13 @@ from dataclasses import asdict
 import pyarrow.parquet as pq
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog, quality
-from mix_pipeline.core.dedup import EMPTY_STATS, SHINGLE_HASH, ShardSignatures, dedup_generation
-from mix_pipeline.core.documents import file_sha256, list_parts, publish_dir, staging_dir
-from mix_pipeline.core.faults import crash_point
-from mix_pipeline.core.integrity import require_intact
-from mix_pipeline.core.lineage import published_partitions
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.dedup.minhash import EMPTY_STATS, SHINGLE_HASH, ShardSignatures, dedup_generation
+from mix_pipeline.core.io.documents import file_sha256, list_parts, publish_dir, staging_dir
+from mix_pipeline.core.io.faults import crash_point
+from mix_pipeline.core.io.integrity import require_intact
+from mix_pipeline.core.provenance.lineage import published_partitions
 from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
 from mix_pipeline.names import DEDUP_INDEX, FILTERED, snapshot_order
 
@@ -90,7 +91,7 @@ def run_dedup_index(env: StageEnv) -> StageResult:
 
     The phases: the generations now (`current_generations`), how many lead unchanged
     (`reusable_generations`, linked into staging by `_link_generation`), then per recomputed
-    generation its signatures (`generation_signatures`) and verdicts (core/dedup.py
+    generation its signatures (`generation_signatures`) and verdicts (core/dedup/minhash.py
     `dedup_generation`); then the state file, checks, gate and publish.
     """
     recipe = env.recipe
@@ -172,7 +173,7 @@ def reusable_generations(final: str, config: dict, current: list[dict]) -> tuple
 
 def verdict_digests(index_dir: str, generations: list[dict]) -> dict[str, str]:
     """{"source/snapshot": sha256 of its cluster file}: what the planner compares to decide whether
-    a deduplicated partition must be rewritten (core/lineage.py), without hashing the files itself."""
+    a deduplicated partition must be rewritten (core/provenance/lineage.py), without hashing the files itself."""
     out = {}
     for gen in generations:
         for source, _ in gen["partitions"]:

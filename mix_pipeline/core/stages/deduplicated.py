@@ -11,8 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog, quality
-from mix_pipeline.core.documents import (
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.io.documents import (
     DEDUPLICATED_SCHEMA,
     DOCUMENT_SCHEMA,
     list_parts,
@@ -20,10 +21,10 @@ from mix_pipeline.core.documents import (
     publish_dir,
     staging_dir,
 )
-from mix_pipeline.core.faults import crash_point
-from mix_pipeline.core.integrity import require_intact, seal
+from mix_pipeline.core.io.faults import crash_point
+from mix_pipeline.core.io.integrity import require_intact, seal
 from mix_pipeline.core.stages.base import StageEnv, StageResult, count_rows, gate, scratch_in_data_root
-from mix_pipeline.core.tokens import TokenCounter
+from mix_pipeline.core.mixing.tokens import TokenCounter
 from mix_pipeline.names import DEDUP_INDEX, DEDUPLICATED, DEFAULT_SNAPSHOT, FATE_DUPLICATE, FILTERED, partition_key
 
 
@@ -52,7 +53,7 @@ def write_deduplicated(inputs: list[str], clusters: str, out_dir: str, tasks: in
         pq.read_table(clusters, columns=["id"], filters=[("fate", "=", FATE_DUPLICATE)]).column("id").to_pylist()
     )
     names = [f.name for f in DOCUMENT_SCHEMA]
-    for rank in range(tasks) if ranks is None else ranks:  # `ranks`: one cluster task's share (core/executors.py)
+    for rank in range(tasks) if ranks is None else ranks:  # `ranks`: one cluster task's share (core/stages/executors.py)
         file_id, sink, writer = 0, None, None
         try:
             for path in inputs[rank::tasks]:
@@ -114,7 +115,7 @@ def run_deduplicated(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHO
     tok = recipe.tokenizer
     if inputs:
         counter = TokenCounter(tok.kind, recipe.resolve(tok.path) if tok.path else None)
-        if getattr(env.runner, "distributed", False):  # one cluster task per output rank (core/executors.py)
+        if getattr(env.runner, "distributed", False):  # one cluster task per output rank (core/stages/executors.py)
             env.runner([DeduplicateRanks(inputs, clusters, tmp, env.tasks_for(len(inputs)), counter)],
                        env.logging_dir(DEDUPLICATED, source, snapshot), env.tasks_for(len(inputs)))
         else:

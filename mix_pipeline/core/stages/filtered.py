@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog, drift, quality
-from mix_pipeline.core.decontamination import Decontaminator
-from mix_pipeline.core.documents import (
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.gates import drift, checks as quality
+from mix_pipeline.core.filters.decontamination import Decontaminator
+from mix_pipeline.core.io.documents import (
     list_parts,
     normalise_shard_names,
     parquet_writer,
@@ -18,8 +19,8 @@ from mix_pipeline.core.documents import (
     scratch_connection,
     staging_dir,
 )
-from mix_pipeline.core.filters import build_filter, is_dropping
-from mix_pipeline.core.integrity import require_intact, seal
+from mix_pipeline.core.filters.registry import build_filter, is_dropping
+from mix_pipeline.core.io.integrity import require_intact, seal
 from mix_pipeline.core.stages.base import ShardReader, StageEnv, StageResult, count_rows, gate, scratch_in_data_root
 from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FILTERED, RAW, partition_key, snapshot_order
 from mix_pipeline.recipe import Recipe

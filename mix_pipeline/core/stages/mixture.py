@@ -1,4 +1,4 @@
-"""The `mixture` stage: one named mixture planned from the deduplicated documents (core/mixing.py:
+"""The `mixture` stage: one named mixture planned from the deduplicated documents (core/mixing/selection.py:
 pools, allocation under caps, deterministic sampling), written as train/validation/test shards with
 trainer exports, checked, given its manifest, published whole, and recorded (ledger in the catalog,
 dataset card beside the manifest)."""
@@ -13,16 +13,18 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog, quality, quality_model
-from mix_pipeline.core.dataset_card import write_dataset_card
-from mix_pipeline.core.documents import list_parts, publish_dir, staging_dir
-from mix_pipeline.core.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
-from mix_pipeline.core.faults import crash_point
-from mix_pipeline.core.filters import pii_kinds
-from mix_pipeline.core.integrity import require_intact, seal
-from mix_pipeline.core.lineage import published_partitions
-from mix_pipeline.core.licenses import license_shares, restrict_licenses
-from mix_pipeline.core.mixing import (
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.filters import quality_model
+from mix_pipeline.core.mixing.dataset_card import write_dataset_card
+from mix_pipeline.core.io.documents import list_parts, publish_dir, staging_dir
+from mix_pipeline.core.mixing.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
+from mix_pipeline.core.io.faults import crash_point
+from mix_pipeline.core.filters.registry import pii_kinds
+from mix_pipeline.core.io.integrity import require_intact, seal
+from mix_pipeline.core.provenance.lineage import published_partitions
+from mix_pipeline.core.mixing.licenses import license_shares, restrict_licenses
+from mix_pipeline.core.mixing.selection import (
     SPLITS,
     InfeasibleMixture,
     build_manifest,
@@ -33,10 +35,10 @@ from mix_pipeline.core.mixing import (
     read_survivors,
     write_mixture,
 )
-from mix_pipeline.core.provenance import sample_rows_markdown
-from mix_pipeline.core.quality import GateFailed
+from mix_pipeline.core.provenance.trace import sample_rows_markdown
+from mix_pipeline.core.gates.checks import GateFailed
 from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
-from mix_pipeline.core.tokens import TokenCounter
+from mix_pipeline.core.mixing.tokens import TokenCounter
 from mix_pipeline.names import DEDUPLICATED, MIXTURE
 
 
@@ -157,7 +159,7 @@ def run_mixture(env: StageEnv, name: str) -> StageResult:
                               output_digest(tmp, splits), exports)
     if buckets := quality_model.manifest_buckets(recipe, sources):
         manifest["quality_buckets"] = buckets
-    # Additive keys (core/licenses.py): each license's share of the rows written, and what
+    # Additive keys (core/mixing/licenses.py): each license's share of the rows written, and what
     # allowed_licenses left out.
     manifest["licenses"] = license_shares([os.path.join(tmp, f) for split in SPLITS for f in splits[split]["files"]],
                                           license_specs, spec.unit)
@@ -178,7 +180,7 @@ def run_mixture(env: StageEnv, name: str) -> StageResult:
     with open(os.path.join(tmp, layout.MANIFEST_FILE), "w") as f:
         f.write(manifest_text(manifest))
     report = record(env, name, manifest, tmp)
-    # Sealed like the document stages (core/integrity.py): a shard, export or manifest deleted or
+    # Sealed like the document stages (core/io/integrity.py): a shard, export or manifest deleted or
     # changed after publication is found by the next run, which rebuilds the mixture to the same bytes.
     seal(tmp)
     publish_dir(tmp, final)

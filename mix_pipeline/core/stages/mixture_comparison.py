@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from mix_pipeline import layout
-from mix_pipeline.core.comparison import read_manifests, write_comparison
+from mix_pipeline.core.mixing.comparison import read_manifests, write_comparison
 from mix_pipeline.core.stages.base import StageEnv
 
 

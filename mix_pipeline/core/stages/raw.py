@@ -1,5 +1,5 @@
 """The `raw` stage: one snapshot of a source's input files, normalised to id, text, source,
-domain and metadata (core/readers.py); unreadable records quarantined with a reason, later records
+domain and metadata (core/io/readers.py); unreadable records quarantined with a reason, later records
 reusing an id quarantined as `duplicate_id`, documents named by a removal request set aside. The
 partition is checked, sealed and published whole, then recorded in the catalog."""
 
@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 from datatrove.data import Document
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog, quality
-from mix_pipeline.core.documents import (
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.io.documents import (
     DOCUMENT_SCHEMA,
     document_row,
     drop_rows,
@@ -25,9 +26,9 @@ from mix_pipeline.core.documents import (
     sql_file_list,
     staging_dir,
 )
-from mix_pipeline.core.integrity import seal
-from mix_pipeline.core.provenance import partition_removals, set_aside_removed
-from mix_pipeline.core.readers import DUPLICATE_ID, SNIPPET_CHARS, SourceReader
+from mix_pipeline.core.io.integrity import seal
+from mix_pipeline.core.provenance.trace import partition_removals, set_aside_removed
+from mix_pipeline.core.io.readers import DUPLICATE_ID, SNIPPET_CHARS, SourceReader
 from mix_pipeline.core.stages.base import StageEnv, StageResult, count_rows, gate, scratch_in_data_root
 from mix_pipeline.names import DEFAULT_SNAPSHOT, RAW, partition_key
 from mix_pipeline.recipe import RecipeError, check_file_name
@@ -141,7 +142,7 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     if duplicates:
         quarantine_parts = list_parts(quarantine_tmp)
         env.log(f"raw[{key}]: {duplicates} record(s) reuse an earlier record's id: quarantined as duplicate_id")
-    # Removal requests (core/provenance.py): set aside in a quarantine shard of their own, which
+    # Removal requests (core/provenance/trace.py): set aside in a quarantine shard of their own, which
     # the quarantine-rate check does not count.
     unread = quarantine_parts
     removed = set_aside_removed(raw_parts, quarantine_tmp, len(quarantine_parts),

@@ -474,7 +474,7 @@ class SourceReader(PipelineStep):
             yield False, self._quarantine(rel, 0, q.reason, q.detail, raw)
 
     def read_file(self, path: str) -> Iterator[tuple[bool, Document]]:
-        from mix_pipeline.core import storage
+        from mix_pipeline.core.io import storage
 
         if storage.is_url(path):
             # issue 14: an object is read from a local copy this task downloads: same bytes, same

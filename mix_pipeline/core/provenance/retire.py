@@ -4,7 +4,7 @@ A changed source layout (a source moved from one folder to dated `{snapshot}` fo
 folder renamed or deleted) leaves published partitions that no input produces any more. Left in
 place they would poison what reads every folder: dedup would take the old `default` partition's
 documents as the originals of the first dated snapshot, all of it "duplicate". The later stages
-read only the partitions the recipe discovers now (core/lineage.py `published_partitions`); this
+read only the partitions the recipe discovers now (core/provenance/lineage.py `published_partitions`); this
 module also moves the undiscovered ones' folders aside, to `data_root/_retired/<when>/<folder>/
 <source>/<snapshot>` (nothing is deleted: moving one back restores it), and takes their rows out of
 the catalog, recording each in `retired_partitions`. The result is what a fresh run with the new
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from mix_pipeline import layout
-from mix_pipeline.core import catalog
+from mix_pipeline.core.provenance import catalog
 from mix_pipeline.names import partition_key
 
 # The stage folders that hold one folder per source×snapshot partition.

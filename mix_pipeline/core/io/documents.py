@@ -15,7 +15,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mix_pipeline.core.faults import crash_point
+from mix_pipeline.core.io.faults import crash_point
 
 # Every stage writes the same columns, so any stage's shards can be read with the same code
 # (and loaded by `datasets`). `metadata` is JSON text: its keys vary by source.

@@ -24,7 +24,7 @@ COMPONENTS = {"length": ("length", "input_length"), "language": ("language", "in
 def _distributions(con, parts: list[str]) -> tuple[dict[str, float], dict[str, float]]:
     """(length buckets, language counts) of the documents in `parts`. A document dropped before
     the language filter ran (or with no language filter) counts as `unknown`."""
-    from mix_pipeline.core.documents import sql_file_list
+    from mix_pipeline.core.io.documents import sql_file_list
 
     docs = f"read_parquet({sql_file_list(parts)})"
     length = {
@@ -51,7 +51,7 @@ def profile(kept_parts: list[str], input_documents: int, drops: dict[str, int],
             dropped_parts: list[str] | None = None) -> dict:
     """`dropped_parts`: every shard of documents the filters dropped (the stage input is those
     and `kept_parts`)."""
-    from mix_pipeline.core.documents import scratch_connection, sql_file_list
+    from mix_pipeline.core.io.documents import scratch_connection, sql_file_list
 
     length: dict[str, float] = {}
     language: dict[str, float] = {}

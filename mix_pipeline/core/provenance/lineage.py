@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 
-from mix_pipeline.core.provenance import removals_fingerprint
-from mix_pipeline.core.quality_model import filter_fingerprint
+from mix_pipeline.core.provenance.trace import removals_fingerprint
+from mix_pipeline.core.filters.quality_model import filter_fingerprint
 from mix_pipeline.recipe import Recipe
 
 # Source settings only the mixture stage reads (licenses): changing them rebuilds no partition.
@@ -29,8 +29,8 @@ def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
     root = recipe.source_root(source, snapshot)
     files = []
     for path in recipe.source_files(source, snapshot):
-        if "://" in path:  # issue 14: an object's size and ETag (core/storage.py)
-            from mix_pipeline.core import storage
+        if "://" in path:  # issue 14: an object's size and ETag (core/io/storage.py)
+            from mix_pipeline.core.io import storage
 
             files.append((storage.relpath(path, root), *storage.stat(path)))
             continue
@@ -39,7 +39,7 @@ def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
     payload = {"spec": recipe.sources[source].model_dump(exclude=MIXTURE_TIME_KEYS), "files": files}
     if (model := filter_fingerprint(recipe, source)) is not None:
         payload["quality_model"] = model  # a retrained model reruns the sources it scores
-    # Removal requests of the partition (core/provenance.py): a new one makes it stale.
+    # Removal requests of the partition (core/provenance/trace.py): a new one makes it stale.
     removals = removals_fingerprint(recipe.data_root_path, source, snapshot)
     if removals is not None:
         payload["removals"] = removals
@@ -50,7 +50,7 @@ def published_problem(recipe: Recipe, source: str, snapshot: str) -> str | None:
     """Why what raw + filtered published for a partition can no longer be trusted (a shard
     missing, changed or added since, see core.integrity), or None. Such a partition is stale
     whatever its input fingerprint says: ingesting it again rebuilds it."""
-    from mix_pipeline.core.integrity import verify_partition
+    from mix_pipeline.core.io.integrity import verify_partition
     from mix_pipeline.names import FILTERED, RAW
 
     for stage in (RAW, FILTERED):
@@ -65,14 +65,14 @@ def published_problem(recipe: Recipe, source: str, snapshot: str) -> str | None:
 # refresh rebuilds a deduplicated partition only when its verdicts (or its filtered documents)
 # changed, and a mixture only when a partition it draws from changed bytes. Each stage records its
 # fingerprint with its materialization; the planner (defs/plan.py) computes the same function from
-# what is on disk now and rebuilds on a difference. The seals (core/integrity.py) already hold every
+# what is on disk now and rebuilds on a difference. The seals (core/io/integrity.py) already hold every
 # published file's sha256, so a partition's content costs one small file read, not a rehash.
 
 
 def seal_digest(root: str, folder: str, source: str, snapshot: str) -> str | None:
     """sha256 of a published partition folder's seal (its files' names, sizes and sha256s), or None."""
     from mix_pipeline import layout
-    from mix_pipeline.core.integrity import SEAL
+    from mix_pipeline.core.io.integrity import SEAL
 
     path = os.path.join(layout.partition_dir(root, folder, source, snapshot), SEAL)
     try:
@@ -99,7 +99,7 @@ def verdict_digests(root: str) -> dict[str, str]:
 def published_partitions(recipe: Recipe, folder: str, sources=None) -> list[tuple[str, str]]:
     """(source, snapshot) of the partitions the recipe discovers now whose `folder` stage is
     published, in generation order. A later stage reads these and nothing else: a snapshot folder
-    the recipe no longer discovers (a changed layout, core/retire.py) is never read."""
+    the recipe no longer discovers (a changed layout, core/provenance/retire.py) is never read."""
     from mix_pipeline import layout
     from mix_pipeline.names import snapshot_order
 
@@ -139,7 +139,7 @@ def mixture_fingerprint(recipe: Recipe, name: str) -> str:
     from mix_pipeline import layout
 
     root = recipe.data_root_path
-    from mix_pipeline.core.quality_model import base_source
+    from mix_pipeline.core.filters.quality_model import base_source
 
     sources = {base_source(s) for s in recipe.mixture_sources(name)}
     parts = published_partitions(recipe, layout.DEDUPLICATED_DIR, sources)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from mix_pipeline import layout
-from mix_pipeline.core.documents import list_parts, sql_file_list
+from mix_pipeline.core.io.documents import list_parts, sql_file_list
 from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FATE_DROPPED, FATE_QUARANTINED
 from mix_pipeline.recipe import Recipe
 
@@ -142,7 +142,7 @@ def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SN
 
     # ---- quality classifier: ROC AUC of the recipe's model, planted low-quality vs clean documents
     if recipe.quality_model is not None and "low_quality" in truth:
-        from mix_pipeline.core import quality_model
+        from mix_pipeline.core.filters import quality_model
 
         if os.path.exists(quality_model.model_path(recipe)):
             out["quality_classifier"] = quality_model.score_against_truth(recipe, truth)

@@ -16,8 +16,8 @@ import pyarrow.parquet  # noqa: F401
 from datatrove.pipeline.filters import GopherRepetitionFilter
 
 from mix_pipeline.core import stages as _stages  # noqa: F401  (every stage module)
-from mix_pipeline.core.filters import fast_language_identifier
-from mix_pipeline.core.prose import import_spacy, word_splitter
+from mix_pipeline.core.filters.registry import fast_language_identifier
+from mix_pipeline.core.filters.prose import import_spacy, word_splitter
 
 import_spacy()  # datatrove's word tokenizer imports it on first use (without torch: see there)
 fast_language_identifier()

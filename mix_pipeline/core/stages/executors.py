@@ -14,7 +14,7 @@ byte-identical to a local run's with the same `tasks`.
 Workers write into the stage's staging folder under data_root: on a cluster of more than one
 machine, data_root (and the folders the recipe's local sources live in) must be a filesystem every
 node mounts at the same path (NFS, a shared volume), or the sources must live on object storage
-(core/storage.py), which workers read directly.
+(core/io/storage.py), which workers read directly.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def ray_runner(address: str | None = None, workers: int | None = None, cpus_per_
         connect(address)
         from datatrove.executor.ray import RayPipelineExecutor
 
-        from mix_pipeline.core.storage import forwarded_env
+        from mix_pipeline.core.io.storage import forwarded_env
 
         # Object-storage settings (endpoint, credentials) as the driver has them now, for tasks
         # on any node: each task's actor gets them in its environment.
@@ -205,7 +205,7 @@ def preflight(recipe) -> None:
         # Connect now (this process is the driver for the whole run): a cluster that cannot be
         # reached or found (`auto` with none running) fails here, before any stage, in one line.
         connect(spec.address)
-    from mix_pipeline.core import storage
+    from mix_pipeline.core.io import storage
 
     for key, path in recipe.path_keys():
         if storage.is_url(path):

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from mix_pipeline.core.documents import sql_file_list
+from mix_pipeline.core.io.documents import sql_file_list
 from mix_pipeline.names import FATE_DUPLICATE, FATE_KEPT
 
 SIGNATURE_SCHEMA_FIELDS = [

@@ -19,7 +19,7 @@ import json
 import os
 
 from mix_pipeline import layout
-from mix_pipeline.core.documents import file_sha256
+from mix_pipeline.core.io.documents import file_sha256
 from mix_pipeline.names import DEDUPLICATED, FILTERED, RAW, partition_key
 
 SEAL = "_published.json"

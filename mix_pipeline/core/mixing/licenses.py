@@ -109,7 +109,7 @@ def hf_license(spdx: str) -> str:
 def _license_batches(con, files: list[str], specs: dict, columns: str = ""):
     """(source, license, n_tokens, ...) batches over Parquet shards with our columns; text is read
     (its head only) just for the sources that detect headers."""
-    from mix_pipeline.core.documents import sql_file_list
+    from mix_pipeline.core.io.documents import sql_file_list
 
     detecting = [s for s, spec in specs.items() if needs_text(spec)]
     head = (f"CASE WHEN source IN ({', '.join(repr(s) for s in detecting)}) THEN left(text, {HEADER_CHARS}) END"
@@ -142,7 +142,7 @@ def restrict_licenses(files: dict[str, list[str]], specs: dict, allowed: list[st
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mix_pipeline.core.documents import scratch_connection
+    from mix_pipeline.core.io.documents import scratch_connection
 
     allowed_set = set(allowed)
     excluded: dict[str, dict[str, dict[str, int]]] = {}
@@ -189,7 +189,7 @@ def restrict_licenses(files: dict[str, list[str]], specs: dict, allowed: list[st
 
 def license_shares(files: list[str], specs: dict, unit: str) -> dict[str, dict]:
     """Per license over a mixture's output shards: rows, units (the mixture's unit) and share of units."""
-    from mix_pipeline.core.documents import scratch_connection
+    from mix_pipeline.core.io.documents import scratch_connection
 
     counts: dict[str, dict[str, int]] = {}
     if files:

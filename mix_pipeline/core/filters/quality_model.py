@@ -40,7 +40,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 
 from mix_pipeline.names import META_FILTER_VALUE, META_QUALITY_SCORE
 
-MAGIC = b"MIXPIPELINE-QUALITY-MODEL 1\n"
+MAGIC = b"mix_pipeline-QUALITY-MODEL 1\n"
 MODEL_FILE = "model.bin"
 MODEL_DIR = "quality_model"
 BUCKET_SEPARATOR = "@"
@@ -132,7 +132,7 @@ def load_model(path: str) -> QualityModel:
 def source_documents(recipe, source: str) -> Iterator[Document]:
     """Every readable document of a source's input files (all snapshots), read the way the raw
     stage reads them; quarantined records are skipped."""
-    from mix_pipeline.core.readers import SourceReader
+    from mix_pipeline.core.io.readers import SourceReader
 
     spec = recipe.sources[source]
     for snapshot in recipe.snapshots(source):
@@ -169,8 +169,8 @@ def training_fingerprint(recipe) -> str:
     for source in sorted(set(spec.references) | set(spec.negatives_from(recipe))):
         for snapshot in recipe.snapshots(source):
             for path in recipe.source_files(source, snapshot):
-                if "://" in path:  # issue 14: an object's size and ETag (core/storage.py)
-                    from mix_pipeline.core import storage
+                if "://" in path:  # issue 14: an object's size and ETag (core/io/storage.py)
+                    from mix_pipeline.core.io import storage
 
                     files.append((source, path, *storage.stat(path)))
                     continue

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from mix_pipeline.core.documents import DOCUMENT_SCHEMA, scratch_connection, sql_file_list
+from mix_pipeline.core.io.documents import DOCUMENT_SCHEMA, scratch_connection, sql_file_list
 from mix_pipeline.names import DECONTAMINATION, FILTER_NAMES, META_FILTER_REASON, META_FILTER_VALUE, META_LANGUAGE
 
 SEVERITIES = ("error", "warn")
@@ -316,7 +316,7 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
                        ).fetchall()] if bad_ids else []))
 
     cfg, sev = settings("raw_quarantine_rate", overrides)
-    from mix_pipeline.core.readers import EMPTY_FILE, EMPTY_TEXT
+    from mix_pipeline.core.io.readers import EMPTY_FILE, EMPTY_TEXT
 
     empty_reasons = f"'{EMPTY_FILE}', '{EMPTY_TEXT}'"
     counted = f"FROM read_parquet({sql_file_list(quarantine_parts)}) WHERE coalesce(json_extract_string(metadata, '$.reason'), '') NOT IN ({empty_reasons})"
@@ -388,7 +388,7 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
 
 def drift_check(current: dict, refs: dict[str, tuple[str, dict]], overrides: dict) -> CheckOutcome:
     """Drift of a partition's profile against the previous snapshot and the baseline."""
-    from mix_pipeline.core.drift import drift
+    from mix_pipeline.core.gates.drift import drift
 
     cfg, sev = settings("drift", overrides)
     if not refs:
@@ -455,7 +455,7 @@ def mixture_checks(
     catalog (plain library use)."""
     import pandas as pd
 
-    from mix_pipeline.core.filters import find_pii
+    from mix_pipeline.core.filters.registry import find_pii
 
     out = []
     frame = pd.DataFrame(ledger)

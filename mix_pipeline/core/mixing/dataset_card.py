@@ -14,9 +14,9 @@ import os
 
 import yaml
 
-from mix_pipeline.core.documents import write_text_atomic
-from mix_pipeline.core.licenses import UNKNOWN, hf_license
-from mix_pipeline.core.mixing import SPLITS
+from mix_pipeline.core.io.documents import write_text_atomic
+from mix_pipeline.core.mixing.licenses import UNKNOWN, hf_license
+from mix_pipeline.core.mixing.selection import SPLITS
 from mix_pipeline.names import DECONTAMINATION, FATE_DROPPED, FATES
 
 CARD_FILE = "README.md"

@@ -12,7 +12,7 @@ secret:
   - gs://  GOOGLE_APPLICATION_CREDENTIALS.
   - MIX_PIPELINE_STORAGE_OPTIONS: a JSON object {protocol: {option: value}} passed to
     fsspec.filesystem(protocol, **options), e.g. {"s3": {"anon": true}}.
-The Ray runner forwards these variables to its tasks (core/executors.py).
+The Ray runner forwards these variables to its tasks (core/stages/executors.py).
 
 How a remote file is read: the task that reads it (rank r reads files r, r+N, ...) copies the
 object to a local temporary file and reads that with the same readers as a local file, so ids and
@@ -30,7 +30,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from mix_pipeline.core.documents import file_sha256
+from mix_pipeline.core.io.documents import file_sha256
 from mix_pipeline.errors import RecipeError
 
 OPTIONS_ENV = "MIX_PIPELINE_STORAGE_OPTIONS"
@@ -248,7 +248,7 @@ def publish_tree(local_root: str, url: str, log=print) -> str:
     """Publish the mirror's tree to `url` as a generation (see above); returns its id."""
     import hashlib
 
-    from mix_pipeline.core.faults import crash_point
+    from mix_pipeline.core.io.faults import crash_point
 
     fs = filesystem(url)
     url = url.rstrip("/")

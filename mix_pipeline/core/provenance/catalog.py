@@ -17,9 +17,9 @@ from dataclasses import asdict
 
 import duckdb
 
-from mix_pipeline.core.documents import sql_file_list
-from mix_pipeline.core.faults import crash_point
-from mix_pipeline.core.provenance import REMOVED_REASON
+from mix_pipeline.core.io.documents import sql_file_list
+from mix_pipeline.core.io.faults import crash_point
+from mix_pipeline.core.provenance.trace import REMOVED_REASON
 from mix_pipeline.names import (
     DECONTAMINATION,
     FATE_DROPPED,
@@ -93,7 +93,7 @@ SCHEMA = [
         mixture VARCHAR, source VARCHAR, target_weight DOUBLE, achieved_weight DOUBLE,
         target_units BIGINT, units BIGINT, documents BIGINT, rows BIGINT,
         available_units BIGINT, available_documents BIGINT, epochs DOUBLE)""",
-    # Partitions taken out because the recipe no longer discovers them (core/retire.py): when,
+    # Partitions taken out because the recipe no longer discovers them (core/provenance/retire.py): when,
     # where their folders went, how many input records they had.
     """CREATE TABLE IF NOT EXISTS retired_partitions (
         source VARCHAR, snapshot VARCHAR, retired_at VARCHAR, moved_to VARCHAR, records BIGINT)""",
@@ -158,7 +158,7 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
         quarantined = 0
         if quarantine_files:
             # Documents set aside on a removal request sit in the quarantine folder with the reason
-            # `removed` (core/provenance.py); their fate is `removed`, the request's reason kept.
+            # `removed` (core/provenance/trace.py); their fate is `removed`, the request's reason kept.
             con.execute(
                 f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, detail)
                     SELECT source, ?, id, 'raw',

@@ -30,9 +30,9 @@ import xxhash
 import yaml
 
 from mix_pipeline import layout
-from mix_pipeline.core.documents import write_text_atomic
-from mix_pipeline.core.lab_transfer import spearman_rho, transfer_checks
-from mix_pipeline.core.mixing import (
+from mix_pipeline.core.io.documents import write_text_atomic
+from mix_pipeline.core.lab.transfer import spearman_rho, transfer_checks
+from mix_pipeline.core.mixing.selection import (
     InfeasibleMixture,
     Pool,
     _mix64,
@@ -680,11 +680,11 @@ class BigramProxy:
 
 
 class NeuralLabProxy:
-    """The transformer proxy (core/lab_neural.py): documents accumulate into one byte stream per
+    """The transformer proxy (core/lab/neural.py): documents accumulate into one byte stream per
     candidate; a model is trained on it and scored on each domain's held-out windows."""
 
     def __init__(self, spec, seed: int, texts: dict[str, list[str]], steps_scale: float = 1.0):
-        from mix_pipeline.core import lab_neural
+        from mix_pipeline.core.lab import neural as lab_neural
 
         self.nn = lab_neural
         self.model = lab_neural.NeuralProxy(spec, seed, steps_scale)

@@ -43,8 +43,8 @@ import pyarrow.parquet as pq
 import xxhash
 
 from mix_pipeline.core.arrays import runs
-from mix_pipeline.core.documents import sql_strings
-from mix_pipeline.core.faults import crash_point
+from mix_pipeline.core.io.documents import sql_strings
+from mix_pipeline.core.io.faults import crash_point
 
 SPLITS = ("train", "validation", "test")
 # How many gap-filling picks to try after the prefix; each is one vectorised scan.
@@ -994,7 +994,7 @@ def output_files(splits: dict[str, dict]) -> list[str]:
 
 def output_digest(out_dir: str, splits: dict[str, dict]) -> str:
     """sha256 over the (relative path, sha256) of every output file, in order."""
-    from mix_pipeline.core.documents import file_sha256
+    from mix_pipeline.core.io.documents import file_sha256
 
     h = hashlib.sha256()
     for rel in output_files(splits):

@@ -43,7 +43,7 @@ def eval_set_name(path: str) -> str:
 
 def _open_text(path: str):
     if "://" in path:  # issue 14: an eval set on object storage
-        from mix_pipeline.core import storage
+        from mix_pipeline.core.io import storage
 
         return storage.open_text(path)
     return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")

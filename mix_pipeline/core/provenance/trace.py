@@ -3,7 +3,7 @@
 Removals: `data_root/removals.jsonl` lists (source, snapshot, id, reason), one JSON object a line,
 sorted. The raw stage sets the listed documents aside (a quarantine shard of their own, reason
 `removed`, no text kept), so no later stage ever reads them, and the catalog gives them the fate
-`removed`. A partition's removals are part of its input fingerprint (core/lineage.py), so any
+`removed`. A partition's removals are part of its input fingerprint (core/provenance/lineage.py), so any
 orchestrator (the CLI, a schedule, the Dagster daemon) sees exactly the partitions that hold a
 newly forgotten document as stale and rebuilds them, and what is downstream of them, through
 the normal partitioned path.
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mix_pipeline import layout
-from mix_pipeline.core.documents import DOCUMENT_SCHEMA, drop_rows, list_parts, sql_file_list, write_text_atomic
+from mix_pipeline.core.io.documents import DOCUMENT_SCHEMA, drop_rows, list_parts, sql_file_list, write_text_atomic
 from mix_pipeline.names import (
     DECONTAMINATION,
     FATE_DROPPED,
@@ -306,8 +306,8 @@ def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool 
     """The history of the document `ref` names (an id, or a mixture row MIXTURE/SPLIT/FILE:ROW), one
     entry per source:snapshot that holds a document with that id. `with_mixtures=False` skips
     the search of every mixture's shards for the rows that hold it."""
-    from mix_pipeline.core.filters import is_dropping
-    from mix_pipeline.core.licenses import document_license
+    from mix_pipeline.core.filters.registry import is_dropping
+    from mix_pipeline.core.mixing.licenses import document_license
 
     root = recipe.data_root_path
     row_ref = None

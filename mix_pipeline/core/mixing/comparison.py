@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from mix_pipeline.core.documents import write_text_atomic
+from mix_pipeline.core.io.documents import write_text_atomic
 
 COLUMNS = ["mixture", "unit", "source", "requested_weight", "target_weight", "achieved_weight", "units",
            "tokens", "documents", "rows", "epochs", "max_epochs"]

@@ -26,8 +26,8 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer, strip_strings
 
-from mix_pipeline.core import wordlists
-from mix_pipeline.core.prose import drop, word_splitter
+from mix_pipeline.core.filters import wordlists
+from mix_pipeline.core.filters.prose import drop, word_splitter
 from mix_pipeline.names import (
     FILTER_NAMES,
     META_FLAGGED_WORDS,
@@ -52,7 +52,7 @@ def language_identifier():
 def fast_language_identifier():
     """py3langid's model classified with array operations instead of its per-byte Python loop:
     the same languages and scores (see core.fastlang), several times faster."""
-    from mix_pipeline.core.fastlang import FastIdentifier
+    from mix_pipeline.core.filters.fastlang import FastIdentifier
 
     return FastIdentifier(language_identifier())
 
@@ -622,15 +622,15 @@ def shared_tokenizer(language: str) -> SharedSpaCyTokenizer | None:
 _CLASSES: dict[str, str | type[PipelineStep]] = {
     # datatrove's classes with their `filter` computed from one shared word split (core.prose):
     # the same parameters, decisions and reasons, plus the measured value of each drop.
-    "gopher_repetition": "mix_pipeline.core.prose.FastGopherRepetitionFilter",
-    "gopher_quality": "mix_pipeline.core.prose.FastGopherQualityFilter",
-    "c4": "mix_pipeline.core.prose.FastC4QualityFilter",
-    "fineweb": "mix_pipeline.core.prose.FastFineWebQualityFilter",
+    "gopher_repetition": "mix_pipeline.core.filters.prose.FastGopherRepetitionFilter",
+    "gopher_quality": "mix_pipeline.core.filters.prose.FastGopherQualityFilter",
+    "c4": "mix_pipeline.core.filters.prose.FastC4QualityFilter",
+    "fineweb": "mix_pipeline.core.filters.prose.FastFineWebQualityFilter",
     "language": LanguageIdFilter,
     "safety": SafetyFilter,
     "code_quality": CodeQualityFilter,
     "pii": PIIRedactor,
-    "quality_classifier": "mix_pipeline.core.quality_model.QualityClassifierFilter",
+    "quality_classifier": "mix_pipeline.core.filters.quality_model.QualityClassifierFilter",
 }
 assert set(_CLASSES) == set(FILTER_NAMES)
 # Parameters that are file paths, resolved against the recipe's folder.
