@@ -1,6 +1,7 @@
 import pytest
 
 from mix_pipeline.recipe import RecipeError, load_recipe
+from mix_pipeline.recipe.inputs import source_files
 from mix_pipeline_tests.conftest import write_jsonl, write_recipe
 
 GOOD = """
@@ -25,7 +26,7 @@ def folder(tmp_path):
 def test_good_recipe_loads_with_paths_resolved_against_its_folder(folder):
     recipe = load_recipe(write_recipe(folder, GOOD))
     assert recipe.data_root_path == str(folder / "data")
-    assert recipe.source_files("web") == [str(folder / "web" / "a.jsonl")]
+    assert source_files(recipe, "web") == [str(folder / "web" / "a.jsonl")]
     assert [f.name for f in recipe.sources["web"].filters] == ["gopher_quality", "language"]
     assert recipe.sources["web"].filters[1].params == {"languages": ["en"], "min_score": 0.6}
     assert recipe.priority_rank("books") < recipe.priority_rank("web")
@@ -126,14 +127,14 @@ def test_symlinks_out_of_the_folder_are_refused_and_allowed_roots_let_paths_out(
         load_recipe(write_recipe(home, body + '  books: {path: "linked/*.jsonl"}\n'))
     allowed = load_recipe(write_recipe(home, "allowed_roots: [../outside]\n" + body
                                        + '  books: {path: "linked/*.jsonl"}\n  more: {path: "../outside/*.jsonl"}\n'))
-    assert allowed.source_files("more") == [str(outside / "a.jsonl")]
+    assert source_files(allowed, "more") == [str(outside / "a.jsonl")]
     with pytest.raises(RecipeError, match="allowed_rots: unknown key"):
         load_recipe(write_recipe(home, "allowed_rots: [../outside]\n" + body))
 
 
 # ---- weights and types (bad-input catalogue) ---------------------------------------------------------
 def test_weights_not_summing_to_one_are_normalised_and_non_finite_numbers_refused(folder):
-    from mix_pipeline.core.mixing.selection import allocate, requested_weights
+    from mix_pipeline.core.mixing.weights import allocate, requested_weights
 
     # Weights are relative: {web: 3, books: 1} is a 75/25 mixture, documented as "normalised".
     relative = load_recipe(write_recipe(folder, GOOD.replace("weights: {web: 0.5, books: 0.5}", "weights: {web: 3, books: 1}")))
