@@ -80,16 +80,7 @@ FATES = (FATE_KEPT, FATE_DROPPED, FATE_DUPLICATE, FATE_QUARANTINED, FATE_REMOVED
 # The removal requests of a data_root, one JSON object a line (core/provenance/trace.py).
 REMOVALS_FILE = "removals.jsonl"
 
-# Filters a recipe may list, in the order they are documented.
-FILTER_NAMES = (
-    "gopher_repetition", "gopher_quality", "c4", "fineweb", "language", "safety", "code_quality", "pii",
-    "quality_classifier",
-)
-# Prose-quality filters; `code_quality` replaces them on code sources.
-PROSE_FILTERS = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
-# Not listed under a source's filters: the recipe's top-level `decontamination` runs it on every
-# source, first in the filtered stage. Its drops are attributed to this name like a filter's.
-DECONTAMINATION = "decontamination"
+# Filter names live with the filters, in core/filters/registry.py.
 
 # PII kinds, in the order they are redacted: secrets and card numbers first, so the looser phone
 # pattern never claims digits that belong to them.

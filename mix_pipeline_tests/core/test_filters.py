@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -17,17 +18,11 @@ from mix_pipeline.core.provenance import catalog
 from mix_pipeline.core.mixing import selection as mixing
 from mix_pipeline.core.gates import checks as quality
 from mix_pipeline.core.io.documents import DOCUMENT_SCHEMA
-from mix_pipeline.core.filters.registry import (
-    PII,
-    CodeQualityFilter,
-    LanguageIdFilter,
-    PIIRedactor,
-    SafetyFilter,
-    data_fraction,
-    find_pii,
-    luhn_valid,
-    redact_pii,
-)
+from mix_pipeline.core.filters.base import FilterFamily, drop
+from mix_pipeline.core.filters.code_quality import CodeQualityFilter, data_fraction
+from mix_pipeline.core.filters.language import LanguageIdFilter
+from mix_pipeline.core.filters.pii import PII, PIIRedactor, find_pii, luhn_valid, redact_pii
+from mix_pipeline.core.filters.safety import SafetyFilter
 from mix_pipeline_tests.conftest import prose_doc
 
 CARDS = ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "3782 822463 10005", "6011000990139424"]
@@ -314,7 +309,7 @@ def test_shared_tokenizer_splits_words_and_sentences_like_datatrove(sample_3mb):
     web document and (as C4 asks) every line of it, across cache resets too."""
     from datatrove.utils.word_tokenizers import SpaCyTokenizer
 
-    from mix_pipeline.core.filters.registry import SharedSpaCyTokenizer
+    from mix_pipeline.core.filters.tokenizer import SharedSpaCyTokenizer
 
     texts = [t for _, t in _sample_texts(sample_3mb, "web")][:150]
     lines = [line.strip() for t in texts for line in t.splitlines() if line.strip()]
@@ -332,7 +327,7 @@ def test_shared_tokenizer_splits_words_and_sentences_like_datatrove(sample_3mb):
 
 
 def test_memoized_words_are_a_copy_per_caller():
-    from mix_pipeline.core.filters.registry import SharedSpaCyTokenizer
+    from mix_pipeline.core.filters.tokenizer import SharedSpaCyTokenizer
 
     shared = SharedSpaCyTokenizer("en", memo_size=2)
     words = shared.word_tokenize("One two three.")
@@ -359,7 +354,7 @@ def _decisions(steps, docs) -> list:
 
 
 def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_3mb):
-    """The Gopher repetition, Gopher quality, C4 and FineWeb filters a recipe builds (core.prose:
+    """The Gopher repetition, Gopher quality, C4 and FineWeb filters a recipe builds (core.filters.prose:
     one shared word split, array statistics) keep and drop the same documents for the same
     reasons, leaving the same texts, as datatrove's own filters; each drop carries its value."""
     from datatrove.pipeline.filters import (
@@ -369,7 +364,7 @@ def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_
         GopherRepetitionFilter,
     )
 
-    from mix_pipeline.core.filters import prose
+    from mix_pipeline.core.filters import words as prose_words
     from mix_pipeline.core.filters.registry import build_filter
 
     docs = [doc(text, i) for i, text in _sample_texts(sample_3mb, "web")]
@@ -405,20 +400,20 @@ def test_prose_filters_decide_as_datatrove_and_record_what_they_measured(sample_
     # The words are spaCy's own, also after the chunk cache starts again.
     from datatrove.utils.word_tokenizers import SpaCyTokenizer
 
-    small, stock_words = prose.WordSplitter("en", max_chunks=500), SpaCyTokenizer("en")
+    small, stock_words = prose_words.WordSplitter("en", max_chunks=500), SpaCyTokenizer("en")
     for d in docs[:60]:
         want = stock_words.word_tokenize(d.text)
         assert small.words(d.text) == want
         arrays = small.arrays(d.text)  # the same words as hashes, lengths and flags
-        assert arrays.ids.tolist() == prose._word_ids(want).tolist()
+        assert arrays.ids.tolist() == prose_words.word_ids(want).tolist()
         assert arrays.lengths.tolist() == [len(w) for w in want]
-        assert arrays.flags.tolist() == [prose._word_flags(w) for w in want]
+        assert arrays.flags.tolist() == [prose_words.word_flags(w) for w in want]
         assert small.count_words(d.text) == len(want)
 
 
 def test_languages_datatrove_does_not_split_with_blank_spacy_keep_its_tokenizer():
     from mix_pipeline.core.filters.registry import build_filter
-    from mix_pipeline.core.filters.prose import word_splitter
+    from mix_pipeline.core.filters.words import word_splitter
 
     assert word_splitter("fr") is not None and build_filter("gopher_quality", {"language": "fr"}).language == "fr"
     assert word_splitter("ja") is None and build_filter("fineweb", {"language": "ja"}).language == "ja"
@@ -428,7 +423,7 @@ def test_fast_language_identifier_gives_py3langid_languages_and_scores(sample_3m
     """The array walk of core.fastlang returns py3langid's own (language, probability), to the
     last bit, on the sample corpus (English and foreign web documents, books, papers) and on
     edge cases: empty, one byte, all upper case, non-Latin scripts."""
-    from mix_pipeline.core.filters.registry import fast_language_identifier, language_identifier
+    from mix_pipeline.core.filters.language import fast_language_identifier, language_identifier
 
     stock, fast = language_identifier(), fast_language_identifier()
     texts = [t[:10_000] for folder in ("web", "papers") for _, t in _sample_texts(sample_3mb, folder)][:400]
@@ -451,7 +446,7 @@ def test_fast_language_identifier_gives_py3langid_languages_and_scores(sample_3m
 @example([[0, 1, 0, 1], [0, 1, 0, 1, 0, 1], [], [2, 3]], 4)
 def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(texts, vocabulary):
     """Gopher repetition's n-gram statistics, counted for a batch of texts at once and only
-    where the shorter n-gram repeats (prose.NgramCandidates), equal datatrove's own functions
+    where the shorter n-gram repeats (ngrams.NgramCandidates), equal datatrove's own functions
     on each text alone, for every n, in the filter's order."""
     import numpy as np
     from datatrove.pipeline.filters.gopher_repetition_filter import (
@@ -460,18 +455,19 @@ def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(tex
         get_n_grams,
     )
 
-    from mix_pipeline.core.filters import prose
+    from mix_pipeline.core.filters.ngrams import NgramCandidates, duplicated_ngram_chars, top_ngram_chars
+    from mix_pipeline.core.filters.words import word_ids
 
     # One "w" per word, at its start: joined n-grams are equal only if their words are (datatrove
     # joins the duplicated n-grams' words without a space).
     batch = [[f"w{c % vocabulary}" + "a" * (c % 3) for c in choices] for choices in texts]
-    ngrams = prose.NgramCandidates([prose._word_ids(words) for words in batch])
+    ngrams = NgramCandidates([word_ids(words) for words in batch])
     cum = np.concatenate(([0], np.cumsum([len(w) for words in batch for w in words], dtype=np.int64)))
     longest = max(map(len, batch))
     for n in (2, 3, 4):
         if longest < n:
             continue
-        found, repeating = prose.top_ngram_chars(*ngrams.at(n), ngrams, cum[n:] - cum[:-n] + (n - 1))
+        found, repeating = top_ngram_chars(*ngrams.at(n), ngrams, cum[n:] - cum[:-n] + (n - 1))
         ngrams.counted(n, repeating)
         for t, words in enumerate(batch):
             if len(words) >= n:
@@ -479,7 +475,7 @@ def test_ngram_statistics_count_only_repeating_positions_and_match_datatrove(tex
     for n in range(5, 11):
         if longest < n:
             continue
-        found, repeating = prose.duplicated_ngram_chars(*ngrams.at(n), ngrams, n, cum[n:] - cum[:-n])
+        found, repeating = duplicated_ngram_chars(*ngrams.at(n), ngrams, n, cum[n:] - cum[:-n])
         ngrams.counted(n, repeating)
         for t, words in enumerate(batch):
             if len(words) >= n:
@@ -497,3 +493,36 @@ def test_split_lines_is_gopher_repetitions_regex_split(text):
     from mix_pipeline.core.filters import prose
 
     assert prose.split_lines(text) == re.split("\n+", text)
+
+
+class ShoutingFilter(BaseFilter, FilterFamily):
+    """A new filter family, as its own module would define it."""
+
+    path_params = ("allow_lists",)
+
+    def __init__(self, max_upper: float = 0.5, allow_lists: list[str] | None = None, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.max_upper, self.allow_lists = float(max_upper), list(allow_lists or [])
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        share = sum(c.isupper() for c in doc.text) / max(len(doc.text), 1)
+        return drop(doc, "shouting", share=round(share, 4)) if share > self.max_upper else True
+
+
+def test_adding_a_filter_is_its_module_plus_one_registry_line(monkeypatch):
+    """The registry builds, checks and classifies a family from its class's declarations alone."""
+    from mix_pipeline.core.filters import registry
+
+    monkeypatch.setitem(registry.FAMILIES, "shouting", f"{__name__}.ShoutingFilter")  # the one line
+    step = registry.build_filter("shouting", {"allow_lists": ["ok.txt"]}, resolve=lambda p: f"/recipe/{p}")
+    assert step.allow_lists == ["/recipe/ok.txt"] and registry.is_dropping("shouting")
+    assert registry.path_params("shouting", {"allow_lists": ["ok.txt"]}) == [("allow_lists", "ok.txt")]
+    with pytest.raises(ValueError, match="unknown parameter 'loud'"):
+        registry.check_params("shouting", {"loud": True})
+    assert step.filter(Document(text="STOP SHOUTING", id="1")) == (False, "shouting")
+    # The families' declarations say what the names used to: PII alone rewrites, the prose
+    # filters alone split words, the safety word lists alone are paths.
+    families = {name: registry.filter_class(name) for name in registry.FILTER_NAMES}
+    assert [n for n, cls in families.items() if not cls.drops] == [registry.PII]
+    assert [n for n, cls in families.items() if cls.splits_words] == list(registry.PROSE_FILTERS)
+    assert {n: cls.path_params for n, cls in families.items() if cls.path_params} == {registry.SAFETY: ("word_lists",)}

@@ -42,7 +42,7 @@ def eval_set_name(path: str) -> str:
 
 
 def _open_text(path: str):
-    if "://" in path:  # issue 14: an eval set on object storage
+    if "://" in path:  # an eval set on object storage
         from mix_pipeline.core.io import storage
 
         return storage.open_text(path)

@@ -38,13 +38,15 @@ import xxhash
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
+from mix_pipeline.core.filters.base import FilterFamily
+from mix_pipeline.core.filters.registry import QUALITY_CLASSIFIER
 from mix_pipeline.names import META_FILTER_VALUE, META_QUALITY_SCORE
 
 MAGIC = b"mix_pipeline-QUALITY-MODEL 1\n"
 MODEL_FILE = "model.bin"
 MODEL_DIR = "quality_model"
 BUCKET_SEPARATOR = "@"
-FILTER_NAME = "quality_classifier"
+FILTER_NAME = QUALITY_CLASSIFIER
 # Word 1-2 grams plus runs of punctuation ("###", "!!!"): symbol soup and shouting are features.
 TOKEN_PATTERN = r"(?u)\w+|[^\w\s]+"
 # Characters of a document the model reads (the head decides; bounded cost on huge documents).
@@ -133,14 +135,15 @@ def source_documents(recipe, source: str) -> Iterator[Document]:
     """Every readable document of a source's input files (all snapshots), read the way the raw
     stage reads them; quarantined records are skipped."""
     from mix_pipeline.core.io.readers import SourceReader
+    from mix_pipeline.recipe.inputs import snapshots, source_files, source_root
 
     spec = recipe.sources[source]
-    for snapshot in recipe.snapshots(source):
-        reader = SourceReader(files=[], root=recipe.source_root(source, snapshot), source=source,
+    for snapshot in snapshots(recipe, source):
+        reader = SourceReader(files=[], root=source_root(recipe, source, snapshot), source=source,
                               domain=recipe.domain_of(source), fmt=spec.format, text_field=spec.text_field,
                               id_field=spec.id_field, quarantine_writer=None,
                               max_document_bytes=spec.max_document_bytes)
-        for path in recipe.source_files(source, snapshot):
+        for path in source_files(recipe, source, snapshot):
             for ok, doc in reader.read_file(path):
                 if ok:
                     doc.metadata["snapshot"] = snapshot
@@ -164,12 +167,14 @@ def sample(docs: Iterator[Document], n: int, seed: int) -> list[str]:
 def training_fingerprint(recipe) -> str:
     """What a trained model depends on: the quality_model settings and the input files of its
     reference and scored sources (path, size, mtime)."""
+    from mix_pipeline.recipe.inputs import snapshots, source_files
+
     spec = recipe.quality_model
     files = []
     for source in sorted(set(spec.references) | set(spec.negatives_from(recipe))):
-        for snapshot in recipe.snapshots(source):
-            for path in recipe.source_files(source, snapshot):
-                if "://" in path:  # issue 14: an object's size and ETag (core/io/storage.py)
+        for snapshot in snapshots(recipe, source):
+            for path in source_files(recipe, source, snapshot):
+                if "://" in path:  # an object's size and ETag (core/io/storage.py)
                     from mix_pipeline.core.io import storage
 
                     files.append((source, path, *storage.stat(path)))
@@ -253,7 +258,7 @@ def recorded_fingerprint(path: str) -> str | None:
 
 
 # ---- the filter --------------------------------------------------------------------------
-class QualityClassifierFilter(BaseFilter):
+class QualityClassifierFilter(BaseFilter, FilterFamily):
     """Scores each document with the quality model (`quality_score` in its metadata) and drops
     those below `threshold`; threshold 0 keeps everything (scores only, for buckets).
 

@@ -1,5 +1,5 @@
 """Word lists for the safety filter: the built-in list shipped as package data, and the parser
-shared by user lists. Kept apart from filters.py so the sample-corpus builder can plant words
+shared by user lists. Kept apart from safety.py so the sample-corpus builder can plant words
 from the same list without importing datatrove."""
 
 from __future__ import annotations
