@@ -75,7 +75,8 @@ def _status_mb(key: str) -> int:
 
 def measure(layout_path: str) -> dict:
     """Runs in a fresh process: read pools, plan, report."""
-    from mix_pipeline.core.mixing.selection import load_pool, plan_mixture, read_survivors
+    from mix_pipeline.core.mixing.pools import load_pool, read_survivors
+    from mix_pipeline.core.mixing.selection import plan_mixture
     from mix_pipeline.recipe import MixtureSpec
 
     baseline_rss = _status_mb("VmRSS")

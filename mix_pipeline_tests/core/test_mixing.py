@@ -1,16 +1,11 @@
 import numpy as np
 import pytest
 
-from mix_pipeline.core.mixing.selection import (
-    SPLITS,
-    InfeasibleMixture,
-    Pool,
-    fill_remainder,
-    plan_mixture,
-    split_codes,
-    stratified_split_codes,
-    water_fill,
-)
+from mix_pipeline.core.mixing.pools import Pool
+from mix_pipeline.core.mixing.sampling import fill_remainder
+from mix_pipeline.core.mixing.selection import plan_mixture
+from mix_pipeline.core.mixing.splits import SPLITS, split_codes, stratified_split_codes
+from mix_pipeline.core.mixing.weights import InfeasibleMixture, water_fill
 from mix_pipeline.recipe import MixtureSpec
 
 

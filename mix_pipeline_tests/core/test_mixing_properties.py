@@ -15,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from mix_pipeline.core.mixing.selection import InfeasibleMixture, Pool, plan_mixture
+from mix_pipeline.core.mixing.pools import Pool
+from mix_pipeline.core.mixing.selection import plan_mixture
+from mix_pipeline.core.mixing.weights import InfeasibleMixture
 from mix_pipeline.recipe import MixtureSpec
 
 TOLERANCE = 0.005

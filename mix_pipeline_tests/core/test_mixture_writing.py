@@ -9,9 +9,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from mix_pipeline.core.mixing import selection as mixing
 from mix_pipeline.core.io.documents import DEDUPLICATED_SCHEMA
-from mix_pipeline.core.mixing.selection import SPLITS, ShardWriter, write_mixture
+from mix_pipeline.core.mixing import writer
+from mix_pipeline.core.mixing.splits import SPLITS
+from mix_pipeline.core.mixing.writer import ShardWriter, write_mixture
 
 
 def _documents(folder, source: str, files: int, rows: int) -> list[str]:
@@ -61,9 +62,9 @@ def inputs(tmp_path):
 def test_rows_come_out_in_key_order_the_same_bytes_whatever_the_sort_ranges(tmp_path, inputs, monkeypatch):
     files, selection = inputs
     one_range = _write(tmp_path, "one", files, selection)
-    monkeypatch.setattr(mixing, "SORT_RANGE_TOKENS", 50)  # ~10 ranges per split
+    monkeypatch.setattr(writer, "SORT_RANGE_TOKENS", 50)  # ~10 ranges per split
     train = selection.filter(pc.equal(selection["split"], "train"))
-    assert mixing.sort_ranges(train).max() >= 5
+    assert writer.sort_ranges(train).max() >= 5
     many_ranges = _write(tmp_path, "many", files, selection)
     assert many_ranges == one_range
 
@@ -78,9 +79,9 @@ def test_rows_come_out_in_key_order_the_same_bytes_whatever_the_sort_ranges(tmp_
 def test_sort_ranges_keep_equal_keys_together_and_follow_key_order(monkeypatch):
     keys = np.array([5, 1, 5, 3, 3, 9, 1, 5], np.int64)
     table = pa.table({"order_key": keys, "tokens": np.full(8, 10, np.int64)})
-    assert (mixing.sort_ranges(table) == 0).all()  # the default range holds this many tokens
-    monkeypatch.setattr(mixing, "SORT_RANGE_TOKENS", 20)
-    ranges = mixing.sort_ranges(table)
+    assert (writer.sort_ranges(table) == 0).all()  # the default range holds this many tokens
+    monkeypatch.setattr(writer, "SORT_RANGE_TOKENS", 20)
+    ranges = writer.sort_ranges(table)
     for k in np.unique(keys):
         assert len(set(ranges[keys == k])) == 1
     by_key = ranges[np.argsort(keys, kind="stable")]
@@ -88,7 +89,7 @@ def test_sort_ranges_keep_equal_keys_together_and_follow_key_order(monkeypatch):
 
 
 def test_shards_and_row_groups_are_cut_at_fixed_rows_whatever_the_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(mixing, "ROW_GROUP_ROWS", 4)
+    monkeypatch.setattr(writer, "ROW_GROUP_ROWS", 4)
     table = pa.table({"id": [str(i) for i in range(23)], "text": ["x" * i for i in range(23)]})
     written = []
     for cuts in ([23], [1, 5, 9, 2, 6], [3] * 7 + [2]):

@@ -16,7 +16,8 @@ import yaml
 from mix_pipeline import layout
 from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.core.mixing.exports import read_idx
-from mix_pipeline.core.mixing.selection import SPLITS, Pool, split_codes
+from mix_pipeline.core.mixing.pools import Pool
+from mix_pipeline.core.mixing.splits import SPLITS, split_codes
 from mix_pipeline.core.stages import (
     StageEnv,
     local_runner,

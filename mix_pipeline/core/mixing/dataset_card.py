@@ -14,12 +14,17 @@ import os
 
 import yaml
 
+from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII
 from mix_pipeline.core.io.documents import write_text_atomic
 from mix_pipeline.core.mixing.licenses import UNKNOWN, hf_license
-from mix_pipeline.core.mixing.selection import SPLITS
-from mix_pipeline.names import DECONTAMINATION, FATE_DROPPED, FATES
+from mix_pipeline.core.mixing.splits import SPLITS
+from mix_pipeline.names import FATE_DROPPED, FATES
+
 
 CARD_FILE = "README.md"
+# The card header's field listing the languages (Hugging Face's dataset-card metadata), and the
+# column of the catalog facts it is read from.
+HEADER_LANGUAGE = "language"
 
 
 def _size_category(n: int) -> str:
@@ -45,16 +50,16 @@ def catalog_facts(con, sources: list[str]) -> dict:
         "drops": _rows(con, f"""SELECT source, split_part(reason, ':', 1) AS filter, count(*) AS documents
                                 FROM document_fates WHERE stage = 'filtered' AND fate = '{FATE_DROPPED}'
                                 AND source IN ({marks}) GROUP BY ALL ORDER BY source, filter""", sources),
-        "pii": _rows(con, f"""SELECT source, kind, sum(documents) AS documents, sum(matches) AS replacements
-                              FROM filter_counts WHERE filter = 'pii' AND source IN ({marks})
+        PII: _rows(con, f"""SELECT source, kind, sum(documents) AS documents, sum(matches) AS replacements
+                              FROM filter_counts WHERE filter = '{PII}' AND source IN ({marks})
                               GROUP BY ALL ORDER BY source, kind""", sources),
-        "decontamination": _rows(con, f"""SELECT source, kind AS eval_set, sum(documents) AS contaminated_documents,
+        DECONTAMINATION: _rows(con, f"""SELECT source, kind AS eval_set, sum(documents) AS contaminated_documents,
                                                  sum(matches) AS shared_ngrams FROM filter_counts
                                           WHERE filter = '{DECONTAMINATION}' AND source IN ({marks})
                                           GROUP BY ALL ORDER BY source, eval_set""", sources),
-        "languages": _rows(con, f"""SELECT kind AS language, sum(documents) AS documents FROM filter_counts
-                                    WHERE filter = 'language' AND source IN ({marks}) GROUP BY ALL
-                                    ORDER BY documents DESC, language""", sources),
+        "languages": _rows(con, f"""SELECT kind AS {HEADER_LANGUAGE}, sum(documents) AS documents FROM filter_counts
+                                    WHERE filter = '{LANGUAGE}' AND source IN ({marks}) GROUP BY ALL
+                                    ORDER BY documents DESC, {HEADER_LANGUAGE}""", sources),
     }
     return facts
 
@@ -83,8 +88,8 @@ def card_header(recipe, name: str, manifest: dict, facts: dict) -> dict:
     hf = sorted({hf_license(part) for lic in licenses for part in lic.split(" AND ")}) or ["unknown"]
     splits = {s: manifest["splits"][s] for s in SPLITS if s in manifest["splits"]}
     rows = sum(v["documents"] for v in splits.values())
-    languages = [r["language"] for r in facts.get("languages", [])
-                 if isinstance(r["language"], str) and r["language"].isalpha() and len(r["language"]) in (2, 3)]
+    languages = [lang for lang in (r[HEADER_LANGUAGE] for r in facts.get("languages", []))
+                 if isinstance(lang, str) and lang.isalpha() and len(lang) in (2, 3)]
     header = {
         "pretty_name": f"{recipe.name}: {name}",
         "license": hf if len(hf) > 1 else hf[0],
@@ -110,7 +115,7 @@ def card_header(recipe, name: str, manifest: dict, facts: dict) -> dict:
         },
     }
     if languages:
-        header["language"] = languages
+        header[HEADER_LANGUAGE] = languages
     if "license_filter" in manifest:
         lf = manifest["license_filter"]
         header["mix_pipeline"]["license_filter"] = {k: lf[k] for k in (
@@ -120,6 +125,15 @@ def card_header(recipe, name: str, manifest: dict, facts: dict) -> dict:
 
 def card_text(recipe, name: str, manifest: dict, facts: dict) -> str:
     header = card_header(recipe, name, manifest, facts)
+    lines = (_composition(recipe, manifest, header) + _processing(recipe, manifest, facts)
+             + _pii_and_decontamination(recipe, facts) + _licenses(manifest) + _reproducibility(manifest))
+    lines += ["## Known limitations", ""] + [f"- {x}" for x in limitations(recipe, manifest, facts)] + [""]
+    body = "\n".join(lines)
+    return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + body
+
+
+def _composition(recipe, manifest: dict, header: dict) -> list[str]:
+    """The card's title, its introduction and the Composition section (sources, splits, rebalancing)."""
     unit = manifest["unit"]
     sources = sorted(manifest["sources"])
     comp = [{"source": s, "domain": recipe.domain_of(s) if s in recipe.sources else "",
@@ -140,56 +154,69 @@ def card_text(recipe, name: str, manifest: dict, facts: dict) -> str:
     if manifest.get("rebalanced"):
         lines += ["Rebalanced: " + ", ".join(f"{s} short by {n:,} {unit}" for s, n in sorted(manifest["rebalanced"].items()))
                   + " (moved to the other sources by weight).", ""]
-    # Processing: every stage's counts per source, from the catalog.
+    return lines
+
+
+def _processing(recipe, manifest: dict, facts: dict) -> list[str]:
+    """Processing: every stage's counts per source, from the catalog, and each source's filters."""
+    sources = sorted(manifest["sources"])
     drops = {}
     for r in facts.get("drops", []):
         drops.setdefault(r["source"], []).append(f"{r['filter']}: {r['documents']:,}")
     funnel = [{**{k: r.get(k) for k in ("source", "records", *FATES)}, "dropped_by": "; ".join(drops.get(r["source"], []))}
               for r in facts.get("fates", [])]
-    lines += ["## Processing", "",
-              "Every input record ends with exactly one fate (records = " + " + ".join(FATES) + "): read and "
-              "normalised (unreadable records quarantined), quality and safety filters"
-              + (", decontamination against eval sets" if recipe.decontamination is not None else "")
-              + ", PII redaction where configured, exact and near-duplicate removal across sources and snapshots, "
-              "then weighted sampling. Counts per source over all its snapshots:", "",
-              _table(funnel, ["source", "records", *FATES, "dropped_by"]),
-              "Filters per source (in order): " + "; ".join(
-                  f"{s}: {', '.join(([DECONTAMINATION] if recipe.decontamination is not None else []) + [f.name for f in recipe.sources[s].filters]) or 'none'}"
-                  for s in sources if s in recipe.sources) + ".", ""]
-    lines += ["## Personal information (PII)", "",
-              "Redactions made (kinds and counts, never the values):", "",
-              _table(facts.get("pii", []), ["source", "kind", "documents", "replacements"])]
+    return ["## Processing", "",
+            "Every input record ends with exactly one fate (records = " + " + ".join(FATES) + "): read and "
+            "normalised (unreadable records quarantined), quality and safety filters"
+            + (", decontamination against eval sets" if recipe.decontamination is not None else "")
+            + ", PII redaction where configured, exact and near-duplicate removal across sources and snapshots, "
+            "then weighted sampling. Counts per source over all its snapshots:", "",
+            _table(funnel, ["source", "records", *FATES, "dropped_by"]),
+            "Filters per source (in order): " + "; ".join(
+                f"{s}: {', '.join(([DECONTAMINATION] if recipe.decontamination is not None else []) + [f.name for f in recipe.sources[s].filters]) or 'none'}"
+                for s in sources if s in recipe.sources) + ".", ""]
+
+
+def _pii_and_decontamination(recipe, facts: dict) -> list[str]:
+    lines = ["## Personal information (PII)", "",
+             "Redactions made (kinds and counts, never the values):", "",
+             _table(facts.get(PII, []), ["source", "kind", "documents", "replacements"])]
     lines += ["## Decontamination", ""]
     if recipe.decontamination is None:
         lines += ["Not configured for this recipe.", ""]
     else:
         d = recipe.decontamination
         lines += [f"Word {d.ngram}-grams shared with the eval sets, mode `{d.mode}`:", "",
-                  _table(facts.get("decontamination", []), ["source", "eval_set", "contaminated_documents", "shared_ngrams"])]
+                  _table(facts.get(DECONTAMINATION, []), ["source", "eval_set", "contaminated_documents", "shared_ngrams"])]
+    return lines
+
+
+def _licenses(manifest: dict) -> list[str]:
     lic_rows = [{"license": k, **v} for k, v in manifest.get("licenses", {}).items()]
-    lines += ["## Licenses", "",
-              f"Per document: the input's license field, else a detected file header, else the source's license "
-              f"in the recipe, else `{UNKNOWN}`. Share of the mixture's {unit}:", "",
-              _table(lic_rows, ["license", "rows", "units", "share"])]
+    lines = ["## Licenses", "",
+             f"Per document: the input's license field, else a detected file header, else the source's license "
+             f"in the recipe, else `{UNKNOWN}`. Share of the mixture's {manifest['unit']}:", "",
+             _table(lic_rows, ["license", "rows", "units", "share"])]
     if "license_filter" in manifest:
         lf = manifest["license_filter"]
         lines += [f"Only {', '.join(lf['allowed'])} allowed: {lf['excluded_documents']:,} document(s) "
                   f"({lf['excluded_tokens']:,} tokens, {lf['excluded_share_of_documents']:.2%} of the documents "
                   "available) were left out.", ""]
-    lines += ["## Reproducibility", "",
-              f"- recipe sha256: `{manifest['recipe_sha256']}`",
-              f"- output sha256 (data files): `{manifest['output_sha256']}`",
-              f"- seed: {manifest['seed']}",
-              "- trace any row to its origin: `mix-pipeline trace --recipe RECIPE MIXTURE/SPLIT/part-NNNNN.parquet:ROW`", ""]
-    lines += ["## Known limitations", ""] + [f"- {x}" for x in limitations(recipe, manifest, facts)] + [""]
-    body = "\n".join(lines)
-    return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True) + "---\n\n" + body
+    return lines
+
+
+def _reproducibility(manifest: dict) -> list[str]:
+    return ["## Reproducibility", "",
+            f"- recipe sha256: `{manifest['recipe_sha256']}`",
+            f"- output sha256 (data files): `{manifest['output_sha256']}`",
+            f"- seed: {manifest['seed']}",
+            "- trace any row to its origin: `mix-pipeline trace --recipe RECIPE MIXTURE/SPLIT/part-NNNNN.parquet:ROW`", ""]
 
 
 def limitations(recipe, manifest: dict, facts: dict) -> list[str]:
     out = []
     sources = sorted(manifest["sources"])
-    pii_sources = [s for s in sources if s in recipe.sources and any(f.name == "pii" for f in recipe.sources[s].filters)]
+    pii_sources = [s for s in sources if s in recipe.sources and any(f.name == PII for f in recipe.sources[s].filters)]
     if pii_sources:
         out.append(f"PII redaction is pattern-based (emails, phone numbers, IPs, card numbers, secret keys) on "
                    f"{', '.join(pii_sources)}; names and addresses are not redacted.")

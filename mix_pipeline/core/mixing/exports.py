@@ -22,7 +22,7 @@ import struct
 
 import yaml
 
-from mix_pipeline.core.mixing.selection import SPLITS
+from mix_pipeline.core.mixing.splits import SPLITS
 
 MEGATRON_FILE = "megatron_data_path.txt"
 OLMO_FILE = "olmo_mix.yaml"

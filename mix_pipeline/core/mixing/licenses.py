@@ -105,7 +105,6 @@ def hf_license(spdx: str) -> str:
     return s if s in known else ("unknown" if s == UNKNOWN else "other")
 
 
-# ---- mixtures ----------------------------------------------------------------------------------
 def _license_batches(con, files: list[str], specs: dict, columns: str = ""):
     """(source, license, n_tokens, ...) batches over Parquet shards with our columns; text is read
     (its head only) just for the sources that detect headers."""

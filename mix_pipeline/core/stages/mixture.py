@@ -1,4 +1,4 @@
-"""The `mixture` stage: one named mixture planned from the deduplicated documents (core/mixing/selection.py:
+"""The `mixture` stage: one named mixture planned from the deduplicated documents (core/mixing/:
 pools, allocation under caps, deterministic sampling), written as train/validation/test shards with
 trainer exports, checked, given its manifest, published whole, and recorded (ledger in the catalog,
 dataset card beside the manifest)."""
@@ -7,38 +7,35 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from mix_pipeline import layout
-from mix_pipeline.core.provenance import catalog
-from mix_pipeline.core.gates import checks as quality
 from mix_pipeline.core.filters import quality_model
-from mix_pipeline.core.mixing.dataset_card import write_dataset_card
-from mix_pipeline.core.io.documents import list_parts, publish_dir, staging_dir
-from mix_pipeline.core.mixing.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
-from mix_pipeline.core.io.faults import crash_point
-from mix_pipeline.core.filters.registry import pii_kinds
-from mix_pipeline.core.io.integrity import require_intact, seal
-from mix_pipeline.core.provenance.lineage import published_partitions
-from mix_pipeline.core.mixing.licenses import license_shares, restrict_licenses
-from mix_pipeline.core.mixing.selection import (
-    SPLITS,
-    InfeasibleMixture,
-    build_manifest,
-    load_pool,
-    manifest_text,
-    output_digest,
-    plan_mixture,
-    read_survivors,
-    write_mixture,
-)
-from mix_pipeline.core.provenance.trace import sample_rows_markdown
+from mix_pipeline.core.filters.pii import pii_kinds
+from mix_pipeline.core.filters.registry import PII
+from mix_pipeline.core.gates import checks as quality
 from mix_pipeline.core.gates.checks import GateFailed
-from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
+from mix_pipeline.core.io.documents import list_parts, publish_dir, staging_dir
+from mix_pipeline.core.io.faults import crash_point
+from mix_pipeline.core.io.integrity import require_intact, seal
+from mix_pipeline.core.mixing.dataset_card import write_dataset_card
+from mix_pipeline.core.mixing.exports import TOKENIZED_DIR, read_idx, tokenized_prefix, write_exports
+from mix_pipeline.core.mixing.licenses import license_shares, restrict_licenses
+from mix_pipeline.core.mixing.manifest import build_manifest, manifest_text, output_digest
+from mix_pipeline.core.mixing.pools import load_pool, read_survivors
+from mix_pipeline.core.mixing.selection import Plan, plan_mixture
+from mix_pipeline.core.mixing.splits import SPLITS
 from mix_pipeline.core.mixing.tokens import TokenCounter
+from mix_pipeline.core.mixing.weights import InfeasibleMixture
+from mix_pipeline.core.mixing.writer import write_mixture
+from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.provenance.lineage import published_partitions
+from mix_pipeline.core.provenance.trace import sample_rows_markdown
+from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
 from mix_pipeline.names import DEDUPLICATED, MIXTURE
 
 
@@ -106,15 +103,21 @@ def export_weights(ledger) -> dict[str, float]:
     return {row.source: row.target_weight * (row.tokens / row.units if row.units else 0.0) for row in ledger}
 
 
-@scratch_in_data_root
-def run_mixture(env: StageEnv, name: str) -> StageResult:
-    """Plan, write to staging, check, publish, record."""
+@dataclass
+class MixtureInputs:
+    """What a mixture draws from: each of its sources' deduplicated shards (what allowed_licenses
+    leaves of them), each source's base source (a quality bucket `web@high` has `web`), the
+    license settings by base source, and what allowed_licenses left out (None without it)."""
+
+    sources: list[str]
+    files: dict[str, list[str]]
+    base: dict[str, str]
+    license_specs: dict
+    license_filter: dict | None
+
+
+def mixture_inputs(env: StageEnv, name: str) -> MixtureInputs:
     recipe = env.recipe
-    with env.connect() as con:
-        # Every source's records must add up to kept + dropped + duplicate + quarantined + removed.
-        # A catalog that has recorded nothing (deduplicated shards made elsewhere) has nothing to
-        # check against: the check says so instead of failing.
-        conservation_rows = catalog.conservation(con) or None
     spec = recipe.mixtures[name]
     sources = recipe.mixture_sources(name)
     # A quality bucket (`web@high`) draws from its source's documents in the bucket's score range.
@@ -128,6 +131,12 @@ def run_mixture(env: StageEnv, name: str) -> StageResult:
                                                   env.work_dir("licenses", name))
         env.log(f"mixture[{name}]: allowed_licenses left out {license_filter['excluded_documents']} document(s), "
                 f"{license_filter['excluded_tokens']} token(s)")
+    return MixtureInputs(sources, files, base, license_specs, license_filter)
+
+
+def plan_from(env: StageEnv, name: str, inputs: MixtureInputs) -> Plan:
+    """The mixture's plan over its sources' pools; an infeasible one fails the stage's gate."""
+    spec, files, base = env.recipe.mixtures[name], inputs.files, inputs.base
     pools = {
         s: quality_model.bucket_pool(load_pool(base[s], fs, spec.unit, read_survivors(
             layout.cluster_files(env.root, base[s]), base[s])), s)
@@ -144,10 +153,15 @@ def run_mixture(env: StageEnv, name: str) -> StageResult:
     if plan.rebalanced:
         env.log(f"mixture[{name}]: rebalanced shortfalls {plan.rebalanced} onto the other sources")
     env.log(f"mixture[{name}]: selected {plan.selection.num_rows} rows from {len(files)} source(s)")
-    final = layout.mixture_dir(env.root, name)
-    tmp = staging_dir(final)
+    return plan
+
+
+def write_staged(env: StageEnv, name: str, plan: Plan, inputs: MixtureInputs, tmp: str, final: str) -> tuple[dict, dict]:
+    """Write the mixture's shards, tokenized files and exports into `tmp` (its staging folder, to
+    be published as `final`); returns (its manifest, not written yet, and its splits)."""
+    recipe, spec, sources, base = env.recipe, env.recipe.mixtures[name], inputs.sources, inputs.base
     chat = sorted({base[s] for s in sources if recipe.sources[base[s]].format == "chat"})
-    splits = write_mixture(plan.selection, files, tmp, spec.shard_rows, env.work_dir("duckdb"),
+    splits = write_mixture(plan.selection, inputs.files, tmp, spec.shard_rows, env.work_dir("duckdb"),
                            chat_sources=chat, jsonl=spec.outputs.jsonl, log=env.log)
     if spec.outputs.tokenized:
         tokenize_splits(env, name, tmp, splits, sources)
@@ -162,19 +176,42 @@ def run_mixture(env: StageEnv, name: str) -> StageResult:
     # Additive keys (core/mixing/licenses.py): each license's share of the rows written, and what
     # allowed_licenses left out.
     manifest["licenses"] = license_shares([os.path.join(tmp, f) for split in SPLITS for f in splits[split]["files"]],
-                                          license_specs, spec.unit)
-    if license_filter is not None:
-        manifest["license_filter"] = license_filter
-    checks = quality.mixture_checks(
+                                          inputs.license_specs, spec.unit)
+    if inputs.license_filter is not None:
+        manifest["license_filter"] = inputs.license_filter
+    return manifest, splits
+
+
+def staged_checks(env: StageEnv, name: str, inputs: MixtureInputs, manifest: dict, tmp: str, splits: dict,
+                  conservation_rows: list[dict] | None) -> list:
+    """The mixture's checks over what was written into `tmp`."""
+    recipe, spec, sources, base = env.recipe, env.recipe.mixtures[name], inputs.sources, inputs.base
+    return quality.mixture_checks(
         [{"source": s, **row} for s, row in sorted(manifest["sources"].items())],
         {s: spec.max_epochs_of(s) for s in sources},
         spec.tolerance,
         tmp,
         splits,
-        {base[s]: pii_kinds(f.params) for s in sources for f in recipe.sources[base[s]].filters if f.name == "pii"},
+        {base[s]: pii_kinds(f.params) for s in sources for f in recipe.sources[base[s]].filters if f.name == PII},
         None if conservation_rows is None else [r for r in conservation_rows if r["source"] in base.values()],
         spec.checks,
     )
+
+
+@scratch_in_data_root
+def run_mixture(env: StageEnv, name: str) -> StageResult:
+    """Plan, write to staging, check, publish, record."""
+    with env.connect() as con:
+        # Every source's records must add up to kept + dropped + duplicate + quarantined + removed.
+        # A catalog that has recorded nothing (deduplicated shards made elsewhere) has nothing to
+        # check against: the check says so instead of failing.
+        conservation_rows = catalog.conservation(con) or None
+    inputs = mixture_inputs(env, name)
+    plan = plan_from(env, name, inputs)
+    final = layout.mixture_dir(env.root, name)
+    tmp = staging_dir(final)
+    manifest, splits = write_staged(env, name, plan, inputs, tmp, final)
+    checks = staged_checks(env, name, inputs, manifest, tmp, splits, conservation_rows)
     gate(f"{MIXTURE}[{name}]", checks, [tmp])
     crash_point("mixture.manifest")
     with open(os.path.join(tmp, layout.MANIFEST_FILE), "w") as f:
@@ -187,7 +224,7 @@ def run_mixture(env: StageEnv, name: str) -> StageResult:
     shutil.rmtree(env.work_dir("licenses", name), ignore_errors=True)
     report["dataset_card"] = os.path.join(final, os.path.relpath(report["dataset_card"], tmp))
     with env.connect() as con:  # a few published rows traced to their origin, for the UI
-        report["provenance"] = sample_rows_markdown(con, recipe, name)
+        report["provenance"] = sample_rows_markdown(con, env.recipe, name)
     return StageResult(manifest, checks, report=report)
 
 
