@@ -5,7 +5,8 @@ import os
 import dagster as dg
 
 from mix_pipeline import layout
-from mix_pipeline.core.lab.search import candidate_rows, run_lab, weight_rows
+from mix_pipeline.core.lab.report import candidate_rows, weight_rows
+from mix_pipeline.core.lab.search import run_lab
 from mix_pipeline.defs.env import stage_env
 from mix_pipeline.defs.metadata import markdown_table
 from mix_pipeline.defs.partitions import experiment_partitions

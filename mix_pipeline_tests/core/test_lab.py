@@ -12,7 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from mix_pipeline.core.lab.search import BigramCounts, WordHasher, recommended_spec, run_lab, stream_texts
+from mix_pipeline.core.lab.data import stream_texts
+from mix_pipeline.core.lab.proxies import BigramCounts, WordHasher
+from mix_pipeline.core.lab.report import recommended_spec
+from mix_pipeline.core.lab.search import run_lab
 from mix_pipeline.core.stages import StageEnv
 from mix_pipeline.recipe import RecipeError, parse_recipe
 from mix_pipeline_tests.helpers import markov_documents, markov_language, write_deduplicated_source
@@ -90,7 +93,7 @@ def test_lab_is_deterministic(lab_corpus, lab_results):
 
 
 def test_held_out_documents_never_train(lab_corpus, lab_results):
-    from mix_pipeline.core.lab.search import prepare_source
+    from mix_pipeline.core.lab.data import prepare_source
 
     recipe, _ = lab_results
     files = sorted(str(p) for p in (lab_corpus / "data" / "deduplicated" / "news" / "default").glob("part-*"))
@@ -273,7 +276,7 @@ def test_small_corpus_holdout_adapts_or_refuses_in_one_line(tmp_path):
     for source in ("news", "forum", "alien"):
         write_deduplicated_source(tmp_path / "data", source, markov_documents(rng, language, 4, length=30))
     logs = []
-    from mix_pipeline.core.mixing.selection import InfeasibleMixture
+    from mix_pipeline.core.mixing.weights import InfeasibleMixture
 
     # The full-size mixture cannot be built from this corpus: refused in one line naming the fix.
     with pytest.raises(InfeasibleMixture, match=r"^lab\[lab\]: .*mixture 'base' .*lower mixtures\.base\.total"):
@@ -292,7 +295,7 @@ def test_small_corpus_holdout_adapts_or_refuses_in_one_line(tmp_path):
 
 
 def test_natural_pull_and_repetition_cap(lab_corpus, lab_results):
-    from mix_pipeline.core.lab.search import kl_divergence
+    from mix_pipeline.core.lab.weights import kl_divergence
 
     _, plain = lab_results
     natural = np.array([plain["natural_mix"][s] for s in plain["sources"]])
