@@ -1,13 +1,13 @@
 """What bounds the dedup_index clustering step on one node: documents per generation against time
 and peak memory.
 
-Clustering (core/dedup/minhash.py `dedup_generation`) runs in the driver, in DuckDB, over one generation's
+Clustering (core/dedup/generation.py `dedup_generation`) runs in the driver, in DuckDB, over one generation's
 signatures and the index of earlier keepers: it cannot be spread over Ray tasks without sharding by
 band (docs/scaling.md). This benchmark feeds it synthetic MinHash signatures (random signatures,
 with about a tenth of the documents near copies of another: 120 of 128 values shared) for growing
 document counts, one generation each in a fresh process, and prints wall seconds, CPU seconds and
 the process's peak RSS, so the limit of one node can be read off (DuckDB's memory is capped at
-`core.dedup.DUCKDB_MEMORY_LIMIT` and spills to disk past it).
+`core.dedup.clusters.DUCKDB_MEMORY_LIMIT` and spills to disk past it).
 
     python benchmarks/bench_dedup_scale.py --docs 100000 300000 1000000
 """
@@ -32,7 +32,7 @@ ROWS_PER_FILE = 100_000
 
 
 def write_signatures(folder: str, n: int, seed: int = 0) -> list[str]:
-    from mix_pipeline.core.dedup.minhash import band_matrix, signature_schema
+    from mix_pipeline.core.dedup.signatures import band_matrix, signature_schema
 
     rng = np.random.default_rng(seed)
     files = []
@@ -60,7 +60,7 @@ def write_signatures(folder: str, n: int, seed: int = 0) -> list[str]:
 
 def one(n: int) -> dict:
     """Cluster one generation of `n` documents in this process; the numbers as a dict."""
-    from mix_pipeline.core.dedup.minhash import dedup_generation
+    from mix_pipeline.core.dedup.generation import dedup_generation
 
     with tempfile.TemporaryDirectory() as work:
         os.makedirs(os.path.join(work, "sig"))

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from mix_pipeline.core.provenance import catalog  # noqa: E402
-from mix_pipeline.core.dedup.minhash import CLUSTER_SCHEMA  # noqa: E402
+from mix_pipeline.core.dedup.verdicts import CLUSTER_SCHEMA  # noqa: E402
 
 
 def main() -> None:

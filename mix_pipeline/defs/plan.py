@@ -303,21 +303,13 @@ def next_wave(
     `mixtures` limits the mixture steps to those names; `accept_drift` builds mixtures that
     `drift.remix: false` would hold (an explicit `mix-pipeline run` is a person's acceptance)."""
     held: list[Held] = []
-    if qm.needs_training(recipe):
-        fingerprint = qm.training_fingerprint(recipe)
-        if retrain or qm.recorded_fingerprint(qm.model_path(recipe)) != fingerprint:
-            steps, h = _split_held(instance, [Step(QUALITY_MODEL_JOB, None, "its training inputs changed, or forced",
-                                                   fingerprint)], frozenset([None]) if retrain else frozenset())
-            if steps:
-                return steps, h
-            held += h
+    steps, h = _quality_model_steps(instance, recipe, retrain)
+    held += h
+    if steps:
+        return steps, held
     keys = [k for k in discovered_keys(recipe)
             if k in set(instance.get_dynamic_partitions(source_snapshots(recipe).name))]
-    stale = stale_ingest(instance, recipe, [k for k in keys if k not in force_ingest])
-    stale.update({k: (input_fingerprint(recipe, *split_partition_key(k)), "forced", False)
-                  for k in force_ingest if k in keys})
-    steps, h = _split_held(instance, [Step(INGEST_JOB, k, stale[k][1], _state(stale[k][0]), stale[k][2])
-                                      for k in keys if k in stale], force_ingest)
+    steps, h = _ingest_steps(instance, recipe, keys, force_ingest)
     held += h
     if steps:
         return steps, held
@@ -326,15 +318,54 @@ def next_wave(
     # was never built is left out, one that was keeps its last good version.
     root = recipe.data_root_path
     built = [k for k in keys if os.path.isdir(layout.partition_dir(root, layout.FILTERED_DIR, *split_partition_key(k)))]
-    index = _latest(instance, DEDUP_INDEX, None)
-    fingerprint = index_fingerprint(recipe)
-    if built and _recorded(index, None) != fingerprint:
-        steps, h = _split_held(instance, [Step(DEDUP_INDEX_JOB, None, "the filtered partitions changed since it was built",
-                                               _state(fingerprint))])
+    for phase in (_dedup_index_steps, _deduplicate_steps):
+        steps, h = phase(instance, recipe, root, built)
         held += h
         if steps:
             return steps, held
+    steps, h = _mixture_steps(instance, recipe, root, built, mixtures, accept_drift)
+    held += h
+    if steps:
+        return steps, held
+    steps, h = _comparison_steps(instance, recipe)
+    return steps, held + h
 
+
+def _quality_model_steps(instance: dg.DagsterInstance, recipe: Recipe, retrain: bool) -> tuple[list[Step], list[Held]]:
+    """Train the quality model when the recipe trains one and its training inputs changed (or `retrain`)."""
+    if qm.needs_training(recipe):
+        fingerprint = qm.training_fingerprint(recipe)
+        if retrain or qm.recorded_fingerprint(qm.model_path(recipe)) != fingerprint:
+            return _split_held(instance, [Step(QUALITY_MODEL_JOB, None, "its training inputs changed, or forced",
+                                               fingerprint)], frozenset([None]) if retrain else frozenset())
+    return [], []
+
+
+def _ingest_steps(instance: dg.DagsterInstance, recipe: Recipe, keys: list[str],
+                  force_ingest: frozenset[str]) -> tuple[list[Step], list[Held]]:
+    """Ingest the partitions that are stale (`stale_ingest`) or forced."""
+    stale = stale_ingest(instance, recipe, [k for k in keys if k not in force_ingest])
+    stale.update({k: (input_fingerprint(recipe, *split_partition_key(k)), "forced", False)
+                  for k in force_ingest if k in keys})
+    return _split_held(instance, [Step(INGEST_JOB, k, stale[k][1], _state(stale[k][0]), stale[k][2])
+                                  for k in keys if k in stale], force_ingest)
+
+
+def _dedup_index_steps(instance: dg.DagsterInstance, recipe: Recipe, root: str,
+                       built: list[str]) -> tuple[list[Step], list[Held]]:
+    """Rebuild the dedup index when what it reads changed."""
+    index = _latest(instance, DEDUP_INDEX, None)
+    fingerprint = index_fingerprint(recipe)
+    if built and _recorded(index, None) != fingerprint:
+        return _split_held(instance, [Step(DEDUP_INDEX_JOB, None, "the filtered partitions changed since it was built",
+                                           _state(fingerprint))])
+    return [], []
+
+
+def _deduplicate_steps(instance: dg.DagsterInstance, recipe: Recipe, root: str,
+                       built: list[str]) -> tuple[list[Step], list[Held]]:
+    """Deduplicate the partitions whose published files are damaged, or whose filtered documents
+    or dedup verdicts changed."""
     deduplicated = _latest(instance, DEDUPLICATED, built)
     verdicts = verdict_digests(root)
     steps = []
@@ -346,15 +377,17 @@ def next_wave(
             steps.append(Step(DEDUPLICATE_JOB, k, why, _state(fingerprint), True))
         elif _recorded(deduplicated, k) != fingerprint:
             steps.append(Step(DEDUPLICATE_JOB, k, "its filtered documents or dedup verdicts changed", _state(fingerprint)))
-    steps, h = _split_held(instance, steps)
-    held += h
-    if steps:
-        return steps, held
+    return _split_held(instance, steps)
 
+
+def _mixture_steps(instance: dg.DagsterInstance, recipe: Recipe, root: str, built: list[str],
+                   mixtures: list[str] | None, accept_drift: bool) -> tuple[list[Step], list[Held]]:
+    """Rebuild the mixtures (of `mixtures`, when given) that are damaged or draw from a changed
+    partition; drift holds one when `drift.remix` is false, unless `accept_drift`."""
     names = sorted(n for n in recipe.mixtures if mixtures is None or n in mixtures)
     mixed = _latest(instance, MIXTURE, names)
     filtered = _latest(instance, FILTERED, built)
-    steps = []
+    steps, held = [], []
     for name in names:
         fingerprint = mixture_fingerprint(recipe, name)
         why = name in mixed and verify(layout.mixture_dir(root, name))
@@ -372,19 +405,19 @@ def next_wave(
         else:
             steps.append(step)
     steps, h = _split_held(instance, steps)
-    held += h
-    if steps:
-        return steps, held
+    return steps, held + h
 
+
+def _comparison_steps(instance: dg.DagsterInstance, recipe: Recipe) -> tuple[list[Step], list[Held]]:
+    """Compare the mixtures again when one was rebuilt after the comparison."""
     if recipe.mixtures:
         comparison = _latest(instance, MIXTURE_COMPARISON, None)
         every = _latest(instance, MIXTURE, sorted(recipe.mixtures))
         newest_mix = max((r.storage_id for r in every.values()), default=-1)
         if every and _sid(comparison, None) < newest_mix:
-            steps, h = _split_held(instance, [Step(COMPARE_JOB, None, "a mixture is newer than the comparison",
-                                                   _state(sorted((n, r.storage_id) for n, r in every.items())))])
-            return steps, held + h
-    return [], held
+            return _split_held(instance, [Step(COMPARE_JOB, None, "a mixture is newer than the comparison",
+                                               _state(sorted((n, r.storage_id) for n, r in every.items())))])
+    return [], []
 
 
 def runs_in_flight(instance: dg.DagsterInstance) -> list[str]:

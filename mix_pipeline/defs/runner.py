@@ -23,7 +23,7 @@ from mix_pipeline import layout
 from mix_pipeline.core.provenance import catalog
 from mix_pipeline.core.io import storage
 from mix_pipeline.core.stages.executors import preflight
-from mix_pipeline.core.lab.search import recommended_spec
+from mix_pipeline.core.lab.report import recommended_spec
 from mix_pipeline.core.io.locks import data_root_lock
 from mix_pipeline.core.provenance.trace import add_removals, resolve_request, verify_removals
 from mix_pipeline.core.stages.base import StageEnv, release_workers
@@ -34,7 +34,7 @@ from mix_pipeline.defs.jobs import AFTER_WORKER_JOBS, INGEST_JOB, LAB_JOB, QUALI
 # of a killed process (fail_orphaned_runs).
 from mix_pipeline.defs.orphans import DAGSTER_YAML, fail_orphaned_runs, open_instance, owner_tags
 from mix_pipeline.defs.partitions import discovered_keys, register, retire
-from mix_pipeline.defs.plan import PLANNED_TAG, STEP_TAG, cause, mark_held, next_wave, runs_in_flight
+from mix_pipeline.defs.plan import PLANNED_TAG, STEP_TAG, Held, Step, cause, mark_held, next_wave, runs_in_flight
 from mix_pipeline.names import MIXTURE, MIXTURE_LAB, REMOVALS_FILE, split_partition_key
 from mix_pipeline.recipe import Recipe, RecipeError, load_recipe
 
@@ -132,15 +132,7 @@ def run_pipeline(
         log(f"another mix-pipeline run (pid {pid or '?'}) is working on {recipe.data_root_path}; waiting for it to finish…")
 
     with data_root_lock(recipe.data_root_path, on_wait=waiting):
-        instance = instance or dagster_instance()
-        defs = build_definitions(recipe)
-        _freeze_imports()
-        fail_orphaned_runs(instance)
-        _wait_for_daemon_runs(instance)
-        new = register(instance, recipe)
-        if new:
-            log(f"registered {len(new)} new partition(s): {', '.join(new)}")
-        retire(instance, recipe, log=log)
+        instance, defs = _prepare_instance(instance, recipe, log)
         keys = discovered_keys(recipe)
         force = frozenset(k for k in keys if full or split_partition_key(k)[0] in (force_sources or []))
         done: set[str] = set()
@@ -154,33 +146,61 @@ def run_pipeline(
                 log(f"ingest: {ingest} of {len(keys)} partition(s) to (re)build, the rest are unchanged")
                 said = True
             if not steps:
-                mark_held(instance, held)
-                for h in held:
-                    log(f"held: {h.step.label}: {h.reason}")
-                if held:
-                    log("a held step runs again when its input or the recipe changes; to retry it now, materialize it "
-                        "in the UI or run `mix-pipeline backfill --source SOURCE` (`run --full` for everything)")
+                _report_held(instance, held, log)
                 return failed
-            if {step.job for step in steps} <= AFTER_WORKER_JOBS:
-                # Waves come in pipeline order, so no worker stage follows: the idle workers'
-                # forkserver need not hold its memory through the mixtures.
-                release_workers()
-            for step in steps:
-                if step.damaged:
-                    log(f"{step.label}: {step.why}: rebuilding it")
-                if step.run_key in done:  # a step that ran must not come back: held if it failed, else built
-                    raise RunFailed(f"{step.label}: still stale after it ran; see the run in the UI")
-                done.add(step.run_key)
-                try:
-                    execute(defs, step.job, instance, step.partition, step.label,
-                            tags={PLANNED_TAG: recipe.name, STEP_TAG: step.run_key})
-                except RunFailed as exc:
-                    # Held from now on (plan.held_reason): the rest proceeds without it.
-                    log(f"    {exc}")
-                    failed.append(str(exc))
+            _run_wave(defs, instance, recipe, steps, done, failed, log)
             # What was forced is done once its wave ran.
             retrain = retrain and steps[0].job != QUALITY_MODEL_JOB
             force = force if steps[0].job == QUALITY_MODEL_JOB else frozenset()
+
+
+def _prepare_instance(instance: dg.DagsterInstance | None, recipe: Recipe,
+                      log: Callable[[str], None]) -> tuple[dg.DagsterInstance, dg.Definitions]:
+    """The instance (DAGSTER_HOME's when none is given) and the recipe's definitions, with orphaned
+    runs failed, the daemon's runs finished, new partitions registered and gone ones retired."""
+    instance = instance or dagster_instance()
+    defs = build_definitions(recipe)
+    _freeze_imports()
+    fail_orphaned_runs(instance)
+    _wait_for_daemon_runs(instance)
+    new = register(instance, recipe)
+    if new:
+        log(f"registered {len(new)} new partition(s): {', '.join(new)}")
+    retire(instance, recipe, log=log)
+    return instance, defs
+
+
+def _report_held(instance: dg.DagsterInstance, held: list[Held], log: Callable[[str], None]) -> None:
+    """Tag and log the steps left held when no wave remains."""
+    mark_held(instance, held)
+    for h in held:
+        log(f"held: {h.step.label}: {h.reason}")
+    if held:
+        log("a held step runs again when its input or the recipe changes; to retry it now, materialize it "
+            "in the UI or run `mix-pipeline backfill --source SOURCE` (`run --full` for everything)")
+
+
+def _run_wave(defs: dg.Definitions, instance: dg.DagsterInstance, recipe: Recipe, steps: list[Step], done: set[str],
+              failed: list[str], log: Callable[[str], None]) -> None:
+    """Run one wave's steps in order; a step that fails is logged and added to `failed` (held from
+    now on), and a step that comes back after it ran is an error."""
+    if {step.job for step in steps} <= AFTER_WORKER_JOBS:
+        # Waves come in pipeline order, so no worker stage follows: the idle workers'
+        # forkserver need not hold its memory through the mixtures.
+        release_workers()
+    for step in steps:
+        if step.damaged:
+            log(f"{step.label}: {step.why}: rebuilding it")
+        if step.run_key in done:  # a step that ran must not come back: held if it failed, else built
+            raise RunFailed(f"{step.label}: still stale after it ran; see the run in the UI")
+        done.add(step.run_key)
+        try:
+            execute(defs, step.job, instance, step.partition, step.label,
+                    tags={PLANNED_TAG: recipe.name, STEP_TAG: step.run_key})
+        except RunFailed as exc:
+            # Held from now on (plan.held_reason): the rest proceeds without it.
+            log(f"    {exc}")
+            failed.append(str(exc))
 
 
 # ---- what the CLI's commands call -----------------------------------------------------------------

@@ -3,7 +3,8 @@ import random
 import pyarrow.parquet as pq
 from datatrove.data import Document
 
-from mix_pipeline.core.dedup.minhash import SignatureWriter, dedup_generation
+from mix_pipeline.core.dedup.generation import dedup_generation
+from mix_pipeline.core.dedup.signatures import SignatureWriter
 
 
 def random_text(seed: int, words: int = 300) -> str:

@@ -19,8 +19,11 @@ from datatrove.data import Document
 from rensa import RMinHash
 
 from mix_pipeline import layout
-from mix_pipeline.core.dedup import minhash as dedup
-from mix_pipeline.core.dedup.minhash import DropDuplicates, SignatureWriter, content_hash, dedup_generation, signature_batch
+from mix_pipeline.core.dedup import signatures, verdicts
+from mix_pipeline.core.dedup.clusters import UnionFind
+from mix_pipeline.core.dedup.generation import dedup_generation
+from mix_pipeline.core.dedup.signatures import SignatureWriter, content_hash, signature_batch
+from mix_pipeline.core.dedup.verdicts import DropDuplicates
 from mix_pipeline.core.io.documents import (
     DEDUPLICATED_SCHEMA,
     file_sha256,
@@ -71,7 +74,7 @@ def reference_row(text: str, num_perm: int = 128, bands: int = 32, ngram: int = 
 
 @pytest.mark.parametrize("words_per_call", [100_000, 50])
 def test_batch_signatures_are_the_per_document_ones(words_per_call, monkeypatch):
-    monkeypatch.setattr(dedup, "WORDS_PER_CALL", words_per_call)
+    monkeypatch.setattr(signatures, "WORDS_PER_CALL", words_per_call)
     texts = [
         "", "one", "Just four words here", "exactly five words are here", "Six words, with punctuation: yes!",
         "Ünïcödé wörds — ß and 東京 too, mixed_with under_scores 42 times 42",
@@ -270,7 +273,7 @@ def test_signature_writer_on_documents_writes_the_batched_rows(tmp_path):
 
 def test_union_find_roots_are_each_nodes_smallest_member():
     rng = np.random.default_rng(3)
-    uf = dedup._UnionFind(500)
+    uf = UnionFind(500)
     for a, b in rng.integers(0, 500, size=(300, 2)).tolist():
         uf.union(a, b)
     roots = uf.roots()
@@ -293,7 +296,7 @@ def test_cluster_and_index_files_stream_in_fixed_row_groups(tmp_path, monkeypatc
         step = SignatureWriter(str(out), source=source, num_perm=128, bands=32, ngram=5, seed=1)
         list(step.run(iter(Document(text=t, id=i, metadata={}) for i, t in docs)))
         files += sorted(str(p) for p in out.glob("*.parquet"))
-    monkeypatch.setattr(dedup, "ROW_GROUP_ROWS", 7)
+    monkeypatch.setattr(verdicts, "ROW_GROUP_ROWS", 7)
     trees = []
     for run in ("a", "b"):
         dedup_generation("default", files, [], {"books": 0, "web": 1}, str(tmp_path / run / "clusters"),
@@ -317,7 +320,7 @@ def test_signatures_made_another_way_are_never_reused(ingested, tmp_path):
     from mix_pipeline.core.stages.dedup_index import dedup_config, reusable_generations
 
     config = dedup_config(load_recipe(ingested[0] / "recipe.yaml"))
-    assert config["shingle_hash"] == dedup.SHINGLE_HASH
+    assert config["shingle_hash"] == signatures.SHINGLE_HASH
     generations = [{"snapshot": "default", "partitions": [("web", "abc")]}]
     state = tmp_path / layout.DEDUP_STATE_FILE
     for stored, reused in [(config, 1), ({k: v for k, v in config.items() if k != "shingle_hash"}, 0),

@@ -114,7 +114,7 @@ def test_default_bands_pass_a_real_crawls_drop_rates_and_stop_a_typo(tmp_path):
 
 def _clusters(path: Path, groups: dict[str, list[tuple[str, int]]]) -> str:
     """groups: source → [(survivor id, members)], every member of one source."""
-    from mix_pipeline.core.dedup.minhash import CLUSTER_SCHEMA
+    from mix_pipeline.core.dedup.verdicts import CLUSTER_SCHEMA
 
     rows = []
     for source, clusters in groups.items():

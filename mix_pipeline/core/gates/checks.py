@@ -15,8 +15,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from mix_pipeline.core.filters.registry import CODE_QUALITY, DECONTAMINATION, FILTER_NAMES, SAFETY
 from mix_pipeline.core.io.documents import DOCUMENT_SCHEMA, scratch_connection, sql_file_list
-from mix_pipeline.names import DECONTAMINATION, FILTER_NAMES, META_FILTER_REASON, META_FILTER_VALUE, META_LANGUAGE
+from mix_pipeline.names import META_FILTER_REASON, META_FILTER_VALUE, META_LANGUAGE
 
 SEVERITIES = ("error", "warn")
 SAMPLE_ROWS = 10_000
@@ -60,7 +61,7 @@ CHECKS: dict[str, CheckDef] = {
         # a small tail get tighter bands: a decontamination or safety drop rate this high means an
         # eval set or word list matching ordinary text, not a dirty source.
         {"min_rate": 0.0, "max_rate": 0.95, "per_filter": {
-            "decontamination": {"max_rate": 0.1}, "safety": {"max_rate": 0.1}, "code_quality": {"max_rate": 0.5},
+            DECONTAMINATION: {"max_rate": 0.1}, SAFETY: {"max_rate": 0.1}, CODE_QUALITY: {"max_rate": 0.5},
         }},
         "a threshold typo or wrong parameter that drops nearly everything (or a filter that silently drops nothing)",
     ),
@@ -264,16 +265,34 @@ def _columns(con, parts: list[str]):
 def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -> list[CheckOutcome]:
     con = scratch_connection()
     docs = f"read_parquet({sql_file_list(parts)})" if parts else None
-    out = []
+    schema, sample = _raw_schema(con, parts, overrides)
+    n = con.sql(f"SELECT count(*) FROM {docs}").fetchall()[0][0] if docs else 0
+    out = [
+        schema,
+        _raw_text_not_empty(con, docs, n, quarantine_parts, overrides),
+        _raw_unique_ids(con, docs, overrides),
+        _raw_valid_utf8(con, docs, n, overrides),
+        _raw_length_bounds(con, docs, sample, overrides),
+        _raw_quarantine_rate(con, n, quarantine_parts, overrides),
+    ]
+    con.close()
+    return out
+
+
+def _raw_schema(con, parts: list[str], overrides: dict):
+    """`raw_schema`: the shards have exactly the document columns and no null id. Returns the
+    outcome and the sample of ids and lengths the length check reads too."""
     cfg, sev = settings("raw_schema", overrides)
     columns, found = DOCUMENT_SCHEMA.names, _columns(con, parts)
     ok, res = expect(found, "ExpectTableColumnsToMatchSet", column_set=columns, exact_match=True)
     sample = _sample(con, parts)
     ok_ids, _ = expect(sample, "ExpectColumnValuesToNotBeNull", column="id") if ok else (False, {})
-    out.append(outcome("raw_schema", sev, ok and ok_ids, sorted(found.columns), str(columns),
-                       f"columns {sorted(found.columns)} (ids null: {not ok_ids})"))
+    return outcome("raw_schema", sev, ok and ok_ids, sorted(found.columns), str(columns),
+                   f"columns {sorted(found.columns)} (ids null: {not ok_ids})"), sample
 
-    n = con.sql(f"SELECT count(*) FROM {docs}").fetchall()[0][0] if docs else 0
+
+def _raw_text_not_empty(con, docs: str | None, n: int, quarantine_parts: list[str], overrides: dict) -> CheckOutcome:
+    """`raw_text_not_empty`: the share of documents with text; with no documents at all, why."""
     cfg, sev = settings("raw_text_not_empty", overrides)
     empty_sql = f"FROM {docs} WHERE text IS NULL OR trim(text) = ''" if docs else None
     empty = con.sql(f"SELECT count(*) {empty_sql}").fetchall()[0][0] if docs else 0
@@ -286,35 +305,46 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
         ).fetchall() if quarantine_parts else []
         total = sum(c for _, c in reasons)
         detail = f"all {total} record(s) were quarantined ({', '.join(f'{r}: {c}' for r, c in reasons)})" if total else "no records"
-        out.append(outcome("raw_text_not_empty", sev, False, 0.0, f"≥ {cfg['mostly']} of the documents",
-                           f"no documents: {detail}"))
-    else:
-        out.append(band("raw_text_not_empty", sev, share, cfg["mostly"], None, f"share of {n} documents with text",
-                        _examples(con, f"SELECT id, text {empty_sql} LIMIT {EXAMPLES}") if empty else []))
+        return outcome("raw_text_not_empty", sev, False, 0.0, f"≥ {cfg['mostly']} of the documents",
+                       f"no documents: {detail}")
+    return band("raw_text_not_empty", sev, share, cfg["mostly"], None, f"share of {n} documents with text",
+                _examples(con, f"SELECT id, text {empty_sql} LIMIT {EXAMPLES}") if empty else [])
 
+
+def _raw_unique_ids(con, docs: str | None, overrides: dict) -> CheckOutcome:
+    """`raw_unique_ids`: how many ids repeat."""
     cfg, sev = settings("raw_unique_ids", overrides)
     dup_ids = con.sql(f"SELECT count(*) - count(DISTINCT id) FROM {docs}").fetchall()[0][0] if docs else 0
     examples = _examples(con, f"SELECT id, any_value(text) FROM {docs} GROUP BY id HAVING count(*) > 1 ORDER BY id LIMIT {EXAMPLES}") if dup_ids else []
-    out.append(band("raw_unique_ids", sev, dup_ids, 0, cfg["max_duplicate_ids"], "repeated ids", examples))
+    return band("raw_unique_ids", sev, dup_ids, 0, cfg["max_duplicate_ids"], "repeated ids", examples)
 
+
+def _raw_valid_utf8(con, docs: str | None, n: int, overrides: dict) -> CheckOutcome:
+    """`raw_valid_utf8`: the fraction of documents with a replacement character (U+FFFD)."""
     cfg, sev = settings("raw_valid_utf8", overrides)
     bad_sql = f"FROM {docs} WHERE contains(text, '\ufffd')" if docs else None
     bad = con.sql(f"SELECT count(*) {bad_sql}").fetchall()[0][0] if docs else 0
-    out.append(band("raw_valid_utf8", sev, bad / n if n else 0.0, None, cfg["max_fraction"],
-                    "fraction of documents with U+FFFD", _examples(con, f"SELECT id, text {bad_sql} ORDER BY id LIMIT {EXAMPLES}") if bad else []))
+    return band("raw_valid_utf8", sev, bad / n if n else 0.0, None, cfg["max_fraction"],
+                "fraction of documents with U+FFFD", _examples(con, f"SELECT id, text {bad_sql} ORDER BY id LIMIT {EXAMPLES}") if bad else [])
 
+
+def _raw_length_bounds(con, docs: str | None, sample, overrides: dict) -> CheckOutcome:
+    """`raw_length_bounds`: the share of a sample whose length is within the bounds."""
     cfg, sev = settings("raw_length_bounds", overrides)
     ok, res = expect(sample, "ExpectColumnValuesToBeBetween", column="chars", min_value=cfg["min_chars"],
                      max_value=cfg["max_chars"], mostly=cfg["mostly"])
     bad_ids = [str(i) for i in sample.id.iloc[res.get("partial_unexpected_index_list") or []].head(EXAMPLES)]
     within = 1.0 - (res.get("unexpected_percent") or 0.0) / 100.0
-    out.append(outcome("raw_length_bounds", sev, ok, round(within, 4),
-                       f"≥ {cfg['mostly']} of a {len(sample)}-row sample {bounds(cfg['min_chars'], cfg['max_chars'])} chars long",
-                       f"{within:.2%} of the sample within the length bounds",
-                       [{"id": str(i), "snippet": f"{len(t or '')} chars: {snippet(t)}"} for i, t in con.execute(
-                           f"SELECT id, text FROM {docs} WHERE id IN (SELECT unnest(?::VARCHAR[])) ORDER BY id", [bad_ids]
-                       ).fetchall()] if bad_ids else []))
+    return outcome("raw_length_bounds", sev, ok, round(within, 4),
+                   f"≥ {cfg['mostly']} of a {len(sample)}-row sample {bounds(cfg['min_chars'], cfg['max_chars'])} chars long",
+                   f"{within:.2%} of the sample within the length bounds",
+                   [{"id": str(i), "snippet": f"{len(t or '')} chars: {snippet(t)}"} for i, t in con.execute(
+                       f"SELECT id, text FROM {docs} WHERE id IN (SELECT unnest(?::VARCHAR[])) ORDER BY id", [bad_ids]
+                   ).fetchall()] if bad_ids else [])
 
+
+def _raw_quarantine_rate(con, n: int, quarantine_parts: list[str], overrides: dict) -> CheckOutcome:
+    """`raw_quarantine_rate`: the quarantined share of the records, empty files and texts not counted."""
     cfg, sev = settings("raw_quarantine_rate", overrides)
     from mix_pipeline.core.io.readers import EMPTY_FILE, EMPTY_TEXT
 
@@ -328,10 +358,8 @@ def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -
             f"SELECT id, text, json_extract_string(metadata, '$.reason') {counted} ORDER BY id LIMIT {EXAMPLES}"
         ).fetchall()]
     empty = f", {total_q - q} empty not counted" if total_q > q else ""
-    out.append(band("raw_quarantine_rate", sev, q / (n + q) if n + q else 0.0, None, cfg["max_rate"],
-                    f"quarantined share of {n + q} records{empty}", examples))
-    con.close()
-    return out
+    return band("raw_quarantine_rate", sev, q / (n + q) if n + q else 0.0, None, cfg["max_rate"],
+                f"quarantined share of {n + q} records{empty}", examples)
 
 
 def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tuple[str, int]],
@@ -388,14 +416,14 @@ def filtered_checks(input_documents: int, kept_parts: list[str], drops: list[tup
 
 def drift_check(current: dict, refs: dict[str, tuple[str, dict]], overrides: dict) -> CheckOutcome:
     """Drift of a partition's profile against the previous snapshot and the baseline."""
-    from mix_pipeline.core.gates.drift import drift
+    from mix_pipeline.core.gates.drift import COMPONENTS, drift
 
     cfg, sev = settings("drift", overrides)
     if not refs:
         return outcome("drift", sev, True, 0.0, f"≤ {cfg['max_score']}", "first snapshot: nothing to compare")
     scores = {kind: {"snapshot": snap, **drift(current, ref)} for kind, (snap, ref) in refs.items()}
     worst = max(scores.values(), key=lambda d: d["score"])
-    parts = ", ".join(f"{k} {worst[k]:.3f}" for k in ("length", "language", "fates"))
+    parts = ", ".join(f"{k} {worst[k]:.3f}" for k in COMPONENTS)
     return band("drift", sev, worst["score"], None, cfg["max_score"], f"drift against {worst['snapshot']} ({parts})")
 
 
@@ -455,32 +483,45 @@ def mixture_checks(
     catalog (plain library use)."""
     import pandas as pd
 
-    from mix_pipeline.core.filters.registry import find_pii
-
-    out = []
     frame = pd.DataFrame(ledger)
+    out = [_weights_within_tolerance(frame, tolerance, overrides), _epochs_within_cap(frame, max_epochs, overrides)]
+    con = scratch_connection()
+    parts = {s: [os.path.join(out_dir, f) for f in info["files"]] for s, info in splits.items()}
+    out.append(_splits_disjoint(con, parts, overrides))
+    out.append(_no_pii_left(con, parts, pii_sources, overrides))
+    con.close()
+    out.append(_conservation(conservation_rows, overrides))
+    return out
+
+
+def _weights_within_tolerance(frame, tolerance: float, overrides: dict) -> CheckOutcome:
+    """`weights_within_tolerance`: each source's achieved weight is within `tolerance` (relative) of its target."""
     frame["relative_error"] = (frame.achieved_weight - frame.target_weight).abs() / frame.target_weight.where(frame.target_weight > 0, 1.0)
     cfg, sev = settings("weights_within_tolerance", overrides)
     ok, _ = expect(frame, "ExpectColumnValuesToBeBetween", column="relative_error", min_value=0, max_value=tolerance)
     off = frame[frame.relative_error > tolerance]
-    out.append(outcome("weights_within_tolerance", sev, ok,
-                       {r.source: round(r.achieved_weight, 6) for r in frame.itertuples()},
-                       f"relative error ≤ {tolerance}",
-                       "; ".join(f"{r.source} achieved {r.achieved_weight:.4f} for target {r.target_weight:.4f}" for r in off.itertuples())))
+    return outcome("weights_within_tolerance", sev, ok,
+                   {r.source: round(r.achieved_weight, 6) for r in frame.itertuples()},
+                   f"relative error ≤ {tolerance}",
+                   "; ".join(f"{r.source} achieved {r.achieved_weight:.4f} for target {r.target_weight:.4f}" for r in off.itertuples()))
 
+
+def _epochs_within_cap(frame, max_epochs: dict[str, float], overrides: dict) -> CheckOutcome:
+    """`epochs_within_cap`: no source is repeated more often than its cap."""
     cfg, sev = settings("epochs_within_cap", overrides)
     # Units over the cap, not the rounded `epochs`, so a source exactly at its cap passes.
     frame["cap_units"] = [max_epochs[s] * a for s, a in zip(frame.source, frame.available_units)]
     frame["epochs_headroom"] = frame.cap_units - frame.units
     ok, _ = expect(frame, "ExpectColumnValuesToBeBetween", column="epochs_headroom", min_value=-1e-6)
     over = frame[frame.epochs_headroom < -1e-6]
-    out.append(outcome("epochs_within_cap", sev, ok, {r.source: r.epochs for r in frame.itertuples()},
-                       "; ".join(f"{s} ≤ {max_epochs[s]:g}" for s in frame.source),
-                       "; ".join(f"{r.source} repeated {r.epochs:.2f} times (cap {max_epochs[r.source]:g})"
-                                 for r in over.itertuples())))
+    return outcome("epochs_within_cap", sev, ok, {r.source: r.epochs for r in frame.itertuples()},
+                   "; ".join(f"{s} ≤ {max_epochs[s]:g}" for s in frame.source),
+                   "; ".join(f"{r.source} repeated {r.epochs:.2f} times (cap {max_epochs[r.source]:g})"
+                             for r in over.itertuples()))
 
-    con = scratch_connection()
-    parts = {s: [os.path.join(out_dir, f) for f in info["files"]] for s, info in splits.items()}
+
+def _splits_disjoint(con, parts: dict[str, list[str]], overrides: dict) -> CheckOutcome:
+    """`splits_disjoint`: no document is in more than one split."""
     union = " UNION ALL ".join(
         f"SELECT DISTINCT source, id, '{s}' AS split FROM read_parquet({sql_file_list(files)})" for s, files in parts.items() if files
     )
@@ -491,42 +532,48 @@ def mixture_checks(
             f"HAVING count(*) > 1 ORDER BY source, id"
         ).fetchall()
     cfg, sev = settings("splits_disjoint", overrides)
-    out.append(band("splits_disjoint", sev, len(leaked), 0, 0, "documents in more than one split",
-                    [{"id": f"{s}/{i}", "snippet": f"in {where}"} for s, i, where in leaked[:EXAMPLES]]))
+    return band("splits_disjoint", sev, len(leaked), 0, 0, "documents in more than one split",
+                [{"id": f"{s}/{i}", "snippet": f"in {where}"} for s, i, where in leaked[:EXAMPLES]])
+
+
+def _no_pii_left(con, parts: dict[str, list[str]], pii_sources: dict[str, tuple[str, ...]], overrides: dict) -> CheckOutcome:
+    """`no_pii_left`: the redactor's own patterns find nothing in the sources whose filters redact PII."""
+    from mix_pipeline.core.filters.pii import find_pii
 
     cfg, sev = settings("no_pii_left", overrides)
     files = [f for fs in parts.values() for f in fs]
     if not pii_sources or not files:
-        out.append(outcome("no_pii_left", sev, True, None, "n/a", "no source of this mixture asks for PII redaction"))
-    else:
-        sources = ", ".join(f"'{s}'" for s in pii_sources)
-        found: list[dict] = []
-        reader = con.sql(
-            f"SELECT DISTINCT source, id, text FROM read_parquet({sql_file_list(files)}) WHERE source IN ({sources})"
-        ).to_arrow_reader(2000)
-        for batch in reader:
-            for source, doc_id, text in zip(*(batch.column(c).to_pylist() for c in ("source", "id", "text"))):
-                hit = find_pii(text, pii_sources[source])
-                if hit:
-                    kind, m = hit
-                    found.append({"id": f"{source}/{doc_id}",
-                                  "snippet": f"{kind}: " + snippet(text[max(0, m.start() - 40): m.end() + 40])})
-        out.append(band("no_pii_left", sev, len(found), 0, 0, f"documents of {sorted(pii_sources)} with PII left",
-                        found[:EXAMPLES]))
-    con.close()
+        return outcome("no_pii_left", sev, True, None, "n/a", "no source of this mixture asks for PII redaction")
+    sources = ", ".join(f"'{s}'" for s in pii_sources)
+    found: list[dict] = []
+    reader = con.sql(
+        f"SELECT DISTINCT source, id, text FROM read_parquet({sql_file_list(files)}) WHERE source IN ({sources})"
+    ).to_arrow_reader(2000)
+    for batch in reader:
+        for source, doc_id, text in zip(*(batch.column(c).to_pylist() for c in ("source", "id", "text"))):
+            hit = find_pii(text, pii_sources[source])
+            if hit:
+                kind, m = hit
+                found.append({"id": f"{source}/{doc_id}",
+                              "snippet": f"{kind}: " + snippet(text[max(0, m.start() - 40): m.end() + 40])})
+    return band("no_pii_left", sev, len(found), 0, 0, f"documents of {sorted(pii_sources)} with PII left",
+                found[:EXAMPLES])
+
+
+def _conservation(conservation_rows: list[dict] | None, overrides: dict) -> CheckOutcome:
+    """`conservation`: the catalog accounts for every record of every source."""
+    import pandas as pd
 
     cfg, sev = settings("conservation", overrides)
     rows = pd.DataFrame(conservation_rows or [])
     if conservation_rows is None:
-        out.append(outcome("conservation", sev, True, None, "n/a", "no catalog was given to check against"))
-    elif rows.empty:
-        out.append(outcome("conservation", sev, False, None, "a catalog row per source", "the catalog has no conservation rows"))
-    else:
-        ok, _ = expect(rows, "ExpectColumnValuesToBeInSet", column="balanced", value_set=[True])
-        bad = rows[~rows.balanced.astype(bool)]
-        out.append(outcome("conservation", sev, ok,
-                           {r.source: "balanced" if r.balanced else "not balanced" for r in rows.itertuples()},
-                           "records = kept + dropped + duplicate + quarantined",
-                           "; ".join(f"{r.source}: {r.records} records but {r.kept}+{r.dropped}+{r.duplicate}+{r.quarantined}"
-                                     for r in bad.itertuples())))
-    return out
+        return outcome("conservation", sev, True, None, "n/a", "no catalog was given to check against")
+    if rows.empty:
+        return outcome("conservation", sev, False, None, "a catalog row per source", "the catalog has no conservation rows")
+    ok, _ = expect(rows, "ExpectColumnValuesToBeInSet", column="balanced", value_set=[True])
+    bad = rows[~rows.balanced.astype(bool)]
+    return outcome("conservation", sev, ok,
+                   {r.source: "balanced" if r.balanced else "not balanced" for r in rows.itertuples()},
+                   "records = kept + dropped + duplicate + quarantined",
+                   "; ".join(f"{r.source}: {r.records} records but {r.kept}+{r.dropped}+{r.duplicate}+{r.quarantined}"
+                             for r in bad.itertuples()))

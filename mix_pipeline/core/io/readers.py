@@ -386,8 +386,6 @@ class SourceReader(PipelineStep):
                 yield False, self._quarantine(rel, 0, EMPTY_FILE, "the file holds no records")
 
     def _parquet(self, path: str, rel: str) -> Iterator[tuple[bool, Document]]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         with open(path, "rb"):
@@ -400,35 +398,16 @@ class SourceReader(PipelineStep):
             return
         sized = False  # whether the text column's byte lengths can be checked before conversion
         if self.fmt != "chat":
-            if self.text_field not in schema.names:
-                yield False, self._quarantine(
-                    rel, 0, MISSING_TEXT_COLUMN, f"no column '{self.text_field}' (columns: {schema.names})"
-                )
+            refused, sized = self._text_column(pf, schema, rel)
+            if refused is not None:
+                yield False, refused
                 return
-            kind = schema.field(self.text_field).type
-            if pa.types.is_dictionary(kind):
-                kind = kind.value_type
-            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
-                # A different schema (e.g. text stored as numbers or bytes): the file, not each row.
-                yield False, self._quarantine(
-                    rel, 0, TEXT_COLUMN_NOT_STRING,
-                    f"column '{self.text_field}' is {kind}, not string ({pf.metadata.num_rows} rows)",
-                )
-                return
-            sized = not pa.types.is_null(kind)
         row = 0
         try:
             for batch in pf.iter_batches(batch_size=self.parquet_batch_size):
                 big: dict[int, tuple[int, str]] = {}
                 if sized:
-                    column = batch.column(self.text_field)
-                    lengths = pc.binary_length(column.cast(pa.large_string()) if pa.types.is_dictionary(column.type) else column)
-                    over = [i for i, n in enumerate(lengths.to_pylist()) if n is not None and n > self.max_document_bytes]
-                    if over:
-                        # Oversized texts never become Python strings: quarantined from a snippet.
-                        heads = pc.utf8_slice_codeunits(column.take(over).cast(pa.large_string()), 0, SNIPPET_CHARS)
-                        big = {i: (lengths[i].as_py(), head) for i, head in zip(over, heads.to_pylist())}
-                        batch = batch.filter(pa.array([i not in big for i in range(batch.num_rows)]))
+                    batch, big = self._set_aside_oversized(batch)
                 records = iter(batch.to_pylist())
                 for i in range(batch.num_rows + len(big)):
                     row += 1
@@ -446,6 +425,42 @@ class SourceReader(PipelineStep):
             return
         if row == 0:
             yield False, self._quarantine(rel, 0, EMPTY_FILE, "the file holds no rows")
+
+    def _text_column(self, pf, schema, rel: str) -> tuple[Document | None, bool]:
+        """Check a Parquet file's text column: (a quarantine record refusing the whole file when the
+        column is missing or not strings, else None; whether its byte lengths can be checked
+        before conversion)."""
+        import pyarrow as pa
+
+        if self.text_field not in schema.names:
+            return self._quarantine(
+                rel, 0, MISSING_TEXT_COLUMN, f"no column '{self.text_field}' (columns: {schema.names})"
+            ), False
+        kind = schema.field(self.text_field).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            # A different schema (e.g. text stored as numbers or bytes): the file, not each row.
+            return self._quarantine(
+                rel, 0, TEXT_COLUMN_NOT_STRING,
+                f"column '{self.text_field}' is {kind}, not string ({pf.metadata.num_rows} rows)",
+            ), False
+        return None, not pa.types.is_null(kind)
+
+    def _set_aside_oversized(self, batch):
+        """(the batch without its texts over max_document_bytes, {row in the batch: (bytes, snippet)}
+        of those). Oversized texts never become Python strings: quarantined from a snippet."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        column = batch.column(self.text_field)
+        lengths = pc.binary_length(column.cast(pa.large_string()) if pa.types.is_dictionary(column.type) else column)
+        over = [i for i, n in enumerate(lengths.to_pylist()) if n is not None and n > self.max_document_bytes]
+        if not over:
+            return batch, {}
+        heads = pc.utf8_slice_codeunits(column.take(over).cast(pa.large_string()), 0, SNIPPET_CHARS)
+        big = {i: (lengths[i].as_py(), head) for i, head in zip(over, heads.to_pylist())}
+        return batch.filter(pa.array([i not in big for i in range(batch.num_rows)])), big
 
     def _text(self, path: str, rel: str) -> Iterator[tuple[bool, Document]]:
         with open(path, "rb") as f:
@@ -477,7 +492,7 @@ class SourceReader(PipelineStep):
         from mix_pipeline.core.io import storage
 
         if storage.is_url(path):
-            # issue 14: an object is read from a local copy this task downloads: same bytes, same
+            # An object is read from a local copy this task downloads: same bytes, same
             # `file` (relative to the pattern's folder), so the same documents as from local disk.
             rel = storage.relpath(path, self.root)
             copy = storage.local_copy(path)

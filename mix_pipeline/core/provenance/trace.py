@@ -26,9 +26,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mix_pipeline import layout
+from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY
 from mix_pipeline.core.io.documents import DOCUMENT_SCHEMA, drop_rows, list_parts, sql_file_list, write_text_atomic
 from mix_pipeline.names import (
-    DECONTAMINATION,
     FATE_DROPPED,
     FATE_DUPLICATE,
     FATE_KEPT,
@@ -306,9 +306,6 @@ def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool 
     """The history of the document `ref` names (an id, or a mixture row MIXTURE/SPLIT/FILE:ROW), one
     entry per source:snapshot that holds a document with that id. `with_mixtures=False` skips
     the search of every mixture's shards for the rows that hold it."""
-    from mix_pipeline.core.filters.registry import is_dropping
-    from mix_pipeline.core.mixing.licenses import document_license
-
     root = recipe.data_root_path
     row_ref = None
     resolved = resolve_mixture_row(con, root, ref)
@@ -316,6 +313,16 @@ def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool 
         row_ref, (source, doc_id) = ref, resolved
     else:
         doc_id = ref
+    fates = _document_fates(con, doc_id, source)
+    out = []
+    for key in sorted({(f["source"], f["snapshot"]) for f in fates}):
+        mine = [f for f in fates if (f["source"], f["snapshot"]) == key]
+        out.append(_partition_history(con, recipe, root, key, doc_id, mine, row_ref, with_mixtures))
+    return out
+
+
+def _document_fates(con, doc_id: str, source: str | None) -> list[dict]:
+    """The catalog's fates of every document with this id (of `source` only, when given)."""
     fates = _rows(con, """SELECT source, snapshot, stage, fate, reason, detail, duplicate_of_source, duplicate_of
                           FROM document_fates WHERE id = ? AND (? IS NULL OR source = ?) ORDER BY source, snapshot, stage""",
                   [doc_id, source, source])
@@ -323,104 +330,138 @@ def trace(con, recipe, ref: str, source: str | None = None, with_mixtures: bool 
         where = f" in source '{source}'" if source else ""
         raise ProvenanceError(f"no document '{doc_id}'{where} in the catalog: give a document id (as in the "
                               "outputs' `id` column) or a mixture row MIXTURE/SPLIT/part-NNNNN.parquet:ROW")
-    out = []
-    for key in sorted({(f["source"], f["snapshot"]) for f in fates}):
-        src, snapshot = key
-        mine = [f for f in fates if (f["source"], f["snapshot"]) == key]
-        final = next((f for f in mine if f["stage"] == "dedup"), None) or mine[-1]
-        spec = recipe.sources.get(src)
-        history: dict = {"source": src, "snapshot": snapshot, "id": doc_id, "fate": final["fate"],
-                         "ended_at": final["stage"], "reason": final["reason"], "mixture_row": row_ref}
-        # Origin: the raw record (or the quarantine record of a quarantined or removed one).
-        if final["fate"] in (FATE_QUARANTINED, FATE_REMOVED):
-            rec = _find_row(con, list_parts(layout.partition_dir(root, layout.QUARANTINE_DIR, src, snapshot)), doc_id)
-        else:
-            rec = _find_row(con, list_parts(layout.partition_dir(root, layout.RAW_DIR, src, snapshot)), doc_id)
-        meta = _meta(rec)
-        history["origin"] = {
-            "file": meta.get("file"), "line": meta.get("line"), "url": meta.get("url"),
-            "raw_shard": os.path.relpath(rec["filename"], root) if rec else None,
-            "raw_row": rec["file_row_number"] if rec else None,
-            "fields": {k: v for k, v in sorted(meta.items()) if k not in (
-                "file", "line", "url", "source", "domain", "reason", "detail", "messages")},
-        }
-        if final["fate"] in (FATE_QUARANTINED, FATE_REMOVED):
-            history["stages"] = [{"stage": "raw", "result": final["fate"], "reason": final["reason"],
-                                  "detail": meta.get("detail")}]
-            history["mixtures"] = []
-            out.append(history)
-            continue
-        # Filtered: every step in pipeline order, with what it measured.
-        kept_row = _find_row(con, list_parts(layout.partition_dir(root, layout.FILTERED_DIR, src, snapshot)), doc_id)
-        steps = ([DECONTAMINATION] if recipe.decontamination is not None else []) + [f.name for f in (spec.filters if spec else [])]
-        dropped_by = final["reason"].split(":", 1)[0] if final["fate"] == FATE_DROPPED else None
-        dropped_row = None
-        if dropped_by:
-            dropped_row = _find_row(con, list_parts(os.path.join(layout.partition_dir(root, layout.DROPPED_DIR, src, snapshot), dropped_by)), doc_id)
-        doc_meta = _meta(kept_row or dropped_row)
-        filters = []
-        reached = True
-        for step in steps:
-            entry = {"filter": step, "result": "not reached" if not reached else "passed"}
-            if reached and step == dropped_by:
-                entry |= {"result": "dropped", "reason": final["reason"],
-                          "measured": json.loads(final["detail"]) if final["detail"] else None}
-                reached = False
-            elif reached:
-                entry["measured"] = _measured(step, doc_meta)
-                if not is_dropping(step) and step != DECONTAMINATION:
-                    entry["result"] = "applied"
-            filters.append(entry)
-        history["stages"] = [{"stage": "raw", "result": "read"},
-                             {"stage": "filtered", "result": final["fate"] if dropped_by else "kept", "filters": filters}]
-        history["pii_redactions"] = doc_meta.get(META_PII) or {}
-        decont = doc_meta.get(META_DECONTAMINATED)
-        history["decontamination"] = (
-            {"result": "dropped", "reason": final["reason"], "measured": json.loads(final["detail"]) if final["detail"] else None}
-            if dropped_by == DECONTAMINATION else
-            {"result": "spans removed", "matched_ngrams": decont} if decont else
-            {"result": "clean"} if recipe.decontamination is not None else {"result": "not configured"})
-        text = (kept_row or dropped_row or {}).get("text") or ""
-        history["license"] = document_license(spec, doc_meta, text) if spec else None
-        if dropped_by:
-            history["mixtures"] = []
-            out.append(history)
-            continue
-        # Dedup: verdict, cluster, survivor and copies.
-        clusters_path = os.path.join(root, "dedup_index", "clusters", src, f"{snapshot}.parquet")
-        cluster = _rows(con, f"""SELECT match, cluster_size, duplicate_of_snapshot
-                                 FROM read_parquet({sql_file_list([clusters_path])}) WHERE id = ?""",
-                        [doc_id]) if os.path.exists(clusters_path) else []
-        copies = _rows(con, f"""SELECT source, snapshot, id, reason AS match FROM document_fates
-                                WHERE stage = 'dedup' AND fate = '{FATE_DUPLICATE}' AND duplicate_of = ?
-                                AND duplicate_of_source = ? ORDER BY ALL""", [doc_id, src])
-        c = cluster[0] if cluster else {}
-        history["dedup"] = {
-            "result": final["fate"], "match": c.get("match") or final["reason"], "cluster_size": c.get("cluster_size"),
-            "survivor": ({"source": final["duplicate_of_source"], "snapshot": c.get("duplicate_of_snapshot"),
-                          "id": final["duplicate_of"]} if final["fate"] == FATE_DUPLICATE else
-                         {"source": src, "snapshot": snapshot, "id": doc_id}),
-            "copies": copies,
-        }
-        history["stages"].append({"stage": "dedup", "result": final["fate"], "reason": final["reason"]})
-        if final["fate"] != FATE_KEPT:
-            history["mixtures"] = []
-            out.append(history)
-            continue
-        dedup_row = _find_row(con, list_parts(layout.partition_dir(root, layout.DEDUPLICATED_DIR, src, snapshot)), doc_id,
-                              "id, n_tokens, metadata")
-        history["stages"].append({"stage": "deduplicated", "result": "kept", "n_tokens": dedup_row and dedup_row["n_tokens"]})
-        history["mixtures"] = mixture_appearances(con, root, src, doc_id) if with_mixtures else []
-        out.append(history)
-    return out
+    return fates
+
+
+def _partition_history(con, recipe, root: str, key: tuple[str, str], doc_id: str, mine: list[dict],
+                       row_ref: str | None, with_mixtures: bool) -> dict:
+    """One source:snapshot's history of the document: its origin, then every stage it reached."""
+    src, snapshot = key
+    final = next((f for f in mine if f["stage"] == "dedup"), None) or mine[-1]
+    history: dict = {"source": src, "snapshot": snapshot, "id": doc_id, "fate": final["fate"],
+                     "ended_at": final["stage"], "reason": final["reason"], "mixture_row": row_ref}
+    # Origin: the raw record (or the quarantine record of a quarantined or removed one).
+    set_aside = final["fate"] in (FATE_QUARANTINED, FATE_REMOVED)
+    origin_dir = layout.QUARANTINE_DIR if set_aside else layout.RAW_DIR
+    rec = _find_row(con, list_parts(layout.partition_dir(root, origin_dir, src, snapshot)), doc_id)
+    meta = _meta(rec)
+    history["origin"] = _origin(root, rec, meta)
+    if set_aside:
+        history["stages"] = [{"stage": "raw", "result": final["fate"], "reason": final["reason"],
+                              "detail": meta.get("detail")}]
+        history["mixtures"] = []
+        return history
+    if _trace_filtered(con, recipe, root, key, doc_id, final, history):
+        history["mixtures"] = []
+        return history
+    history["dedup"] = _dedup_verdict(con, root, key, doc_id, final)
+    history["stages"].append({"stage": "dedup", "result": final["fate"], "reason": final["reason"]})
+    if final["fate"] != FATE_KEPT:
+        history["mixtures"] = []
+        return history
+    dedup_row = _find_row(con, list_parts(layout.partition_dir(root, layout.DEDUPLICATED_DIR, src, snapshot)), doc_id,
+                          "id, n_tokens, metadata")
+    history["stages"].append({"stage": "deduplicated", "result": "kept", "n_tokens": dedup_row and dedup_row["n_tokens"]})
+    history["mixtures"] = mixture_appearances(con, root, src, doc_id) if with_mixtures else []
+    return history
+
+
+def _origin(root: str, rec: dict | None, meta: dict) -> dict:
+    """Where the document came from: input file, line and URL, its raw (or quarantine) row, and
+    the rest of the reader's fields."""
+    return {
+        "file": meta.get("file"), "line": meta.get("line"), "url": meta.get("url"),
+        "raw_shard": os.path.relpath(rec["filename"], root) if rec else None,
+        "raw_row": rec["file_row_number"] if rec else None,
+        "fields": {k: v for k, v in sorted(meta.items()) if k not in (
+            "file", "line", "url", "source", "domain", "reason", "detail", "messages")},
+    }
+
+
+def _trace_filtered(con, recipe, root: str, key: tuple[str, str], doc_id: str, final: dict, history: dict) -> str | None:
+    """Fill in the filtered stage (every step in pipeline order, with what it measured), the PII
+    redactions, decontamination and license. Returns the step that dropped the document, or None."""
+    from mix_pipeline.core.mixing.licenses import document_license
+
+    src, snapshot = key
+    spec = recipe.sources.get(src)
+    kept_row = _find_row(con, list_parts(layout.partition_dir(root, layout.FILTERED_DIR, src, snapshot)), doc_id)
+    steps = ([DECONTAMINATION] if recipe.decontamination is not None else []) + [f.name for f in (spec.filters if spec else [])]
+    dropped_by = final["reason"].split(":", 1)[0] if final["fate"] == FATE_DROPPED else None
+    dropped_row = None
+    if dropped_by:
+        dropped_row = _find_row(con, list_parts(os.path.join(layout.partition_dir(root, layout.DROPPED_DIR, src, snapshot), dropped_by)), doc_id)
+    doc_meta = _meta(kept_row or dropped_row)
+    history["stages"] = [{"stage": "raw", "result": "read"},
+                         {"stage": "filtered", "result": final["fate"] if dropped_by else "kept",
+                          "filters": _filter_steps(steps, dropped_by, final, doc_meta)}]
+    history["pii_redactions"] = doc_meta.get(META_PII) or {}
+    history[DECONTAMINATION] = _decontamination(recipe, dropped_by, final, doc_meta)
+    text = (kept_row or dropped_row or {}).get("text") or ""
+    history["license"] = document_license(spec, doc_meta, text) if spec else None
+    return dropped_by
+
+
+def _filter_steps(steps: list[str], dropped_by: str | None, final: dict, doc_meta: dict) -> list[dict]:
+    """Each filter step's result: passed (or applied), dropped, or not reached after the drop."""
+    from mix_pipeline.core.filters.registry import is_dropping
+
+    filters = []
+    reached = True
+    for step in steps:
+        entry = {"filter": step, "result": "not reached" if not reached else "passed"}
+        if reached and step == dropped_by:
+            entry |= {"result": "dropped", "reason": final["reason"], "measured": _detail(final)}
+            reached = False
+        elif reached:
+            entry["measured"] = _measured(step, doc_meta)
+            if step != DECONTAMINATION and not is_dropping(step):
+                entry["result"] = "applied"
+        filters.append(entry)
+    return filters
+
+
+def _decontamination(recipe, dropped_by: str | None, final: dict, doc_meta: dict) -> dict:
+    """What decontamination did: dropped the document, removed spans, found it clean, or was not configured."""
+    decont = doc_meta.get(META_DECONTAMINATED)
+    return (
+        {"result": "dropped", "reason": final["reason"], "measured": _detail(final)}
+        if dropped_by == DECONTAMINATION else
+        {"result": "spans removed", "matched_ngrams": decont} if decont else
+        {"result": "clean"} if recipe.decontamination is not None else {"result": "not configured"})
+
+
+def _detail(final: dict) -> dict | None:
+    """What the dropping step measured (the catalog's `detail`, JSON), or None."""
+    return json.loads(final["detail"]) if final["detail"] else None
+
+
+def _dedup_verdict(con, root: str, key: tuple[str, str], doc_id: str, final: dict) -> dict:
+    """Dedup: verdict, cluster, survivor and copies."""
+    src, snapshot = key
+    clusters_path = os.path.join(root, "dedup_index", "clusters", src, f"{snapshot}.parquet")
+    cluster = _rows(con, f"""SELECT match, cluster_size, duplicate_of_snapshot
+                             FROM read_parquet({sql_file_list([clusters_path])}) WHERE id = ?""",
+                    [doc_id]) if os.path.exists(clusters_path) else []
+    copies = _rows(con, f"""SELECT source, snapshot, id, reason AS match FROM document_fates
+                            WHERE stage = 'dedup' AND fate = '{FATE_DUPLICATE}' AND duplicate_of = ?
+                            AND duplicate_of_source = ? ORDER BY ALL""", [doc_id, src])
+    c = cluster[0] if cluster else {}
+    return {
+        "result": final["fate"], "match": c.get("match") or final["reason"], "cluster_size": c.get("cluster_size"),
+        "survivor": ({"source": final["duplicate_of_source"], "snapshot": c.get("duplicate_of_snapshot"),
+                      "id": final["duplicate_of"]} if final["fate"] == FATE_DUPLICATE else
+                     {"source": src, "snapshot": snapshot, "id": doc_id}),
+        "copies": copies,
+    }
 
 
 def _measured(step: str, meta: dict) -> dict | None:
-    if step == "language" and META_LANGUAGE in meta:
-        return {"language": meta[META_LANGUAGE], "score": meta.get(META_LANGUAGE_SCORE)}
-    if step == "safety" and META_FLAGGED_WORDS in meta:
+    if step == LANGUAGE and META_LANGUAGE in meta:
+        return {META_LANGUAGE: meta[META_LANGUAGE], "score": meta.get(META_LANGUAGE_SCORE)}
+    if step == SAFETY and META_FLAGGED_WORDS in meta:
         return {"flagged_words": meta[META_FLAGGED_WORDS]}
-    if step == "pii":
+    if step == PII:
         return {"redacted": meta.get(META_PII) or {}}
     if step == DECONTAMINATION and meta.get(META_DECONTAMINATED):
         return {"matched_ngrams": meta[META_DECONTAMINATED]}
@@ -471,8 +512,8 @@ def format_trace(histories: list[dict]) -> str:
         if "pii_redactions" in h:
             pii = h["pii_redactions"]
             lines.append("  pii redactions: " + (", ".join(f"{k} ×{v}" for k, v in sorted(pii.items())) or "none"))
-        if "decontamination" in h:
-            d = h["decontamination"]
+        if DECONTAMINATION in h:
+            d = h[DECONTAMINATION]
             lines.append(f"  decontamination: {d['result']}" + (f" {json.dumps(d.get('measured') or d.get('matched_ngrams'))}"
                                                                  if d.get("measured") or d.get("matched_ngrams") else ""))
         if "dedup" in h:

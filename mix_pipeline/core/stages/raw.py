@@ -31,7 +31,9 @@ from mix_pipeline.core.provenance.trace import partition_removals, set_aside_rem
 from mix_pipeline.core.io.readers import DUPLICATE_ID, SNIPPET_CHARS, SourceReader
 from mix_pipeline.core.stages.base import StageEnv, StageResult, count_rows, gate, scratch_in_data_root
 from mix_pipeline.names import DEFAULT_SNAPSHOT, RAW, partition_key
-from mix_pipeline.recipe import RecipeError, check_file_name
+from mix_pipeline.recipe import RecipeError
+from mix_pipeline.recipe.inputs import source_files, source_root
+from mix_pipeline.recipe.paths import check_file_name, check_inside
 
 
 def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_part: int, files: list[str], root: str,
@@ -52,43 +54,72 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
     with scratch_connection() as con:
         if not con.execute(f"SELECT count(*) - count(DISTINCT id) FROM read_parquet({parts})").fetchone()[0]:
             return 0
-        con.execute("CREATE TEMP TABLE file_order (file VARCHAR, pos BIGINT)")
-        con.executemany("INSERT INTO file_order VALUES (?, ?)", [[os.path.relpath(f, root), i] for i, f in enumerate(files)])
-        members = con.execute(
-            f"""WITH docs AS (
-                    SELECT id, text, metadata, filename AS shard, file_row_number AS shard_row
-                    FROM read_parquet({parts}, filename = true, file_row_number = true)),
-                dup AS (SELECT id FROM docs GROUP BY id HAVING count(*) > 1),
-                d AS (SELECT docs.*, json_extract_string(metadata, '$.file') AS file,
-                             CAST(json_extract(metadata, '$.line') AS BIGINT) AS line
-                      FROM docs SEMI JOIN dup USING (id))
-                SELECT id, shard, shard_row, file, line, left(text, {SNIPPET_CHARS}) AS snippet,
-                       id = file || ':' || line AS generated
-                FROM d JOIN file_order USING (file)
-                ORDER BY pos, line, shard, shard_row"""
-        ).fetchall()
-        groups: dict[str, list[tuple]] = {}
-        for order, m in enumerate(members):
-            groups.setdefault(m[0], []).append(m + (order,))
-        # A record without an id got `<file>:<line>`; another record naming that same id explicitly
-        # is a different document, not a duplicate: the generated one takes the next free
-        # `<file>:<line>#<n>` instead of being quarantined.
-        renames: dict[str, dict[int, str]] = {}
-        later = []
-        for doc_id, group in groups.items():
-            generated = [m for m in group if m[6]]
-            explicit = [m for m in group if not m[6]]
-            if generated and explicit:
-                for m in generated:
-                    n = 1
-                    while con.execute(f"SELECT count(*) FROM read_parquet({parts}) WHERE id = ?",
-                                      [f"{doc_id}#{n}"]).fetchone()[0]:
-                        n += 1
-                    renames.setdefault(m[1], {})[m[2]] = f"{doc_id}#{n}"
-                group = explicit
-            first = group[0]
-            later += [m + (first[3], first[4]) for m in group[1:]]
+        members = _duplicate_members(con, parts, files, root)
+        renames, later = _later_records(con, parts, members)
     later.sort(key=lambda m: m[7])  # input order
+    by_shard, rows = _quarantine_records(later, source, domain)
+    for shard in sorted(set(by_shard) | set(renames)):
+        drop_rows(shard, by_shard.get(shard, set()), renames.get(shard))
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA),
+                       os.path.join(quarantine_dir, f"part-{next_part:05d}.parquet"), compression="zstd")
+    return len(rows)
+
+
+def _duplicate_members(con, parts: str, files: list[str], root: str) -> list[tuple]:
+    """Every record whose id another record has too, in input order: (id, shard, shard_row, file,
+    line, snippet, generated)."""
+    con.execute("CREATE TEMP TABLE file_order (file VARCHAR, pos BIGINT)")
+    con.executemany("INSERT INTO file_order VALUES (?, ?)", [[os.path.relpath(f, root), i] for i, f in enumerate(files)])
+    return con.execute(
+        f"""WITH docs AS (
+                SELECT id, text, metadata, filename AS shard, file_row_number AS shard_row
+                FROM read_parquet({parts}, filename = true, file_row_number = true)),
+            dup AS (SELECT id FROM docs GROUP BY id HAVING count(*) > 1),
+            d AS (SELECT docs.*, json_extract_string(metadata, '$.file') AS file,
+                         CAST(json_extract(metadata, '$.line') AS BIGINT) AS line
+                  FROM docs SEMI JOIN dup USING (id))
+            SELECT id, shard, shard_row, file, line, left(text, {SNIPPET_CHARS}) AS snippet,
+                   id = file || ':' || line AS generated
+            FROM d JOIN file_order USING (file)
+            ORDER BY pos, line, shard, shard_row"""
+    ).fetchall()
+
+
+def _later_records(con, parts: str, members: list[tuple]) -> tuple[dict[str, dict[int, str]], list[tuple]]:
+    """Group the members by id: ({shard: {row: new id}} of the generated ids to rename, and every
+    record after the first of its id, each with its input position and the first's file and line)."""
+    groups: dict[str, list[tuple]] = {}
+    for order, m in enumerate(members):
+        groups.setdefault(m[0], []).append(m + (order,))
+    # A record without an id got `<file>:<line>`; another record naming that same id explicitly
+    # is a different document, not a duplicate: the generated one takes the next free
+    # `<file>:<line>#<n>` instead of being quarantined.
+    renames: dict[str, dict[int, str]] = {}
+    later = []
+    for doc_id, group in groups.items():
+        generated = [m for m in group if m[6]]
+        explicit = [m for m in group if not m[6]]
+        if generated and explicit:
+            for m in generated:
+                renames.setdefault(m[1], {})[m[2]] = _free_id(con, parts, doc_id)
+            group = explicit
+        first = group[0]
+        later += [m + (first[3], first[4]) for m in group[1:]]
+    return renames, later
+
+
+def _free_id(con, parts: str, doc_id: str) -> str:
+    """The first `<doc_id>#<n>` (n from 1) that no record of the partition has."""
+    n = 1
+    while con.execute(f"SELECT count(*) FROM read_parquet({parts}) WHERE id = ?",
+                      [f"{doc_id}#{n}"]).fetchone()[0]:
+        n += 1
+    return f"{doc_id}#{n}"
+
+
+def _quarantine_records(later: list[tuple], source: str, domain: str) -> tuple[dict[str, set[int]], list[dict]]:
+    """The rows to drop from each shard ({shard: rows}) and the quarantine records of the later copies."""
     by_shard: dict[str, set[int]] = {}
     rows = []
     for doc_id, shard, shard_row, file, line, snippet, _, _, first_file, first_line in later:
@@ -98,26 +129,21 @@ def quarantine_duplicate_ids(raw_parts: list[str], quarantine_dir: str, next_par
             "source": source, "domain": domain, "file": file, "line": line, "reason": DUPLICATE_ID,
             "detail": f"id '{shown}' first seen at {first_file}:{first_line}",
         })))
-    for shard in sorted(set(by_shard) | set(renames)):
-        drop_rows(shard, by_shard.get(shard, set()), renames.get(shard))
-    if rows:
-        pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA),
-                       os.path.join(quarantine_dir, f"part-{next_part:05d}.parquet"), compression="zstd")
-    return len(rows)
+    return by_shard, rows
 
 
 @scratch_in_data_root
 def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> StageResult:
     recipe, spec = env.recipe, env.recipe.sources[source]
     key = partition_key(source, snapshot)
-    files = recipe.source_files(source, snapshot)
+    files = source_files(recipe, source, snapshot)
     if not files:
         where = f" for snapshot '{snapshot}'" if recipe.has_snapshots(source) else ""
         raise RecipeError(
             f"source '{source}': path '{spec.path}' matches no file{where} (resolved to {recipe.resolve(spec.path)})"
         )
     for f in files:  # a symlink that appeared since the recipe was validated
-        recipe.check_inside(f"sources.{source}.path", f, f"source '{source}'")
+        check_inside(recipe, f"sources.{source}.path", f, f"source '{source}'")
         check_file_name(f"sources.{source}.path", f, f"source '{source}'")
     raw_final = layout.partition_dir(env.root, layout.RAW_DIR, source, snapshot)
     quarantine_final = layout.partition_dir(env.root, layout.QUARANTINE_DIR, source, snapshot)
@@ -125,7 +151,7 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     env.log(f"raw[{key}]: reading {len(files)} file(s) as {spec.format}")
     reader = SourceReader(
         files=files,
-        root=recipe.source_root(source, snapshot),
+        root=source_root(recipe, source, snapshot),
         source=source,
         domain=recipe.domain_of(source),
         fmt=spec.format,
