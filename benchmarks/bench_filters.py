@@ -41,7 +41,8 @@ def main(argv=None) -> int:
         GopherRepetitionFilter,
     )
 
-    from mix_pipeline.core.filters.registry import SharedSpaCyTokenizer, fast_language_identifier, language_identifier
+    from mix_pipeline.core.filters.language import fast_language_identifier, language_identifier
+    from mix_pipeline.core.filters.tokenizer import SharedSpaCyTokenizer
     from mix_pipeline.core.filters.prose import (
         FastC4QualityFilter,
         FastFineWebQualityFilter,
@@ -107,10 +108,10 @@ def main(argv=None) -> int:
     print(f"  same decisions and texts: {sum(x == y for x, y in zip(a, b))} of {len(docs)}")
 
     # PII redaction: the bare patterns (each regex over every document, as before) against the
-    # prechecks that skip a kind's regex where it cannot match (core.filters.PIIKind.may_match).
+    # prechecks that skip a kind's regex where it cannot match (core.filters.pii.PIIKind.may_match).
     import dataclasses
 
-    from mix_pipeline.core.filters import registry as filters
+    from mix_pipeline.core.filters import pii as filters
 
     redacted = {}
     for name, table in [

@@ -15,16 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.pipeline import ours, process_tree, report, scoring, settings
 from mix_pipeline.recipe import load_recipe
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pipeline.py"
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks" / "bench_pipeline.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
+    """The entry script, loaded as `python benchmarks/bench_pipeline.py` would run it."""
     spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
         yield module
@@ -32,25 +35,31 @@ def bench():
         sys.modules.pop(spec.name, None)
 
 
-def test_written_recipe_is_valid_and_mirrors_the_benchmark_settings(bench, tmp_path):
-    path = bench.write_recipe(tmp_path / "recipe.yaml", tmp_path / "corpus", tmp_path / "data", workers=2, size_mb=20)
+def test_entry_script_keeps_its_command_line(bench):
+    args = bench.parse_args(["--size-mb", "5", "--workers", "3", "--scale", "1"])
+    assert (args.size_mb, args.workers, args.scale, args.ours_only, args.variant) == (5.0, 3, 1.0, False, None)
+    assert callable(bench.main) and callable(bench.child_main)
+
+
+def test_written_recipe_is_valid_and_mirrors_the_benchmark_settings(tmp_path):
+    path = ours.write_recipe(tmp_path / "recipe.yaml", tmp_path / "corpus", tmp_path / "data", workers=2, size_mb=20)
     recipe = load_recipe(path, check_paths=False)
-    assert sorted(recipe.sources) == sorted(bench.SOURCES)
-    for source, filters in bench.FILTERS.items():
+    assert sorted(recipe.sources) == sorted(settings.SOURCES)
+    for source, filters in settings.FILTERS.items():
         assert [(f.name, f.params) for f in recipe.sources[source].filters] == filters
-    assert recipe.executor.tasks == bench.TASKS and recipe.executor.workers == 2
+    assert recipe.executor.tasks == settings.TASKS and recipe.executor.workers == 2
     mh = recipe.dedup.minhash
     assert (mh.num_perm, mh.bands, mh.ngram, mh.threshold) == (
-        bench.NUM_PERM,
-        bench.BANDS,
-        bench.NGRAM,
-        bench.THRESHOLD,
+        settings.NUM_PERM,
+        settings.BANDS,
+        settings.NGRAM,
+        settings.THRESHOLD,
     )
     assert recipe.data_root_path == str(tmp_path / "data")
     assert recipe.mixtures["general"].total == 2_000_000
 
 
-def test_planted_pairs_skip_sources_not_benchmarked(bench):
+def test_planted_pairs_skip_sources_not_benchmarked():
     truth = {
         "exact_duplicates": [{"source": "web", "id": "w1", "of_source": "books", "of_id": "b1"}],
         "near_duplicates": [{"source": "code", "id": "c1", "of_source": "code", "of_id": "c2"}],
@@ -58,25 +67,25 @@ def test_planted_pairs_skip_sources_not_benchmarked(bench):
             {"source": "web", "id": "w2", "of_source": "papers", "of_id": "p1", "kind": "near"}
         ],
     }
-    assert bench.planted_pairs(truth, bench.SOURCES) == [
+    assert scoring.planted_pairs(truth, settings.SOURCES) == [
         (("web", "w1"), ("books", "b1")),
         (("web", "w2"), ("papers", "p1")),
     ]
 
 
-def test_score_dedup(bench):
+def test_score_dedup():
     a, b, c, d, x, y = (("web", n) for n in "abcdxy")
     pairs = [(a, b), (c, d), (x, y)]
     indexed = {a, b, c, d, x}  # y was filtered out before dedup: the pair is not scored
     survivors = {a, c, d, x}  # b removed (found); c and d both survive (missed)
     removed = {b, ("web", "unrelated")}
-    score = bench.score_dedup(pairs, indexed, survivors, removed)
+    score = scoring.score_dedup(pairs, indexed, survivors, removed)
     assert (score["pairs_scored"], score["pairs_found"]) == (2, 1)
     assert score["recall"] == 0.5 and score["precision"] == 0.5 and score["f1"] == 0.5
-    assert math.isnan(bench.score_dedup(pairs, indexed, survivors, set())["precision"])
+    assert math.isnan(scoring.score_dedup(pairs, indexed, survivors, set())["precision"])
 
 
-def test_planted_near_pairs_are_near_only(bench):
+def test_planted_near_pairs_are_near_only():
     truth = {
         "exact_duplicates": [{"source": "web", "id": "w1", "of_source": "books", "of_id": "b1"}],
         "near_duplicates": [{"source": "papers", "id": "p1", "of_source": "papers", "of_id": "p2"}],
@@ -85,13 +94,13 @@ def test_planted_near_pairs_are_near_only(bench):
             {"source": "web", "id": "w3", "of_source": "books", "of_id": "b2", "kind": "exact"},
         ],
     }
-    assert bench.planted_near_pairs(truth, bench.SOURCES) == [
+    assert scoring.planted_near_pairs(truth, settings.SOURCES) == [
         (("papers", "p1"), ("papers", "p2")),
         (("web", "w2"), ("papers", "p3")),
     ]
 
 
-def test_last_line_shape(bench):
+def test_last_line_shape():
     numbers = {
         "neardup_speedup": 12.34,
         "f1": 0.971,
@@ -102,7 +111,7 @@ def test_last_line_shape(bench):
         "ours_neardup_cpu_s": 2.04,
         "cpu_ratio": 0.8,
     }
-    line = bench.last_line(20.0, numbers)
+    line = report.last_line(20.0, numbers)
     assert line == (
         "neardup_speedup=12.3 f1=0.97 precision=0.99 overall_ratio=0.92 rss_ratio=1.04 peak_rss_mb=850 "
         "ours_neardup_cpu_s=2.0 cpu_ratio=0.80 size_mb=20"
@@ -110,7 +119,7 @@ def test_last_line_shape(bench):
     assert re.fullmatch(r"\w+=[\d.]+( \w+=([\d.]+|nan))*", line)
 
 
-def test_filter_agreement_compares_fates_document_by_document(bench, tmp_path):
+def test_filter_agreement_compares_fates_document_by_document(tmp_path):
     """Ours' filtered/dropped partitions against the script's filtered/dropped folders: same
     fate = kept by both, or dropped by the same filter for the same reason."""
     import pyarrow as pa
@@ -133,38 +142,38 @@ def test_filter_agreement_compares_fates_document_by_document(bench, tmp_path):
           [("b", {"source": "web", "filter_reason": "gopher_short_doc"})])
     shard(theirs / "dropped" / "web" / "language" / "00000.parquet", [("e", {"source": "web", "filter_reason": "language_fr"})])
     shard(theirs / "filtered" / "books" / "00000.parquet", [("a", {"source": "books"}), ("z", {"source": "books"})])
-    got = bench.filter_agreement(tmp_path)
+    got = scoring.filter_agreement(tmp_path)
     assert (got["documents"], got["same"], got["only_ours"], got["only_datatrove"]) == (6, 4, 0, 1)
     assert got["agreement"] == 4 / 6
     assert got["differences"] == {"kept -> c4/curly_bracket": 1, "gopher_quality/gopher_short_doc -> kept": 1}
 
 
-def test_session_cpu_counts_reaped_children(bench):
+def test_session_cpu_counts_reaped_children():
     """A child's CPU is still counted once it has exited and been reaped (cutime)."""
-    before = bench.session_cpu_s()
+    before = process_tree.session_cpu_s()
     subprocess.run(
         [sys.executable, "-c", "import time; t = time.process_time()\nwhile time.process_time() - t < 1: pass"],
         check=True,
     )
-    assert bench.session_cpu_s() - before >= 0.9
+    assert process_tree.session_cpu_s() - before >= 0.9
 
 
-def test_session_processes_sees_this_process(bench):
-    procs = bench.session_processes(os.getsid(0))
+def test_session_processes_sees_this_process():
+    procs = process_tree.session_processes(os.getsid(0))
     assert os.getpid() in procs and procs[os.getpid()] > 0  # it has used some CPU
-    assert bench.rss_kib(os.getpid()) > 0
+    assert process_tree.rss_kib(os.getpid()) > 0
 
 
 def measure_in_subprocess(tmp_path, child_code: str, **limits) -> dict:
-    """bench.measure() on `python -c child_code`, from a separate driver process, so this test
+    """process_tree.measure() on `python -c child_code`, from a separate driver process, so this test
     process neither becomes a subreaper nor reaps children it does not own."""
     driver = f"""
-import dataclasses, importlib.util, json, sys
+import dataclasses, json, sys
 from pathlib import Path
-spec = importlib.util.spec_from_file_location("bench_pipeline", {str(BENCH)!r})
-bench = importlib.util.module_from_spec(spec); sys.modules[spec.name] = bench; spec.loader.exec_module(bench)
-assert bench.become_subreaper()
-m = bench.measure([sys.executable, "-c", {child_code!r}], {{}}, Path({str(tmp_path / "log")!r}), **{limits!r})
+sys.path.insert(0, {str(REPO)!r})
+from benchmarks.pipeline import process_tree
+assert process_tree.become_subreaper()
+m = process_tree.measure([sys.executable, "-c", {child_code!r}], {{}}, Path({str(tmp_path / "log")!r}), **{limits!r})
 print(json.dumps(dataclasses.asdict(m)))
 """
     out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120)

@@ -5,16 +5,17 @@ from __future__ import annotations
 from random import Random
 
 from mix_pipeline.core.gates import drift
-from mix_pipeline.sample.corpus import LANGUAGES, _english_model, _foreign_doc
 from mix_pipeline.core.stages import StageEnv, local_runner, run_filtered, run_raw
 from mix_pipeline.recipe import load_recipe
+from mix_pipeline.sample.english import english_model
+from mix_pipeline.sample.languages import LANGUAGES, foreign_doc
 from mix_pipeline_tests.conftest import write_jsonl, write_recipe
 
 
 def test_a_snapshot_turning_one_third_non_english_drifts_in_its_language_component(tmp_path):
-    rng, model = Random(5), _english_model()
+    rng, model = Random(5), english_model()
     english = [{"id": f"en-{i}", "text": model.body(rng, 1500, (3, 6), "\n")} for i in range(120)]
-    foreign = [{"id": f"xx-{i}", "text": _foreign_doc(LANGUAGES[i % len(LANGUAGES)], rng)} for i in range(30)]
+    foreign = [{"id": f"xx-{i}", "text": foreign_doc(LANGUAGES[i % len(LANGUAGES)], rng)} for i in range(30)]
     write_jsonl(tmp_path / "crawl" / "2024-01" / "a.jsonl", english[:60])
     write_jsonl(tmp_path / "crawl" / "2024-02" / "a.jsonl", english[60:90] + foreign[:15])  # one third foreign
     recipe_path = write_recipe(tmp_path, """

@@ -17,8 +17,11 @@ from datatrove.pipeline.filters import (
     GopherRepetitionFilter,
 )
 
-from mix_pipeline.core.filters.registry import PII, CodeQualityFilter, SafetyFilter, redact_pii
-from mix_pipeline.sample.corpus import _PII_TEMPLATES, PII_KINDS, _pii_value, _plant_version, build_sample_corpus
+from mix_pipeline.core.filters.code_quality import CodeQualityFilter
+from mix_pipeline.core.filters.pii import PII, redact_pii
+from mix_pipeline.core.filters.safety import SafetyFilter
+from mix_pipeline.sample.corpus import build_sample_corpus
+from mix_pipeline.sample.pii import PII_KINDS, PII_TEMPLATES, pii_value, plant_version
 
 DEFECT_LISTS = ("exact_duplicates", "near_duplicates", "cross_source_duplicates", "spam", "short", "long",
                 "non_english", "offensive", "contaminated", "pii", "bad_code")
@@ -255,17 +258,17 @@ def test_every_pii_format_in_every_template_is_redacted_and_versions_are_not():
     formats: dict[str, set[str]] = {}
     for kind in PII_KINDS:
         for _ in range(200):
-            value, fmt = _pii_value(kind, rng)
+            value, fmt = pii_value(kind, rng)
             formats.setdefault(kind, set()).add(fmt)
-            for template in _PII_TEMPLATES[kind]:
+            for template in PII_TEMPLATES[kind]:
                 text, counts = redact_pii(template.format(value))
                 assert counts == {kind: 1} and value not in text, (template, value, text)
     assert formats["phone"] == {"us_international", "us_national", "uk_international", "uk_national", "de_international"}
     assert formats["ip"] == {"ipv4", "ipv6"}
     assert formats["secret_key"] == {"aws", "github", "sk", "slack", "google", "pem"}
-    assert any(t.endswith("{}.") for t in _PII_TEMPLATES["phone"])
+    assert any(t.endswith("{}.") for t in PII_TEMPLATES["phone"])
     for _ in range(200):
-        text, version = _plant_version("Some prose here.", rng)
+        text, version = plant_version("Some prose here.", rng)
         assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", version) and redact_pii(text) == (text, {}), text
 
 
