@@ -14,12 +14,13 @@ import os
 import sys
 
 from mix_pipeline import layout
-from mix_pipeline.recipe import RecipeError, load_recipe
+from mix_pipeline.recipe import RecipeError, inputs, load_recipe
 
 
 def _cmd_validate(args) -> int:
     recipe = load_recipe(args.recipe)
-    files = sum(len(recipe.source_files(s, snap)) for s in recipe.sources for snap in recipe.snapshots(s))
+    files = sum(len(inputs.source_files(recipe, s, snap)) for s in recipe.sources
+                for snap in inputs.snapshots(recipe, s))
     print(
         f"ok: recipe '{recipe.name}': {len(recipe.sources)} source(s) over {files} file(s), "
         f"{len(recipe.mixtures)} mixture(s); data_root {recipe.data_root_path}"
@@ -78,7 +79,7 @@ def print_lab(results: dict, folder: str) -> None:
     print(f"  leave-one-out Spearman (predicted vs observed objective): {'n/a' if rho is None else f'{rho:.3f}'}")
     print(f"  recommended vs uniform: {results['improvement_vs_uniform']:+.4f}, vs prior: "
           f"{results['improvement_vs_prior']:+.4f} (observed; positive = lower loss)")
-    from mix_pipeline.core.lab.search import proxy_line, reuse_line, transfer_rows
+    from mix_pipeline.core.lab.report import proxy_line, reuse_line, transfer_rows
 
     print(f"  proxy: {proxy_line(results)}; proxies trained: {results.get('proxies_trained', '?')}")
     prior = results["candidates"][0]
@@ -98,7 +99,7 @@ def print_lab(results: dict, folder: str) -> None:
 
 
 def _cmd_lab(args) -> int:
-    from mix_pipeline.core.lab.search import recommended_spec
+    from mix_pipeline.core.lab.report import recommended_spec
     from mix_pipeline.defs.runner import run_lab_experiment
 
     recipe = load_recipe(args.recipe)

@@ -1,5 +1,5 @@
-"""The one error the CLI turns into a one-line message and exit 2 (defined apart from recipe.py so
-that the modules recipe.py builds on, such as core/io/storage.py, can raise it without a cycle)."""
+"""The one error the CLI turns into a one-line message and exit 2 (defined apart from recipe/ so
+that the modules recipe/ builds on, such as core/io/storage.py, can raise it without a cycle)."""
 
 
 class RecipeError(ValueError):

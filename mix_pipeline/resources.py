@@ -19,7 +19,7 @@ class DatatroveExecutor(dg.ConfigurableResource):
 
     kind: str = "local"
     workers: int | None = None
-    # issue 14 hook: kind "ray" runs the stages' tasks on a Ray cluster (core/stages/executors.py).
+    # kind "ray" runs the stages' tasks on a Ray cluster (core/stages/executors.py).
     address: str | None = None
     cpus_per_task: float = 1
     memory_per_task_gb: float = 1

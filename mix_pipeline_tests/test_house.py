@@ -4,12 +4,14 @@ cycles, the CLI only parses, calls and prints, one name per stage, and the demo'
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
 
+from mix_pipeline.core.filters.registry import DECONTAMINATION, FILTER_NAMES
 from mix_pipeline.core.gates.checks import CHECKS
 from mix_pipeline.defs import ASSET_MODULES, build_definitions
 from mix_pipeline.recipe import load_recipe
@@ -17,7 +19,7 @@ from mix_pipeline.recipe import load_recipe
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "mix_pipeline"
 # Plain modules: everything Dagster-free the Dagster layer builds on.
-PLAIN = ["mix_pipeline/core", "mix_pipeline/recipe.py", "mix_pipeline/names.py", "mix_pipeline/layout.py",
+PLAIN = ["mix_pipeline/core", "mix_pipeline/recipe", "mix_pipeline/names.py", "mix_pipeline/layout.py",
          "mix_pipeline/errors.py"]
 
 
@@ -115,3 +117,78 @@ def test_the_demo_definitions_load_without_running_anything():
     jobs = {job.name for job in defs.resolve_all_job_defs()}
     assert {"ingest", "build_dedup_index", "deduplicate", "mix", "compare_mixtures"} <= jobs
     assert {s.name for s in defs.sensors} >= {"pipeline", "drift"}
+
+
+# Which package of core/ may import which: each one builds only on those below it. `io` is the floor;
+# `stages` runs everything; `lab` trains proxies on what the stages publish. Top-level plain modules
+# (recipe, names, layout, errors, arrays) are open to all.
+CORE_EDGES = {
+    "io": set(),
+    "filters": {"io"},
+    "dedup": {"io"},
+    "gates": {"io", "filters"},
+    "mixing": {"io", "filters"},
+    "provenance": {"io", "filters", "gates", "mixing"},
+    "stages": {"io", "filters", "dedup", "gates", "mixing", "provenance"},
+    "lab": {"io", "filters", "dedup", "mixing", "provenance", "stages"},
+}
+MAX_MODULE_LINES = 60 * 10
+MAX_FUNCTION_LINES = 60
+
+
+def core_package(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 and parts[:2] == ["mix_pipeline", "core"] else None
+
+
+def test_core_packages_build_only_on_those_below_them():
+    assert {p.name for p in (PACKAGE / "core").iterdir() if (p / "__init__.py").exists()} == set(CORE_EDGES)
+    offenders = []
+    for module, targets in package_graph().items():
+        here = core_package(module)
+        for target in targets:
+            there = core_package(target)
+            if here and there and there != here and there not in CORE_EDGES[here]:
+                offenders.append(f"{module} -> {target}")
+            if target.startswith("mix_pipeline.sample") and module.startswith("mix_pipeline.core"):
+                offenders.append(f"{module} -> {target} (the sample corpus is a fixture, not the pipeline)")
+    assert offenders == []
+
+
+def test_each_package_says_what_it_owns():
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        assert ast.get_docstring(ast.parse(init.read_text())), f"{init.relative_to(REPO)} has no docstring"
+
+
+def test_modules_and_functions_read_at_once():
+    """No module over 600 lines and no function over 60 (decorators not counted)."""
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            long_modules.append(f"{path.relative_to(REPO)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {length} lines")
+    assert long_modules == [] and long_functions == []
+
+
+def test_no_comment_cites_an_issue_number():
+    """Comments say why; an issue number says nothing to a reader of the code."""
+    cited = re.compile(r"\bissues? #?\d+|\(#\d+\)", re.IGNORECASE)
+    offenders = [f"{path.relative_to(REPO)}:{i}" for path in sorted(PACKAGE.rglob("*.py"))
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if cited.search(line)]
+    assert offenders == []
+
+
+def test_a_filter_name_is_spelled_in_the_registry_and_its_family_only():
+    """Everyone else reads names from core/filters/registry.py. The few strings left that equal a filter
+    name are other things with the same spelling (a metadata key, a card header, a ground-truth label)."""
+    names = set(FILTER_NAMES) | {DECONTAMINATION}
+    spelled = [f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}"
+               for path in sorted(PACKAGE.rglob("*.py")) if "core/filters" not in path.as_posix()
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and node.value in names]
+    assert len(spelled) <= 5, spelled

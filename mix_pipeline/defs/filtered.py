@@ -4,6 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from mix_pipeline import layout
+from mix_pipeline.core.filters.registry import DECONTAMINATION, PII, SAFETY
 from mix_pipeline.core.provenance.lineage import input_fingerprint
 from mix_pipeline.core.gates.checks import snippet
 from mix_pipeline.core.stages.filtered import run_filtered
@@ -58,9 +59,9 @@ def build(recipe: Recipe) -> list:
                     ["filter", "id", "reason", "detail", "text"],
                 ),
                 "language_shares": markdown_table(report["language_shares"]),
-                "pii_redactions": markdown_table(report["pii"]),
-                "safety": markdown_table(report["safety"]),
-                "decontamination": markdown_table(report["decontamination"]),
+                "pii_redactions": markdown_table(report[PII]),
+                SAFETY: markdown_table(report[SAFETY]),
+                DECONTAMINATION: markdown_table(report[DECONTAMINATION]),
                 DRIFT_SCORE: dg.MetadataValue.float(float(drift.observed or 0.0)),
                 DRIFT_EXCEEDED: dg.MetadataValue.bool(not drift.passed),
                 "drift_history": markdown_table(report["drift_history"],

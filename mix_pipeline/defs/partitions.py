@@ -12,7 +12,7 @@ import re
 import dagster as dg
 
 from mix_pipeline.names import partition_key, split_partition_key
-from mix_pipeline.recipe import Recipe
+from mix_pipeline.recipe import Recipe, inputs
 
 
 def source_snapshots(recipe: Recipe) -> dg.DynamicPartitionsDefinition:
@@ -34,7 +34,7 @@ def discovered_keys(recipe: Recipe) -> list[str]:
     return [
         partition_key(source, snapshot)
         for source in sorted(recipe.sources)
-        for snapshot in recipe.snapshots(source)
+        for snapshot in inputs.snapshots(recipe, source)
     ]
 
 
@@ -54,7 +54,7 @@ def retire(instance: dg.DagsterInstance, recipe: Recipe, log=print) -> list[str]
     Keys of a source that discovers no snapshot at all are kept (an outage, not a new layout)."""
     from mix_pipeline.core.provenance.retire import retire as retire_folders
 
-    snapshots = {s: recipe.snapshots(s) for s in recipe.sources}  # listed once, for both
+    snapshots = {s: inputs.snapshots(recipe, s) for s in recipe.sources}  # listed once, for both
     retire_folders(recipe, log=log, discovered=snapshots)
     name = source_snapshots(recipe).name
     discovered = {partition_key(s, snap) for s, snaps in snapshots.items() for snap in snaps}

@@ -1,4 +1,4 @@
-"""Issue 16, "nothing lost": valid input is never quarantined, odd inputs never hang or get read
+"""Nothing lost: valid input is never quarantined, odd inputs never hang or get read
 twice, and published shards are checked against what their stage recorded before anything
 downstream trusts them. Each case is a row of the README's bad-input catalogue."""
 
@@ -19,6 +19,7 @@ from mix_pipeline.core.provenance import catalog
 from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.core.stages import StageEnv, local_runner, run_raw
 from mix_pipeline.recipe import RecipeError, load_recipe
+from mix_pipeline.recipe.inputs import snapshots, source_files
 from mix_pipeline_tests.conftest import write_jsonl, write_recipe
 from mix_pipeline_tests.helpers import TWO_SOURCES_RECIPE, write_two_sources
 
@@ -142,7 +143,7 @@ def test_each_file_is_read_once_however_globs_symlinks_and_hard_links_meet(tmp_p
     os.link(web / "a.jsonl", web / "sub" / "hard.jsonl")
     os.symlink("../a.jsonl", web / "sub" / "soft.jsonl")
     recipe = load_recipe(write_recipe(tmp_path, 'name: t\nsources:\n  web: {path: "web/**/*.jsonl"}\n'))
-    assert recipe.source_files("web") == [str(web / "a.jsonl")]
+    assert source_files(recipe, "web") == [str(web / "a.jsonl")]
     result = run_raw(StageEnv(recipe, runner=local_runner(1), log=lambda m: None), "web")
     assert result.stats == {"input_files": 1, "documents": 2, "quarantined": 0, "duplicate_ids": 0, "removed": 0,
                             "records": 2}
@@ -260,7 +261,7 @@ def test_an_input_file_beside_the_snapshot_folders_is_refused_not_skipped(tmp_pa
     with pytest.raises(RecipeError, match=r"sources.web.path: .*crawl/b.jsonl sits beside the snapshot folders"):
         load_recipe(write_recipe(tmp_path, body))
     (tmp_path / "crawl" / "b.jsonl").unlink()
-    assert load_recipe(write_recipe(tmp_path, body)).snapshots("web") == ["2024-05"]
+    assert snapshots(load_recipe(write_recipe(tmp_path, body)), "web") == ["2024-05"]
 
 
 def test_deeply_nested_json_with_a_long_number_is_quarantined_not_a_crash(tmp_path):

@@ -22,14 +22,15 @@ class ProbeWorker(PipelineStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         import os
 
-        from mix_pipeline.core.filters import registry as filters, prose
+        from mix_pipeline.core.filters import language as language_id, words
+        from mix_pipeline.core.filters.registry import build_filter
 
-        language = filters.build_filter("gopher_repetition", {}).language  # what the prose filters ask for
+        language = build_filter("gopher_repetition", {}).language  # what the prose filters ask for
         loaded = {
             "pid": os.getpid(),
             "spacy": "spacy.lang.en" in sys.modules,
-            "langid_model": filters.language_identifier.cache_info().currsize == 1,
-            "word_splitter": language in prose._splitters and prose._splitters[language]._nlp is not None,
+            "langid_model": language_id.language_identifier.cache_info().currsize == 1,
+            "word_splitter": language in words._splitters and words._splitters[language]._nlp is not None,
             "pandas": "pandas" in sys.modules,
         }
         with open(f"{self.out}/rank-{rank}.json", "w") as f:
@@ -52,8 +53,8 @@ def test_pool_workers_are_forked_with_the_preloaded_modules_and_model(tmp_path):
             local_runner(2)([ProbeWorker({str(tmp_path)!r})], {str(tmp_path / "logs")!r}, 2)
             import sys
             # The parent never loaded the model: the workers got it from the forkserver.
-            from mix_pipeline.core.filters import registry as filters
-            assert filters.language_identifier.cache_info().currsize == 0
+            from mix_pipeline.core.filters import language
+            assert language.language_identifier.cache_info().currsize == 0
     """))
     subprocess.run([sys.executable, str(script)], check=True, capture_output=True, timeout=300)
     ranks = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2)]

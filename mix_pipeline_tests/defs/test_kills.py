@@ -113,7 +113,7 @@ def test_every_in_flight_state_left_by_a_dead_process_is_failed_and_a_live_ones_
 
 
 def test_the_cli_and_the_sensor_go_on_past_a_run_created_by_a_killed_cli(tmp_path):
-    """Issue 26's case: a NOT_STARTED run whose CLI was SIGKILLed made every later run wait for ever."""
+    """A NOT_STARTED run whose CLI was SIGKILLed made every later run wait for ever."""
     from mix_pipeline.defs.runner import _wait_for_daemon_runs
     from mix_pipeline.defs.sensors import planned_requests
 

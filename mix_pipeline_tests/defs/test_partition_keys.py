@@ -1,4 +1,4 @@
-"""Issue 26: source×snapshot partition keys are `<source>:<snapshot>`, no longer `<source>|<snapshot>`
+"""Source×snapshot partition keys are `<source>:<snapshot>`, no longer `<source>|<snapshot>`
 (the UI's Materialize… dialog splits a key at `|`; the browser test is defs/test_ui_browser.py).
 An instance that holds the old keys: the first run rebuilds each partition once under its new key,
 with the same bytes, and drops the old keys from the partition list."""

@@ -1,5 +1,5 @@
 """`mix-pipeline run` rebuilds a partition whose published shards were deleted since, instead of
-planning the mixture from what is left (issue 16): the catalog and the mixture agree again. The
+planning the mixture from what is left: the catalog and the mixture agree again. The
 web source's snapshot folder is named `2024:05` (it holds the key separator): a partition like any other."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 26: a source×snapshot partition can be launched from the Dagster UI, in a real browser.
+"""A source×snapshot partition can be launched from the Dagster UI, in a real browser.
 
 `dagster dev -w workspace.yaml` (what `make ui` starts) on a temporary DAGSTER_HOME whose pipeline
 the CLI built first, driven with Chromium through Playwright as a person would: open asset

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-DISTRIBUTIONS = ("length", "language", "fates", "input_length", "input_language")
+from mix_pipeline.names import META_LANGUAGE
+
+# The shares of the documents' detected language (their `language` metadata) are named after it.
+LANGUAGE = META_LANGUAGE
+DISTRIBUTIONS = ("length", LANGUAGE, "fates", "input_length", "input_language")
 # The components a drift score reports: each is the largest of its distributions.
-COMPONENTS = {"length": ("length", "input_length"), "language": ("language", "input_language"), "fates": ("fates",)}
+COMPONENTS = {"length": ("length", "input_length"), LANGUAGE: (LANGUAGE, "input_language"), "fates": ("fates",)}
 
 
 def _distributions(con, parts: list[str]) -> tuple[dict[str, float], dict[str, float]]:
@@ -74,7 +78,7 @@ def profile(kept_parts: list[str], input_documents: int, drops: dict[str, int],
         "input_documents": int(input_documents),
         "tokens": int(tokens),
         "length": _normalise(length),
-        "language": _normalise(language),
+        LANGUAGE: _normalise(language),
         "fates": _normalise(fates),
         "input_length": _normalise(_add(length, dropped_length)),
         "input_language": _normalise(_add(language, dropped_language)),

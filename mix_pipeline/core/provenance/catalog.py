@@ -17,11 +17,11 @@ from dataclasses import asdict
 
 import duckdb
 
+from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY
 from mix_pipeline.core.io.documents import sql_file_list
 from mix_pipeline.core.io.faults import crash_point
 from mix_pipeline.core.provenance.trace import REMOVED_REASON
 from mix_pipeline.names import (
-    DECONTAMINATION,
     FATE_DROPPED,
     FATE_QUARANTINED,
     FATE_REMOVED,
@@ -79,12 +79,12 @@ SCHEMA = [
     # contaminated documents and shared n-grams). Counted from the stage's output files.
     """CREATE TABLE IF NOT EXISTS filter_counts (
         source VARCHAR, snapshot VARCHAR, filter VARCHAR, kind VARCHAR, documents BIGINT, matches BIGINT)""",
-    """CREATE OR REPLACE VIEW language_shares AS
+    f"""CREATE OR REPLACE VIEW language_shares AS
         SELECT source, snapshot, kind AS language, documents,
                documents / sum(documents) OVER (PARTITION BY source, snapshot) AS share
-        FROM filter_counts WHERE filter = 'language'""",
-    """CREATE OR REPLACE VIEW pii_counts AS
-        SELECT source, snapshot, kind, documents, matches FROM filter_counts WHERE filter = 'pii'""",
+        FROM filter_counts WHERE filter = '{LANGUAGE}'""",
+    f"""CREATE OR REPLACE VIEW pii_counts AS
+        SELECT source, snapshot, kind, documents, matches FROM filter_counts WHERE filter = '{PII}'""",
     # Drops per filter: the part of the reason before the first ':' is the filter's name.
     f"""CREATE OR REPLACE VIEW filter_drops AS
         SELECT source, snapshot, split_part(reason, ':', 1) AS filter, count(*) AS documents
@@ -199,10 +199,10 @@ def filter_counts(con, files: list[str]) -> list[dict]:
 
     rows = con.execute(
         f"""WITH docs AS (SELECT metadata FROM read_parquet({sql_file_list(files)}))
-            SELECT 'language', json_extract_string(metadata, '$.{META_LANGUAGE}') AS kind, count(*), NULL
+            SELECT '{LANGUAGE}', json_extract_string(metadata, '$.{META_LANGUAGE}') AS kind, count(*), NULL
             FROM docs WHERE kind IS NOT NULL GROUP BY kind
-            UNION ALL {per_key("pii", META_PII)}
-            UNION ALL SELECT 'safety', 'flagged', count(*) FILTER (WHERE n > 0), sum(n) FROM (
+            UNION ALL {per_key(PII, META_PII)}
+            UNION ALL SELECT '{SAFETY}', 'flagged', count(*) FILTER (WHERE n > 0), sum(n) FROM (
                 SELECT CAST(json_extract(metadata, '$.{META_FLAGGED_WORDS}') AS BIGINT) AS n FROM docs
             ) WHERE n IS NOT NULL HAVING count(*) > 0
             UNION ALL {per_key(DECONTAMINATION, META_DECONTAMINATED)}
@@ -275,12 +275,12 @@ def filtered_report(con, source: str, snapshot: str) -> dict[str, list[dict]]:
             "SELECT language, documents, round(share, 4) AS share FROM language_shares "
             "WHERE source = ? AND snapshot = ? ORDER BY documents DESC, language"
         ),
-        "pii": rows("SELECT kind, documents, matches FROM pii_counts WHERE source = ? AND snapshot = ? ORDER BY kind"),
-        "safety": rows(
+        PII: rows("SELECT kind, documents, matches FROM pii_counts WHERE source = ? AND snapshot = ? ORDER BY kind"),
+        SAFETY: rows(
             "SELECT documents AS flagged_documents, matches AS flagged_words FROM filter_counts "
-            "WHERE source = ? AND snapshot = ? AND filter = 'safety'"
+            f"WHERE source = ? AND snapshot = ? AND filter = '{SAFETY}'"
         ),
-        "decontamination": rows(
+        DECONTAMINATION: rows(
             f"""SELECT c.kind AS eval_set, c.documents AS contaminated_documents, c.matches AS shared_ngrams,
                        (SELECT count(*) FROM document_fates f WHERE f.source = c.source AND f.snapshot = c.snapshot
                         AND f.reason = '{DECONTAMINATION}:' || c.kind) AS dropped

@@ -15,6 +15,7 @@ import os
 from mix_pipeline.core.provenance.trace import removals_fingerprint
 from mix_pipeline.core.filters.quality_model import filter_fingerprint
 from mix_pipeline.recipe import Recipe
+from mix_pipeline.recipe.inputs import snapshots, source_files, source_root
 
 # Source settings only the mixture stage reads (licenses): changing them rebuilds no partition.
 MIXTURE_TIME_KEYS = {"license", "license_field", "detect_license"}
@@ -26,10 +27,10 @@ def _digest(payload) -> str:
 
 def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
     """What raw + filtered read: the source's recipe entry, its files (path, size, mtime) and its removals."""
-    root = recipe.source_root(source, snapshot)
+    root = source_root(recipe, source, snapshot)
     files = []
-    for path in recipe.source_files(source, snapshot):
-        if "://" in path:  # issue 14: an object's size and ETag (core/io/storage.py)
+    for path in source_files(recipe, source, snapshot):
+        if "://" in path:  # on object storage: the object's size and ETag (core/io/storage.py)
             from mix_pipeline.core.io import storage
 
             files.append((storage.relpath(path, root), *storage.stat(path)))
@@ -105,7 +106,7 @@ def published_partitions(recipe: Recipe, folder: str, sources=None) -> list[tupl
 
     out = []
     for source in sorted(recipe.sources if sources is None else sources):
-        for snapshot in sorted(recipe.snapshots(source), key=snapshot_order):
+        for snapshot in sorted(snapshots(recipe, source), key=snapshot_order):
             if os.path.isdir(layout.partition_dir(recipe.data_root_path, folder, source, snapshot)):
                 out.append((source, snapshot))
     return out

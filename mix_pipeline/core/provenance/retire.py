@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from mix_pipeline import layout
 from mix_pipeline.core.provenance import catalog
 from mix_pipeline.names import partition_key
+from mix_pipeline.recipe import inputs
 
 # The stage folders that hold one folder per source×snapshot partition.
 PARTITION_FOLDERS = (layout.RAW_DIR, layout.QUARANTINE_DIR, layout.FILTERED_DIR, layout.DROPPED_DIR,
@@ -49,7 +50,7 @@ def _catalog_partitions(con, sources: list[str]) -> set[tuple[str, str]]:
 def undiscovered(recipe, discovered: dict[str, list[str]], con=None) -> tuple[list[tuple[str, str]], list[str]]:
     """((source, snapshot) published on disk or recorded in the catalog that the recipe no longer
     discovers, sources kept because they discover no snapshot at all). `discovered`: each
-    source's snapshots now (Recipe.snapshots)."""
+    source's snapshots now (recipe/inputs.py, snapshots)."""
     root = recipe.data_root_path
     found, silent = set(), []
     discovered = {s: set(snaps) for s, snaps in discovered.items()}
@@ -72,7 +73,7 @@ def retire(recipe, log=print, discovered: dict[str, list[str]] | None = None) ->
     only while nothing else writes the data root (the CLI's lock; the sensor with nothing in flight).
     `discovered`: each source's snapshots, when the caller has listed them already."""
     if discovered is None:
-        discovered = {s: recipe.snapshots(s) for s in recipe.sources}
+        discovered = {s: inputs.snapshots(recipe, s) for s in recipe.sources}
     root = recipe.data_root_path
     path = layout.catalog_path(root)
     has_catalog = os.path.exists(path)

@@ -1,7 +1,7 @@
 """The `dedup_index` stage: exact and MinHash near-duplicate verdicts across every source.
 
 Snapshots are generations, in order (`default` first, then by name): each generation's
-signatures (core/dedup/minhash.py `ShardSignatures`, one launch for all its sources) are clustered against
+signatures (core/dedup/signatures.py `ShardSignatures`, one launch for all its sources) are clustered against
 an index of what earlier generations kept, so a document is only ever a duplicate of one that
 stays. Unchanged leading generations are reused as they are. Checked, published, recorded."""
 
@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from mix_pipeline import layout
 from mix_pipeline.core.provenance import catalog
 from mix_pipeline.core.gates import checks as quality
-from mix_pipeline.core.dedup.minhash import EMPTY_STATS, SHINGLE_HASH, ShardSignatures, dedup_generation
+from mix_pipeline.core.dedup.generation import EMPTY_STATS, dedup_generation
+from mix_pipeline.core.dedup.signatures import SHINGLE_HASH, ShardSignatures
 from mix_pipeline.core.io.documents import file_sha256, list_parts, publish_dir, staging_dir
 from mix_pipeline.core.io.faults import crash_point
 from mix_pipeline.core.io.integrity import require_intact
@@ -91,7 +92,7 @@ def run_dedup_index(env: StageEnv) -> StageResult:
 
     The phases: the generations now (`current_generations`), how many lead unchanged
     (`reusable_generations`, linked into staging by `_link_generation`), then per recomputed
-    generation its signatures (`generation_signatures`) and verdicts (core/dedup/minhash.py
+    generation its signatures (`generation_signatures`) and verdicts (core/dedup/generation.py
     `dedup_generation`); then the state file, checks, gate and publish.
     """
     recipe = env.recipe

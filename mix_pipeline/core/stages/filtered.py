@@ -19,11 +19,12 @@ from mix_pipeline.core.io.documents import (
     scratch_connection,
     staging_dir,
 )
-from mix_pipeline.core.filters.registry import build_filter, is_dropping
+from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY, build_filter, is_dropping
 from mix_pipeline.core.io.integrity import require_intact, seal
 from mix_pipeline.core.stages.base import ShardReader, StageEnv, StageResult, count_rows, gate, scratch_in_data_root
-from mix_pipeline.names import DECONTAMINATION, DEFAULT_SNAPSHOT, FILTERED, RAW, partition_key, snapshot_order
+from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTERED, RAW, partition_key, snapshot_order
 from mix_pipeline.recipe import Recipe
+from mix_pipeline.recipe.inputs import eval_set_files
 
 # Dropped documents shown per filter in the report.
 SAMPLES_PER_FILTER = 3
@@ -40,13 +41,13 @@ def dropping_steps(recipe: Recipe, source: str) -> list[str]:
 def _filter_count_stats(rows: list[dict]) -> dict[str, float]:
     """Flat numbers for stage_stats and the UI's plots; the catalog keeps the full rows."""
     stats: dict[str, float] = {}
-    classified = sum(r["documents"] for r in rows if r["filter"] == "language")
+    classified = sum(r["documents"] for r in rows if r["filter"] == LANGUAGE)
     for r in rows:
-        if r["filter"] == "language":
+        if r["filter"] == LANGUAGE:
             stats[f"language_share_{r['kind']}"] = round(r["documents"] / classified, 6)
-        elif r["filter"] == "pii":
+        elif r["filter"] == PII:
             stats[f"pii_{r['kind']}"] = r["matches"]
-        elif r["filter"] == "safety":
+        elif r["filter"] == SAFETY:
             stats["safety_flagged_documents"] = r["documents"]
             stats["safety_flagged_words"] = r["matches"]
         elif r["filter"] == DECONTAMINATION:
@@ -73,7 +74,7 @@ def run_filtered(
     steps: list = [ShardReader(inputs)]
     if (decont := recipe.decontamination) is not None:
         steps.append(Decontaminator(
-            recipe.eval_set_files(), decont.ngram, decont.mode, decont.text_fields,
+            eval_set_files(recipe), decont.ngram, decont.mode, decont.text_fields,
             exclusion_writer=parquet_writer(os.path.join(dropped_tmp, DECONTAMINATION)),
         ))
     for f in spec.filters:
@@ -95,7 +96,7 @@ def run_filtered(
     with scratch_connection() as con:
         stats.update(_filter_count_stats(catalog.filter_counts(con, kept + [p for ps in dropped_parts.values() for p in ps])))
     env.log(f"filtered[{key}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
-    language = next((f for f in spec.filters if f.name == "language"), None)
+    language = next((f for f in spec.filters if f.name == LANGUAGE), None)
     checks = quality.filtered_checks(
         stats["input_documents"],
         kept,

@@ -16,9 +16,12 @@ import pyarrow.parquet  # noqa: F401
 from datatrove.pipeline.filters import GopherRepetitionFilter
 
 from mix_pipeline.core import stages as _stages  # noqa: F401  (every stage module)
-from mix_pipeline.core.filters.registry import fast_language_identifier
-from mix_pipeline.core.filters.prose import import_spacy, word_splitter
+from mix_pipeline.core.filters.language import fast_language_identifier
+from mix_pipeline.core.filters.registry import FILTER_NAMES, filter_class
+from mix_pipeline.core.filters.words import import_spacy, word_splitter
 
+for _name in FILTER_NAMES:  # every filter family's module (the registry imports them on first use)
+    filter_class(_name)
 import_spacy()  # datatrove's word tokenizer imports it on first use (without torch: see there)
 fast_language_identifier()
 # The blank English pipeline the prose filters split words with, under the key they ask for
