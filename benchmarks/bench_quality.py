@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datatrove.data import Document  # noqa: E402
 
 from mix_pipeline.core.filters import quality_model as qm  # noqa: E402
+from mix_pipeline.core.filters import quality_reports  # noqa: E402
+from mix_pipeline.core.filters import quality_training  # noqa: E402
 from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
 from mix_pipeline.recipe import load_recipe  # noqa: E402
 
@@ -56,13 +58,13 @@ def main() -> int:
     recipe = load_recipe(work / "recipe.yaml")
 
     t0 = time.perf_counter()
-    model = qm.train(recipe)
+    model = quality_training.train(recipe)
     train_s = time.perf_counter() - t0
     qm.write_model(model, qm.model_path(recipe))
     truth = json.loads((corpus / "ground_truth.json").read_text())
-    auc = qm.score_against_truth(recipe, truth, model)["sources"]["web"]
+    auc = quality_reports.score_against_truth(recipe, truth, model)["sources"]["web"]
 
-    docs = [Document(text=d.text, id=d.id, metadata={}) for d in qm.source_documents(recipe, "web")]
+    docs = [Document(text=d.text, id=d.id, metadata={}) for d in quality_training.source_documents(recipe, "web")]
     nbytes = sum(len(d.text.encode("utf-8")) for d in docs)
     step = qm.QualityClassifierFilter(threshold=args.threshold, model=qm.model_path(recipe))
     step.filter(Document(text="warm up", id="0", metadata={}))  # load the model outside the timing

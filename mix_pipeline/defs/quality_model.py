@@ -7,6 +7,9 @@ import hashlib
 import dagster as dg
 
 from mix_pipeline.core.filters import quality_model as qm
+from mix_pipeline.core.filters import quality_training
+from mix_pipeline.core.filters.quality_recipe import scored_sources
+from mix_pipeline.core.filters.quality_reports import score_report
 from mix_pipeline.defs.metadata import INPUT_FINGERPRINT, markdown_table
 from mix_pipeline.names import QUALITY_MODEL, partition_key
 from mix_pipeline.recipe import Recipe
@@ -21,7 +24,7 @@ def sparkline(counts: list[int]) -> str:
 
 def upstream_of_filtered(recipe: Recipe) -> list[str]:
     """The filtered stage reads the model when a source has a quality_classifier filter."""
-    return [QUALITY_MODEL] if recipe.quality_model is not None and qm.scored_sources(recipe) else []
+    return [QUALITY_MODEL] if recipe.quality_model is not None and scored_sources(recipe) else []
 
 
 def distribution_rows(report: list[dict]) -> list[dict]:
@@ -51,21 +54,21 @@ def build(recipe: Recipe) -> list:
     )
     def quality_model(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         path = qm.model_path(recipe)
-        if qm.needs_training(recipe):
-            model = qm.train(recipe, log=context.log.info)
+        if quality_training.needs_training(recipe):
+            model = quality_training.train(recipe, log=context.log.info)
             sha = qm.write_model(model, path)
         else:
             model = qm.load_model(path)
             with open(path, "rb") as f:
                 sha = hashlib.sha256(f.read()).hexdigest()
-        report = qm.score_report(recipe, model)
+        report = score_report(recipe, model)
         info = model.info
         return dg.MaterializeResult(
             data_version=dg.DataVersion(sha),
             metadata={
                 "path": dg.MetadataValue.path(path),
                 "model_sha256": sha,
-                "trained": dg.MetadataValue.bool(qm.needs_training(recipe)),
+                "trained": dg.MetadataValue.bool(quality_training.needs_training(recipe)),
                 "references": dg.MetadataValue.json(info.get("references", [])),
                 "negatives_from": dg.MetadataValue.json(info.get("negatives_from", [])),
                 "positives": dg.MetadataValue.int(int(info.get("positives", 0))),

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from mix_pipeline.core.filters import quality_model
+from mix_pipeline.core.filters.quality_recipe import bind_models
 from mix_pipeline.errors import RecipeError
 from mix_pipeline.recipe.paths import check_data_root, check_inside, check_source_paths
 from mix_pipeline.recipe.schema import Recipe
@@ -46,7 +46,7 @@ def parse_recipe(data: Any, base_dir: str, sha256: str = "", origin: str = "reci
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise RecipeError(f"{origin}: {_format_error(first)}{more}") from None
-    recipe = quality_model.bind_models(recipe.model_copy(update={"base_dir": base_dir, "sha256": sha256}))
+    recipe = bind_models(recipe.model_copy(update={"base_dir": base_dir, "sha256": sha256}))
     for key, path in recipe.path_keys():
         check_inside(recipe, key, path, origin)
     check_data_root(recipe, origin)

@@ -13,8 +13,9 @@ import glob
 import os
 
 from mix_pipeline import layout
-from mix_pipeline.core.filters import quality_model
+from mix_pipeline.core.filters import quality_recipe
 from mix_pipeline.core.filters.decontamination import eval_set_name
+from mix_pipeline.core.filters.quality_model import model_path
 from mix_pipeline.core.filters.registry import path_params
 from mix_pipeline.core.io.readers import not_regular
 from mix_pipeline.errors import RecipeError
@@ -181,10 +182,10 @@ def _check_named_files(recipe: Recipe, origin: str) -> None:
     if recipe.quality_model is not None and recipe.quality_model.model:
         if not os.path.isfile(recipe.resolve(recipe.quality_model.model)):
             raise RecipeError(f"{origin}: quality_model.model: no such file {recipe.resolve(recipe.quality_model.model)}")
-    for name in quality_model.scored_sources(recipe):
+    for name in quality_recipe.scored_sources(recipe):
         for i, f in enumerate(recipe.sources[name].filters):
-            own = f.params.get("model") if f.name == quality_model.FILTER_NAME else None
-            if own and own != quality_model.model_path(recipe) and not os.path.isfile(own):
+            own = f.params.get("model") if f.name == quality_recipe.FILTER_NAME else None
+            if own and own != model_path(recipe) and not os.path.isfile(own):
                 raise RecipeError(f"{origin}: sources.{name}.filters[{i}].{f.name}.model: no such file {own}")
     if recipe.tokenizer.kind == "hf":
         tok = recipe.resolve(recipe.tokenizer.path or "")

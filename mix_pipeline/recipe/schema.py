@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mix_pipeline.core.filters import quality_model
+from mix_pipeline.core.filters import quality_recipe
 from mix_pipeline.core.filters.registry import CODE_QUALITY, FILTER_NAMES, PROSE_FILTERS, path_params
 from mix_pipeline.core.filters.registry import check_params as check_filter_params
 from mix_pipeline.core.gates import checks as quality
@@ -301,8 +301,9 @@ class DriftSpec(Strict):
 
 
 class QualityModelSpec(Strict):
-    """The quality classifier (core/filters/quality_model.py): trained from `references` (positives)
-    against a sample of the raw input of the sources it scores, or read from `model`."""
+    """The quality classifier (core/filters/quality_model.py): trained (core/filters/quality_training.py)
+    from `references` (positives) against a sample of the raw input of the sources it scores, or
+    read from `model`."""
 
     # Sources whose documents are the examples of good text (books, papers, an instruction set).
     references: list[str] = Field(default_factory=list)
@@ -340,7 +341,7 @@ class QualityModelSpec(Strict):
         return self
 
     def negatives_from(self, recipe) -> list[str]:
-        return list(self.score) if self.score is not None else quality_model.scored_sources(recipe)
+        return list(self.score) if self.score is not None else quality_recipe.scored_sources(recipe)
 
 
 class ExecutorSpec(Strict):
@@ -408,8 +409,8 @@ class Recipe(Strict):
                 raise ValueError(f"mixtures.{mix_name}: mixture names use lower-case letters, digits and '_' only")
             for key, names in (("weights", mix.weights or {}), ("sources", mix.sources)):
                 for source in names:
-                    if quality_model.BUCKET_SEPARATOR in source:
-                        if (why := quality_model.bucket_error(self, source)) is not None:
+                    if quality_recipe.BUCKET_SEPARATOR in source:
+                        if (why := quality_recipe.bucket_error(self, source)) is not None:
                             raise ValueError(f"mixtures.{mix_name}.{key}.{source}: {why}")
                     elif source not in self.sources:
                         raise ValueError(
@@ -434,7 +435,7 @@ class Recipe(Strict):
             if exp.prior not in self.mixtures:
                 raise ValueError(f"{where}.prior: unknown mixture '{exp.prior}' (mixtures: {', '.join(self.mixtures) or 'none'})")
             sources = self.mixture_sources(exp.prior)
-            if any(quality_model.BUCKET_SEPARATOR in s for s in sources):
+            if any(quality_recipe.BUCKET_SEPARATOR in s for s in sources):
                 raise ValueError(f"{where}.prior: mixture '{exp.prior}' draws from quality buckets, which the lab does not support")
             if len(sources) < 2:
                 raise ValueError(f"{where}.prior: mixture '{exp.prior}' draws from one source; there is nothing to mix")
@@ -446,7 +447,7 @@ class Recipe(Strict):
             for domain in exp.objective:
                 if domain not in domains:
                     raise ValueError(f"{where}.objective.{domain}: unknown domain (domains: {', '.join(sorted(domains))})")
-        quality_model.check_recipe(self)
+        quality_recipe.check_recipe(self)
         return self
 
     def mixture_sources(self, name: str) -> list[str]:
@@ -463,10 +464,10 @@ class Recipe(Strict):
     def data_root_path(self) -> str:
         if "://" in self.resolve(self.data_root):
             # data_root on object storage: the pipeline works in a local mirror and
-            # publishes it there after a run (core/io/storage.py, publish_tree).
-            from mix_pipeline.core.io import storage
+            # publishes it there after a run (core/io/remote_root.py, publish_tree).
+            from mix_pipeline.core.io import remote_root
 
-            return storage.work_dir(self.resolve(self.data_root), self.base_dir)
+            return remote_root.work_dir(self.resolve(self.data_root), self.base_dir)
         return self.resolve(self.data_root)
 
     def path_keys(self) -> list[tuple[str, str]]:
@@ -484,9 +485,9 @@ class Recipe(Strict):
             keys.append(("tokenizer.path", self.tokenizer.path))
         if self.quality_model is not None and self.quality_model.model:
             keys.append(("quality_model.model", self.quality_model.model))
-        for name in quality_model.scored_sources(self):
+        for name in quality_recipe.scored_sources(self):
             for i, f in enumerate(self.sources[name].filters):
-                if f.name == quality_model.FILTER_NAME and f.params.get("model"):
+                if f.name == quality_recipe.FILTER_NAME and f.params.get("model"):
                     keys.append((f"sources.{name}.filters[{i}].{f.name}.model", f.params["model"]))
         return keys
 

@@ -69,10 +69,11 @@ def score_filtering(con, recipe: Recipe, truth: dict, snapshot: str = DEFAULT_SN
         out[name] = _score_planted_drops(recipe, truth, fates, name, key)
     # Quality classifier: ROC AUC of the recipe's model, planted low-quality vs clean documents.
     if recipe.quality_model is not None and "low_quality" in truth:
-        from mix_pipeline.core.filters import quality_model
+        from mix_pipeline.core.filters.quality_model import model_path
+        from mix_pipeline.core.filters.quality_reports import score_against_truth
 
-        if os.path.exists(quality_model.model_path(recipe)):
-            out[QUALITY_CLASSIFIER] = quality_model.score_against_truth(recipe, truth)
+        if os.path.exists(model_path(recipe)):
+            out[QUALITY_CLASSIFIER] = score_against_truth(recipe, truth)
     return out
 
 

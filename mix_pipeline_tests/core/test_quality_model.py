@@ -14,6 +14,8 @@ import pytest
 
 from mix_pipeline import layout
 from mix_pipeline.core.filters import quality_model as qm
+from mix_pipeline.core.filters import quality_reports
+from mix_pipeline.core.filters import quality_training
 from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.core.stages import (
     StageEnv,
@@ -33,13 +35,13 @@ from mix_pipeline_tests.helpers import THRESHOLD, quality_recipe
 def trained(sample_3mb, tmp_path_factory):
     work = tmp_path_factory.mktemp("quality")
     recipe = load_recipe(quality_recipe(work, sample_3mb))
-    model = qm.train(recipe)
+    model = quality_training.train(recipe)
     qm.write_model(model, qm.model_path(recipe))
     return {"recipe": recipe, "model": model, "truth": json.loads((sample_3mb / "ground_truth.json").read_text())}
 
 
 def test_classifier_trained_from_the_recipe_separates_planted_low_quality(trained):
-    report = qm.score_against_truth(trained["recipe"], trained["truth"])
+    report = quality_reports.score_against_truth(trained["recipe"], trained["truth"])
     web = report["sources"]["web"]
     assert web["low_quality"] >= 8 and web["clean"] > 100
     assert web["roc_auc"] >= 0.9
@@ -52,16 +54,16 @@ def test_classifier_trained_from_the_recipe_separates_planted_low_quality(traine
 
 def test_retraining_gives_a_byte_identical_model_and_identical_scores(trained, tmp_path):
     recipe, first = trained["recipe"], trained["model"]
-    again = qm.train(recipe)
+    again = quality_training.train(recipe)
     assert again.to_bytes() == first.to_bytes()
     path = tmp_path / "copy.bin"
     qm.write_model(again, str(path))
-    texts = [d.text for d in qm.source_documents(recipe, "web")][:50]
+    texts = [d.text for d in quality_training.source_documents(recipe, "web")][:50]
     assert np.array_equal(qm.load_model(str(path)).score_many(texts), first.score_many(texts))
     # Another seed samples other negatives where it can (the references here are all used).
     other = recipe.model_copy(update={"quality_model": recipe.quality_model.model_copy(update={"max_documents": 100, "seed": 1})})
     base = recipe.model_copy(update={"quality_model": recipe.quality_model.model_copy(update={"max_documents": 100})})
-    assert qm.train(other).to_bytes() != qm.train(base).to_bytes()
+    assert quality_training.train(other).to_bytes() != quality_training.train(base).to_bytes()
 
 
 def test_filter_stamps_every_score_and_records_it_for_the_dropped(trained):
@@ -69,7 +71,7 @@ def test_filter_stamps_every_score_and_records_it_for_the_dropped(trained):
 
     path = qm.model_path(trained["recipe"])
     spam = {e["id"] for e in trained["truth"]["low_quality"]}
-    docs = [Document(text=d.text, id=d.id, metadata={}) for d in qm.source_documents(trained["recipe"], "web")]
+    docs = [Document(text=d.text, id=d.id, metadata={}) for d in quality_training.source_documents(trained["recipe"], "web")]
     kept = {d.id for d in qm.QualityClassifierFilter(threshold=THRESHOLD, model=path).run(iter(docs))}
     assert all(isinstance(d.metadata[META_QUALITY_SCORE], float) for d in docs)
     dropped = [d for d in docs if d.id not in kept]
@@ -125,7 +127,7 @@ def test_a_classifier_without_a_model_is_refused(sample_3mb, tmp_path):
 def test_a_named_model_file_is_used_instead_of_training(trained, sample_3mb, tmp_path):
     (tmp_path / "mine.bin").write_bytes(trained["model"].to_bytes())
     recipe = load_recipe(quality_recipe(tmp_path, sample_3mb, quality="{model: mine.bin}"))
-    assert not qm.needs_training(recipe)
+    assert not quality_training.needs_training(recipe)
     assert qm.model_path(recipe) == str(tmp_path / "mine.bin")
     assert recipe.sources["web"].filters[0].params["model"] == str(tmp_path / "mine.bin")
     with pytest.raises(RecipeError, match="quality_model.model: no such file"):

@@ -9,6 +9,7 @@ import hashlib
 import dagster as dg
 
 from mix_pipeline.core.filters import quality_model as qm
+from mix_pipeline.core.filters import quality_training
 from mix_pipeline.defs import build_definitions
 from mix_pipeline.defs.jobs import QUALITY_MODEL_JOB
 from mix_pipeline.names import FILTERED, QUALITY_MODEL
@@ -36,4 +37,4 @@ def test_quality_model_asset_trains_and_shows_the_threshold_trade_off(sample_3mb
     assert "| web | default |" in meta["score_distribution"]
     assert "≥0.5" in meta["kept_share_by_threshold"] and "| web | default |" in meta["kept_share_by_threshold"]
     assert 0.0 < meta["mean_score/web:default"] < 1.0
-    assert meta["input_fingerprint"] == qm.training_fingerprint(recipe)
+    assert meta["input_fingerprint"] == quality_training.training_fingerprint(recipe)

@@ -14,8 +14,8 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from mix_pipeline import layout
-from mix_pipeline.core.filters import quality_model
 from mix_pipeline.core.filters.pii import pii_kinds
+from mix_pipeline.core.filters.quality_recipe import base_source
 from mix_pipeline.core.filters.registry import PII
 from mix_pipeline.core.gates import checks as quality
 from mix_pipeline.core.gates.checks import GateFailed
@@ -27,6 +27,7 @@ from mix_pipeline.core.mixing.exports import TOKENIZED_DIR, read_idx, tokenized_
 from mix_pipeline.core.mixing.licenses import license_shares, restrict_licenses
 from mix_pipeline.core.mixing.manifest import build_manifest, manifest_text, output_digest
 from mix_pipeline.core.mixing.pools import load_pool, read_survivors
+from mix_pipeline.core.mixing.quality_buckets import bucket_pool, manifest_buckets, mixture_files
 from mix_pipeline.core.mixing.selection import Plan, plan_mixture
 from mix_pipeline.core.mixing.splits import SPLITS
 from mix_pipeline.core.mixing.tokens import TokenCounter
@@ -121,8 +122,8 @@ def mixture_inputs(env: StageEnv, name: str) -> MixtureInputs:
     spec = recipe.mixtures[name]
     sources = recipe.mixture_sources(name)
     # A quality bucket (`web@high`) draws from its source's documents in the bucket's score range.
-    files = quality_model.mixture_files(recipe, name, sources, lambda s: deduplicated_files(env, s), env.work_dir())
-    base = {s: quality_model.base_source(s) for s in sources}
+    files = mixture_files(recipe, name, sources, lambda s: deduplicated_files(env, s), env.work_dir())
+    base = {s: base_source(s) for s in sources}
     # License settings by the `source` column of the rows (a bucket's rows carry its base source).
     license_specs = {base[s]: recipe.sources[base[s]] for s in sources}
     license_filter = None
@@ -138,7 +139,7 @@ def plan_from(env: StageEnv, name: str, inputs: MixtureInputs) -> Plan:
     """The mixture's plan over its sources' pools; an infeasible one fails the stage's gate."""
     spec, files, base = env.recipe.mixtures[name], inputs.files, inputs.base
     pools = {
-        s: quality_model.bucket_pool(load_pool(base[s], fs, spec.unit, read_survivors(
+        s: bucket_pool(load_pool(base[s], fs, spec.unit, read_survivors(
             layout.cluster_files(env.root, base[s]), base[s])), s)
         for s, fs in files.items()
     }
@@ -171,7 +172,7 @@ def write_staged(env: StageEnv, name: str, plan: Plan, inputs: MixtureInputs, tm
                             weights=export_weights(plan.ledger), root=final)
     manifest = build_manifest(name, spec, recipe.sha256, counter.description, plan, splits,
                               output_digest(tmp, splits), exports)
-    if buckets := quality_model.manifest_buckets(recipe, sources):
+    if buckets := manifest_buckets(recipe, sources):
         manifest["quality_buckets"] = buckets
     # Additive keys (core/mixing/licenses.py): each license's share of the rows written, and what
     # allowed_licenses left out.
