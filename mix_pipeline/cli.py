@@ -238,9 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-# ---- provenance: trace and forget (core/provenance/trace.py) ----------------------------------------------
+# Provenance: trace and forget (core/provenance/trace.py, core/provenance/forget.py).
 def _cmd_trace(args) -> int:
-    from mix_pipeline.core.provenance.trace import ProvenanceError, format_trace, trace
+    from mix_pipeline.core.provenance.outputs import ProvenanceError
+    from mix_pipeline.core.provenance.trace import format_trace, trace
 
     recipe, con = _open_catalog(args.recipe)
     if con is None:

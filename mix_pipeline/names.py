@@ -74,10 +74,10 @@ FATE_DROPPED = "dropped"
 FATE_DUPLICATE = "duplicate"
 FATE_QUARANTINED = "quarantined"
 # Taken out on a removal request (`mix-pipeline forget`): the raw stage sets it aside unread
-# by any later stage, keeping no text (see core/provenance/trace.py).
+# by any later stage, keeping no text (see core/provenance/forget.py).
 FATE_REMOVED = "removed"
 FATES = (FATE_KEPT, FATE_DROPPED, FATE_DUPLICATE, FATE_QUARANTINED, FATE_REMOVED)
-# The removal requests of a data_root, one JSON object a line (core/provenance/trace.py).
+# The removal requests of a data_root, one JSON object a line (core/provenance/forget.py).
 REMOVALS_FILE = "removals.jsonl"
 
 # Filter names live with the filters, in core/filters/registry.py.

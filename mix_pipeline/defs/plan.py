@@ -40,7 +40,9 @@ from dataclasses import dataclass
 import dagster as dg
 
 from mix_pipeline import layout
-from mix_pipeline.core.filters import quality_model as qm
+from mix_pipeline.core.filters import quality_training
+from mix_pipeline.core.filters.quality_model import model_path
+from mix_pipeline.core.filters.quality_recipe import base_source
 from mix_pipeline.core.io.integrity import verify, verify_partition
 from mix_pipeline.core.provenance.lineage import (
     deduplicated_fingerprint,
@@ -181,7 +183,7 @@ def _drifted_sources(filtered: dict, after: int) -> dict[str, str]:
     return out
 
 
-# ---- held steps: one partition never holds the others ---------------------------------------------
+# Held steps: one partition never holds the others.
 def cause(error) -> str:
     """The innermost message of a step's error: "No space left on device", not "Error occurred
     while executing op"."""
@@ -333,9 +335,9 @@ def next_wave(
 
 def _quality_model_steps(instance: dg.DagsterInstance, recipe: Recipe, retrain: bool) -> tuple[list[Step], list[Held]]:
     """Train the quality model when the recipe trains one and its training inputs changed (or `retrain`)."""
-    if qm.needs_training(recipe):
-        fingerprint = qm.training_fingerprint(recipe)
-        if retrain or qm.recorded_fingerprint(qm.model_path(recipe)) != fingerprint:
+    if quality_training.needs_training(recipe):
+        fingerprint = quality_training.training_fingerprint(recipe)
+        if retrain or quality_training.recorded_fingerprint(model_path(recipe)) != fingerprint:
             return _split_held(instance, [Step(QUALITY_MODEL_JOB, None, "its training inputs changed, or forced",
                                                fingerprint)], frozenset([None]) if retrain else frozenset())
     return [], []
@@ -397,7 +399,7 @@ def _mixture_steps(instance: dg.DagsterInstance, recipe: Recipe, root: str, buil
         if _recorded(mixed, name) == fingerprint:
             continue
         step = Step(MIX_JOB, name, "a partition it draws from changed", _state(fingerprint))
-        sources = {qm.base_source(s) for s in recipe.mixture_sources(name)}
+        sources = {base_source(s) for s in recipe.mixture_sources(name)}
         drifted = {s: k for s, k in _drifted_sources(filtered, _sid(mixed, name)).items() if s in sources}
         if drifted and name in mixed and not recipe.drift.remix and not accept_drift:
             held.append(Held(step, f"drift in {', '.join(sorted(drifted.values()))} and drift.remix is false: "

@@ -21,11 +21,11 @@ import dagster as dg
 
 from mix_pipeline import layout
 from mix_pipeline.core.provenance import catalog
-from mix_pipeline.core.io import storage
+from mix_pipeline.core.io import remote_root, storage
 from mix_pipeline.core.stages.executors import preflight
 from mix_pipeline.core.lab.report import recommended_spec
 from mix_pipeline.core.io.locks import data_root_lock
-from mix_pipeline.core.provenance.trace import add_removals, resolve_request, verify_removals
+from mix_pipeline.core.provenance.forget import add_removals, resolve_request, verify_removals
 from mix_pipeline.core.stages.base import StageEnv, release_workers
 from mix_pipeline.core.stages.mixture import run_mixture
 from mix_pipeline.defs import build_definitions
@@ -203,7 +203,7 @@ def _run_wave(defs: dg.Definitions, instance: dg.DagsterInstance, recipe: Recipe
             failed.append(str(exc))
 
 
-# ---- what the CLI's commands call -----------------------------------------------------------------
+# What the CLI's commands call.
 def _manifests(recipe: Recipe, names: list[str]) -> dict[str, dict]:
     out = {}
     for name in names:
@@ -236,7 +236,7 @@ def run_recipe(
     preflight(recipe)  # a missing extra (ray, s3fs) or an unreachable Ray address fails here, in one line
     failed = run_pipeline(recipe, instance, mixture=mixture, force_sources=backfill_sources, full=full)
     if storage.is_url(recipe.resolve(recipe.data_root)):  # publish the local mirror as a generation
-        storage.publish_tree(recipe.data_root_path, recipe.resolve(recipe.data_root))
+        remote_root.publish_tree(recipe.data_root_path, recipe.resolve(recipe.data_root))
     if failed:
         raise RunFailed(f"{len(failed)} step(s) failed and are held until their input changes; everything else "
                         f"was built: " + " | ".join(failed))

@@ -1,6 +1,6 @@
 """Sources, eval sets and data_root on s3:// against a real S3-compatible server (moto's server
 mode on 127.0.0.1): the pipeline reads the corpus through s3fs and publishes its outputs as a
-generation (core/io/storage.py); what it publishes is byte-identical to a run on local disk, also
+generation (core/io/remote_root.py); what it publishes is byte-identical to a run on local disk, also
 after SIGKILLs mid-pipeline and mid-publish and a rerun."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ pytest.importorskip("s3fs", reason="the s3 extra is not installed (make install 
 pytest.importorskip("moto.server", reason="moto[server] is not installed (make install installs it)")
 
 from mix_pipeline.cli import main  # noqa: E402
-from mix_pipeline.core.io import storage  # noqa: E402
+from mix_pipeline.core.io import remote_root, storage  # noqa: E402
 from mix_pipeline.core.io.faults import CRASH_AT  # noqa: E402
 from mix_pipeline.core.io.integrity import SEAL  # noqa: E402
 from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
@@ -102,16 +102,16 @@ def normalised(files: dict[str, bytes], root: str) -> dict[str, str]:
 
 
 def local_tree(root: Path) -> dict[str, bytes]:
-    return {rel: (root / rel).read_bytes() for rel in storage._published_files(str(root))}
+    return {rel: (root / rel).read_bytes() for rel in remote_root._published_files(str(root))}
 
 
 def s3_tree(url: str) -> dict[str, bytes]:
     """What a reader of `url` sees: CURRENT → the generation's _MANIFEST.json → its files."""
     fs = storage.filesystem(url)
-    generation, files = storage.current_tree(url)
+    generation, files = remote_root.current_tree(url)
     out = {}
     for rel, meta in files.items():
-        data = fs.cat_file(f"{url}/{storage.GENERATIONS}/{generation}/{rel}")
+        data = fs.cat_file(f"{url}/{remote_root.GENERATIONS}/{generation}/{rel}")
         assert hashlib.sha256(data).hexdigest() == meta["sha256"]
         out[rel] = data
     return out
@@ -121,7 +121,7 @@ def cli(recipe: Path, work: Path, crash_at: str | None = None) -> subprocess.Com
     """`mix-pipeline run` in its own session (a crash point SIGKILLs its whole process group)."""
     env = {k: v for k, v in os.environ.items() if k != CRASH_AT}
     env |= {"DAGSTER_HOME": str(work / "dagster_home"), "MIX_PIPELINE_LOG_LEVEL": "WARNING",
-            storage.WORK_DIR_ENV: str(work / "mirror")}
+            remote_root.WORK_DIR_ENV: str(work / "mirror")}
     if crash_at:
         env[CRASH_AT] = crash_at
     exe = Path(sys.executable).parent / "mix-pipeline"
@@ -147,7 +147,7 @@ def test_sources_eval_sets_and_data_root_on_s3_publish_the_local_runs_bytes_thro
     for point in ("deduplicated.batch#1", "storage.upload#2"):
         killed = cli(recipe, work, point)
         assert killed.returncode == -9, killed.stdout + killed.stderr
-        assert not fs.exists(f"{out}/{storage.CURRENT}")
+        assert not fs.exists(f"{out}/{remote_root.CURRENT}")
     done = cli(recipe, work)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "now at generation" in done.stdout

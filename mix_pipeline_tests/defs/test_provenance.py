@@ -17,7 +17,9 @@ import pytest
 import mix_pipeline.defs.runner as runner
 from mix_pipeline.cli import main
 from mix_pipeline.core.mixing.dataset_card import parse_card
-from mix_pipeline.core.provenance.trace import find_in_outputs, format_trace, resolve_request, trace
+from mix_pipeline.core.provenance.forget import resolve_request
+from mix_pipeline.core.provenance.outputs import find_in_outputs
+from mix_pipeline.core.provenance.trace import format_trace, trace
 from mix_pipeline.defs.runner import run_recipe
 from mix_pipeline.recipe import load_recipe
 from mix_pipeline_tests.conftest import prose_doc, write_jsonl, write_recipe

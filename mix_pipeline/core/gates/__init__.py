@@ -1,2 +1,2 @@
-"""The checks that gate every stage before it is published (`checks`) and snapshot drift
-(`drift`)."""
+"""The checks that gate every stage before it is published (`checks`, validated through Great
+Expectations by `expectations`) and snapshot drift (`drift`)."""

@@ -2,8 +2,9 @@
 
 Each check turns a sample or an aggregate of the staged output (read with DuckDB, never the
 whole corpus in pandas) into a small DataFrame and validates it with a Great Expectations 1.x
-expectation in an ephemeral context. A stage publishes only when none of its `error` checks
-failed, so a bad stage never replaces the last good output and never feeds the next stage.
+expectation in an ephemeral context (core/gates/expectations.py). A stage publishes only when none
+of its `error` checks failed, so a bad stage never replaces the last good output and never feeds
+the next stage.
 
 The catalogue of checks, their defaults and what they guard against live in CHECKS, the one
 place the recipe validator, the Dagster check specs and the table in docs/quality-gates.md read from.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mix_pipeline.core.filters.registry import CODE_QUALITY, DECONTAMINATION, FILTER_NAMES, SAFETY
+from mix_pipeline.core.gates.expectations import expect
 from mix_pipeline.core.io.documents import DOCUMENT_SCHEMA, scratch_connection, sql_file_list
 from mix_pipeline.names import META_FILTER_REASON, META_FILTER_VALUE, META_LANGUAGE
 
@@ -175,33 +177,6 @@ class GateFailed(RuntimeError):
         )
 
 
-# ---- Great Expectations ------------------------------------------------------------------
-_GX = None
-
-
-def _batch(frame):
-    """A GX batch over `frame` from one ephemeral context per process (no files, no analytics)."""
-    global _GX
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import great_expectations as gx
-
-    if _GX is None:
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = gx.data_context.types.base.ProgressBarsConfig(globally=False)
-        asset = context.data_sources.add_pandas("mix_pipeline").add_dataframe_asset("frame")
-        _GX = asset.add_batch_definition_whole_dataframe("whole")
-    return _GX.get_batch(batch_parameters={"dataframe": frame})
-
-
-def expect(frame, expectation_name: str, **kwargs) -> tuple[bool, dict]:
-    """Run one GX expectation (by class name, e.g. 'ExpectColumnValuesToBeBetween') on a frame."""
-    import great_expectations as gx
-
-    expectation = getattr(gx.expectations, expectation_name)(**kwargs)
-    result = _batch(frame).validate(expectation)
-    return bool(result.success), dict(result.result or {})
-
-
 def snippet(text: str | None, n: int = 160) -> str:
     text = (text or "").replace("\n", " ")
     return text if len(text) <= n else text[:n] + "…"
@@ -261,7 +236,7 @@ def _columns(con, parts: list[str]):
     return con.sql(f"SELECT * FROM read_parquet({sql_file_list(parts)}) LIMIT 0").df()
 
 
-# ---- per stage -----------------------------------------------------------------------------
+# The checks of each stage, in the order of CHECKS.
 def raw_checks(parts: list[str], quarantine_parts: list[str], overrides: dict) -> list[CheckOutcome]:
     con = scratch_connection()
     docs = f"read_parquet({sql_file_list(parts)})" if parts else None

@@ -296,7 +296,7 @@ class SourceReader(PipelineStep):
         self.parquet_batch_size = parquet_batch_size
         self.max_document_bytes = max_document_bytes
 
-    # ---- record → Document ----------------------------------------------------------
+    # Record → Document.
     def _document(self, record: dict, rel: str, line: int) -> Document:
         if self.fmt == "chat":
             text = render_messages(record.get("messages"))
@@ -342,7 +342,7 @@ class SourceReader(PipelineStep):
             },
         )
 
-    # ---- formats: each yields Document | quarantine Document (flagged) -------------------
+    # Formats: each yields Document | quarantine Document (flagged).
     def _too_large(self, size: int) -> str:
         return f"{size:,} bytes > max_document_bytes {self.max_document_bytes:,}"
 

@@ -20,7 +20,7 @@ import duckdb
 from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY
 from mix_pipeline.core.io.documents import sql_file_list
 from mix_pipeline.core.io.faults import crash_point
-from mix_pipeline.core.provenance.trace import REMOVED_REASON
+from mix_pipeline.core.provenance.forget import REMOVED_REASON
 from mix_pipeline.names import (
     FATE_DROPPED,
     FATE_QUARANTINED,
@@ -158,7 +158,7 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
         quarantined = 0
         if quarantine_files:
             # Documents set aside on a removal request sit in the quarantine folder with the reason
-            # `removed` (core/provenance/trace.py); their fate is `removed`, the request's reason kept.
+            # `removed` (core/provenance/forget.py); their fate is `removed`, the request's reason kept.
             con.execute(
                 f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, detail)
                     SELECT source, ?, id, 'raw',

@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 
-from mix_pipeline.core.provenance.trace import removals_fingerprint
-from mix_pipeline.core.filters.quality_model import filter_fingerprint
+from mix_pipeline.core.provenance.forget import removals_fingerprint
+from mix_pipeline.core.filters.quality_recipe import filter_fingerprint
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.recipe.inputs import snapshots, source_files, source_root
 
@@ -40,7 +40,7 @@ def input_fingerprint(recipe: Recipe, source: str, snapshot: str) -> str:
     payload = {"spec": recipe.sources[source].model_dump(exclude=MIXTURE_TIME_KEYS), "files": files}
     if (model := filter_fingerprint(recipe, source)) is not None:
         payload["quality_model"] = model  # a retrained model reruns the sources it scores
-    # Removal requests of the partition (core/provenance/trace.py): a new one makes it stale.
+    # Removal requests of the partition (core/provenance/forget.py): a new one makes it stale.
     removals = removals_fingerprint(recipe.data_root_path, source, snapshot)
     if removals is not None:
         payload["removals"] = removals
@@ -61,7 +61,7 @@ def published_problem(recipe: Recipe, source: str, snapshot: str) -> str | None:
     return None
 
 
-# ---- what the later stages are built from ---------------------------------------------------------
+# What the later stages are built from.
 # Content, not time: each fingerprint below changes only when the bytes a stage reads change, so a
 # refresh rebuilds a deduplicated partition only when its verdicts (or its filtered documents)
 # changed, and a mixture only when a partition it draws from changed bytes. Each stage records its
@@ -140,7 +140,7 @@ def mixture_fingerprint(recipe: Recipe, name: str) -> str:
     from mix_pipeline import layout
 
     root = recipe.data_root_path
-    from mix_pipeline.core.filters.quality_model import base_source
+    from mix_pipeline.core.filters.quality_recipe import base_source
 
     sources = {base_source(s) for s in recipe.mixture_sources(name)}
     parts = published_partitions(recipe, layout.DEDUPLICATED_DIR, sources)

@@ -27,7 +27,7 @@ from mix_pipeline.core.io.documents import (
     staging_dir,
 )
 from mix_pipeline.core.io.integrity import seal
-from mix_pipeline.core.provenance.trace import partition_removals, set_aside_removed
+from mix_pipeline.core.provenance.forget import partition_removals, set_aside_removed
 from mix_pipeline.core.io.readers import DUPLICATE_ID, SNIPPET_CHARS, SourceReader
 from mix_pipeline.core.stages.base import StageEnv, StageResult, count_rows, gate, scratch_in_data_root
 from mix_pipeline.names import DEFAULT_SNAPSHOT, RAW, partition_key
@@ -168,7 +168,7 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     if duplicates:
         quarantine_parts = list_parts(quarantine_tmp)
         env.log(f"raw[{key}]: {duplicates} record(s) reuse an earlier record's id: quarantined as duplicate_id")
-    # Removal requests (core/provenance/trace.py): set aside in a quarantine shard of their own, which
+    # Removal requests (core/provenance/forget.py): set aside in a quarantine shard of their own, which
     # the quarantine-rate check does not count.
     unread = quarantine_parts
     removed = set_aside_removed(raw_parts, quarantine_tmp, len(quarantine_parts),
