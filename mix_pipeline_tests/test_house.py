@@ -1,5 +1,7 @@
 """The layout rules the code keeps (docs/architecture.md): core never imports Dagster, no import
-cycles, the CLI only parses, calls and prints, one name per stage, and the demo's definitions load."""
+cycles, the CLI only parses, calls and prints, one name per stage, the demo's definitions load,
+core's packages build only on those below them, modules and functions stay short enough to read
+at once, and a filter's name is spelled in the filter registry."""
 
 from __future__ import annotations
 
