@@ -21,7 +21,7 @@ import xxhash
 
 from mix_pipeline import layout
 from mix_pipeline.core.lab.proxies import BigramProxy, NeuralLabProxy, make_proxy
-from mix_pipeline.core.mixing.pools import Pool, _mix64, load_pool, read_survivors
+from mix_pipeline.core.mixing.pools import Pool, mix64, load_pool, read_survivors
 from mix_pipeline.core.mixing.selection import plan_mixture
 from mix_pipeline.core.mixing.weights import InfeasibleMixture
 
@@ -48,7 +48,7 @@ def holdout_mask(pool: Pool, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(held-out mask, hash) keyed on each document's cluster survivor, so a held-out
     document's near copies (kept when dedup does not remove them) are held out with it."""
     key, _, _ = pool.survivors(np.arange(len(pool)))
-    h = _mix64(key, _HOLDOUT_SALT)
+    h = mix64(key, _HOLDOUT_SALT)
     return h.astype(np.float64) / 2.0**64 < fraction, h
 
 

@@ -26,11 +26,11 @@ _MIX1, _MIX2 = _U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53)
 _SPLIT_SALT = xxhash.xxh3_64_intdigest(b"mix_pipeline/split")
 
 
-def _hash64(parts: list[str]) -> np.ndarray:
+def hash64(parts: list[str]) -> np.ndarray:
     return np.fromiter((xxhash.xxh3_64_intdigest(p.encode("utf-8")) for p in parts), dtype=np.uint64, count=len(parts))
 
 
-def _mix64(h: np.ndarray, salt: int) -> np.ndarray:
+def mix64(h: np.ndarray, salt: int) -> np.ndarray:
     """A bijective 64-bit finaliser (murmur3's fmix64) of h XOR salt: a fresh uniform hash per salt."""
     h = h ^ _U64(salt)
     with np.errstate(over="ignore"):
@@ -44,7 +44,7 @@ def _mix64(h: np.ndarray, salt: int) -> np.ndarray:
 
 def document_hashes(source: str, ids: list[str]) -> np.ndarray:
     """The seed-free identity of each document: xxh3 of (source, id)."""
-    return _hash64([f"{source}\x1f{i}" for i in ids])
+    return hash64([f"{source}\x1f{i}" for i in ids])
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Pool:
             key = key.copy()
             key[at] = self.copy_hash[pos[at]]
             sources = self.copy_source[pos[at]]
-        return _mix64(key, _SPLIT_SALT), at, sources
+        return mix64(key, _SPLIT_SALT), at, sources
 
     @classmethod
     def from_ids(cls, source: str, ids: list[str], units, tokens=None, survivors: dict[str, tuple[str, str]] | None = None) -> Pool:
@@ -101,7 +101,7 @@ class Pool:
             doc_hash=document_hashes(source, ids),
             file_starts=np.array([0, len(ids)], dtype=np.int64),
             copies=np.array(copies, dtype=np.int64),
-            copy_hash=_hash64([f"{s}\x1f{i}" for s, i in pairs]),
+            copy_hash=hash64([f"{s}\x1f{i}" for s, i in pairs]),
             copy_source=np.array([s for s, _ in pairs], dtype=object),
         )
 
@@ -142,7 +142,7 @@ def load_pool(source: str, files: list[str], unit: str, survivors: pa.Table | No
                 s_sources = survivors.column("duplicate_of_source").take(at).to_pylist()
                 s_ids = survivors.column("duplicate_of").take(at).to_pylist()
                 copies.append(hit + offset)
-                copy_hash.append(_hash64([f"{s}\x1f{i}" for s, i in zip(s_sources, s_ids)]))
+                copy_hash.append(hash64([f"{s}\x1f{i}" for s, i in zip(s_sources, s_ids)]))
                 copy_source.append(np.array(s_sources, dtype=object))
         counts.append(table.num_rows)
         offset += table.num_rows

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import xxhash
 
-from mix_pipeline.core.mixing.pools import Pool, _mix64
+from mix_pipeline.core.mixing.pools import Pool, mix64
 
 # How many gap-filling picks to try after the prefix; each is one vectorised scan.
 _MAX_FILL_STEPS = 10_000
@@ -24,7 +24,7 @@ EXACT_MAX_DOCS = 16
 
 def seeded_order(seed: int, pool: Pool) -> np.ndarray:
     salt = xxhash.xxh3_64_intdigest(f"{seed}\x1forder\x1f{pool.source}".encode())
-    return np.argsort(_mix64(pool.doc_hash, salt), kind="stable")
+    return np.argsort(mix64(pool.doc_hash, salt), kind="stable")
 
 
 def fill_remainder(units: np.ndarray, target: int, limit: int | None = None) -> np.ndarray:

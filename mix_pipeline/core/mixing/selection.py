@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from mix_pipeline.core.mixing.pools import Pool, _mix64
+from mix_pipeline.core.mixing.pools import Pool, mix64
 from mix_pipeline.core.mixing.sampling import EXACT_MAX_DOCS, achievable_units, plan_source, seeded_order
 from mix_pipeline.core.mixing.splits import SPLITS, split_rows
 from mix_pipeline.core.mixing.weights import Allocation, InfeasibleMixture, allocate
@@ -206,7 +206,7 @@ def selection_table(seed: int, pools: dict[str, Pool], plans: dict, splits_by_so
         idx, rep = plans[s]
         order_salt = xxhash.xxh3_64_intdigest(f"{seed}\x1foutput\x1f{s}".encode())
         with np.errstate(over="ignore"):
-            order_key = _mix64(_mix64(pool.doc_hash[idx], order_salt) + (rep.astype(np.uint64) + np.uint64(1)) * _GOLDEN, 0)
+            order_key = mix64(mix64(pool.doc_hash[idx], order_salt) + (rep.astype(np.uint64) + np.uint64(1)) * _GOLDEN, 0)
         file_idx = np.searchsorted(pool.file_starts, idx, side="right") - 1
         unit_array = pa.array(pool.units[idx], pa.int64())
         tables.append(
