@@ -526,3 +526,51 @@ def test_adding_a_filter_is_its_module_plus_one_registry_line(monkeypatch):
     assert [n for n, cls in families.items() if not cls.drops] == [registry.PII]
     assert [n for n, cls in families.items() if cls.splits_words] == list(registry.PROSE_FILTERS)
     assert {n: cls.path_params for n, cls in families.items() if cls.path_params} == {registry.SAFETY: ("word_lists",)}
+
+
+class CountingShoutingFilter(ShoutingFilter):
+    """A family that also reports: what it counts, the numbers drawn from that, what it measured."""
+
+    @classmethod
+    def counts_sql(cls, name: str) -> str:
+        return f"""SELECT '{name}', 'upper', count(*), NULL FROM docs
+                   WHERE json_extract(metadata, '$.upper') IS NOT NULL HAVING count(*) > 0"""
+
+    @classmethod
+    def count_stats(cls, rows: list[dict]) -> dict[str, float]:
+        return {f"shouting_{r['kind']}": r["documents"] for r in rows}
+
+    @classmethod
+    def measured(cls, meta: dict) -> dict | None:
+        return {"upper": meta["upper"]} if "upper" in meta else None
+
+
+def test_a_family_reports_its_own_counts_and_measurements(monkeypatch, tmp_path):
+    """The catalog's counts, the stage's statistics and `trace` ask each family, so a new family's
+    report hooks reach all three with its registry line alone."""
+    import duckdb
+
+    from mix_pipeline.core.filters import registry
+    from mix_pipeline.core.provenance.catalog import filter_counts
+    from mix_pipeline.core.provenance.trace import _measured
+    from mix_pipeline.core.stages.filtered import _filter_count_stats
+
+    monkeypatch.setitem(registry.FAMILIES, "shouting", f"{__name__}.CountingShoutingFilter")
+    metas = [{"language": "en", "language_score": 0.9, "pii_redacted": {"email": 2}, "upper": 0.8},
+             {"language": "fr", "flagged_words": 3},
+             {"language": "en", "decontaminated": {"qa": 5}}]
+    path = str(tmp_path / "part.parquet")
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["x", "y", "z"],
+                             "metadata": [json.dumps(m) for m in metas]}), path)
+    rows = filter_counts(duckdb.connect(), [path])
+    assert [(r["filter"], r["kind"], r["documents"], r["matches"]) for r in rows] == [
+        ("decontamination", "qa", 1, 5), ("language", "en", 2, None), ("language", "fr", 1, None),
+        ("pii", "email", 1, 2), ("safety", "flagged", 1, 3), ("shouting", "upper", 1, None)]
+    assert _filter_count_stats(rows) == {
+        "contaminated_qa": 1, "language_share_en": 0.666667, "language_share_fr": 0.333333, "pii_email": 2,
+        "safety_flagged_documents": 1, "safety_flagged_words": 3, "shouting_upper": 1}
+    assert _measured("shouting", metas[0]) == {"upper": 0.8}
+    assert _measured("language", metas[0]) == {"language": "en", "score": 0.9}
+    assert _measured("pii", metas[1]) == {"redacted": {}}
+    assert _measured("safety", metas[1]) == {"flagged_words": 3}
+    assert _measured("decontamination", metas[2]) == {"matched_ngrams": {"qa": 5}}

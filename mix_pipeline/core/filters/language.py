@@ -39,6 +39,22 @@ class LanguageIdFilter(BaseFilter, FilterFamily):
     name = "🌍 Language ID (py3langid, offline)"
     built_at_load = True
 
+    @classmethod
+    def counts_sql(cls, name: str) -> str:
+        return f"""SELECT '{name}', json_extract_string(metadata, '$.{META_LANGUAGE}') AS kind, count(*), NULL
+            FROM docs WHERE kind IS NOT NULL GROUP BY kind"""
+
+    @classmethod
+    def count_stats(cls, rows: list[dict]) -> dict[str, float]:
+        classified = sum(r["documents"] for r in rows)
+        return {f"language_share_{r['kind']}": round(r["documents"] / classified, 6) for r in rows}
+
+    @classmethod
+    def measured(cls, meta: dict) -> dict | None:
+        if META_LANGUAGE not in meta:
+            return None
+        return {META_LANGUAGE: meta[META_LANGUAGE], "score": meta.get(META_LANGUAGE_SCORE)}
+
     def __init__(self, languages: list[str] | None = None, min_score: float = 0.5, max_chars: int = 3000,
                  exclusion_writer=None, batch_size: int = 64):
         # Documents are classified `batch_size` at a time (core.filters.fastlang walks a batch at once);

@@ -12,7 +12,7 @@ from typing import Any
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from mix_pipeline.core.filters.base import FilterFamily
+from mix_pipeline.core.filters.base import FilterFamily, per_kind_counts_sql
 from mix_pipeline.names import META_PII, PII_KINDS
 
 
@@ -283,6 +283,18 @@ class PIIRedactor(PipelineStep, FilterFamily):
     name = "🔒 PII redaction"
     drops = False
     built_at_load = True
+
+    @classmethod
+    def counts_sql(cls, name: str) -> str:
+        return per_kind_counts_sql(name, META_PII)
+
+    @classmethod
+    def count_stats(cls, rows: list[dict]) -> dict[str, float]:
+        return {f"pii_{r['kind']}": r["matches"] for r in rows}
+
+    @classmethod
+    def measured(cls, meta: dict) -> dict | None:
+        return {"redacted": meta.get(META_PII) or {}}
 
     def __init__(self, kinds: list[str] | None = None):
         super().__init__()

@@ -68,6 +68,11 @@ def filter_class(name: str) -> type[PipelineStep]:
     return getattr(importlib.import_module(module), attr)
 
 
+def counts_queries() -> list[str]:
+    """Every family's query of what it counts over a filtered partition (`FilterFamily.counts_sql`)."""
+    return [query for name in FAMILIES if (query := filter_class(name).counts_sql(name)) is not None]
+
+
 def is_dropping(name: str) -> bool:
     """Whether the filter drops documents (as all do but PII redaction, which rewrites them)."""
     return filter_class(name).drops

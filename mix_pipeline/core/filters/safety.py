@@ -23,6 +23,24 @@ class SafetyFilter(BaseFilter, FilterFamily):
     path_params = ("word_lists",)
     built_at_load = True
 
+    @classmethod
+    def counts_sql(cls, name: str) -> str:
+        return f"""SELECT '{name}', 'flagged', count(*) FILTER (WHERE n > 0), sum(n) FROM (
+                SELECT CAST(json_extract(metadata, '$.{META_FLAGGED_WORDS}') AS BIGINT) AS n FROM docs
+            ) WHERE n IS NOT NULL HAVING count(*) > 0"""
+
+    @classmethod
+    def count_stats(cls, rows: list[dict]) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        for r in rows:
+            stats["safety_flagged_documents"] = r["documents"]
+            stats["safety_flagged_words"] = r["matches"]
+        return stats
+
+    @classmethod
+    def measured(cls, meta: dict) -> dict | None:
+        return {"flagged_words": meta[META_FLAGGED_WORDS]} if META_FLAGGED_WORDS in meta else None
+
     def __init__(
         self,
         word_lists: list[str] | None = None,

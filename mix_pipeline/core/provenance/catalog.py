@@ -17,7 +17,8 @@ from dataclasses import asdict
 
 import duckdb
 
-from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY
+from mix_pipeline.core.filters.base import per_kind_counts_sql
+from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY, counts_queries
 from mix_pipeline.core.io.documents import sql_file_list
 from mix_pipeline.core.io.faults import crash_point
 from mix_pipeline.core.provenance.forget import REMOVED_REASON
@@ -29,9 +30,6 @@ from mix_pipeline.names import (
     META_DECONTAMINATED,
     META_FILTER_REASON,
     META_FILTER_VALUE,
-    META_FLAGGED_WORDS,
-    META_LANGUAGE,
-    META_PII,
     snapshot_order,
 )
 
@@ -187,25 +185,14 @@ def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine
 
 
 def filter_counts(con, files: list[str]) -> list[dict]:
-    """What the filters counted, read from the metadata of a filtered stage's kept and dropped files."""
+    """What the filters counted, read from the metadata of a filtered stage's kept and dropped
+    files: each family's own query (`FilterFamily.counts_sql`) and decontamination's."""
     if not files:
         return []
-
-    def per_key(filter_name: str, key: str) -> str:
-        # {kind: count} objects in metadata → one row per kind.
-        return f"""SELECT '{filter_name}', e.key, count(*), sum(e.value) FROM (
-                       SELECT unnest(map_entries(CAST(json_extract(metadata, '$.{key}') AS MAP(VARCHAR, BIGINT)))) AS e
-                       FROM docs WHERE json_extract(metadata, '$.{key}') IS NOT NULL) GROUP BY e.key"""
-
+    queries = counts_queries() + [per_kind_counts_sql(DECONTAMINATION, META_DECONTAMINATED)]
     rows = con.execute(
         f"""WITH docs AS (SELECT metadata FROM read_parquet({sql_file_list(files)}))
-            SELECT '{LANGUAGE}', json_extract_string(metadata, '$.{META_LANGUAGE}') AS kind, count(*), NULL
-            FROM docs WHERE kind IS NOT NULL GROUP BY kind
-            UNION ALL {per_key(PII, META_PII)}
-            UNION ALL SELECT '{SAFETY}', 'flagged', count(*) FILTER (WHERE n > 0), sum(n) FROM (
-                SELECT CAST(json_extract(metadata, '$.{META_FLAGGED_WORDS}') AS BIGINT) AS n FROM docs
-            ) WHERE n IS NOT NULL HAVING count(*) > 0
-            UNION ALL {per_key(DECONTAMINATION, META_DECONTAMINATED)}
+            {" UNION ALL ".join(queries)}
             ORDER BY 1, 2"""
     ).fetchall()
     return [{"filter": f, "kind": k, "documents": int(d), "matches": None if m is None else int(m)} for f, k, d, m in rows]

@@ -13,7 +13,7 @@ import os
 import pyarrow.parquet as pq
 
 from mix_pipeline import layout
-from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY
+from mix_pipeline.core.filters.registry import DECONTAMINATION, filter_class, is_dropping
 from mix_pipeline.core.io.documents import list_parts, sql_file_list
 from mix_pipeline.core.provenance.outputs import ProvenanceError, mixture_shards
 from mix_pipeline.names import (
@@ -25,9 +25,6 @@ from mix_pipeline.names import (
     META_DECONTAMINATED,
     META_FILTER_REASON,
     META_FILTER_VALUE,
-    META_FLAGGED_WORDS,
-    META_LANGUAGE,
-    META_LANGUAGE_SCORE,
     META_PII,
 )
 
@@ -169,8 +166,6 @@ def _trace_filtered(con, recipe, root: str, key: tuple[str, str], doc_id: str, f
 
 def _filter_steps(steps: list[str], dropped_by: str | None, final: dict, doc_meta: dict) -> list[dict]:
     """Each filter step's result: passed (or applied), dropped, or not reached after the drop."""
-    from mix_pipeline.core.filters.registry import is_dropping
-
     filters = []
     reached = True
     for step in steps:
@@ -222,14 +217,13 @@ def _dedup_verdict(con, root: str, key: tuple[str, str], doc_id: str, final: dic
 
 
 def _measured(step: str, meta: dict) -> dict | None:
-    if step == LANGUAGE and META_LANGUAGE in meta:
-        return {META_LANGUAGE: meta[META_LANGUAGE], "score": meta.get(META_LANGUAGE_SCORE)}
-    if step == SAFETY and META_FLAGGED_WORDS in meta:
-        return {"flagged_words": meta[META_FLAGGED_WORDS]}
-    if step == PII:
-        return {"redacted": meta.get(META_PII) or {}}
-    if step == DECONTAMINATION and meta.get(META_DECONTAMINATED):
-        return {"matched_ngrams": meta[META_DECONTAMINATED]}
+    """What `step` measured on the document: what its family reports (`FilterFamily.measured`),
+    else the value a drop recorded."""
+    if step == DECONTAMINATION:
+        if meta.get(META_DECONTAMINATED):
+            return {"matched_ngrams": meta[META_DECONTAMINATED]}
+    elif (measured := filter_class(step).measured(meta)) is not None:
+        return measured
     if META_FILTER_VALUE in meta and meta.get(META_FILTER_REASON, "").startswith(step):
         return json.loads(meta[META_FILTER_VALUE])
     return None

@@ -5,12 +5,14 @@ drift against the source's other snapshots. Checked, sealed, published, recorded
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from mix_pipeline import layout
-from mix_pipeline.core.provenance import catalog
-from mix_pipeline.core.gates import drift, checks as quality
 from mix_pipeline.core.filters.decontamination import Decontaminator
+from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, build_filter, filter_class, is_dropping
+from mix_pipeline.core.gates import checks as quality
+from mix_pipeline.core.gates import drift
 from mix_pipeline.core.io.documents import (
     list_parts,
     normalise_shard_names,
@@ -19,8 +21,8 @@ from mix_pipeline.core.io.documents import (
     scratch_connection,
     staging_dir,
 )
-from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY, build_filter, is_dropping
 from mix_pipeline.core.io.integrity import require_intact, seal
+from mix_pipeline.core.provenance import catalog
 from mix_pipeline.core.stages.base import ShardReader, StageEnv, StageResult, count_rows, gate, scratch_in_data_root
 from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTERED, RAW, partition_key, snapshot_order
 from mix_pipeline.recipe import Recipe
@@ -39,19 +41,14 @@ def dropping_steps(recipe: Recipe, source: str) -> list[str]:
 
 
 def _filter_count_stats(rows: list[dict]) -> dict[str, float]:
-    """Flat numbers for stage_stats and the UI's plots; the catalog keeps the full rows."""
+    """Flat numbers for stage_stats and the UI's plots, each family's from its own rows
+    (`FilterFamily.count_stats`; rows come ordered by filter); the catalog keeps the full rows."""
     stats: dict[str, float] = {}
-    classified = sum(r["documents"] for r in rows if r["filter"] == LANGUAGE)
-    for r in rows:
-        if r["filter"] == LANGUAGE:
-            stats[f"language_share_{r['kind']}"] = round(r["documents"] / classified, 6)
-        elif r["filter"] == PII:
-            stats[f"pii_{r['kind']}"] = r["matches"]
-        elif r["filter"] == SAFETY:
-            stats["safety_flagged_documents"] = r["documents"]
-            stats["safety_flagged_words"] = r["matches"]
-        elif r["filter"] == DECONTAMINATION:
-            stats[f"contaminated_{r['kind']}"] = r["documents"]
+    for name, group in itertools.groupby(rows, key=lambda r: r["filter"]):
+        if name == DECONTAMINATION:
+            stats.update({f"contaminated_{r['kind']}": r["documents"] for r in group})
+        else:
+            stats.update(filter_class(name).count_stats(list(group)))
     return stats
 
 
