@@ -15,7 +15,6 @@ while their process lives.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
