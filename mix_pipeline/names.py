@@ -3,7 +3,8 @@
 One stage, one name: the asset key, its modules (core/stages/<name>.py, defs/<name>.py), its
 checks' stage (core/gates/checks.py, the recipe's `checks` overrides) and its rows in the catalog's
 `stage_stats`. Jobs are phases of several stages and carry their own names (defs/jobs.py): a job
-may not share its name with an asset. Paths live in mix_pipeline/layout.py."""
+may not share its name with an asset. Paths live in mix_pipeline/layout.py, filter names in
+core/filters/registry.py."""
 
 import re
 
