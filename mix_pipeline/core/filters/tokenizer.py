@@ -3,7 +3,9 @@ for languages core.filters.words cannot split, and the benchmarks' "before" refe
 
 from __future__ import annotations
 
-from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer, strip_strings
+from datatrove.utils.word_tokenizers import SpaCyTokenizer, strip_strings
+
+from mix_pipeline.core.filters.words import blank_spacy_language
 
 
 class SharedSpaCyTokenizer(SpaCyTokenizer):
@@ -76,8 +78,7 @@ def shared_tokenizer(language: str) -> SharedSpaCyTokenizer | None:
     with a plain blank spaCy pipeline (None for the others: Japanese, Chinese, Vietnamese,
     NLTK/Stanza/... languages keep datatrove's own tokenizer)."""
     if language not in _shared_tokenizers:
-        stock = load_word_tokenizer(language)
-        if type(stock) is not SpaCyTokenizer or stock.config is not None:
+        if (spacy_language := blank_spacy_language(language)) is None:
             return None
-        _shared_tokenizers[language] = SharedSpaCyTokenizer(stock.language)
+        _shared_tokenizers[language] = SharedSpaCyTokenizer(spacy_language)
     return _shared_tokenizers[language]

@@ -248,21 +248,29 @@ def import_spacy():
     return spacy
 
 
+def blank_spacy_language(language: str) -> str | None:
+    """The spaCy language datatrove splits `language` with, where it uses a plain blank spaCy
+    pipeline; None for the others (Japanese, Chinese, Vietnamese, NLTK/Stanza/... languages)."""
+    from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
+
+    stock = load_word_tokenizer(language)
+    if type(stock) is not SpaCyTokenizer or stock.config is not None:
+        return None
+    return stock.language
+
+
 _splitters: dict[str, WordSplitter] = {}
 
 
 def word_splitter(language) -> WordSplitter | None:
     """This process's splitter for `language` where datatrove splits it with a plain blank spaCy
-    pipeline; None for the others (Japanese, Chinese, Vietnamese, NLTK/Stanza/... languages)."""
+    pipeline (`blank_spacy_language`); None for the others."""
     if not isinstance(language, str):
         return None
     if language not in _splitters:
-        from datatrove.utils.word_tokenizers import SpaCyTokenizer, load_word_tokenizer
-
-        stock = load_word_tokenizer(language)
-        if type(stock) is not SpaCyTokenizer or stock.config is not None:
+        if (spacy_language := blank_spacy_language(language)) is None:
             return None
-        _splitters[language] = WordSplitter(stock.language)
+        _splitters[language] = WordSplitter(spacy_language)
     return _splitters[language]
 
 
