@@ -309,8 +309,8 @@ def next_wave(
     held += h
     if steps:
         return steps, held
-    keys = [k for k in discovered_keys(recipe)
-            if k in set(instance.get_dynamic_partitions(source_snapshots(recipe).name))]
+    registered = set(instance.get_dynamic_partitions(source_snapshots(recipe).name))
+    keys = [k for k in discovered_keys(recipe) if k in registered]
     steps, h = _ingest_steps(instance, recipe, keys, force_ingest)
     held += h
     if steps:
