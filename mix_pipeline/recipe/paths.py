@@ -30,6 +30,10 @@ def _roots(recipe: Recipe) -> list[str]:
     ]
 
 
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def outside_roots(recipe: Recipe, path: str) -> str | None:
     """None when `path` (or, for a glob, the folder before its first wildcard) resolves inside
     the recipe's folder or an allowed root; else what it resolves to."""
@@ -39,7 +43,7 @@ def outside_roots(recipe: Recipe, path: str) -> str | None:
                      for r in recipe.allowed_roots)
         return None if inside else resolved
     real = os.path.realpath(glob_base(resolved))
-    if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in _roots(recipe) if "://" not in r):
+    if any(_within(real, r) for r in _roots(recipe) if "://" not in r):
         return None
     return real
 
@@ -55,10 +59,6 @@ def check_inside(recipe: Recipe, key: str, path: str, origin: str = "recipe") ->
             f"{origin}: {key}: '{path}' resolves to {real}, outside the recipe's folder "
             f"{os.path.realpath(recipe.base_dir)} (list the folder under allowed_roots to allow it)"
         )
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def check_data_root(recipe: Recipe, origin: str = "recipe") -> None:
