@@ -3,7 +3,9 @@
 - Refresh and daemon: web in weekly snapshots with duplicates planted across them, a drifted drop
   and books; a live `dagster-daemon`, and waiting for it to settle.
 - Small corpora and recipes: the demo recipe pointed at a sample, synthetic deduplicated sources
-  for the lab, a two-source recipe; the dataset-card check."""
+  for the lab, a two-source recipe; the dataset-card check.
+- Object storage: a moto S3 server holding a corpus, and the published tree as a reader of a
+  local data_root or of an s3:// one (through CURRENT) sees it."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -132,6 +135,76 @@ def published(data_root: Path) -> dict[str, str]:
                     out[str(rel_root / name)] = hashlib.sha256(f.read().replace(root_bytes, b"<data_root>")).hexdigest()
             else:
                 out[str(rel_root / name)] = file_sha256(path)
+    return out
+
+
+@contextlib.contextmanager
+def moto_s3(corpus: Path, bucket: str = "corpus"):
+    """A moto S3 server on 127.0.0.1 holding `corpus` (its web, books and evals folders) under
+    s3://<bucket>/sample, plus an empty bucket s3://out; yields the corpus URL. The endpoint and
+    credentials reach the pipeline (its subprocesses and, forwarded, its Ray tasks) through the
+    environment, as a deployment's would, and are restored afterwards."""
+    from moto.server import ThreadedMotoServer
+
+    from mix_pipeline.core.io import storage
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    # moto keeps its buckets in the process, across servers: start from none.
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"))
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        fs = storage.filesystem(f"s3://{bucket}")
+        fs.mkdir(f"s3://{bucket}")
+        fs.mkdir("s3://out")
+        for sub in ("web", "books", "evals"):
+            fs.put(str(corpus / sub), f"s3://{bucket}/sample/{sub}", recursive=True)
+        yield f"s3://{bucket}/sample"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+def normalised(files: dict[str, bytes], root: str) -> dict[str, str]:
+    """sha256 per published path; in text files the recipe's hash (two recipes that name different
+    paths) and the data root's local path are masked."""
+    recipe_sha = json.loads(files["mixtures/general/manifest.json"])["recipe_sha256"].encode()
+    out = {}
+    for path, data in files.items():
+        if path.endswith(SEAL):
+            data = root_independent_seal(data)
+        elif path.endswith(TEXT_SUFFIXES):
+            data = data.replace(root.encode(), b"<data_root>").replace(recipe_sha, b"<recipe>")
+        out[path] = hashlib.sha256(data).hexdigest()
+    return out
+
+
+def local_tree(root: Path) -> dict[str, bytes]:
+    """Every published file of a local data_root, as the generation publisher would upload it."""
+    from mix_pipeline.core.io import remote_root
+
+    return {rel: (root / rel).read_bytes() for rel in remote_root._published_files(str(root))}
+
+
+def s3_tree(url: str) -> dict[str, bytes]:
+    """What a reader of `url` sees: CURRENT → the generation's _MANIFEST.json → its files."""
+    from mix_pipeline.core.io import remote_root, storage
+
+    fs = storage.filesystem(url)
+    generation, files = remote_root.current_tree(url)
+    out = {}
+    for rel, meta in files.items():
+        data = fs.cat_file(f"{url}/{remote_root.GENERATIONS}/{generation}/{rel}")
+        assert hashlib.sha256(data).hexdigest() == meta["sha256"]
+        out[rel] = data
     return out
 
 

@@ -5,7 +5,6 @@ after SIGKILLs mid-pipeline and mid-publish and a rerun."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,9 +19,8 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed (make i
 from mix_pipeline.cli import main  # noqa: E402
 from mix_pipeline.core.io import remote_root, storage  # noqa: E402
 from mix_pipeline.core.io.faults import CRASH_AT  # noqa: E402
-from mix_pipeline.core.io.integrity import SEAL  # noqa: E402
 from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
-from mix_pipeline_tests.helpers import TEXT_SUFFIXES, root_independent_seal  # noqa: E402
+from mix_pipeline_tests.helpers import local_tree, moto_s3, normalised, s3_tree  # noqa: E402
 
 RECIPE = """
 name: on_s3
@@ -53,31 +51,11 @@ mixtures:
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1 holding the corpus under s3://corpus/sample/; the endpoint
-    and credentials reach the pipeline (and its subprocesses) through the environment."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    """A moto S3 server on 127.0.0.1 holding the corpus under s3://corpus/sample/."""
     sample = tmp_path_factory.mktemp("s3_inputs") / "sample"
     build_sample_corpus(sample, size_mb=0.5, seed=17)
-    fs = storage.filesystem("s3://corpus")
-    fs.mkdir("s3://corpus")
-    fs.mkdir("s3://out")
-    for sub in ("web", "books", "evals"):
-        fs.put(str(sample / sub), f"s3://corpus/sample/{sub}", recursive=True)
-    yield {"local": sample, "url": "s3://corpus/sample"}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.stop()
+    with moto_s3(sample) as url:
+        yield {"local": sample, "url": url}
 
 
 def write(work: Path, inputs: str, data_root: str, allowed: str) -> Path:
@@ -85,36 +63,6 @@ def write(work: Path, inputs: str, data_root: str, allowed: str) -> Path:
     recipe = work / "recipe.yaml"
     recipe.write_text(RECIPE.format(inputs=inputs, data_root=data_root, allowed=allowed))
     return recipe
-
-
-def normalised(files: dict[str, bytes], root: str) -> dict[str, str]:
-    """sha256 per published path; in text files the recipe's hash (the two recipes name different
-    paths) and the data root's local path are masked."""
-    recipe_sha = json.loads(files["mixtures/general/manifest.json"])["recipe_sha256"].encode()
-    out = {}
-    for path, data in files.items():
-        if path.endswith(SEAL):
-            data = root_independent_seal(data)
-        elif path.endswith(TEXT_SUFFIXES):
-            data = data.replace(root.encode(), b"<data_root>").replace(recipe_sha, b"<recipe>")
-        out[path] = hashlib.sha256(data).hexdigest()
-    return out
-
-
-def local_tree(root: Path) -> dict[str, bytes]:
-    return {rel: (root / rel).read_bytes() for rel in remote_root._published_files(str(root))}
-
-
-def s3_tree(url: str) -> dict[str, bytes]:
-    """What a reader of `url` sees: CURRENT → the generation's _MANIFEST.json → its files."""
-    fs = storage.filesystem(url)
-    generation, files = remote_root.current_tree(url)
-    out = {}
-    for rel, meta in files.items():
-        data = fs.cat_file(f"{url}/{remote_root.GENERATIONS}/{generation}/{rel}")
-        assert hashlib.sha256(data).hexdigest() == meta["sha256"]
-        out[rel] = data
-    return out
 
 
 def cli(recipe: Path, work: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:

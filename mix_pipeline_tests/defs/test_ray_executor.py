@@ -1,8 +1,9 @@
-"""`executor: {kind: ray}` on a real two-node Ray cluster (a head and a worker node, both on
-127.0.0.1, started by ray.cluster_utils.Cluster): the stages' tasks run as Ray actors on either
-node, the CLI process is the driver and writes the catalog, and every published file is
-byte-identical to a `kind: local` run of the same recipe. Also: the one-line errors for an
-unreachable address and for a failing task."""
+"""`executor: {kind: ray}` on a real three-node Ray cluster (a head and two worker nodes, all on
+127.0.0.1, started by ray.cluster_utils.Cluster) with the sources and data_root on an S3 server
+(moto, 127.0.0.1): the stages' tasks run as Ray actors on the nodes, the CLI process is the
+driver and writes the catalog, and every published file is byte-identical to a `kind: local` run
+of the same recipe on local disk. Also: the one-line errors for an unreachable address and for a
+failing task."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (make in
 
 from mix_pipeline.cli import main  # noqa: E402
 from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
-from mix_pipeline_tests.helpers import published  # noqa: E402
+from mix_pipeline.core.io import remote_root  # noqa: E402
+from mix_pipeline_tests.helpers import local_tree, moto_s3, normalised, s3_tree  # noqa: E402
 
 RECIPE = """
 name: on_ray
-data_root: data
-allowed_roots: ["{inputs}"]
+data_root: {data_root}
+allowed_roots: [{allowed}]
 executor: {executor}
 sources:
   web:
@@ -49,10 +51,11 @@ mixtures:
 """
 
 
-def run(work: Path, inputs: Path, executor: str, monkeypatch, capsys) -> int:
+def run(work: Path, inputs: Path | str, executor: str, monkeypatch, capsys, data_root: str = "data",
+        allowed: str | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     recipe = work / "recipe.yaml"
-    recipe.write_text(RECIPE.format(inputs=inputs, executor=executor))
+    recipe.write_text(RECIPE.format(inputs=inputs, executor=executor, data_root=data_root, allowed=allowed or inputs))
     monkeypatch.setenv("DAGSTER_HOME", str(work / "dagster_home"))
     monkeypatch.setenv("MIX_PIPELINE_LOG_LEVEL", "WARNING")
     code = main(["run", "--recipe", str(recipe)])
@@ -68,12 +71,13 @@ def inputs(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and a worker node, one CPU each, on 127.0.0.1."""
+    """A head node and two worker nodes, one CPU each, on 127.0.0.1."""
     from ray.cluster_utils import Cluster
 
     node = {"num_cpus": 1, "object_store_memory": 100 * 2**20, "node_ip_address": "127.0.0.1",
             "resources": {}}
     c = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    c.add_node(**node)
     c.add_node(**node)
     c.wait_for_nodes()
     yield c
@@ -88,23 +92,31 @@ def rank_worker_nodes() -> set[str]:
     return {a["Address"]["NodeID"] for a in state.actor_table(None).values() if a["ActorClassName"].endswith("RankWorker")}
 
 
-def test_a_two_node_ray_run_publishes_the_local_runs_bytes(inputs, cluster, tmp_path, monkeypatch, capsys):
-    executor = "{kind: local, tasks: 2, workers: 2}"
+def test_a_three_node_ray_run_on_object_storage_publishes_the_local_runs_bytes(inputs, cluster, tmp_path,
+                                                                               monkeypatch, capsys):
+    pytest.importorskip("s3fs")
+    executor = "{kind: local, tasks: 3, workers: 2}"
     assert run(tmp_path / "local", inputs, executor, monkeypatch, capsys) == 0
-    local = published(tmp_path / "local" / "data")
-    # The same recipe file (so the same recipe hash in the manifest), run on the cluster.
-    monkeypatch.setenv("MIX_PIPELINE_EXECUTOR", f"{{kind: ray, address: '{cluster.address}', memory_per_task_gb: 0.25}}")
-    assert run(tmp_path / "ray", inputs, executor, monkeypatch, capsys) == 0
-    on_ray = published(tmp_path / "ray" / "data")
-    assert any(k.startswith("mixtures/general/") and k.endswith(".parquet") for k in local)
-    assert on_ray == local
-    # The tasks ran as Ray actors, on both nodes (each has one CPU; a stage's two tasks run at once).
-    assert len(rank_worker_nodes()) == 2
+    local_root = tmp_path / "local" / "data"
+    expected = normalised(local_tree(local_root), str(local_root.resolve()))
+    assert any(k.startswith("mixtures/general/") and k.endswith(".parquet") for k in expected)
+    with moto_s3(inputs) as url:
+        # The same recipe with its sources and data_root on the S3 server, run on the cluster
+        # (the nodes never saw the S3 settings: the driver forwards them to its tasks).
+        monkeypatch.setenv("MIX_PIPELINE_EXECUTOR", f"{{kind: ray, address: '{cluster.address}', workers: 3, "
+                                                   "memory_per_task_gb: 0.25}")
+        monkeypatch.setenv(remote_root.WORK_DIR_ENV, str(tmp_path / "mirror"))
+        out = "s3://out/on_ray"
+        assert run(tmp_path / "ray", url, executor, monkeypatch, capsys, data_root=out, allowed=f"{url}, {out}") == 0
+        mirror = next((tmp_path / "mirror").iterdir())
+        assert normalised(s3_tree(out), str(mirror.resolve())) == expected
+    # The tasks ran as Ray actors on more than one node (each node has one CPU).
+    assert len(rank_worker_nodes()) >= 2
     # Our own deduplicated pass ran as cluster tasks too (locally it runs in-process, no logs).
-    logs = tmp_path / "ray" / "data" / "_work" / "logs" / "deduplicated"
-    assert sorted(p.name for p in logs.rglob("completions/*")) == ["00000", "00000", "00001"]
-    assert not (tmp_path / "local" / "data" / "_work" / "logs" / "deduplicated").exists()
-    manifest = json.loads((tmp_path / "ray" / "data" / "mixtures" / "general" / "manifest.json").read_text())
+    logs = mirror / "_work" / "logs" / "deduplicated"
+    assert sorted(p.name for p in logs.rglob("completions/*"))
+    assert not (local_root / "_work" / "logs" / "deduplicated").exists()
+    manifest = json.loads((local_root / "mixtures" / "general" / "manifest.json").read_text())
     assert manifest["splits"]["train"]["documents"] > 0
 
 
