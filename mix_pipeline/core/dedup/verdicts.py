@@ -1,23 +1,23 @@
-"""Verdicts: the keeper of each cluster, and the files that record it.
+"""Fates: the third of clustering's phases (tasks over sources), and the files that record them.
 
-A group matching the index is a duplicate of its earliest indexed match, otherwise its root (the
-recipe's priority winner) survives (`group_verdicts`). `write_generation` writes each document's
-fate (`CLUSTER_SCHEMA`, one file per source and generation) and the keepers' signatures (the
-index later generations are matched against); `DropDuplicates` applies the fates to Documents.
+Phase 2 (core/dedup/clusters.py) resolved the verdicts of the documents in some pair; `WriteFates`
+joins every document of a source with them and writes its fate (`CLUSTER_SCHEMA`, one file per
+source and generation) and the keepers' signatures (the index later generations are matched
+against); `DropDuplicates` applies the fates to Documents.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from mix_pipeline.core.dedup.clusters import Matches
+from mix_pipeline.core.dedup.clusters import open_duckdb
+from mix_pipeline.core.io.documents import sql_file_list, sql_strings
 from mix_pipeline.names import FATE_DUPLICATE, FATE_KEPT
 
 CLUSTER_SCHEMA = pa.schema(
@@ -35,70 +35,71 @@ CLUSTER_SCHEMA = pa.schema(
 )
 
 
-@dataclass
-class Verdicts:
-    """Per new node: its group's root (the generation's survivor), the indexed document the
-    group is a duplicate of (-1: none) and its cluster's size (the index match counted)."""
-
-    roots: np.ndarray
-    group_old: np.ndarray  # per root: the earliest indexed match of any member, or -1
-    winner_old: np.ndarray
-    sizes: np.ndarray  # per root: members in this generation
-    cluster_size: np.ndarray
-
-    def clusters(self) -> int:
-        """Groups of more than one document, or matching the index."""
-        return int(((self.sizes > 1) | (self.group_old >= 0))[np.unique(self.roots)].sum())
-
-
-def group_verdicts(matches: Matches, n: int) -> Verdicts:
-    """Resolve the pairs into verdicts: a group matching the index is a duplicate of the
-    earliest indexed match of any member; otherwise its root survives."""
-    roots = matches.groups.roots()
-    old_match = matches.old_match
-    group_old = np.full(n, -1, dtype=np.int64)
-    for node in np.flatnonzero(old_match >= 0).tolist():
-        r = roots[node]
-        if group_old[r] < 0 or old_match[node] < group_old[r]:
-            group_old[r] = old_match[node]
-    winner_old = group_old[roots]
-    sizes = np.bincount(roots, minlength=n)
-    return Verdicts(roots, group_old, winner_old, sizes, sizes[roots] + (winner_old >= 0))
+def fates_sql(source: str, snapshot: str, signature_files: list[str], verdicts_file: str,
+              remove: bool) -> tuple[str, str, str]:
+    """SQL for one source: (its signature rows; every document's fate, CLUSTER_SCHEMA rows ordered
+    by id; the keepers' signature rows, the index). A document in no verdict (in no pair) is kept,
+    alone; with `remove` false every document is kept, copies still naming their survivor; the
+    index holds survivors only either way."""
+    quoted, snap = sql_strings([source]), sql_strings([snapshot])
+    docs = f"""(SELECT source, id, content_hash, signature, bands FROM read_parquet({sql_file_list(signature_files)})
+                WHERE source = {quoted})"""
+    verdicts = f"(SELECT * FROM read_parquet({sql_file_list([verdicts_file])}) WHERE source = {quoted})"
+    fates = f"""SELECT d.source, {snap} AS snapshot, d.id,
+                   CASE WHEN v.id IS NULL OR v.survivor OR NOT {remove} THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
+                   v.duplicate_of_source, v.duplicate_of_snapshot, v.duplicate_of, v.match,
+                   coalesce(v.cluster_size, 1) AS cluster_size
+                FROM {docs} d LEFT JOIN {verdicts} v ON v.id = d.id ORDER BY d.id"""
+    keepers = f"""SELECT d.source, {snap} AS snapshot, d.id, d.content_hash, d.signature, d.bands
+                  FROM {docs} d LEFT JOIN {verdicts} v ON v.id = d.id WHERE v.id IS NULL OR v.survivor ORDER BY d.id"""
+    return docs, fates, keepers
 
 
-def write_generation(con, snapshot: str, verdicts: Verdicts, n: int, remove: bool, clusters_dir: str,
-                     index_dir: str) -> tuple[int, int, int]:
-    """Write each source's fates (`<clusters_dir>/<source>/<snapshot>.parquet`) and keepers'
-    signatures (`<index_dir>/<source>/<snapshot>.parquet`). Fates and keepers stay in DuckDB
-    (which spills past memory_limit) and stream to one file per source: nothing here holds a whole
-    generation in Python. Returns (duplicates, exact duplicates, near duplicates)."""
-    con.register("verdicts", pa.table({
-        "node": np.arange(n, dtype=np.int64), "root": verdicts.roots, "old": verdicts.winner_old,
-        "size": verdicts.cluster_size,
-    }))
-    con.execute(
-        f"""CREATE TABLE fates AS SELECT d.source, '{snapshot}' AS snapshot, d.id,
-               CASE WHEN (v.old < 0 AND v.root = d.node) OR NOT {remove} THEN '{FATE_KEPT}' ELSE '{FATE_DUPLICATE}' END AS fate,
-               CASE WHEN v.old >= 0 THEN o.source WHEN v.root <> d.node THEN w.source END AS duplicate_of_source,
-               CASE WHEN v.old >= 0 THEN o.snapshot WHEN v.root <> d.node THEN '{snapshot}' END AS duplicate_of_snapshot,
-               CASE WHEN v.old >= 0 THEN o.id WHEN v.root <> d.node THEN w.id END AS duplicate_of,
-               CASE WHEN v.old < 0 AND v.root = d.node THEN NULL
-                    WHEN coalesce(o.content_hash, w.content_hash) = d.content_hash THEN 'exact' ELSE 'near' END AS match,
-               v.size AS cluster_size
-            FROM new d JOIN verdicts v ON v.node = d.node JOIN new w ON w.node = v.root
-            LEFT JOIN old o ON o.node = v.old"""
-    )
-    keepers = f"""SELECT d.source, '{snapshot}' AS snapshot, d.id, d.content_hash, d.signature, d.bands
-                  FROM new d JOIN verdicts v ON v.node = d.node WHERE v.old < 0 AND v.root = d.node"""
-    for (source,) in con.sql("SELECT DISTINCT source FROM new ORDER BY source").fetchall():
-        quoted = "'" + source.replace("'", "''") + "'"
-        _write_query(con, f"SELECT * FROM fates WHERE source = {quoted} ORDER BY id",
-                     os.path.join(clusters_dir, source, f"{snapshot}.parquet"), CLUSTER_SCHEMA)
-        _write_query(con, f"SELECT * FROM ({keepers}) WHERE source = {quoted} ORDER BY id",
-                     os.path.join(index_dir, source, f"{snapshot}.parquet"))
-    return con.sql(
-        "SELECT count(match), count(*) FILTER (WHERE match = 'exact'), count(*) FILTER (WHERE match = 'near') FROM fates"
-    ).fetchall()[0]
+class WriteFates(PipelineStep):
+    """Phase 3 of clustering: rank r of N takes sources[r::N] and writes, for each that has
+    documents in this generation, `<clusters_dir>/<source>/<snapshot>.parquet` (every document's
+    fate) and `<index_dir>/<source>/<snapshot>.parquet` (the keepers' signature rows), joining the
+    signature rows with the verdicts of phase 2; `<stats_folder>/<rank>.json` counts the documents."""
+
+    type = "🫂 - DEDUP"
+    name = "🗂️ Duplicate fates per source"
+
+    def __init__(self, snapshot: str, signature_files: list[str], sources: list[str], verdicts_file: str,
+                 clusters_dir: str, index_dir: str, remove: bool, stats_folder: str, duckdb_temp_dir: str):
+        super().__init__()
+        self.snapshot = snapshot
+        self.signature_files = list(signature_files)
+        self.sources = list(sources)
+        self.verdicts_file = verdicts_file
+        self.clusters_dir = clusters_dir
+        self.index_dir = index_dir
+        self.remove = remove
+        self.stats_folder = stats_folder
+        self.duckdb_temp_dir = duckdb_temp_dir
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        con = open_duckdb(os.path.join(self.duckdb_temp_dir, f"fates-{rank:05d}"))
+        documents = 0
+        try:
+            for source in self.sources[rank::world_size]:
+                docs, fates, keepers = fates_sql(source, self.snapshot, self.signature_files, self.verdicts_file,
+                                                 self.remove)
+                n = con.sql(f"SELECT count(*) FROM {docs}").fetchall()[0][0]
+                if not n:
+                    continue
+                with self.track_time("source"):
+                    _write_query(con, fates, os.path.join(self.clusters_dir, source, f"{self.snapshot}.parquet"),
+                                 CLUSTER_SCHEMA)
+                    _write_query(con, keepers, os.path.join(self.index_dir, source, f"{self.snapshot}.parquet"))
+                documents += n
+                self.stat_update("documents", value=n)
+        finally:
+            con.close()
+        os.makedirs(self.stats_folder, exist_ok=True)
+        with open(os.path.join(self.stats_folder, f"{rank:05d}.json"), "w") as f:
+            json.dump({"documents": documents}, f)
+        return
+        yield  # a generator that yields nothing: this step is the whole pipeline
 
 
 # Rows per Parquet row group of cluster and index files. Row groups are cut at fixed row counts

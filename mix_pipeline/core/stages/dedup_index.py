@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from mix_pipeline import layout
 from mix_pipeline.core.provenance import catalog
 from mix_pipeline.core.gates import checks as quality
-from mix_pipeline.core.dedup.generation import EMPTY_STATS, dedup_generation
+from mix_pipeline.core.dedup.generation import EMPTY_STATS, cluster_tasks, dedup_generation
 from mix_pipeline.core.dedup.signatures import SHINGLE_HASH, ShardSignatures
 from mix_pipeline.core.io.documents import file_sha256, list_parts, publish_dir, staging_dir
 from mix_pipeline.core.io.faults import crash_point
@@ -116,7 +116,9 @@ def run_dedup_index(env: StageEnv) -> StageResult:
             gen["snapshot"], sig_files, index_files, config["ranks"],
             clusters_dir=os.path.join(tmp, "clusters"), index_dir=os.path.join(tmp, "index"),
             threshold=mh.threshold if mh else None, exact=dd.exact, remove=dd.remove,
-            duckdb_temp_dir=env.work_dir("duckdb"), log=env.log,
+            duckdb_temp_dir=env.work_dir("duckdb"), log=env.log, runner=env.runner,
+            tasks=cluster_tasks(env.recipe.executor.tasks, sig_files),
+            logging_dir=env.logging_dir(DEDUP_INDEX, gen["snapshot"], "clusters"),
         )
         crash_point("dedup.generation")
     with open(os.path.join(tmp, layout.DEDUP_STATE_FILE), "w") as f:
