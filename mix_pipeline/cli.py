@@ -148,6 +148,7 @@ def _open_catalog(recipe_path: str):
 
 def _cmd_report(args) -> int:
     from mix_pipeline.core.provenance.catalog import conservation
+    from mix_pipeline.core.provenance.fates import missing_note
 
     _, con = _open_catalog(args.recipe)
     if con is None:
@@ -160,6 +161,8 @@ def _cmd_report(args) -> int:
             + (f"removed {row['removed']:>5,}  " if row.get("removed") else "")
             + f"{'balanced' if row['balanced'] else 'NOT BALANCED'}"
         )
+    if note := missing_note(con):  # a fate file deleted by hand: its documents are not counted
+        print(f"warning: {note}", file=sys.stderr)
     con.close()
     print_ledger(args.recipe)
     return 0

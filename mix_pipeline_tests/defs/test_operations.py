@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from mix_pipeline.core.provenance.fates import missing_files
 from mix_pipeline.defs.jobs import DEDUPLICATE_JOB, MIX_JOB
 from mix_pipeline.defs.partitions import source_snapshots
 from mix_pipeline.defs.plan import HELD_TAG, next_wave
@@ -157,6 +158,9 @@ def test_a_changed_layout_retires_the_old_partition(corpus, tmp_path, capsys):
         conservation = con.execute("SELECT * FROM conservation ORDER BY source").fetchall()
         assert con.execute("SELECT source, snapshot FROM retired_partitions").fetchall() == [("web", "default")]
         assert con.execute("SELECT count(*) FROM document_fates WHERE snapshot = 'default' AND source = 'web'").fetchone()[0] == 0
+        # The view no longer lists the retired partition's files (moved to _retired), and every file it lists is there.
+        assert con.execute("SELECT count(*) FROM fate_files WHERE snapshot = 'default' AND source = 'web'").fetchall() == [(0,)]
+        assert missing_files(con) == []
     # The same outputs (and the same conservation table) as a fresh run with the new layout.
     assert outputs(data) == fresh(tmp_path / "b", corpus, ["2024-01-01", "2024-01-08"])
     with duckdb.connect(str(tmp_path / "b" / "data" / "catalog.duckdb"), read_only=True) as con:

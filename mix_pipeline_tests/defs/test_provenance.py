@@ -16,7 +16,9 @@ import pytest
 
 import mix_pipeline.defs.runner as runner
 from mix_pipeline.cli import main
+from mix_pipeline.core.io.documents import list_parts
 from mix_pipeline.core.mixing.dataset_card import parse_card
+from mix_pipeline.core.provenance import catalog, fates
 from mix_pipeline.core.provenance.forget import resolve_request
 from mix_pipeline.core.provenance.outputs import find_in_outputs
 from mix_pipeline.core.provenance.trace import format_trace, trace
@@ -258,6 +260,14 @@ def test_forget_rebuilds_both_mixtures_and_nothing_else(built, monkeypatch, caps
     # Tracing it now says where and why its history ends.
     con = _con(folder)
     [h] = trace(con, load_recipe(recipe_path), doc)
+    # The view reads the removal from the rebuilt partition's quarantine shards, the new one included:
+    # the catalog lists those files (not the document), and none of the files it lists is gone.
+    quarantine = list_parts(data / "quarantine" / "web" / "default")
+    assert sorted(p for (p,) in con.execute(
+        "SELECT path FROM fate_files WHERE stage = 'raw' AND source = 'web' AND snapshot = 'default'").fetchall()) == [
+        os.path.relpath(p, data) for p in quarantine]
+    assert (doc,) in con.execute(f"SELECT id FROM read_parquet('{quarantine[-1]}')").fetchall()
+    assert fates.missing_files(con) == []
     con.close()
     assert h["fate"] == "removed" and h["ended_at"] == "raw" and h["origin"]["file"] in ("a.jsonl", "b.jsonl")
 
@@ -269,3 +279,83 @@ def _mixture_rows(data: Path, name: str) -> list[dict]:
         for f in split["files"]:
             rows += pq.read_table(data / "mixtures" / name / f, columns=["id", "source"]).to_pylist()
     return rows
+
+
+def _copy_of(built, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the built inputs, recipe and data root, for a test that damages or migrates its
+    catalog. Its catalog's view still reads the original's files until a writer opens it."""
+    folder = built[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("_work"))
+    path = str(copy / "data" / "catalog.duckdb")
+    with catalog.connect(path) as con:
+        catalog.ensure_schema(con)  # a writer's open re-creates the view over the copy's files
+        [(sql,)] = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'document_fates'").fetchall()
+    assert str(copy / "data" / "quarantine") in sql and str(folder / "data") + os.sep not in sql
+    return copy, copy / "recipe.yaml"
+
+
+OLD_FATES_TABLE = """CREATE TABLE document_fates (
+    source VARCHAR, snapshot VARCHAR, id VARCHAR, stage VARCHAR, fate VARCHAR,
+    reason VARCHAR, duplicate_of_source VARCHAR, duplicate_of VARCHAR, detail VARCHAR)"""
+
+
+def test_a_catalog_with_the_old_fates_table_migrates_on_first_open(built, tmp_path):
+    copy, recipe_path = _copy_of(built, tmp_path)
+    path = str(copy / "data" / "catalog.duckdb")
+    con = duckdb.connect(path)
+    expected = sorted(con.execute("SELECT * FROM document_fates").fetchall())
+    # What an older release left: every fate copied into a table and no `fate_files`; web's
+    # quarantine rows had been taken out (as retirement did), though its files are still on disk.
+    con.execute("CREATE TEMP TABLE copied AS SELECT * FROM document_fates")
+    con.execute("DROP VIEW document_fates")
+    con.execute("DROP TABLE fate_files")
+    con.execute(OLD_FATES_TABLE)
+    con.execute("INSERT INTO document_fates SELECT * FROM copied WHERE NOT (source = 'web' AND stage = 'raw')")
+    con.close()
+    with catalog.connect(path) as con:
+        catalog.ensure_schema(con)
+    con = duckdb.connect(path, read_only=True)
+    assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'document_fates'"
+                       ).fetchall() == [("VIEW",)]
+    assert sorted(con.execute("SELECT * FROM document_fates").fetchall()) == [
+        r for r in expected if not (r[0] == "web" and r[3] == "raw")]
+    files = con.execute("SELECT stage, count(*) FROM fate_files GROUP BY stage ORDER BY stage").fetchall()
+    assert [s for s, _ in files] == ["dedup", "filtered"] and sum(n for _, n in files) < len(expected) / 4
+    assert fates.missing_files(con) == []
+    [short] = trace(con, load_recipe(recipe_path), "w-short")
+    con.close()
+    assert short["fate"] == "dropped" and short["reason"].startswith("gopher_quality:")
+
+
+def test_a_fate_file_deleted_by_hand_is_named_and_a_run_restores_it(built, tmp_path, capsys):
+    copy, recipe_path = _copy_of(built, tmp_path)
+    data = copy / "data"
+    [dropped] = list_parts(data / "dropped" / "web" / "default" / "gopher_quality")
+    os.remove(dropped)
+    # `report` still answers: web does not balance, and one line names the file and the fix.
+    assert main(["report", "--recipe", str(recipe_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "NOT BALANCED" in out and "Traceback" not in out + err
+    assert f"fate file(s) missing, e.g. {dropped}" in err and "`mix-pipeline run` rebuilds" in err
+    # `trace` of a document the file held fails in one line; the others still trace.
+    assert main(["trace", "--recipe", str(recipe_path), "w-short"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no document 'w-short'" in err and str(dropped) in err
+    assert main(["trace", "--recipe", str(recipe_path), "w00"]) == 0
+    # The run rebuilds what no longer matches its seal and records the new files.
+    run_recipe(str(recipe_path), instance=dg.DagsterInstance.ephemeral())
+    con = _con(copy)
+    assert fates.missing_files(con) == [] and all(r["balanced"] for r in catalog.conservation(con))
+    [short] = trace(con, load_recipe(recipe_path), "w-short")
+    listed = [str(data / p) for (p,) in con.execute("SELECT path FROM fate_files").fetchall()]
+    con.close()
+    assert short["fate"] == "dropped"
+    # Every fate file gone (none of a stage left to bind the view to): still no error, and no fates.
+    for p in listed:
+        os.remove(p)
+    con = _con(copy)
+    assert con.execute("SELECT count(*) FROM document_fates").fetchall() == [(0,)]
+    assert {r["source"] for r in catalog.conservation(con) if not r["balanced"]} == {"web", "books", "code"}
+    assert f"delete {data / 'dedup_index'} and materialize dedup_index again" in fates.missing_note(con)
+    con.close()

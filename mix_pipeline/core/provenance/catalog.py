@@ -3,7 +3,8 @@
 Rows are loaded straight from the Parquet files each stage wrote (DuckDB reads them in
 place), so the catalog's counts are counts of data on disk, not of in-memory counters. Each
 writer replaces exactly the rows of the partition it owns, inside one transaction, which
-makes reruns and backfills idempotent.
+makes reruns and backfills idempotent. Document fates are not copied at all: `document_fates`
+is a view over the stages' fate files (core/provenance/fates.py).
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from mix_pipeline.core.filters.base import per_kind_counts_sql
 from mix_pipeline.core.filters.registry import DECONTAMINATION, LANGUAGE, PII, SAFETY, counts_queries
 from mix_pipeline.core.io.documents import sql_file_list
 from mix_pipeline.core.io.faults import crash_point
+from mix_pipeline.core.provenance import fates
 from mix_pipeline.core.provenance.forget import REMOVED_REASON
 from mix_pipeline.names import (
     FATE_DROPPED,
-    FATE_QUARANTINED,
-    FATE_REMOVED,
     FATES,
     META_DECONTAMINATED,
     META_FILTER_REASON,
@@ -64,13 +64,6 @@ SCHEMA = [
         stage VARCHAR, partition VARCHAR, metric VARCHAR, value DOUBLE)""",
     """CREATE TABLE IF NOT EXISTS source_inputs (
         source VARCHAR, snapshot VARCHAR, records BIGINT, documents BIGINT, quarantined BIGINT)""",
-    # `detail` is what the filter measured when it dropped the document (JSON text), where it knows:
-    # the language and its score, the flagged-word fraction, the eval set, item and n-gram matched.
-    """CREATE TABLE IF NOT EXISTS document_fates (
-        source VARCHAR, snapshot VARCHAR, id VARCHAR, stage VARCHAR, fate VARCHAR,
-        reason VARCHAR, duplicate_of_source VARCHAR, duplicate_of VARCHAR, detail VARCHAR)""",
-    # Catalogs written before `detail` existed gain the column (NULL for their old rows).
-    "ALTER TABLE document_fates ADD COLUMN IF NOT EXISTS detail VARCHAR",
     # What the filters counted per source: `language` (kind = language code, documents identified
     # as it), `pii` (kind = PII kind, documents with one and replacements made), `safety` (kind =
     # flagged: documents with a flagged word and flagged words), `decontamination` (kind = eval set,
@@ -112,6 +105,12 @@ SCHEMA = [
 
 
 def ensure_schema(con) -> None:
+    """Every table and view in place. `document_fates` (source, snapshot, id, stage, fate, reason,
+    duplicate_of_source, duplicate_of, detail) comes first, as the views below read it: a view
+    over the fate files (core/provenance/fates.py; an old catalog's table is migrated to it).
+    `detail` is what the filter measured when it dropped the document (JSON text), where it knows:
+    the language and its score, the flagged-word fraction, the eval set, item and n-gram matched."""
+    fates.ensure(con)
     for statement in SCHEMA:
         con.execute(statement)
 
@@ -146,36 +145,22 @@ def record_stats(con, stage: str, partition: str, stats: dict[str, float]) -> No
 
 
 def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine_files: list[str]) -> dict[str, int]:
-    """Quarantine fates and input counts of one raw partition."""
+    """Input counts of one raw partition; its quarantine files become the fate files of its
+    quarantined documents, and of those set aside on a removal request (reason `removed`,
+    core/provenance/forget.py; their fate is `removed`, the request's reason kept)."""
     with _Transaction(con):
-        con.execute(
-            "DELETE FROM document_fates WHERE stage = 'raw' AND source = ? AND snapshot = ?", [source, snapshot]
-        )
         con.execute("DELETE FROM source_inputs WHERE source = ? AND snapshot = ?", [source, snapshot])
+        fates.replace_files(con, fates.RAW_STAGE, source, snapshot, {None: quarantine_files})
+        fates.sync_view(con)
         documents = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(raw_files)})").fetchall()[0][0] if raw_files else 0
-        quarantined = 0
+        quarantined = removed = 0
         if quarantine_files:
-            # Documents set aside on a removal request sit in the quarantine folder with the reason
-            # `removed` (core/provenance/forget.py); their fate is `removed`, the request's reason kept.
-            con.execute(
-                f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, detail)
-                    SELECT source, ?, id, 'raw',
-                           CASE WHEN r = '{REMOVED_REASON}' THEN '{FATE_REMOVED}' ELSE '{FATE_QUARANTINED}' END,
-                           CASE WHEN r = '{REMOVED_REASON}' THEN 'removal request: ' || coalesce(d, '') ELSE r END,
-                           nullif(d, '')
-                    FROM (SELECT source, id, json_extract_string(metadata, '$.reason') AS r,
-                                 json_extract_string(metadata, '$.detail') AS d
-                          FROM read_parquet({sql_file_list(quarantine_files)}))""",
-                [snapshot],
-            )
             quarantined, removed = con.execute(
                 f"""SELECT count(*) FILTER (WHERE r IS DISTINCT FROM '{REMOVED_REASON}'),
                            count(*) FILTER (WHERE r = '{REMOVED_REASON}')
                     FROM (SELECT json_extract_string(metadata, '$.reason') AS r
                           FROM read_parquet({sql_file_list(quarantine_files)}))"""
             ).fetchall()[0]
-        else:
-            removed = 0
         con.execute(
             "INSERT INTO source_inputs VALUES (?, ?, ?, ?, ?)",
             [source, snapshot, documents + quarantined + removed, documents, quarantined],
@@ -200,29 +185,20 @@ def filter_counts(con, files: list[str]) -> list[dict]:
 
 def record_filtered(con, source: str, snapshot: str, kept_files: list[str],
                     dropped_files: dict[str, list[str]]) -> dict[str, int]:
-    """Drop fates of one filtered partition, and what its filters counted; returns the drops per
-    filter in the order of `dropped_files` (pipeline order).
+    """What the filters of one filtered partition counted; its dropped files become the fate files
+    of its dropped documents. Returns the drops per filter in the order of `dropped_files`
+    (pipeline order).
 
-    The reason is `<filter>:<datatrove reason>`, the detail what the filter measured (if known)."""
+    The view gives each the reason `<filter>:<datatrove reason>` and, as detail, what the filter
+    measured (if known)."""
     counts: dict[str, int] = {}
     with _Transaction(con):
-        con.execute(
-            "DELETE FROM document_fates WHERE stage = 'filtered' AND source = ? AND snapshot = ?", [source, snapshot]
-        )
+        fates.replace_files(con, fates.FILTERED_STAGE, source, snapshot, dropped_files)
+        fates.sync_view(con)
         con.execute("DELETE FROM filter_counts WHERE source = ? AND snapshot = ?", [source, snapshot])
         for filter_name, files in dropped_files.items():
-            if not files:
-                counts[filter_name] = 0
-                continue
-            con.execute(
-                f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, detail)
-                    SELECT ?, ?, id, 'filtered', '{FATE_DROPPED}',
-                           ? || ':' || coalesce(json_extract_string(metadata, '$.{META_FILTER_REASON}'), 'dropped'),
-                           json_extract_string(metadata, '$.{META_FILTER_VALUE}')
-                    FROM read_parquet({sql_file_list(files)})""",
-                [source, snapshot, filter_name],
-            )
-            counts[filter_name] = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(files)})").fetchall()[0][0]
+            counts[filter_name] = con.execute(
+                f"SELECT count(*) FROM read_parquet({sql_file_list(files)})").fetchall()[0][0] if files else 0
         all_files = kept_files + [f for files in dropped_files.values() for f in files]
         for r in filter_counts(con, all_files):
             con.execute("INSERT INTO filter_counts VALUES (?, ?, ?, ?, ?, ?)",
@@ -278,19 +254,16 @@ def filtered_report(con, source: str, snapshot: str) -> dict[str, list[dict]]:
 
 
 def record_dedup(con, cluster_files: list[str]) -> None:
-    """Kept and duplicate fates of every source and snapshot, from the cluster files.
+    """The cluster files become the fate files of every document that reached dedup (kept, or
+    duplicate of which id), every source and snapshot at once.
 
-    Inserted in id order: DuckDB's per-row-group min/max of `id` then skip nearly every row
-    group when `mix-pipeline trace` looks a document up (2 ms instead of 120 ms at 3M rows, for
-    about 3 s more here; an ART index would make this rewrite ten times slower)."""
+    Nothing per document is copied: at millions of documents the old insert of every fate grew
+    the driver's memory and the catalog file with the corpus. The cluster files are written in id
+    order with fixed-size row groups (core/dedup/verdicts.py), so DuckDB's per-row-group min/max
+    of `id` still skip nearly every row group when `mix-pipeline trace` looks a document up."""
     with _Transaction(con):
-        con.execute("DELETE FROM document_fates WHERE stage = 'dedup'")
-        if cluster_files:
-            con.execute(
-                f"""INSERT INTO document_fates (source, snapshot, id, stage, fate, reason, duplicate_of_source, duplicate_of)
-                    SELECT source, snapshot, id, 'dedup', fate, match, duplicate_of_source, duplicate_of
-                    FROM read_parquet({sql_file_list(cluster_files)}) ORDER BY id"""
-            )
+        fates.replace_cluster_files(con, cluster_files)
+        fates.sync_view(con)
 
 
 def record_mixture(con, mixture: str, ledger: list) -> None:

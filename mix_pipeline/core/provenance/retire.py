@@ -23,15 +23,17 @@ import time
 from dataclasses import dataclass
 
 from mix_pipeline import layout
-from mix_pipeline.core.provenance import catalog
+from mix_pipeline.core.provenance import catalog, fates
 from mix_pipeline.names import partition_key
 from mix_pipeline.recipe import inputs
 
 # The stage folders that hold one folder per source×snapshot partition.
 PARTITION_FOLDERS = (layout.RAW_DIR, layout.QUARANTINE_DIR, layout.FILTERED_DIR, layout.DROPPED_DIR,
                      layout.DEDUPLICATED_DIR)
-# Catalog tables with one row set per (source, snapshot).
-_PARTITION_TABLES = ("source_inputs", "document_fates", "filter_counts", "snapshot_profiles")
+# Catalog tables with one row set per (source, snapshot). `fate_files` lists the files the
+# `document_fates` view reads (core/provenance/fates.py): its rows go, and the view is re-created
+# without the moved files, so nothing reads a retired partition's fates from `_retired`.
+_PARTITION_TABLES = ("source_inputs", "fate_files", "filter_counts", "snapshot_profiles")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def retire(recipe, log=print, discovered: dict[str, list[str]] | None = None) ->
                 con.execute("DELETE FROM stage_stats WHERE partition = ?", [partition_key(source, snapshot)])
                 con.execute("INSERT INTO retired_partitions VALUES (?, ?, ?, ?, ?)",
                             [source, snapshot, stamp, moved.get((source, snapshot), ""), records[(source, snapshot)]])
+            fates.sync_view(con)
     for source, snapshot in partitions:
         r = Retired(source, snapshot, moved.get((source, snapshot), ""), records.get((source, snapshot), 0))
         out.append(r)

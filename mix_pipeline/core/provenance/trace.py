@@ -1,7 +1,9 @@
 """Trace: everything the catalog and the stage outputs know about one document, in stage order.
 
-The catalog's `document_fates` is indexed on `id`; the rest are reads of one partition's shards
-(and of each mixture's `id` and `source` columns).
+The catalog's `document_fates` is a view over the stages' fate files (core/provenance/fates.py):
+a lookup by `id` reads the footers of those files and, of each id-ordered cluster file, the one
+row group whose min/max `id` holds it; the rest are reads of one partition's shards (and of each
+mixture's `id` and `source` columns).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pyarrow.parquet as pq
 from mix_pipeline import layout
 from mix_pipeline.core.filters.registry import DECONTAMINATION, filter_class, is_dropping
 from mix_pipeline.core.io.documents import list_parts, sql_file_list
+from mix_pipeline.core.provenance.fates import missing_note
 from mix_pipeline.core.provenance.outputs import ProvenanceError, mixture_shards
 from mix_pipeline.names import (
     FATE_DROPPED,
@@ -90,8 +93,9 @@ def _document_fates(con, doc_id: str, source: str | None) -> list[dict]:
                   [doc_id, source, source])
     if not fates:
         where = f" in source '{source}'" if source else ""
+        lost = f" ({note})" if (note := missing_note(con)) else ""
         raise ProvenanceError(f"no document '{doc_id}'{where} in the catalog: give a document id (as in the "
-                              "outputs' `id` column) or a mixture row MIXTURE/SPLIT/part-NNNNN.parquet:ROW")
+                              f"outputs' `id` column) or a mixture row MIXTURE/SPLIT/part-NNNNN.parquet:ROW{lost}")
     return fates
 
 
