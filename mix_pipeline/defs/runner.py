@@ -22,7 +22,7 @@ import dagster as dg
 from mix_pipeline import layout
 from mix_pipeline.core.provenance import catalog
 from mix_pipeline.core.io import remote_root, storage
-from mix_pipeline.core.stages.executors import preflight
+from mix_pipeline.core.stages.executors import preflight, recipe_runner
 from mix_pipeline.core.lab.report import recommended_spec
 from mix_pipeline.core.io.locks import data_root_lock
 from mix_pipeline.core.provenance.forget import add_removals, resolve_request, verify_removals
@@ -269,7 +269,8 @@ def run_lab_experiment(recipe_path: str, experiment: str, materialize: bool = Fa
         with_rec = recipe.model_copy(update={"mixtures": {**recipe.mixtures, name: spec}})
         print(f"==> {MIXTURE} [{name}] (the lab's recommendation)", flush=True)
         with data_root_lock(recipe.data_root_path):
-            results["materialized"] = run_mixture(StageEnv(with_rec), name).stats
+            # On the recipe's executor (MIX_PIPELINE_EXECUTOR applied), as the daemon's and UI's runs are.
+            results["materialized"] = run_mixture(StageEnv(with_rec, runner=recipe_runner(recipe)), name).stats
     return results
 
 

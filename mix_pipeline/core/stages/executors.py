@@ -196,6 +196,13 @@ def effective_spec(recipe):
         raise ExecutorError(f"{OVERRIDE_ENV}: {where + ': ' if where else ''}{err['msg'].removeprefix('Value error, ')}") from None
 
 
+def recipe_runner(recipe):
+    """The runner the recipe's executor asks for, MIX_PIPELINE_EXECUTOR applied: what the Dagster
+    resource gives the daemon's and the UI's runs, for stages run outside a Dagster job."""
+    spec = effective_spec(recipe)
+    return runner_for(spec.kind, spec.workers, spec.address, spec.cpus_per_task, spec.memory_per_task_gb)
+
+
 def preflight(recipe) -> None:
     """Fail fast, before any stage runs, when the recipe's executor cannot be used (the extra is
     missing, the cluster cannot be reached) or a path names object storage whose filesystem
