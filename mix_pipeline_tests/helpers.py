@@ -208,6 +208,19 @@ def s3_tree(url: str) -> dict[str, bytes]:
     return out
 
 
+def document_stages(env) -> None:
+    """Run every document stage of `env`'s recipe in order, as the library would: raw and filtered
+    per source, the dedup index, deduplicated per source (what a mixture reads)."""
+    from mix_pipeline.core.stages import run_dedup_index, run_deduplicated, run_filtered, run_raw
+
+    for source in env.recipe.sources:
+        run_raw(env, source)
+        run_filtered(env, source)
+    run_dedup_index(env)
+    for source in env.recipe.sources:
+        run_deduplicated(env, source)
+
+
 def latest_sid(instance, asset: str, partition: str | None = None) -> int:
     records_filter = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
                                            asset_partitions=[partition] if partition else None)

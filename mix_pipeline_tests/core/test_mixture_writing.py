@@ -106,3 +106,22 @@ def test_shards_and_row_groups_are_cut_at_fixed_rows_whatever_the_batches(tmp_pa
         assert groups == [[4, 4, 2], [4, 4, 2], [3]]
         written.append([open(f, "rb").read() for f in shards.files + shards.jsonl_files])
     assert written[0] == written[1] == written[2]
+
+
+def test_each_split_written_on_its_own_from_its_saved_selection_is_the_same_bytes(tmp_path, inputs):
+    """The mixture stage's tasks write one split each from the selection the planning task saved
+    (core/stages/mixture.py): the same shards and summary as writing the whole selection at once,
+    with the planner's dictionary-encoded columns read back from Parquet."""
+    files, selection = inputs
+    out = tmp_path / "together"
+    together = write_mixture(selection, files, str(out), 25, str(tmp_path / "scratch"))
+    for name in ("source", "split"):
+        selection = selection.set_column(selection.schema.get_field_index(name), name,
+                                         pc.dictionary_encode(selection[name]))
+    apart = tmp_path / "apart"
+    for split in reversed(SPLITS):  # in any order
+        saved = tmp_path / f"selection-{split}.parquet"
+        pq.write_table(selection.filter(pc.equal(selection["split"], split)), saved)
+        summary = writer.write_split(split, pq.read_table(saved), files, str(apart), 25, str(tmp_path / "scratch"))
+        assert summary == together[split]
+        assert [(apart / f).read_bytes() for f in summary["files"]] == [(out / f).read_bytes() for f in summary["files"]]

@@ -21,15 +21,12 @@ from mix_pipeline.core.mixing.splits import SPLITS, split_codes
 from mix_pipeline.core.stages import (
     StageEnv,
     local_runner,
-    run_dedup_index,
-    run_deduplicated,
-    run_filtered,
     run_mixture,
-    run_raw,
 )
 from mix_pipeline.core.mixing.tokens import TokenCounter
 from mix_pipeline.recipe import OutputsSpec, load_recipe
 from mix_pipeline_tests.conftest import EOS, train_bpe
+from mix_pipeline_tests.helpers import document_stages
 
 VALIDATION, TEST = 0.25, 0.25
 
@@ -68,12 +65,7 @@ def built(sample_3mb, tmp_path_factory):
     """))
     recipe = load_recipe(work / "recipe.yaml")
     env = StageEnv(recipe, runner=local_runner(1), log=lambda m: None)
-    for source in recipe.sources:
-        run_raw(env, source)
-        run_filtered(env, source)
-    run_dedup_index(env)
-    for source in recipe.sources:
-        run_deduplicated(env, source)
+    document_stages(env)
     manifests = {name: run_mixture(env, name).stats for name in recipe.mixtures}
     return {"env": env, "recipe": recipe, "truth": truth, "manifests": manifests,
             "out": Path(recipe.data_root_path) / "mixtures"}

@@ -73,6 +73,9 @@ def test_mixture_manifest_meets_the_weights(demo_run):
             rows += table.num_rows
         assert info["documents"] == sum(pq.read_metadata(manifest_path.parent / f).num_rows for f in info["files"])
     assert rows == sum(row["rows"] for row in manifest["sources"].values())
+    # Planned and written by executor tasks, not by the Dagster step (locally: one task each).
+    logs = Path(recipe.data_root_path) / "_work" / "logs" / MIXTURE / "general"
+    assert [(logs / step / "completions" / "00000").exists() for step in ("plan", "write")] == [True, True]
 
 
 def test_sft_mixture_is_60_30_10_by_examples_with_messages(demo_run):

@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (make in
 from mix_pipeline.cli import main  # noqa: E402
 from mix_pipeline.sample.corpus import build_sample_corpus  # noqa: E402
 from mix_pipeline.core.io import remote_root  # noqa: E402
-from mix_pipeline_tests.helpers import local_tree, moto_s3, normalised, s3_tree  # noqa: E402
+from mix_pipeline_tests.helpers import document_stages, local_tree, moto_s3, normalised, s3_tree  # noqa: E402
 
 RECIPE = """
 name: on_ray
@@ -116,8 +116,39 @@ def test_a_three_node_ray_run_on_object_storage_publishes_the_local_runs_bytes(i
     logs = mirror / "_work" / "logs" / "deduplicated"
     assert sorted(p.name for p in logs.rglob("completions/*"))
     assert not (local_root / "_work" / "logs" / "deduplicated").exists()
+    # The mixture was planned by one cluster task and written by one per split, not by the driver.
+    mixture_logs = mirror / "_work" / "logs" / "mixture" / "general"
+    assert sorted(p.name for p in (mixture_logs / "plan").glob("completions/*")) == ["00000"]
+    assert sorted(p.name for p in (mixture_logs / "write").glob("completions/*")) == ["00000", "00001", "00002"]
     manifest = json.loads((local_root / "mixtures" / "general" / "manifest.json").read_text())
     assert manifest["splits"]["train"]["documents"] > 0
+
+
+def test_an_infeasible_mixture_planned_on_the_cluster_fails_its_gate_in_one_line(inputs, cluster, tmp_path):
+    """The plan is made by a cluster task; what it cannot satisfy comes back to the driver, which
+    fails the gate with the planner's one-line reason and writes nothing."""
+    from mix_pipeline.core.gates.checks import GateFailed
+    from mix_pipeline.core.stages import StageEnv, local_runner, run_mixture
+    from mix_pipeline.core.stages.executors import ray_runner
+    from mix_pipeline.recipe import load_recipe
+
+    (tmp_path / "recipe.yaml").write_text(RECIPE.format(inputs=inputs, executor="{kind: local, tasks: 1}",
+                                                        data_root="data", allowed=inputs))
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    env = StageEnv(recipe, runner=local_runner(1), log=lambda m: None)
+    document_stages(env)
+    greedy = recipe.mixtures["general"].model_copy(update={"total": 10**9})
+    env.recipe = recipe.model_copy(update={"mixtures": {"general": greedy}})
+    env.runner = ray_runner(cluster.address, memory_per_task_gb=0.25)
+    with pytest.raises(GateFailed) as exc:
+        run_mixture(env, "general")
+    message = str(exc.value)
+    assert "\n" not in message
+    assert message.startswith("mixture[general]: quality gate failed, output not published: weights_within_tolerance: "
+                              "mixture 'general': source '") and "is short: the target needs" in message, message
+    logs = tmp_path / "data" / "_work" / "logs" / "mixture" / "general"
+    assert (logs / "plan" / "completions" / "00000").exists() and not (logs / "write").exists()
+    assert not (tmp_path / "data" / "mixtures").exists()
 
 
 def test_an_unreachable_address_fails_at_once_in_one_line(inputs, tmp_path, monkeypatch, capsys):

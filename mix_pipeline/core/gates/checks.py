@@ -410,10 +410,14 @@ def dedup_index_checks(cluster_files: list[str], overrides: dict) -> list[CheckO
     clusters = f"read_parquet({sql_file_list(cluster_files)})"
     largest = con.sql(f"SELECT coalesce(max(cluster_size), 0) FROM {clusters}").fetchall()[0][0]
     # Per source, the largest share of its documents in one cluster (of more than max_size documents).
+    # The clusters (keyed by survivor) with a member over max_size are found first, and only their
+    # rows are grouped: the hash tables hold the large clusters, not a group per document.
     worst = con.sql(
         f"""WITH c AS (SELECT source, coalesce(duplicate_of_source, source) AS ks, coalesce(duplicate_of, id) AS k,
                               cluster_size FROM {clusters}),
-                 per AS (SELECT source, ks, k, count(*) AS n, max(cluster_size) AS size FROM c GROUP BY ALL),
+                 big AS (SELECT DISTINCT ks, k FROM c WHERE cluster_size > {int(cfg["max_size"])}),
+                 per AS (SELECT source, ks, k, count(*) AS n, max(cluster_size) AS size
+                         FROM c SEMI JOIN big USING (ks, k) GROUP BY ALL),
                  docs AS (SELECT source, count(*) AS docs FROM c GROUP BY source)
             SELECT per.source, n / docs AS share, size FROM per JOIN docs USING (source)
             WHERE size > {int(cfg["max_size"])} ORDER BY share DESC, size DESC, per.source LIMIT 1"""
@@ -442,6 +446,20 @@ def deduplicated_checks(input_documents: int, kept: int, overrides: dict) -> lis
     return out
 
 
+# What the mixture checks' DuckDB may hold in memory: they read every row of a mixture (DISTINCT
+# over its documents), so past this they spill into the stage's scratch folder (under data_root's
+# _work, see core/io/documents.py duckdb_scratch) and the process running them stays this size.
+MIXTURE_CHECKS_MEMORY_LIMIT = "512MB"
+
+
+def bounded_connection():
+    """A scratch DuckDB connection whose memory is MIXTURE_CHECKS_MEMORY_LIMIT whatever the mixture."""
+    con = scratch_connection()
+    con.execute(f"SET memory_limit='{MIXTURE_CHECKS_MEMORY_LIMIT}'")
+    con.execute("SET preserve_insertion_order=false")
+    return con
+
+
 def mixture_checks(
     ledger: list[dict],
     max_epochs: dict[str, float],
@@ -451,20 +469,27 @@ def mixture_checks(
     pii_sources: dict[str, tuple[str, ...]],
     conservation_rows: list[dict] | None,
     overrides: dict,
+    pii_found: list[dict] | None = None,
 ) -> list[CheckOutcome]:
     """`max_epochs` is each source's cap; `pii_sources` maps each source whose filters redact PII
     to the kinds they redact; they are searched with the redactor's own patterns.
-    `conservation_rows` is None when the caller has no
-    catalog (plain library use)."""
+    `conservation_rows` is None when the caller has no catalog (plain library use).
+    `pii_found` is what `pii_hits` found in each split, when the tasks that wrote the splits
+    searched them (the mixture stage); without it the shards are searched here."""
     import pandas as pd
 
     frame = pd.DataFrame(ledger)
     out = [_weights_within_tolerance(frame, tolerance, overrides), _epochs_within_cap(frame, max_epochs, overrides)]
-    con = scratch_connection()
     parts = {s: [os.path.join(out_dir, f) for f in info["files"]] for s, info in splits.items()}
-    out.append(_splits_disjoint(con, parts, overrides))
-    out.append(_no_pii_left(con, parts, pii_sources, overrides))
-    con.close()
+    files = [f for fs in parts.values() for f in fs]
+    con = bounded_connection()
+    try:
+        out.append(_splits_disjoint(con, parts, overrides))
+        if pii_found is None:
+            pii_found = pii_hits(con, files, pii_sources)
+    finally:
+        con.close()
+    out.append(_no_pii_left(pii_found, bool(files), pii_sources, overrides))
     out.append(_conservation(conservation_rows, overrides))
     return out
 
@@ -511,14 +536,16 @@ def _splits_disjoint(con, parts: dict[str, list[str]], overrides: dict) -> Check
                 [{"id": f"{s}/{i}", "snippet": f"in {where}"} for s, i, where in leaked[:EXAMPLES]])
 
 
-def _no_pii_left(con, parts: dict[str, list[str]], pii_sources: dict[str, tuple[str, ...]], overrides: dict) -> CheckOutcome:
-    """`no_pii_left`: the redactor's own patterns find nothing in the sources whose filters redact PII."""
+def pii_hits(con, files: list[str], pii_sources: dict[str, tuple[str, ...]]) -> list[dict]:
+    """The documents of `files` (each distinct source, id and text once) in which the redactor's
+    own patterns still find PII, for the sources in `pii_sources`: {id, snippet, text} with
+    `text` a digest of the document's text, so hits in several splits count once (`_no_pii_left`)."""
+    import xxhash
+
     from mix_pipeline.core.filters.pii import find_pii
 
-    cfg, sev = settings("no_pii_left", overrides)
-    files = [f for fs in parts.values() for f in fs]
     if not pii_sources or not files:
-        return outcome("no_pii_left", sev, True, None, "n/a", "no source of this mixture asks for PII redaction")
+        return []
     sources = ", ".join(f"'{s}'" for s in pii_sources)
     found: list[dict] = []
     reader = con.sql(
@@ -529,10 +556,21 @@ def _no_pii_left(con, parts: dict[str, list[str]], pii_sources: dict[str, tuple[
             hit = find_pii(text, pii_sources[source])
             if hit:
                 kind, m = hit
-                found.append({"id": f"{source}/{doc_id}",
+                found.append({"id": f"{source}/{doc_id}", "text": xxhash.xxh3_128_hexdigest(text.encode("utf-8")),
                               "snippet": f"{kind}: " + snippet(text[max(0, m.start() - 40): m.end() + 40])})
-    return band("no_pii_left", sev, len(found), 0, 0, f"documents of {sorted(pii_sources)} with PII left",
-                found[:EXAMPLES])
+    return found
+
+
+def _no_pii_left(found: list[dict], any_files: bool, pii_sources: dict[str, tuple[str, ...]], overrides: dict) -> CheckOutcome:
+    """`no_pii_left`: the redactor's own patterns find nothing in the sources whose filters redact
+    PII (`found`: `pii_hits` of the mixture's splits)."""
+    cfg, sev = settings("no_pii_left", overrides)
+    if not pii_sources or not any_files:
+        return outcome("no_pii_left", sev, True, None, "n/a", "no source of this mixture asks for PII redaction")
+    # A document in several splits is one document (its hits there are the same).
+    distinct = list({(hit["id"], hit["text"]): hit for hit in found}.values())
+    return band("no_pii_left", sev, len(distinct), 0, 0, f"documents of {sorted(pii_sources)} with PII left",
+                [{"id": hit["id"], "snippet": hit["snippet"]} for hit in distinct[:EXAMPLES]])
 
 
 def _conservation(conservation_rows: list[dict] | None, overrides: dict) -> CheckOutcome:

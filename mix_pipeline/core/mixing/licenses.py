@@ -186,18 +186,42 @@ def restrict_licenses(files: dict[str, list[str]], specs: dict, allowed: list[st
     return out, report
 
 
-def license_shares(files: list[str], specs: dict, unit: str) -> dict[str, dict]:
-    """Per license over a mixture's output shards: rows, units (the mixture's unit) and share of units."""
+def license_counts(files: list[str], specs: dict, unit: str) -> dict[str, dict[str, int]]:
+    """Per license over output shards: rows and units (the mixture's unit). Counts add up, so
+    each split's may be counted on its own (by the task that wrote it) and summed (`add_counts`).
+    Read a shard at a time: the order of the rows changes no count."""
     from mix_pipeline.core.io.documents import scratch_connection
 
     counts: dict[str, dict[str, int]] = {}
     if files:
         with scratch_connection() as con:
-            for batch, licenses in _license_batches(con, files, specs):
-                tokens = batch.column("n_tokens").to_pylist()
-                for lic, n in zip(licenses, tokens):
-                    c = counts.setdefault(lic, {"rows": 0, "units": 0})
-                    c["rows"] += 1
-                    c["units"] += (n or 0) if unit == "tokens" else 1
+            for path in files:
+                for batch, licenses in _license_batches(con, [path], specs):
+                    tokens = batch.column("n_tokens").to_pylist()
+                    for lic, n in zip(licenses, tokens):
+                        c = counts.setdefault(lic, {"rows": 0, "units": 0})
+                        c["rows"] += 1
+                        c["units"] += (n or 0) if unit == "tokens" else 1
+    return counts
+
+
+def add_counts(parts: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """The sum of several `license_counts`."""
+    total: dict[str, dict[str, int]] = {}
+    for counts in parts:
+        for lic, c in counts.items():
+            t = total.setdefault(lic, {"rows": 0, "units": 0})
+            t["rows"] += c["rows"]
+            t["units"] += c["units"]
+    return total
+
+
+def shares_of(counts: dict[str, dict[str, int]]) -> dict[str, dict]:
+    """Each license's rows, units and share of the units, by license."""
     total = sum(c["units"] for c in counts.values())
     return {lic: c | {"share": round(c["units"] / total, 6) if total else 0.0} for lic, c in sorted(counts.items())}
+
+
+def license_shares(files: list[str], specs: dict, unit: str) -> dict[str, dict]:
+    """Per license over a mixture's output shards: rows, units (the mixture's unit) and share of units."""
+    return shares_of(license_counts(files, specs, unit))

@@ -50,7 +50,9 @@ class SourceLedger:
 
 @dataclass
 class Plan:
-    selection: pa.Table  # source, file, row, repeat, units, tokens, split, order_key
+    # source, file, row, repeat, units, tokens, split, order_key; None where the plan was made by a
+    # task (core/stages/mixture.py) and only its ledger came back.
+    selection: pa.Table | None
     ledger: list[SourceLedger]
     weighting: dict
     rebalanced: dict[str, int]

@@ -55,34 +55,52 @@ def write_mixture(
 
     Rows are joined by position (file, row) and written in `order_key` order; pyarrow writes
     fixed-size shards, so the same selection always yields the same bytes. Chat sources get a
-    `messages` column.
+    `messages` column. Each split is written on its own (`write_split`), so the splits may as well
+    be written by separate tasks: the bytes are the same.
+    """
+    return {
+        split: write_split(split, selection.filter(pc.equal(selection["split"], split)), source_files, out_dir,
+                           shard_rows, duckdb_temp_dir, chat_sources, jsonl, log)
+        for split in SPLITS
+    }
 
-    The phases, per split: its rows with their documents spread over one file per range of the
-    output order (`_spread_by_range`, a row group of the documents at a time), each range sorted
-    on its own by DuckDB (`_rows_in_order`), so memory holds a row group and a range and not the
-    split; then fixed-size shards (`ShardWriter`) and the split's summary (`split_summary`).
+
+def write_split(
+    split: str,
+    rows: pa.Table,
+    source_files: dict[str, list[str]],
+    out_dir: str,
+    shard_rows: int,
+    duckdb_temp_dir: str,
+    chat_sources: list[str] = (),
+    jsonl: bool = False,
+    log=lambda msg: None,
+) -> dict:
+    """Write one split's selected `rows` (the selection's rows of that split) as shards under
+    `out_dir/split`; returns the split's summary for the manifest.
+
+    The phases: the rows with their documents spread over one file per range of the output
+    order (`_spread_by_range`, a row group of the documents at a time), each range sorted on its
+    own by DuckDB (`_rows_in_order`), so memory holds a row group and a range and not the split;
+    then fixed-size shards (`ShardWriter`) and the split's summary (`split_summary`).
     """
     metadata, extra = _output_columns(chat_sources)
-    sums = selection.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
+    sums = rows.group_by(["split", "source"]).aggregate([("units", "sum"), ("tokens", "sum"), ("units", "count")])
     counted = {(r["split"], r["source"]): r for r in sums.to_pylist()}
-    splits: dict[str, dict] = {}
     os.makedirs(duckdb_temp_dir, exist_ok=True)
-    for split in SPLITS:
-        split_dir = os.path.join(out_dir, split)
-        os.makedirs(split_dir, exist_ok=True)
-        shards = ShardWriter(split_dir, shard_rows, jsonl)
-        folder = tempfile.mkdtemp(prefix=f"mixture-{split}-", dir=duckdb_temp_dir)
-        try:
-            rows = selection.filter(pc.equal(selection["split"], split))
-            range_files = _spread_by_range(rows, sort_ranges(rows), source_files, folder)
-            for batch in _rows_in_order(range_files, metadata, extra, duckdb_temp_dir):
-                shards.write(batch)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        shards.close()
-        splits[split] = split_summary(split, counted, sorted(source_files), out_dir, shards)
-        log(f"mixture: {split}: {shards.rows} rows in {len(shards.files)} shard(s)")
-    return splits
+    split_dir = os.path.join(out_dir, split)
+    os.makedirs(split_dir, exist_ok=True)
+    shards = ShardWriter(split_dir, shard_rows, jsonl)
+    folder = tempfile.mkdtemp(prefix=f"mixture-{split}-", dir=duckdb_temp_dir)
+    try:
+        range_files = _spread_by_range(rows, sort_ranges(rows), source_files, folder)
+        for batch in _rows_in_order(range_files, metadata, extra, duckdb_temp_dir):
+            shards.write(batch)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    shards.close()
+    log(f"mixture: {split}: {shards.rows} rows in {len(shards.files)} shard(s)")
+    return split_summary(split, counted, sorted(source_files), out_dir, shards)
 
 
 def _duckdb(temp_dir: str):
