@@ -7,13 +7,14 @@ SAMPLE_DIR ?= data/sample
 SAMPLE_MB ?= 20
 SIZE_MB ?= 20
 DOCS ?= 10000000
+DOCS_LARGE ?= 2000000
 HOST ?= 127.0.0.1
 PORT ?= 3000
 # The CLI and the UI share one Dagster instance, so CLI runs show in the UI.
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MIX_PIPELINE_RECIPE ?= $(CURDIR)/$(RECIPE)
 
-.PHONY: install demo sample test ui bench bench-selection bench-incremental bench-quality bench-ray validate clean
+.PHONY: install demo sample test ui bench bench-selection bench-incremental bench-quality bench-ray bench-scale validate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +55,9 @@ bench-incremental: install
 
 bench-ray: install
 	$(BIN)/python benchmarks/bench_ray.py --size-mb $(SIZE_MB)
+
+bench-scale: install
+	$(BIN)/python benchmarks/bench_scale.py --docs-large $(DOCS_LARGE)
 
 bench-quality: install
 	$(BIN)/python benchmarks/bench_quality.py --size-mb $(SIZE_MB)

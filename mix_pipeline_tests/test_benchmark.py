@@ -199,3 +199,36 @@ def test_measure_counts_an_orphaned_grandchild(tmp_path):
 def test_measure_kills_a_stalled_tree(tmp_path):
     m = measure_in_subprocess(tmp_path, "import time; time.sleep(60)", timeout_s=60, stall_s=1)
     assert m["killed_for"] == "stall" and m["returncode"] != 0 and m["wall_s"] < 10
+
+
+def test_bench_scale_smoke_run_keeps_its_last_line_and_scores_planted_near_pairs(tmp_path):
+    """bench_scale.py end to end on a tiny corpus with the local executor only (Ray is not
+    started): the last line keeps its shape, and near_dup_recall is the share of the corpus's
+    planted near pairs that ended in one dedup cluster, recomputed here from the cluster files."""
+    import pyarrow.parquet as pq
+
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_scale.py"), "--docs-large", "1200",
+                          "--local-only", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    last = run.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"docs_small=300 docs_large=1200 driver_rss_small_mb=\d+\.\d driver_rss_large_mb=\d+\.\d "
+                        r"driver_rss_ratio=\d+\.\d\d identical=n/a near_dup_recall=\d\.\d{3}", last), last
+    report = json.loads((tmp_path / "bench_scale.json").read_text())
+    assert report["driver_rss_large_mb"] > 100 and set(report["runs"]) == {"local_small", "local_large"}
+    planted = pq.read_table(tmp_path / "scale" / "corpus-1200" / "planted.parquet").to_pylist()
+    near = [p for p in planted if p["kind"] == "near"]
+    clusters = {}
+    for path in (tmp_path / "scale" / "local_large" / "data" / "dedup_index" / "clusters").glob("*/*.parquet"):
+        for r in pq.read_table(path).to_pylist():
+            clusters[(r["source"], r["id"])] = r if r["fate"] == "duplicate" else dict(r, duplicate_of_source=r["source"],
+                                                                                         duplicate_of=r["id"])
+
+    def root(source, doc_id):
+        r = clusters[(source, doc_id)]
+        return r["duplicate_of_source"], r["duplicate_of"]
+
+    scored = [p for p in near if (p["source"], p["id"]) in clusters and (p["of_source"], p["of_id"]) in clusters]
+    found = sum(root(p["source"], p["id"]) == root(p["of_source"], p["of_id"]) for p in scored)
+    assert report["near_dup"]["planted"] == len(near) == 36 and 30 <= len(scored) <= 36
+    assert (report["near_dup"]["scored"], report["near_dup"]["found"]) == (len(scored), found)
+    assert last.endswith(f"near_dup_recall={found / len(scored):.3f}") and found / len(scored) >= 0.95
