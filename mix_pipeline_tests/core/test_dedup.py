@@ -96,6 +96,20 @@ def test_disabled_matching_keeps_everything(tmp_path):
     assert {r["fate"] for r in pq.read_table(tmp_path / "c" / "web" / "default.parquet").to_pylist()} == {"kept"}
 
 
+def test_what_a_killed_clustering_left_behind_is_reclaimed_by_the_next(tmp_path):
+    """A run killed between the phases leaves its pair files in the generation's scratch folder;
+    the next clustering of that generation empties it first, and nothing is left afterwards."""
+    docs = [("a", random_text(1)), ("b", random_text(1)), ("c", random_text(2))]
+    files = _signatures(tmp_path, "web", docs)
+    left = tmp_path / "t" / "clusters" / "default" / "pairs"
+    left.mkdir(parents=True)
+    (left / "00007.parquet").write_bytes(b"half a file from a killed run")
+    stats = dedup_generation("default", files, [], {"web": 0}, str(tmp_path / "c"), str(tmp_path / "i"),
+                             threshold=0.8, exact=True, duckdb_temp_dir=str(tmp_path / "t"))
+    assert stats.exact_duplicates == 1
+    assert not (tmp_path / "t" / "clusters" / "default").exists()
+
+
 def test_remove_false_keeps_every_copy_but_records_its_survivor(tmp_path):
     base = [random_text(i) for i in range(10)]
     docs = [(f"w{i:02d}", t) for i, t in enumerate(base)] + [("x-exact", base[0]), ("x-near", _edit(base[1]))]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import deque
 from dataclasses import dataclass
 
@@ -109,14 +108,18 @@ def dedup_generation(
     `runner` (the stage's: `(steps, logging_dir, tasks)`, default `run_in_process`) runs the three
     phases: `tasks` pair tasks, one cluster task, a fates task per source (at most `tasks`). Their
     files go to a scratch folder under `duckdb_temp_dir`, which tasks must see (data_root's
-    `_work` does), removed afterwards; each task's DuckDB spills there too.
+    `_work` does), emptied before and removed afterwards; each task's DuckDB spills there too.
     """
     run = runner or run_in_process
     n = sum(pq.ParquetFile(f).metadata.num_rows for f in signature_files)
     n_old = sum(pq.ParquetFile(f).metadata.num_rows for f in index_files)
     log(f"dedup[{snapshot}]: {n} documents against an index of {n_old}, pairs in {tasks} task(s)")
     os.makedirs(duckdb_temp_dir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="clusters-", dir=duckdb_temp_dir)
+    # One fixed folder per generation, emptied first: what a killed run left there (pair files can
+    # be large) is reclaimed by the next run instead of piling up under a new random name.
+    work = os.path.join(duckdb_temp_dir, "clusters", snapshot)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
     logs = logging_dir or os.path.join(work, "logs")
     try:
         pairs = os.path.join(work, "pairs")
