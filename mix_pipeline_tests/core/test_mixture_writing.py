@@ -125,3 +125,28 @@ def test_each_split_written_on_its_own_from_its_saved_selection_is_the_same_byte
         summary = writer.write_split(split, pq.read_table(saved), files, str(apart), 25, str(tmp_path / "scratch"))
         assert summary == together[split]
         assert [(apart / f).read_bytes() for f in summary["files"]] == [(out / f).read_bytes() for f in summary["files"]]
+
+
+def test_splits_disjoint_names_every_document_in_two_splits_and_only_those(tmp_path):
+    """The check streams the largest split past the others: a document in train and validation,
+    one in validation and test, and one repeated within train (epochs) — only the first two leak."""
+    import duckdb
+
+    from mix_pipeline.core.gates.checks import _splits_disjoint
+
+    def split(name: str, rows: list[tuple[str, str]]) -> list[str]:
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({"source": [s for s, _ in rows], "id": [i for _, i in rows]}), path)
+        return [str(path)]
+
+    train = [("web", f"w{i}") for i in range(200)] + [("web", "w1"), ("books", "b0")]
+    parts = {"train": split("train", train),
+             "validation": split("validation", [("books", "b0"), ("web", "v1"), ("web", "v2")]),
+             "test": split("test", [("web", "v2"), ("web", "t1")])}
+    with duckdb.connect() as con:
+        check = _splits_disjoint(con, parts, {})
+        assert (check.passed, check.observed) == (False, 2)
+        assert [e["id"] + " " + e["snippet"] for e in check.examples] == [
+            "books/b0 in train,validation", "web/v2 in test,validation"]
+        clean = {"train": parts["train"], "validation": split("v_clean", [("web", "v1")]), "test": []}
+        assert _splits_disjoint(con, clean, {}).passed
