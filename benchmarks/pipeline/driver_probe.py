@@ -43,7 +43,7 @@ PROBES = [
     ("mix_pipeline.core.stages.mixture", "plan_in_task", "mixture.plan"),
     ("mix_pipeline.core.stages.mixture", "write_staged", "mixture.write"),
     ("mix_pipeline.core.gates.checks", r"\w+_checks|drift_check", "gates"),
-    ("mix_pipeline.core.provenance.catalog", r"record_\w+|filter_counts|filtered_report|dropped_samples",
+    ("mix_pipeline.core.provenance.catalog", r"record_\w+|(raw|filter|dropped)_counts|filtered_report|dropped_samples",
      "catalog"),
     ("mix_pipeline.core.provenance.fates", r"replace_\w+|sync_view|migrate_table", "catalog.fates"),
 ]

@@ -144,23 +144,33 @@ def record_stats(con, stage: str, partition: str, stats: dict[str, float]) -> No
         )
 
 
-def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine_files: list[str]) -> dict[str, int]:
+def raw_counts(con, raw_files: list[str], quarantine_files: list[str]) -> dict[str, int]:
+    """One raw partition's documents, quarantined records and those set aside on a removal request
+    (reason `removed`), counted from its files: what `record_raw` records."""
+    documents = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(raw_files)})").fetchall()[0][0] if raw_files else 0
+    quarantined = removed = 0
+    if quarantine_files:
+        quarantined, removed = con.execute(
+            f"""SELECT count(*) FILTER (WHERE r IS DISTINCT FROM '{REMOVED_REASON}'),
+                       count(*) FILTER (WHERE r = '{REMOVED_REASON}')
+                FROM (SELECT json_extract_string(metadata, '$.reason') AS r
+                      FROM read_parquet({sql_file_list(quarantine_files)}))"""
+        ).fetchall()[0]
+    return {"documents": documents, "quarantined": quarantined, "removed": removed}
+
+
+def record_raw(con, source: str, snapshot: str, raw_files: list[str], quarantine_files: list[str],
+               counted: dict[str, int] | None = None) -> dict[str, int]:
     """Input counts of one raw partition; its quarantine files become the fate files of its
     quarantined documents, and of those set aside on a removal request (reason `removed`,
-    core/provenance/forget.py; their fate is `removed`, the request's reason kept)."""
+    core/provenance/forget.py; their fate is `removed`, the request's reason kept). `counted`:
+    `raw_counts` of these files when already counted (by an executor task); else counted here."""
+    counted = counted if counted is not None else raw_counts(con, raw_files, quarantine_files)
+    documents, quarantined, removed = counted["documents"], counted["quarantined"], counted["removed"]
     with _Transaction(con):
         con.execute("DELETE FROM source_inputs WHERE source = ? AND snapshot = ?", [source, snapshot])
         fates.replace_files(con, fates.RAW_STAGE, source, snapshot, {None: quarantine_files})
         fates.sync_view(con)
-        documents = con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(raw_files)})").fetchall()[0][0] if raw_files else 0
-        quarantined = removed = 0
-        if quarantine_files:
-            quarantined, removed = con.execute(
-                f"""SELECT count(*) FILTER (WHERE r IS DISTINCT FROM '{REMOVED_REASON}'),
-                           count(*) FILTER (WHERE r = '{REMOVED_REASON}')
-                    FROM (SELECT json_extract_string(metadata, '$.reason') AS r
-                          FROM read_parquet({sql_file_list(quarantine_files)}))"""
-            ).fetchall()[0]
         con.execute(
             "INSERT INTO source_inputs VALUES (?, ?, ?, ?, ?)",
             [source, snapshot, documents + quarantined + removed, documents, quarantined],
@@ -183,27 +193,33 @@ def filter_counts(con, files: list[str]) -> list[dict]:
     return [{"filter": f, "kind": k, "documents": int(d), "matches": None if m is None else int(m)} for f, k, d, m in rows]
 
 
-def record_filtered(con, source: str, snapshot: str, kept_files: list[str],
-                    dropped_files: dict[str, list[str]]) -> dict[str, int]:
+def dropped_counts(con, dropped_files: dict[str, list[str]]) -> dict[str, int]:
+    """The documents each filter dropped, in the order of `dropped_files` (pipeline order)."""
+    return {name: con.execute(f"SELECT count(*) FROM read_parquet({sql_file_list(files)})").fetchall()[0][0] if files else 0
+            for name, files in dropped_files.items()}
+
+
+def record_filtered(con, source: str, snapshot: str, kept_files: list[str], dropped_files: dict[str, list[str]],
+                    counted: tuple[dict[str, int], list[dict]] | None = None) -> dict[str, int]:
     """What the filters of one filtered partition counted; its dropped files become the fate files
     of its dropped documents. Returns the drops per filter in the order of `dropped_files`
-    (pipeline order).
+    (pipeline order). `counted`: (`dropped_counts`, `filter_counts` of the kept and dropped
+    files) when already counted (by an executor task); else counted here.
 
     The view gives each the reason `<filter>:<datatrove reason>` and, as detail, what the filter
     measured (if known)."""
-    counts: dict[str, int] = {}
+    if counted is None:
+        counted = (dropped_counts(con, dropped_files),
+                   filter_counts(con, kept_files + [f for files in dropped_files.values() for f in files]))
+    counts, rows = counted
     with _Transaction(con):
         fates.replace_files(con, fates.FILTERED_STAGE, source, snapshot, dropped_files)
         fates.sync_view(con)
         con.execute("DELETE FROM filter_counts WHERE source = ? AND snapshot = ?", [source, snapshot])
-        for filter_name, files in dropped_files.items():
-            counts[filter_name] = con.execute(
-                f"SELECT count(*) FROM read_parquet({sql_file_list(files)})").fetchall()[0][0] if files else 0
-        all_files = kept_files + [f for files in dropped_files.values() for f in files]
-        for r in filter_counts(con, all_files):
+        for r in rows:
             con.execute("INSERT INTO filter_counts VALUES (?, ?, ?, ?, ?, ?)",
                         [source, snapshot, r["filter"], r["kind"], r["documents"], r["matches"]])
-    return counts
+    return dict(counts)
 
 
 def dropped_samples(con, dropped_files: dict[str, list[str]], per_filter: int = 3) -> list[dict]:

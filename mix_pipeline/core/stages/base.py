@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
@@ -134,6 +136,63 @@ class StageEnv:
 
     def tasks_for(self, n_inputs: int) -> int:
         return max(1, min(self.recipe.executor.tasks, n_inputs))
+
+    def scan(self, where: tuple[str, ...], function: str, **kwargs):
+        """Run `function` (a dotted path) with `kwargs` as one executor task (`ScanTask`) and return
+        its result. For the queries over every document of a partition: on a cluster they run on a
+        worker, so the driver's memory does not grow with the partition; locally (one task) they run
+        in this process, as a plain call would. `where` is (stage, partition...), naming the task's
+        log folder."""
+        logging_dir = self.logging_dir(*where, "scan")  # emptied: no earlier result is left
+        result_path = os.path.join(logging_dir, SCAN_RESULT)
+        self.runner([ScanTask(function, kwargs, result_path, self.work_dir("duckdb"))], logging_dir, 1)
+        return read_result(result_path)
+
+
+SCAN_RESULT = "result.json"
+
+
+def write_result(path: str, result) -> None:
+    """A task's small result for the driver, written whole (renamed into place)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f)
+    os.replace(path + ".tmp", path)
+
+
+def read_result(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def outcomes_as_rows(checks: list[CheckOutcome]) -> list[dict]:
+    """Check outcomes as JSON-ready rows, for a task's result (`outcomes_from_rows` rebuilds them)."""
+    return [asdict(c) for c in checks]
+
+
+def outcomes_from_rows(rows: list[dict]) -> list[CheckOutcome]:
+    return [CheckOutcome(**r) for r in rows]
+
+
+class ScanTask(PipelineStep):
+    """One plain function as an executor task (run as one task, see `StageEnv.scan`): imports
+    `function` (a dotted path), calls it with `kwargs` (plain picklable values) with DuckDB spilling
+    into `scratch`, and writes its JSON-serialisable result to `result_path` for the driver."""
+
+    type = "🔎 - SCAN"
+    name = "🔎 Scan a partition"
+
+    def __init__(self, function: str, kwargs: dict, result_path: str, scratch: str):
+        super().__init__()
+        self.function, self.kwargs, self.result_path, self.scratch = function, kwargs, result_path, scratch
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        module, _, name = self.function.rpartition(".")
+        with duckdb_scratch(self.scratch):
+            result = getattr(importlib.import_module(module), name)(**self.kwargs)
+        os.makedirs(os.path.dirname(self.result_path), exist_ok=True)
+        write_result(self.result_path, result)
+        return
+        yield  # a generator that yields nothing: this step is the whole pipeline
 
 
 class ShardReader(PipelineStep):

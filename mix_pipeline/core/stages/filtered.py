@@ -23,7 +23,16 @@ from mix_pipeline.core.io.documents import (
 )
 from mix_pipeline.core.io.integrity import require_intact, seal
 from mix_pipeline.core.provenance import catalog
-from mix_pipeline.core.stages.base import ShardReader, StageEnv, StageResult, count_rows, gate, scratch_in_data_root
+from mix_pipeline.core.stages.base import (
+    ShardReader,
+    StageEnv,
+    StageResult,
+    count_rows,
+    gate,
+    outcomes_as_rows,
+    outcomes_from_rows,
+    scratch_in_data_root,
+)
 from mix_pipeline.names import DEFAULT_SNAPSHOT, FILTERED, RAW, partition_key, snapshot_order
 from mix_pipeline.recipe import Recipe
 from mix_pipeline.recipe.inputs import eval_set_files
@@ -83,25 +92,21 @@ def run_filtered(
     if inputs:
         env.runner(steps, env.logging_dir(FILTERED, source, snapshot), env.tasks_for(len(inputs)))
     kept = normalise_shard_names(out_tmp)
-    dropped, dropped_parts = {}, {}
+    dropped_parts = {}
     for name in names:
         folder = os.path.join(dropped_tmp, name)
         dropped_parts[name] = normalise_shard_names(folder) if os.path.isdir(folder) else []
-        dropped[name] = count_rows(dropped_parts[name])
-    stats = {"input_documents": count_rows(inputs), "documents": count_rows(kept), "dropped": sum(dropped.values())}
-    stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
-    with scratch_connection() as con:
-        stats.update(_filter_count_stats(catalog.filter_counts(con, kept + [p for ps in dropped_parts.values() for p in ps])))
-    env.log(f"filtered[{key}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
     language = next((f for f in spec.filters if f.name == LANGUAGE), None)
-    checks = quality.filtered_checks(
-        stats["input_documents"],
-        kept,
-        list(dropped.items()),
-        dropped_parts,
-        language.params.get("languages", ["en"]) if language else None,
-        spec.checks,
-    )
+    scanned = env.scan((FILTERED, source, snapshot), f"{__name__}.scan_partition", inputs=inputs, kept=kept,
+                       dropped_parts=dropped_parts, overrides=spec.checks,
+                       languages=language.params.get("languages", ["en"]) if language else None)
+    dropped = scanned["dropped"]
+    stats = {"input_documents": scanned["input_documents"], "documents": scanned["documents"],
+             "dropped": sum(dropped.values())}
+    stats.update({f"dropped_by_{name}": n for name, n in dropped.items()})
+    stats.update(_filter_count_stats(scanned["filter_counts"]))
+    env.log(f"filtered[{key}]: kept {stats['documents']} of {stats['input_documents']}, dropped {dropped}")
+    checks = outcomes_from_rows(scanned["checks"])
     current = drift.profile(kept, stats["input_documents"], dropped, [p for ps in dropped_parts.values() for p in ps])
     refs = drift.references(snapshot, {k: v for k, v in (profiles or {}).items() if k != snapshot}, snapshot_order)
     checks.append(quality.drift_check(current, refs, spec.checks))
@@ -112,15 +117,33 @@ def run_filtered(
     publish_dir(dropped_tmp, dropped_final)
     drift_score = float(next(c for c in checks if c.name == "drift").observed or 0.0)
     return StageResult(stats, checks, profile=current,
-                       report=record(env, source, snapshot, stats, current, drift_score))
+                       report=record(env, source, snapshot, stats, current, drift_score, scanned))
 
 
-def record(env: StageEnv, source: str, snapshot: str, stats: dict, profile: dict, drift_score: float) -> dict:
-    """Each dropped document's fate (by which filter, with what was measured), the filters' counts,
-    the stage's numbers and the snapshot's drift profile; returns what the UI shows of them."""
+def scan_partition(inputs: list[str], kept: list[str], dropped_parts: dict[str, list[str]],
+                   languages: list[str] | None, overrides: dict) -> dict:
+    """The staged partition's queries over every document, run as an executor task (`env.scan`)
+    so that the driver's memory does not grow with the partition: the documents read, kept and
+    dropped per filter (pipeline order), what the filters counted (`catalog.filter_counts` over the
+    kept and dropped files) and the checks (as rows)."""
+    dropped = {name: count_rows(files) for name, files in dropped_parts.items()}
+    input_documents = count_rows(inputs)
+    with scratch_connection() as con:
+        rows = catalog.filter_counts(con, kept + [p for ps in dropped_parts.values() for p in ps])
+    checks = quality.filtered_checks(input_documents, kept, list(dropped.items()), dropped_parts, languages, overrides)
+    return {"input_documents": input_documents, "documents": count_rows(kept), "dropped": dropped,
+            "filter_counts": rows, "checks": outcomes_as_rows(checks)}
+
+
+def record(env: StageEnv, source: str, snapshot: str, stats: dict, profile: dict, drift_score: float,
+           scanned: dict) -> dict:
+    """Each dropped document's fate (by which filter, with what was measured), the filters' counts
+    (`scanned`: `scan_partition`'s result), the stage's numbers and the snapshot's drift profile;
+    returns what the UI shows of them."""
     drops = dropped_files(env, source, snapshot)
     with env.connect() as con:
-        per_filter = catalog.record_filtered(con, source, snapshot, kept_files(env, source, snapshot), drops)
+        per_filter = catalog.record_filtered(con, source, snapshot, kept_files(env, source, snapshot), drops,
+                                             (scanned["dropped"], scanned["filter_counts"]))
         catalog.record_stats(con, FILTERED, partition_key(source, snapshot), stats)
         catalog.record_profile(con, source, snapshot, profile, drift_score)
         return {

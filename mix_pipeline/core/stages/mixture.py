@@ -12,7 +12,6 @@ manifest from them, runs the remaining checks on a bounded DuckDB, gates, publis
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -45,7 +44,7 @@ from mix_pipeline.core.mixing.writer import write_split
 from mix_pipeline.core.provenance import catalog
 from mix_pipeline.core.provenance.lineage import published_partitions
 from mix_pipeline.core.provenance.trace import sample_rows_markdown
-from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, scratch_in_data_root
+from mix_pipeline.core.stages.base import StageEnv, StageResult, gate, read_result, scratch_in_data_root, write_result
 from mix_pipeline.names import DEDUPLICATED, MIXTURE
 
 
@@ -164,18 +163,6 @@ def selection_file(work: str, split: str) -> str:
 
 def split_result_file(work: str, split: str) -> str:
     return os.path.join(work, f"split-{split}.json")
-
-
-def write_result(path: str, result: dict) -> None:
-    """A task's small result for the driver, written whole (renamed into place)."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f)
-    os.replace(path + ".tmp", path)
-
-
-def read_result(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
 
 
 def plan_selection(recipe, name: str, root: str, dedup_files: dict[str, list[str]], work: str) -> dict:

@@ -29,7 +29,15 @@ from mix_pipeline.core.io.documents import (
 from mix_pipeline.core.io.integrity import seal
 from mix_pipeline.core.provenance.forget import partition_removals, set_aside_removed
 from mix_pipeline.core.io.readers import DUPLICATE_ID, SNIPPET_CHARS, SourceReader
-from mix_pipeline.core.stages.base import StageEnv, StageResult, count_rows, gate, scratch_in_data_root
+from mix_pipeline.core.stages.base import (
+    StageEnv,
+    StageResult,
+    count_rows,
+    gate,
+    outcomes_as_rows,
+    outcomes_from_rows,
+    scratch_in_data_root,
+)
 from mix_pipeline.names import DEFAULT_SNAPSHOT, RAW, partition_key
 from mix_pipeline.recipe import RecipeError
 from mix_pipeline.recipe.inputs import source_files, source_root
@@ -176,26 +184,41 @@ def run_raw(env: StageEnv, source: str, snapshot: str = DEFAULT_SNAPSHOT) -> Sta
     if removed:
         quarantine_parts = list_parts(quarantine_tmp)
         env.log(f"raw[{key}]: {removed} document(s) set aside on removal requests")
-    stats = {"input_files": len(files), "documents": count_rows(raw_parts), "quarantined": count_rows(unread),
+    scanned = env.scan((RAW, source, snapshot), f"{__name__}.scan_partition", raw_parts=raw_parts, unread=unread,
+                       quarantine_parts=quarantine_parts, overrides=spec.checks)
+    stats = {"input_files": len(files), "documents": scanned["documents"], "quarantined": scanned["quarantined"],
              "duplicate_ids": duplicates, "removed": removed}
     stats["records"] = stats["documents"] + stats["quarantined"] + removed
     env.log(f"raw[{key}]: {stats['documents']} documents, {stats['quarantined']} quarantined")
-    checks = quality.raw_checks(raw_parts, unread, spec.checks)
+    checks = outcomes_from_rows(scanned["checks"])
     gate(f"{RAW}[{key}]", checks, [raw_tmp, quarantine_tmp])
     seal(raw_tmp)
     seal(quarantine_tmp)
     publish_dir(raw_tmp, raw_final)
     publish_dir(quarantine_tmp, quarantine_final)
-    return StageResult(stats, checks, report=record(env, source, snapshot, stats))
+    return StageResult(stats, checks, report=record(env, source, snapshot, stats, scanned["record_counts"]))
 
 
-def record(env: StageEnv, source: str, snapshot: str, stats: dict) -> dict:
-    """Every record's fate (kept for now, or quarantined and why) and the stage's numbers; returns
-    the quarantine reasons for the report."""
+def scan_partition(raw_parts: list[str], unread: list[str], quarantine_parts: list[str], overrides: dict) -> dict:
+    """The staged partition's queries over every document, run as an executor task (`env.scan`)
+    so that the driver's memory does not grow with the partition: its documents and unread
+    records (`unread`: the quarantine shards but the removal requests'), its checks (as rows) and
+    the counts `catalog.record_raw` records."""
+    with scratch_connection() as con:
+        record_counts = catalog.raw_counts(con, raw_parts, quarantine_parts)
+    return {"documents": count_rows(raw_parts), "quarantined": count_rows(unread), "record_counts": record_counts,
+            "checks": outcomes_as_rows(quality.raw_checks(raw_parts, unread, overrides))}
+
+
+def record(env: StageEnv, source: str, snapshot: str, stats: dict, counted: dict[str, int]) -> dict:
+    """Every record's fate (kept for now, or quarantined and why) and the stage's numbers
+    (`counted`: `catalog.raw_counts` of the partition, by `scan_partition`); returns the quarantine
+    reasons for the report."""
     with env.connect() as con:
         catalog.record_raw(con, source, snapshot,
                            list_parts(layout.partition_dir(env.root, layout.RAW_DIR, source, snapshot)),
-                           list_parts(layout.partition_dir(env.root, layout.QUARANTINE_DIR, source, snapshot)))
+                           list_parts(layout.partition_dir(env.root, layout.QUARANTINE_DIR, source, snapshot)),
+                           counted)
         catalog.record_stats(con, RAW, partition_key(source, snapshot), stats)
         reasons = con.execute(
             f"""SELECT reason, count(*) AS records FROM document_fates
