@@ -115,11 +115,7 @@ def dedup_generation(
     n_old = sum(pq.ParquetFile(f).metadata.num_rows for f in index_files)
     log(f"dedup[{snapshot}]: {n} documents against an index of {n_old}, pairs in {tasks} task(s)")
     os.makedirs(duckdb_temp_dir, exist_ok=True)
-    # One fixed folder per generation, emptied first: what a killed run left there (pair files can
-    # be large) is reclaimed by the next run instead of piling up under a new random name.
-    work = os.path.join(duckdb_temp_dir, "clusters", snapshot)
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    work = _scratch(duckdb_temp_dir, snapshot)
     logs = logging_dir or os.path.join(work, "logs")
     try:
         pairs = os.path.join(work, "pairs")
@@ -139,6 +135,15 @@ def dedup_generation(
         f"{stats.near_duplicates} near), largest cluster {stats.max_cluster_size}"
         + ("" if remove else "; all kept (remove: false)"))
     return stats
+
+
+def _scratch(duckdb_temp_dir: str, snapshot: str) -> str:
+    """The generation's scratch folder, emptied: one fixed folder per generation, so what a killed
+    run left there (pair files can be large) is reclaimed by the next run instead of piling up."""
+    work = os.path.join(duckdb_temp_dir, "clusters", snapshot)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    return work
 
 
 def _stats(clusters_file: str, fates_folder: str) -> ClusterStats:

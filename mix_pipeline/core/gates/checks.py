@@ -448,9 +448,8 @@ def deduplicated_checks(input_documents: int, kept: int, overrides: dict) -> lis
     return out
 
 
-# What the mixture checks' DuckDB may hold in memory: they read every row of a mixture (DISTINCT
-# over its documents), so past this they spill into the stage's scratch folder (under data_root's
-# _work, see core/io/documents.py duckdb_scratch) and the process running them stays this size.
+# What the mixture checks' DuckDB may hold in memory; past it they spill into the stage's scratch
+# folder (under data_root's _work), so the process running them stays this size.
 MIXTURE_CHECKS_MEMORY_LIMIT = "512MB"
 
 
@@ -484,16 +483,11 @@ def mixture_checks(
     out = [_weights_within_tolerance(frame, tolerance, overrides), _epochs_within_cap(frame, max_epochs, overrides)]
     parts = {s: [os.path.join(out_dir, f) for f in info["files"]] for s, info in splits.items()}
     files = [f for fs in parts.values() for f in fs]
-    con = bounded_connection()
-    try:
+    with bounded_connection() as con:
         out.append(_splits_disjoint(con, parts, overrides))
         if pii_found is None:
             pii_found = pii_hits(con, files, pii_sources)
-    finally:
-        con.close()
-    out.append(_no_pii_left(pii_found, bool(files), pii_sources, overrides))
-    out.append(_conservation(conservation_rows, overrides))
-    return out
+    return out + [_no_pii_left(pii_found, bool(files), pii_sources, overrides), _conservation(conservation_rows, overrides)]
 
 
 def _weights_within_tolerance(frame, tolerance: float, overrides: dict) -> CheckOutcome:
